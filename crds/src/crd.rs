@@ -1,0 +1,266 @@
+//! The LoadTest CustomResourceDefinition, generated from the Rust types.
+//!
+//! `crds/loadtests.volley.dev.yaml` is this module's output, committed so the chart and
+//! `kubectl apply` can use it; a test fails when the two differ. Regenerate with
+//! `cargo run -p volley-runner -- crd > crds/loadtests.volley.dev.yaml`.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use crate::spec::LoadTest;
+
+/// File name of the committed CRD, relative to the `crds/` directory.
+pub const CRD_FILE: &str = "loadtests.volley.dev.yaml";
+
+/// The CRD object.
+pub fn crd() -> CustomResourceDefinition {
+    LoadTest::crd()
+}
+
+/// The CRD as YAML, with a header saying where it comes from.
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    let body = serde_norway::to_string(&crd())?;
+    Ok(format!(
+        "# Generated from the Rust types in crds/src by `volley crd`. Do not edit.\n---\n{body}"
+    ))
+}
+
+/// Reasons a schema is not *structural* in the API server's sense, one sentence per node.
+///
+/// The API server rejects non-structural CRDs; checking here catches it without a cluster.
+pub fn structural_problems(schema: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    check_node(schema, "openAPIV3Schema", &mut problems);
+    problems
+}
+
+fn check_node(node: &serde_json::Value, path: &str, problems: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else {
+        problems.push(format!("{path}: schema node is not an object"));
+        return;
+    };
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "$defs",
+        "additionalItems",
+        "patternProperties",
+    ] {
+        if obj.contains_key(forbidden) {
+            problems.push(format!("{path}: `{forbidden}` is not allowed"));
+        }
+    }
+    let preserve = obj
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let int_or_string = obj
+        .get("x-kubernetes-int-or-string")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let ty = obj.get("type").and_then(|t| t.as_str());
+    if ty.is_none() && !preserve && !int_or_string {
+        problems.push(format!("{path}: no `type`"));
+    }
+    if let Some(t) = obj.get("type")
+        && !t.is_string()
+    {
+        problems.push(format!("{path}: `type` must be a single string"));
+    }
+    if obj.get("nullable").is_some() && ty.is_none() && !int_or_string {
+        problems.push(format!("{path}: `nullable` without a type"));
+    }
+    for junctor in ["anyOf", "oneOf", "allOf", "not"] {
+        if let Some(branches) = obj.get(junctor) {
+            // Junctors may only restrict values; types and properties belong outside them.
+            let list: Vec<&serde_json::Value> = match branches {
+                serde_json::Value::Array(a) => a.iter().collect(),
+                other => vec![other],
+            };
+            for (i, b) in list.iter().enumerate() {
+                for key in [
+                    "type",
+                    "properties",
+                    "items",
+                    "additionalProperties",
+                    "default",
+                ] {
+                    if b.get(key).is_some() && !int_or_string {
+                        problems.push(format!("{path}.{junctor}[{i}]: `{key}` inside a junctor"));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(default) = obj.get("default") {
+        check_default(default, obj, path, problems);
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (name, child) in props {
+            check_node(child, &format!("{path}.{name}"), problems);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        check_node(items, &format!("{path}[]"), problems);
+    }
+    if let Some(additional) = obj.get("additionalProperties")
+        && additional.is_object()
+    {
+        check_node(additional, &format!("{path}{{}}"), problems);
+    }
+}
+
+/// Defaults must validate against their own node, or the API server refuses the CRD.
+fn check_default(
+    default: &serde_json::Value,
+    node: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let ty = node.get("type").and_then(|t| t.as_str());
+    let ok = match (ty, default) {
+        (Some("string"), serde_json::Value::String(s)) => {
+            match node.get("pattern").and_then(|p| p.as_str()) {
+                Some(pattern) => regex::Regex::new(pattern)
+                    .map(|re| re.is_match(s))
+                    .unwrap_or(false),
+                None => true,
+            }
+        }
+        (Some("string"), _) => false,
+        (Some("integer"), v) => v.is_i64() || v.is_u64(),
+        (Some("number"), v) => v.is_number(),
+        (Some("boolean"), v) => v.is_boolean(),
+        (Some("array"), v) => v.is_array(),
+        (Some("object"), v) => v.is_object(),
+        _ => true,
+    };
+    if !ok {
+        problems.push(format!(
+            "{path}: default {default} does not match its schema"
+        ));
+    }
+    if let Some(allowed) = node.get("enum").and_then(|e| e.as_array())
+        && !allowed.contains(default)
+    {
+        problems.push(format!(
+            "{path}: default {default} is not one of the enum values"
+        ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn schema() -> serde_json::Value {
+        let crd = crd();
+        let version = &crd.spec.versions[0];
+        let schema = version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("schema");
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn committed_crd_matches_the_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_FILE);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let generated = crd_yaml().unwrap();
+        assert!(
+            committed == generated,
+            "{} is stale: regenerate it with `cargo run -p volley-runner -- crd > crds/{CRD_FILE}`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn schema_is_structural() {
+        let problems = structural_problems(&schema());
+        assert!(
+            problems.is_empty(),
+            "non-structural schema:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_checker_catches_what_the_api_server_rejects() {
+        let bad = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "a": {"description": "untyped"},
+                "b": {"$ref": "#/definitions/X"},
+                "c": {"type": "string", "pattern": "^[0-9]+s$", "default": "soon"},
+                "d": {"type": "object", "anyOf": [{"type": "string"}]},
+                "e": {"x-kubernetes-preserve-unknown-fields": true},
+            }
+        });
+        let problems = structural_problems(&bad);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn names_and_columns() {
+        let crd = crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("loadtests.volley.dev"));
+        assert_eq!(crd.spec.group, "volley.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "LoadTest");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["lt".to_string()]));
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let columns: Vec<_> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Phase", "Verdict", "Runners", "RPS", "P95", "Errors", "Age"]
+        );
+    }
+
+    #[test]
+    fn every_field_is_documented() {
+        fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+                for (name, child) in props {
+                    let p = format!("{path}.{name}");
+                    // metadata is Kubernetes' own; apiVersion/kind are documented by k8s.
+                    if p == ".metadata" || p == ".apiVersion" || p == ".kind" {
+                        continue;
+                    }
+                    let has_doc = child
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| !d.trim().is_empty());
+                    if !has_doc {
+                        missing.push(p.clone());
+                    }
+                    walk(child, &p, missing);
+                }
+            }
+            if let Some(items) = node.get("items") {
+                walk(items, &format!("{path}[]"), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&schema(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
+        );
+    }
+}

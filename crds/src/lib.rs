@@ -1,0 +1,23 @@
+//! Volley's API: the `LoadTest` custom resource and the pure logic that reads it.
+//!
+//! - [`spec`] and [`status`]: the resource types (group `volley.dev`, version `v1alpha1`).
+//! - [`manifest`]: reading a LoadTest from YAML with errors that name the field.
+//! - [`validate`]: rules the CRD schema cannot express, as field errors.
+//! - [`threshold`]: the threshold language, its parser and evaluator.
+//! - [`template`]: the `${...}` references steps use.
+//! - [`split`]: each runner's exact share of the load.
+//! - [`crd`]: the CRD YAML generated from these types.
+
+pub mod crd;
+pub mod duration;
+pub mod manifest;
+pub mod spec;
+pub mod split;
+pub mod status;
+pub mod template;
+pub mod threshold;
+pub mod validate;
+
+pub use duration::Duration;
+pub use spec::{LoadTest, LoadTestSpec};
+pub use status::LoadTestStatus;

@@ -1,0 +1,727 @@
+//! The `LoadTest` custom resource: what a user writes in `spec`.
+//!
+//! Every doc comment here becomes `kubectl explain` text, so they are written for the person
+//! authoring a manifest. Field shapes follow `DESIGN.md` section 2; cross-field rules that a
+//! schema cannot express live in [`crate::validate`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvFromSource, EnvVar, ResourceRequirements, Toleration,
+};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::status::LoadTestStatus;
+
+/// A load test: HTTP scenarios run by N runner pods whose results are merged into one verdict.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "volley.dev",
+    version = "v1alpha1",
+    kind = "LoadTest",
+    plural = "loadtests",
+    shortname = "lt",
+    category = "volley",
+    namespaced,
+    status = "LoadTestStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the run is: Pending, Starting, Running, Succeeded, Failed, Aborted or Error"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict","description":"Passed or Failed once the thresholds are known"}"#,
+    printcolumn = r#"{"name":"Runners","type":"string","jsonPath":".status.runners.summary","description":"Runner pods, e.g. 4/4"}"#,
+    printcolumn = r#"{"name":"RPS","type":"number","jsonPath":".status.metrics.rps","description":"Requests per second, all runners merged"}"#,
+    printcolumn = r#"{"name":"P95","type":"string","jsonPath":".status.metrics.p95","description":"95th percentile latency, all runners merged"}"#,
+    printcolumn = r#"{"name":"Errors","type":"string","jsonPath":".status.metrics.errors","description":"Share of failed requests"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadTestSpec {
+    /// The system under test: base URL, default timeout and headers for every request.
+    pub target: Target,
+    /// Steps run once per test, before any load, by runner 0 (e.g. log in). Values they
+    /// extract are available to every virtual user on every runner as `${setup.NAME}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<Step>,
+    /// Data feeders: CSV tables whose columns are available as `${FEEDER.COLUMN}`, one row per
+    /// iteration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<DataFeeder>,
+    /// One or more workloads that run side by side.
+    pub scenarios: Vec<Scenario>,
+    /// Pass/fail criteria evaluated on the merged results of all runners, e.g.
+    /// `"p(95) < 500ms"` or `{expr: "error_rate < 1%", scenario: checkout, abortOnFail: true}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "thresholds_schema")]
+    pub thresholds: Vec<ThresholdSpec>,
+    /// How many runner pods share the load, and how they are scheduled.
+    #[serde(default)]
+    pub runners: Runners,
+    /// Upper bound for the whole run, start barrier included. Default: the longest scenario's
+    /// planned duration (start time, duration and graceful stop) plus 10 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Set to true (e.g. with `kubectl patch`) to stop a running test; partial results are kept
+    /// and the phase becomes Aborted.
+    #[serde(default)]
+    pub abort: bool,
+    /// What to delete once the run has finished. The LoadTest and its report are never deleted.
+    #[serde(default)]
+    pub cleanup: Cleanup,
+}
+
+/// The system under test.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Base URL that relative step URLs are resolved against, e.g. `http://checkout.team-a.svc:8080`.
+    pub base_url: String,
+    /// Timeout for each request unless a step sets its own.
+    #[serde(default = "default_request_timeout")]
+    pub timeout: Duration,
+    /// Headers sent with every request (a step's headers override these).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Accept any TLS certificate. Only for staging targets with self-signed certificates.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A CSV table that feeds one row per iteration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFeeder {
+    /// Name used in templates: column `email` of feeder `users` is `${users.email}`.
+    pub name: String,
+    /// The CSV in a ConfigMap (in the cluster). The first line holds the column names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// The CSV in a local file (for `volley run`), relative to the manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Row order: sequential (wraps around), random, or unique (each row used at most once
+    /// across all runners; iterations stop when rows run out).
+    #[serde(default)]
+    pub order: FeederOrder,
+}
+
+/// A key in a ConfigMap in the LoadTest's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name.
+    pub name: String,
+    /// Key within the ConfigMap.
+    pub key: String,
+}
+
+/// Row order of a data feeder.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeederOrder {
+    /// Rows in file order, wrapping around at the end.
+    #[default]
+    Sequential,
+    /// A uniformly random row each time.
+    Random,
+    /// Each row at most once across the whole test.
+    Unique,
+}
+
+/// How a scenario schedules iterations (same semantics as k6's executors).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Executor {
+    /// Open model: `rate` iterations per `timeUnit` for `duration`, up to `maxVUs` at once.
+    #[default]
+    ConstantArrivalRate,
+    /// Open model: the rate moves linearly between `stages` targets, from `startRate`.
+    RampingArrivalRate,
+    /// Closed model: `vus` virtual users loop for `duration`.
+    ConstantVus,
+    /// Closed model: the VU count moves linearly between `stages` targets, from `startVUs`.
+    RampingVus,
+    /// `iterations` in total, shared by `vus` virtual users.
+    SharedIterations,
+    /// Each of `vus` virtual users runs `iterations` iterations.
+    PerVuIterations,
+}
+
+impl Executor {
+    /// The name as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::ConstantArrivalRate => "constant-arrival-rate",
+            Executor::RampingArrivalRate => "ramping-arrival-rate",
+            Executor::ConstantVus => "constant-vus",
+            Executor::RampingVus => "ramping-vus",
+            Executor::SharedIterations => "shared-iterations",
+            Executor::PerVuIterations => "per-vu-iterations",
+        }
+    }
+
+    /// Arrival-rate executors start iterations on a schedule, whatever the VUs are doing.
+    pub fn is_arrival_rate(self) -> bool {
+        matches!(
+            self,
+            Executor::ConstantArrivalRate | Executor::RampingArrivalRate
+        )
+    }
+}
+
+/// One workload: an executor that schedules iterations of a list of steps.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Scenario {
+    /// Unique name, used in metrics, thresholds and status.
+    pub name: String,
+    /// How iterations are scheduled.
+    pub executor: Executor,
+    /// Iterations per `timeUnit`, in total across all runners (constant-arrival-rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Starting rate of ramping-arrival-rate (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_rate: Option<u64>,
+    /// The period `rate` and stage targets of arrival-rate executors refer to (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_unit: Option<Duration>,
+    /// How long the scenario runs (constant-arrival-rate, constant-vus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// Virtual users, in total across all runners (constant-vus, shared-iterations,
+    /// per-vu-iterations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vus: Option<u64>,
+    /// Starting VU count of ramping-vus (default 1).
+    #[serde(rename = "startVUs", default, skip_serializing_if = "Option::is_none")]
+    pub start_vus: Option<u64>,
+    /// Concurrency cap of arrival-rate executors, in total across all runners. Iterations that
+    /// find no free VU are counted as dropped. Default: twice the peak rate per second.
+    #[serde(rename = "maxVUs", default, skip_serializing_if = "Option::is_none")]
+    pub max_vus: Option<u64>,
+    /// Iterations: in total (shared-iterations) or per VU (per-vu-iterations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// Targets to move to linearly, each over its duration (ramping executors). Targets are
+    /// totals across all runners: VUs for ramping-vus, iterations per `timeUnit` for
+    /// ramping-arrival-rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+    /// Cap on the run time of iteration-based executors (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
+    /// Delay from the common start before this scenario begins.
+    #[serde(default)]
+    pub start_time: Duration,
+    /// Time in-flight iterations get to finish once the scenario's time is up; after it they
+    /// are interrupted.
+    #[serde(default = "default_graceful_stop")]
+    pub graceful_stop: Duration,
+    /// What one iteration does, in order.
+    pub steps: Vec<Step>,
+}
+
+fn default_graceful_stop() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One stage of a ramping executor.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    /// Time to move from the previous target to this one.
+    pub duration: Duration,
+    /// Target at the end of the stage (VUs, or iterations per timeUnit), total across runners.
+    pub target: u64,
+}
+
+/// One step of an iteration (or of `setup`): an HTTP request with optional check, extraction,
+/// retry and polling, or a sleep. Exactly one of `request` and `sleep` is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Name used in metrics, thresholds and status. Default for requests: `METHOD url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The HTTP request to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+    /// Conditions the response must meet; a failed check counts as an error of kind `check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+    /// Values to take from the response, usable as `${NAME}` in later steps of the iteration
+    /// (or as `${setup.NAME}` when extracted in `setup`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract: BTreeMap<String, Extractor>,
+    /// Resend the request on the listed error kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Repeat the request until the response matches; the step's latency is then the
+    /// end-to-end time from the first send to the matching response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Until>,
+    /// Pause instead of a request: `1s`, or `{min: 1s, max: 3s}` for a uniformly random pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "sleep_schema")]
+    pub sleep: Option<Sleep>,
+}
+
+impl Step {
+    /// The name metrics and thresholds use for this step.
+    pub fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match (&self.request, &self.sleep) {
+            (Some(req), _) => format!("{} {}", req.method.to_uppercase(), req.url),
+            (None, Some(sleep)) => format!("sleep {sleep}"),
+            (None, None) => "(empty step)".to_string(),
+        }
+    }
+}
+
+/// An HTTP request. Strings may use templates: `${env:NAME}`, `${setup.NAME}`, extracted
+/// values `${NAME}`, feeder columns `${FEEDER.COLUMN}`, `${uuid}`, `${vu}`, `${iteration}`,
+/// `${runner}`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    /// HTTP method (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path relative to `target.baseUrl`, or an absolute URL.
+    pub url: String,
+    /// Extra headers for this request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body (any JSON value); sets `Content-Type: application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json_schema")]
+    pub json: Option<serde_json::Value>,
+    /// A raw body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// A multipart/form-data body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multipart: Vec<MultipartPart>,
+    /// Timeout for this request (default `target.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            method: default_method(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            json: None,
+            body: None,
+            multipart: Vec::new(),
+            timeout: None,
+        }
+    }
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+/// One part of a multipart body: a text value, a local file, or a ConfigMap key.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MultipartPart {
+    /// Form field name.
+    pub name: String,
+    /// A text value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A local file (for `volley run`), relative to the manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// A ConfigMap key holding the content (in the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// File name sent in the part's Content-Disposition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The part's Content-Type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// Conditions a response must meet. All that are set must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Accepted status codes. Default: any 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<u16>,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// A JSON path (e.g. `$.status`) into the body; with `equals`, the value it must have,
+    /// otherwise it must merely exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// The value `jsonPath` must have (compared as text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// Slowest acceptable response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
+}
+
+/// Where to take an extracted value from. Exactly one source is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Extractor {
+    /// A JSON path into the body, e.g. `$.token` or `$.items[0].id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// A response header name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie set by the response (e.g. a CSRF token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// A regular expression over the body; the first capture group (or the whole match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Error kinds a request can fail with.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The connection could not be established (refused, reset, DNS, TLS).
+    #[serde(rename = "connect")]
+    Connect,
+    /// No complete response within the timeout.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// A 4xx status.
+    #[serde(rename = "4xx")]
+    Status4xx,
+    /// A 5xx status.
+    #[serde(rename = "5xx")]
+    Status5xx,
+    /// A check did not hold.
+    #[serde(rename = "check")]
+    Check,
+    /// An extraction found nothing.
+    #[serde(rename = "extract")]
+    Extract,
+}
+
+/// Retry policy of a request step.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    /// Maximum attempts, the first one included.
+    pub attempts: u32,
+    /// Error kinds that cause a retry (default: connect, timeout, 5xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<ErrorKind>,
+    /// Pause before the first retry, doubled after each further one.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// Polling: repeat the request until a JSON path has a value.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Until {
+    /// A JSON path into the body, e.g. `$.status`.
+    pub json_path: String,
+    /// The value that ends polling (compared as text).
+    pub equals: String,
+    /// Pause between polls.
+    #[serde(default = "default_poll_every")]
+    pub every: Duration,
+    /// Give up after this long; the step then fails with kind `timeout`.
+    #[serde(default = "default_poll_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_poll_every() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_poll_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A pause: fixed, or uniformly random between `min` and `max`.
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Sleep {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniformly random in `[min, max]`.
+    Range {
+        /// Shortest pause.
+        min: Duration,
+        /// Longest pause.
+        max: Duration,
+    },
+}
+
+impl std::fmt::Display for Sleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sleep::Fixed(d) => write!(f, "{d}"),
+            Sleep::Range { min, max } => write!(f, "{min}..{max}"),
+        }
+    }
+}
+
+/// A threshold: an expression string, or an object with a scope and abort settings.
+#[derive(Clone, Debug, Serialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum ThresholdSpec {
+    /// `"p(95) < 500ms"`: evaluated over all requests.
+    Expr(String),
+    /// An expression with a scope and abort settings.
+    Detailed(Threshold),
+}
+
+impl ThresholdSpec {
+    /// The threshold in its object form.
+    pub fn to_threshold(&self) -> Threshold {
+        match self {
+            ThresholdSpec::Expr(expr) => Threshold {
+                expr: expr.clone(),
+                ..Threshold::default()
+            },
+            ThresholdSpec::Detailed(t) => t.clone(),
+        }
+    }
+}
+
+/// A threshold in object form.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Threshold {
+    /// The expression, e.g. `p(99) < 1s`, `error_rate < 1%`, `rps > 100`, `checks > 99%`.
+    pub expr: String,
+    /// Only this scenario's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Only this step's requests (needs `scenario`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Stop the whole test as soon as this threshold fails on the merged data.
+    #[serde(default)]
+    pub abort_on_fail: bool,
+    /// Do not evaluate for abortOnFail until the test has run this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_abort_eval: Option<Duration>,
+}
+
+/// Runner pods: how many, and how they are scheduled.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Runners {
+    /// Number of runner pods; rates, VUs and iterations are split exactly between them.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Runner image. Default: the operator's configured runner image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Image pull policy (Always, IfNotPresent, Never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// CPU and memory for each runner container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels runner pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for runner pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules for runner pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Environment variables for runners (use `valueFrom.secretKeyRef` for credentials
+    /// referenced as `${env:NAME}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Whole ConfigMaps or Secrets as runner environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Service account of runner pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Extra labels on runner pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on runner pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Priority class of runner pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// One runner per node (required pod anti-affinity), so runners do not share a NIC.
+    #[serde(default)]
+    pub separate: bool,
+    /// What a runner failure means for the run: Fail (default) ends it Failed; Continue keeps
+    /// the survivors' verdict.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+impl Default for Runners {
+    fn default() -> Self {
+        Self {
+            parallelism: default_parallelism(),
+            image: None,
+            image_pull_policy: None,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            env: Vec::new(),
+            env_from: Vec::new(),
+            service_account_name: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            priority_class_name: None,
+            separate: false,
+            failure_policy: FailurePolicy::default(),
+        }
+    }
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+/// What a runner failure means for the run.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// The run ends Failed with a reason naming the runner.
+    #[default]
+    Fail,
+    /// The run finishes with the survivors, whose merged results decide the verdict.
+    Continue,
+}
+
+/// Cleanup after the run.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cleanup {
+    /// When to delete runner pods and the run's Secret: Always, OnSuccess (default) or Never.
+    #[serde(default)]
+    pub runners: CleanupPolicy,
+    /// Delete runner pods and the Secret this long after the run finished, whatever the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u32>,
+}
+
+/// When to delete runner pods.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// As soon as the run finishes.
+    Always,
+    /// When the run succeeded; failed runs keep their pods for `kubectl logs`.
+    #[default]
+    OnSuccess,
+    /// Never (until the LoadTest is deleted).
+    Never,
+}
+
+/// Any JSON value. `x-kubernetes-preserve-unknown-fields` keeps the schema structural.
+fn any_json_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Any JSON value.",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// `1s` or `{min: 1s, max: 3s}`: a string-or-object has no structural schema, so the API
+/// server accepts any value here and Volley's own validation checks the shape.
+fn sleep_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Pause instead of a request: a duration such as `1s`, or `{min: 1s, max: 3s}` for a uniformly random pause.",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// String-or-object items, like [`sleep_schema`]: the API server accepts any value and
+/// Volley's validation parses each entry.
+fn thresholds_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": {
+            "description": "An expression such as `p(95) < 500ms`, or an object {expr, scenario, step, abortOnFail, delayAbortEval}.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        },
+    })
+}
+
+/// The bounds of a random sleep, in object form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepRange {
+    min: Duration,
+    max: Duration,
+}
+
+// Hand-written instead of `#[serde(untagged)]`: untagged enums report only "did not match any
+// variant", while these say which key or value is wrong.
+impl<'de> Deserialize<'de> for Sleep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SleepVisitor;
+        impl<'de> serde::de::Visitor<'de> for SleepVisitor {
+            type Value = Sleep;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as `1s`, or `{min: 1s, max: 3s}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sleep, E> {
+                v.parse().map(Sleep::Fixed).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Sleep, A::Error> {
+                let range =
+                    SleepRange::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Sleep::Range {
+                    min: range.min,
+                    max: range.max,
+                })
+            }
+        }
+        d.deserialize_any(SleepVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ThresholdSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ThresholdVisitor;
+        impl<'de> serde::de::Visitor<'de> for ThresholdVisitor {
+            type Value = ThresholdSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an expression such as `p(95) < 500ms`, or an object with `expr`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ThresholdSpec, E> {
+                Ok(ThresholdSpec::Expr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ThresholdSpec, A::Error> {
+                Threshold::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ThresholdSpec::Detailed)
+            }
+        }
+        d.deserialize_any(ThresholdVisitor)
+    }
+}

@@ -1,0 +1,253 @@
+//! The `LoadTest` status: what the operator (and `volley run --out`) reports back.
+//!
+//! Shaped for the people reading it: `kubectl get` columns come from the short display fields,
+//! `kubectl wait --for=condition=Complete` from the standard conditions, and the exact numbers
+//! from `metrics`, `thresholds`, `scenarios` and `steps`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a LoadTest.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadTestStatus {
+    /// Pending, Starting, Running, Succeeded, Failed, Aborted or Error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Passed or Failed: the thresholds' verdict on the merged results. Empty until known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Machine-readable reason for the phase, e.g. `ThresholdsFailed`, `RunnerFailed`,
+    /// `InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for humans, e.g. `p(95) 612ms >= 500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When load started (the common start of all runners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Runner pod counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runners: Option<RunnerCounts>,
+    /// Merged results of all runners, all scenarios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsStatus>,
+    /// Each threshold with its actual value and whether it passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdStatus>,
+    /// Per-scenario results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<ScenarioStatus>,
+    /// Per-step results (bounded; the report ConfigMap has all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepStatus>,
+    /// Where the full merged report (histograms, per-second series) is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_ref: Option<ReportRef>,
+    /// Standard conditions: `Started`, `Complete`, `ThresholdsPassed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Accepted, nothing started yet.
+    Pending,
+    /// Runner pods created; waiting for all of them at the start barrier.
+    Starting,
+    /// Load is running.
+    Running,
+    /// All runners finished and every threshold passed.
+    Succeeded,
+    /// A threshold failed, or runners failed.
+    Failed,
+    /// Stopped by `spec.abort`.
+    Aborted,
+    /// The run could not be carried out (invalid spec, pods could not start); the message says
+    /// what to fix.
+    Error,
+}
+
+impl Phase {
+    /// Succeeded, Failed, Aborted and Error are final: a finished run is never re-run.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::Failed | Phase::Aborted | Phase::Error
+        )
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The thresholds' verdict.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Every threshold held.
+    Passed,
+    /// At least one threshold failed.
+    Failed,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Runner pod counts.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerCounts {
+    /// Runners the test asks for (`runners.parallelism`).
+    pub desired: u32,
+    /// Runners registered at the start barrier.
+    pub ready: u32,
+    /// Runners currently sending load.
+    pub running: u32,
+    /// Runners that finished their share.
+    pub succeeded: u32,
+    /// Runners that died or could not start.
+    pub failed: u32,
+    /// Short form for `kubectl get`, e.g. `4/4`.
+    pub summary: String,
+}
+
+/// Merged results.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsStatus {
+    /// Requests sent (each retry and poll counts).
+    pub requests: u64,
+    /// Requests that failed (any error kind).
+    pub failures: u64,
+    /// failures / requests.
+    pub error_rate: f64,
+    /// Requests per second over the run so far.
+    pub rps: f64,
+    /// Completed iterations.
+    pub iterations: u64,
+    /// Iterations an arrival-rate executor could not start because every VU was busy.
+    pub dropped_iterations: u64,
+    /// Share of checks that passed; absent when no check ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_pass_rate: Option<f64>,
+    /// Request latency in milliseconds (from the scheduled start for arrival-rate executors).
+    pub latency_ms: LatencyMs,
+    /// Failed requests by kind: connect, timeout, 4xx, 5xx, check, extract.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Response bytes received.
+    pub data_received_bytes: u64,
+    /// Request bytes sent.
+    pub data_sent_bytes: u64,
+    /// p95 latency with its unit, for `kubectl get` (e.g. `44.2ms`).
+    pub p95: String,
+    /// Error rate as a percentage, for `kubectl get` (e.g. `0.01%`).
+    pub errors: String,
+}
+
+/// Latency statistics in milliseconds.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyMs {
+    /// Fastest.
+    pub min: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// One threshold's result.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdStatus {
+    /// The expression as written.
+    pub expr: String,
+    /// `all`, `scenario NAME`, or `scenario NAME step NAME`.
+    pub scope: String,
+    /// The measured value with its unit, or `no data`.
+    pub actual: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// Whether its failure aborted the run.
+    #[serde(default)]
+    pub aborted: bool,
+}
+
+/// One scenario's results.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioStatus {
+    /// Scenario name.
+    pub scenario: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Completed iterations.
+    pub iterations: u64,
+    /// Dropped iterations (arrival-rate executors).
+    pub dropped_iterations: u64,
+    /// failures / requests.
+    pub error_rate: f64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency in ms.
+    pub p50_ms: f64,
+    /// 95th percentile latency in ms.
+    pub p95_ms: f64,
+    /// 99th percentile latency in ms.
+    pub p99_ms: f64,
+}
+
+/// One step's results.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// Scenario name (`setup` for setup steps).
+    pub scenario: String,
+    /// Step name.
+    pub step: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// failures / requests.
+    pub error_rate: f64,
+    /// Median latency in ms.
+    pub p50_ms: f64,
+    /// 95th percentile latency in ms.
+    pub p95_ms: f64,
+    /// 99th percentile latency in ms.
+    pub p99_ms: f64,
+}
+
+/// Where the full report is stored.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRef {
+    /// ConfigMap in the LoadTest's namespace, owned by the LoadTest.
+    pub config_map_name: String,
+}

@@ -1,0 +1,894 @@
+//! Rules a LoadTest must follow that the CRD schema cannot express, as errors that name the
+//! field path and say what is wrong in a sentence.
+//!
+//! Shared by `volley validate`, `volley run` and the operator, so a manifest is judged the same
+//! way everywhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+
+use crate::duration::Duration;
+use crate::spec::{
+    DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
+};
+use crate::template::{Reference, Template, is_identifier};
+use crate::threshold::parse_threshold;
+
+/// Most runner pods one LoadTest may ask for.
+pub const MAX_PARALLELISM: u32 = 1_000;
+/// Most VUs (or maxVUs) one scenario may ask for, in total.
+pub const MAX_VUS: u64 = 1_000_000;
+/// Highest rate (iterations per timeUnit) one scenario may ask for, in total.
+pub const MAX_RATE: u64 = 10_000_000;
+/// Most iterations one scenario may ask for.
+pub const MAX_ITERATIONS: u64 = 1_000_000_000_000;
+/// Longest duration any field may hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest string accepted in a name.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// One problem with a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where, e.g. `spec.scenarios[1].steps[0].request.url`.
+    pub path: String,
+    /// What is wrong, as a sentence.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Checks every rule and returns all violations, not just the first.
+pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
+    let mut v = Validator::default();
+    v.spec(spec);
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+/// The extracted names visible to a step: what earlier steps of the same list extract.
+struct Scope<'a> {
+    feeders: &'a BTreeSet<String>,
+    setup_values: &'a BTreeSet<String>,
+    /// True inside `setup`, where per-iteration values (feeders, `${vu}`) do not exist.
+    in_setup: bool,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn spec(&mut self, spec: &LoadTestSpec) {
+        self.target(spec);
+        let feeders = self.feeders(&spec.data);
+        let no_setup_values = BTreeSet::new();
+        let setup_scope = Scope {
+            feeders: &feeders,
+            setup_values: &no_setup_values,
+            in_setup: true,
+        };
+        self.steps(&spec.setup, "spec.setup", &setup_scope);
+        let setup_values: BTreeSet<String> = spec
+            .setup
+            .iter()
+            .flat_map(|s| s.extract.keys().cloned())
+            .collect();
+
+        if spec.scenarios.is_empty() {
+            self.err("spec.scenarios", "at least one scenario is required");
+        }
+        let mut names = HashSet::new();
+        let scope = Scope {
+            feeders: &feeders,
+            setup_values: &setup_values,
+            in_setup: false,
+        };
+        for (i, sc) in spec.scenarios.iter().enumerate() {
+            let path = format!("spec.scenarios[{i}]");
+            self.name(&sc.name, &format!("{path}.name"), "scenario");
+            if !names.insert(sc.name.as_str()) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("scenario name `{}` is used twice", sc.name),
+                );
+            }
+            self.scenario(sc, &path, spec.runners.parallelism);
+            if sc.steps.is_empty() {
+                self.err(
+                    format!("{path}.steps"),
+                    "a scenario needs at least one step",
+                );
+            }
+            self.steps(&sc.steps, &format!("{path}.steps"), &scope);
+        }
+        for (i, t) in spec.thresholds.iter().enumerate() {
+            self.threshold(&t.to_threshold(), &format!("spec.thresholds[{i}]"), spec);
+        }
+        self.runners(&spec.runners);
+        if let Some(timeout) = spec.timeout {
+            self.positive_duration(timeout, "spec.timeout");
+        }
+    }
+
+    fn target(&mut self, spec: &LoadTestSpec) {
+        let t = &spec.target;
+        match url::Url::parse(&t.base_url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.host_str().is_none_or(str::is_empty) {
+                    self.err("spec.target.baseUrl", "the URL has no host");
+                }
+            }
+            Ok(u) => self.err(
+                "spec.target.baseUrl",
+                format!(
+                    "scheme `{}` is not supported; use http:// or https://",
+                    u.scheme()
+                ),
+            ),
+            Err(e) => self.err(
+                "spec.target.baseUrl",
+                format!(
+                    "`{}` is not a URL ({e}); write e.g. http://checkout.team-a.svc:8080",
+                    shorten(&t.base_url)
+                ),
+            ),
+        }
+        self.positive_duration(t.timeout, "spec.target.timeout");
+        self.headers(&t.headers, "spec.target.headers");
+        for (name, value) in &t.headers {
+            if let Err(e) = Template::parse(value) {
+                self.err(format!("spec.target.headers.{name}"), e.message);
+            } else if let Ok(tpl) = Template::parse(value) {
+                for r in tpl.references() {
+                    if !matches!(
+                        r,
+                        Reference::Env(_)
+                            | Reference::Setup(_)
+                            | Reference::Uuid
+                            | Reference::Runner
+                    ) {
+                        self.err(
+                            format!("spec.target.headers.{name}"),
+                            format!("{r} cannot be used in target headers; only ${{env:NAME}}, ${{setup.NAME}}, ${{uuid}} and ${{runner}} can"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn feeders(&mut self, data: &[DataFeeder]) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for (i, f) in data.iter().enumerate() {
+            let path = format!("spec.data[{i}]");
+            self.name(&f.name, &format!("{path}.name"), "feeder");
+            if is_identifier(&f.name) && !names.insert(f.name.clone()) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("feeder name `{}` is used twice", f.name),
+                );
+            }
+            if f.name == "setup" || f.name == "env" {
+                self.err(
+                    format!("{path}.name"),
+                    format!("`{}` is reserved; pick another feeder name", f.name),
+                );
+            }
+            match (&f.config_map_ref, &f.file) {
+                (Some(_), Some(_)) => {
+                    self.err(path.clone(), "set either configMapRef or file, not both")
+                }
+                (None, None) => self.err(
+                    path.clone(),
+                    "a feeder needs configMapRef (in the cluster) or file (for volley run)",
+                ),
+                _ => {}
+            }
+            if let Some(cm) = &f.config_map_ref {
+                if cm.name.is_empty() {
+                    self.err(format!("{path}.configMapRef.name"), "must not be empty");
+                }
+                if cm.key.is_empty() {
+                    self.err(format!("{path}.configMapRef.key"), "must not be empty");
+                }
+            }
+            if f.file.as_deref() == Some("") {
+                self.err(format!("{path}.file"), "must not be empty");
+            }
+        }
+        names
+    }
+
+    fn scenario(&mut self, sc: &Scenario, path: &str, parallelism: u32) {
+        let ex = sc.executor;
+        for rule in FIELD_RULES {
+            let set = (rule.is_set)(sc);
+            let allowed = rule.allowed.contains(&ex);
+            if set && !allowed {
+                self.err(
+                    format!("{path}.{}", rule.field),
+                    format!(
+                        "`{}` does not apply to executor {}; it is for {}",
+                        rule.field,
+                        ex.as_str(),
+                        executor_list(rule.allowed)
+                    ),
+                );
+            }
+            if !set && rule.required.contains(&ex) {
+                self.err(
+                    format!("{path}.{}", rule.field),
+                    format!("executor {} needs `{}`", ex.as_str(), rule.field),
+                );
+            }
+        }
+
+        // An out-of-range parallelism has its own error; splitting by it would only add noise.
+        let n = if (1..=MAX_PARALLELISM).contains(&parallelism) {
+            u64::from(parallelism)
+        } else {
+            1
+        };
+        let split_err = |what: &str, total: u64| {
+            format!(
+                "{what} {total} cannot be split across {n} runners (each runner needs at least 1); raise it to {n} or lower runners.parallelism"
+            )
+        };
+        if let Some(rate) = sc.rate {
+            self.bounded(rate, 1, MAX_RATE, &format!("{path}.rate"), "rate");
+            if rate >= 1 && rate < n {
+                self.err(format!("{path}.rate"), split_err("rate", rate));
+            }
+        }
+        if let Some(r) = sc.start_rate {
+            self.bounded(r, 0, MAX_RATE, &format!("{path}.startRate"), "startRate");
+        }
+        if let Some(vus) = sc.vus {
+            self.bounded(vus, 1, MAX_VUS, &format!("{path}.vus"), "vus");
+            if vus >= 1 && vus < n {
+                self.err(format!("{path}.vus"), split_err("vus", vus));
+            }
+        }
+        if let Some(v) = sc.start_vus {
+            self.bounded(v, 0, MAX_VUS, &format!("{path}.startVUs"), "startVUs");
+        }
+        if let Some(m) = sc.max_vus {
+            self.bounded(m, 1, MAX_VUS, &format!("{path}.maxVUs"), "maxVUs");
+            if m >= 1 && m < n {
+                self.err(format!("{path}.maxVUs"), split_err("maxVUs", m));
+            }
+        }
+        if let Some(it) = sc.iterations {
+            self.bounded(
+                it,
+                1,
+                MAX_ITERATIONS,
+                &format!("{path}.iterations"),
+                "iterations",
+            );
+            if ex == Executor::SharedIterations && it >= 1 && it < n {
+                self.err(format!("{path}.iterations"), split_err("iterations", it));
+            }
+            if ex == Executor::SharedIterations
+                && let Some(vus) = sc.vus
+                && vus > it
+            {
+                self.err(
+                    format!("{path}.vus"),
+                    format!("{vus} VUs for {it} shared iterations leaves VUs with nothing to do; use at most {it} VUs"),
+                );
+            }
+        }
+        // Iteration executors default to 1 VU, which cannot be split across several runners.
+        if matches!(ex, Executor::SharedIterations | Executor::PerVuIterations)
+            && sc.vus.is_none()
+            && n > 1
+        {
+            self.err(format!("{path}.vus"), split_err("the default of 1 VU", 1));
+        }
+        if let Some(tu) = sc.time_unit {
+            self.positive_duration(tu, &format!("{path}.timeUnit"));
+        }
+        if let Some(d) = sc.duration {
+            self.positive_duration(d, &format!("{path}.duration"));
+        }
+        if let Some(d) = sc.max_duration {
+            self.positive_duration(d, &format!("{path}.maxDuration"));
+        }
+        self.bounded_duration(sc.start_time, &format!("{path}.startTime"));
+        self.bounded_duration(sc.graceful_stop, &format!("{path}.gracefulStop"));
+        self.stages(sc, path, n);
+    }
+
+    fn stages(&mut self, sc: &Scenario, path: &str, n: u64) {
+        let (max, what) = match sc.executor {
+            Executor::RampingVus => (MAX_VUS, "VUs"),
+            Executor::RampingArrivalRate => (MAX_RATE, "iterations per timeUnit"),
+            _ => return,
+        };
+        let mut total = std::time::Duration::ZERO;
+        let mut peak = 0;
+        for (i, st) in sc.stages.iter().enumerate() {
+            let p = format!("{path}.stages[{i}]");
+            self.bounded_duration(st.duration, &format!("{p}.duration"));
+            total = total.saturating_add(st.duration.get());
+            if st.target > max {
+                self.err(
+                    format!("{p}.target"),
+                    format!("{} {what} is more than the limit of {max}", st.target),
+                );
+            }
+            peak = peak.max(st.target);
+        }
+        if !sc.stages.is_empty() && total.is_zero() {
+            self.err(
+                format!("{path}.stages"),
+                "the stages add up to 0s; at least one stage needs a duration",
+            );
+        }
+        if !sc.stages.is_empty() && peak < n {
+            self.err(
+                format!("{path}.stages"),
+                format!("the highest stage target is {peak} {what}, fewer than the {n} runners: some runners would never send load; raise a target to {n} or lower runners.parallelism"),
+            );
+        }
+    }
+
+    fn steps(&mut self, steps: &[Step], path: &str, scope: &Scope<'_>) {
+        let mut extracted: BTreeSet<String> = BTreeSet::new();
+        let mut names = HashSet::new();
+        for (i, step) in steps.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if let Some(name) = &step.name {
+                if name.trim().is_empty() {
+                    self.err(format!("{p}.name"), "must not be empty");
+                } else if name.len() > 128 {
+                    self.err(format!("{p}.name"), "is longer than 128 characters");
+                }
+            }
+            if !names.insert(step.display_name()) {
+                self.err(
+                    format!("{p}.name"),
+                    format!(
+                        "step name `{}` is used twice in this list; give the steps distinct names",
+                        shorten(&step.display_name())
+                    ),
+                );
+            }
+            match (&step.request, &step.sleep) {
+                (Some(_), Some(_)) => self.err(
+                    p.clone(),
+                    "a step is either a request or a sleep; split it into two steps",
+                ),
+                (None, None) => self.err(p.clone(), "a step needs `request` or `sleep`"),
+                (None, Some(sleep)) => {
+                    self.sleep(sleep, &format!("{p}.sleep"));
+                    for (field, set) in [
+                        ("check", step.check.is_some()),
+                        ("extract", !step.extract.is_empty()),
+                        ("retry", step.retry.is_some()),
+                        ("until", step.until.is_some()),
+                    ] {
+                        if set {
+                            self.err(
+                                format!("{p}.{field}"),
+                                format!("`{field}` needs a request; a sleep step has none"),
+                            );
+                        }
+                    }
+                }
+                (Some(req), None) => {
+                    self.request(req, &format!("{p}.request"), scope, &extracted);
+                    self.step_options(step, &p);
+                }
+            }
+            for name in step.extract.keys() {
+                if !is_identifier(name) {
+                    self.err(
+                        format!("{p}.extract.{name}"),
+                        "extracted names are letters, digits, `_` and `-`, not starting with a digit",
+                    );
+                }
+                if ["uuid", "vu", "iteration", "runner", "setup", "env"].contains(&name.as_str()) {
+                    self.err(
+                        format!("{p}.extract.{name}"),
+                        format!("`{name}` is a reserved name"),
+                    );
+                }
+            }
+            extracted.extend(step.extract.keys().cloned());
+        }
+    }
+
+    fn step_options(&mut self, step: &Step, p: &str) {
+        if let Some(check) = &step.check {
+            for (j, code) in check.status.iter().enumerate() {
+                if !(100..=599).contains(code) {
+                    self.err(
+                        format!("{p}.check.status[{j}]"),
+                        format!("{code} is not an HTTP status code (100-599)"),
+                    );
+                }
+            }
+            if check.equals.is_some() && check.json_path.is_none() {
+                self.err(format!("{p}.check.equals"), "`equals` needs `jsonPath`");
+            }
+            if let Some(jp) = &check.json_path {
+                self.json_path(jp, &format!("{p}.check.jsonPath"));
+            }
+            if let Some(d) = check.max_duration {
+                self.positive_duration(d, &format!("{p}.check.maxDuration"));
+            }
+        }
+        for (name, ex) in &step.extract {
+            let ep = format!("{p}.extract.{name}");
+            let sources = [
+                ex.json_path.is_some(),
+                ex.header.is_some(),
+                ex.cookie.is_some(),
+                ex.regex.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                self.err(
+                    ep.clone(),
+                    "set exactly one of jsonPath, header, cookie, regex",
+                );
+            }
+            if let Some(jp) = &ex.json_path {
+                self.json_path(jp, &format!("{ep}.jsonPath"));
+            }
+            if let Some(re) = &ex.regex
+                && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
+            {
+                self.err(
+                    format!("{ep}.regex"),
+                    format!(
+                        "not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+            }
+        }
+        if let Some(retry) = &step.retry {
+            if retry.attempts < 1 || retry.attempts > 100 {
+                self.err(
+                    format!("{p}.retry.attempts"),
+                    format!(
+                        "{} is out of range; use 1 to 100 attempts (the first one included)",
+                        retry.attempts
+                    ),
+                );
+            }
+            self.bounded_duration(retry.backoff, &format!("{p}.retry.backoff"));
+        }
+        if let Some(until) = &step.until {
+            self.json_path(&until.json_path, &format!("{p}.until.jsonPath"));
+            self.positive_duration(until.every, &format!("{p}.until.every"));
+            self.positive_duration(until.timeout, &format!("{p}.until.timeout"));
+            if until.timeout < until.every {
+                self.err(
+                    format!("{p}.until.timeout"),
+                    format!(
+                        "timeout {} is shorter than the poll interval {}",
+                        until.timeout, until.every
+                    ),
+                );
+            }
+        }
+    }
+
+    fn request(&mut self, req: &Request, p: &str, scope: &Scope<'_>, extracted: &BTreeSet<String>) {
+        const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+        if !METHODS.contains(&req.method.to_ascii_uppercase().as_str()) {
+            self.err(
+                format!("{p}.method"),
+                format!(
+                    "`{}` is not a supported method; use one of {}",
+                    shorten(&req.method),
+                    METHODS.join(", ")
+                ),
+            );
+        }
+        if req.url.trim().is_empty() {
+            self.err(format!("{p}.url"), "must not be empty");
+        }
+        self.template(&req.url, &format!("{p}.url"), scope, extracted);
+        self.headers(&req.headers, &format!("{p}.headers"));
+        for (name, value) in &req.headers {
+            self.template(value, &format!("{p}.headers.{name}"), scope, extracted);
+        }
+        let bodies = [
+            req.json.is_some(),
+            req.body.is_some(),
+            !req.multipart.is_empty(),
+        ];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            self.err(p.to_string(), "set at most one of json, body, multipart");
+        }
+        if let Some(body) = &req.body {
+            self.template(body, &format!("{p}.body"), scope, extracted);
+        }
+        if let Some(json) = &req.json {
+            self.json_templates(json, &format!("{p}.json"), scope, extracted, 0);
+        }
+        for (j, part) in req.multipart.iter().enumerate() {
+            let pp = format!("{p}.multipart[{j}]");
+            if part.name.is_empty() {
+                self.err(format!("{pp}.name"), "must not be empty");
+            }
+            let sources = [
+                part.value.is_some(),
+                part.file.is_some(),
+                part.config_map_ref.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                self.err(pp.clone(), "set exactly one of value, file, configMapRef");
+            }
+            if let Some(v) = &part.value {
+                self.template(v, &format!("{pp}.value"), scope, extracted);
+            }
+        }
+        if let Some(t) = req.timeout {
+            self.positive_duration(t, &format!("{p}.timeout"));
+        }
+    }
+
+    fn json_templates(
+        &mut self,
+        v: &serde_json::Value,
+        p: &str,
+        scope: &Scope<'_>,
+        extracted: &BTreeSet<String>,
+        depth: usize,
+    ) {
+        const MAX_DEPTH: usize = 64;
+        if depth > MAX_DEPTH {
+            self.err(
+                p.to_string(),
+                format!("the JSON body is nested deeper than {MAX_DEPTH} levels"),
+            );
+            return;
+        }
+        match v {
+            serde_json::Value::String(s) => self.template(s, p, scope, extracted),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.json_templates(item, &format!("{p}[{i}]"), scope, extracted, depth + 1);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    self.json_templates(item, &format!("{p}.{k}"), scope, extracted, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn template(&mut self, text: &str, p: &str, scope: &Scope<'_>, extracted: &BTreeSet<String>) {
+        let tpl = match Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(p.to_string(), e.message);
+                return;
+            }
+        };
+        for r in tpl.references() {
+            let problem = match r {
+                Reference::Env(_) | Reference::Uuid | Reference::Runner => None,
+                Reference::Vu | Reference::Iteration if scope.in_setup => Some(format!(
+                    "{r} does not exist in setup, which runs once outside any VU"
+                )),
+                Reference::Vu | Reference::Iteration => None,
+                Reference::Setup(name) if scope.in_setup => Some(format!(
+                    "{r} is not available inside setup itself; refer to a value extracted by an earlier setup step as ${{{name}}}"
+                )),
+                Reference::Setup(name) if !scope.setup_values.contains(name) => Some(format!(
+                    "{r} is not extracted by any setup step{}",
+                    known_list(scope.setup_values, "setup extracts")
+                )),
+                Reference::Setup(_) => None,
+                Reference::Extracted(name) if !extracted.contains(name) => Some(format!(
+                    "{r} is used before any earlier step extracts `{name}`{}",
+                    known_list(extracted, "extracted so far")
+                )),
+                Reference::Extracted(_) => None,
+                Reference::Feeder { .. } if scope.in_setup => Some(format!(
+                    "{r}: data feeders are per iteration and do not exist in setup"
+                )),
+                Reference::Feeder { feeder, .. } if !scope.feeders.contains(feeder) => {
+                    Some(format!(
+                        "{r} refers to feeder `{feeder}`, which spec.data does not declare{}",
+                        known_list(scope.feeders, "feeders")
+                    ))
+                }
+                Reference::Feeder { .. } => None,
+            };
+            if let Some(message) = problem {
+                self.err(p.to_string(), message);
+            }
+        }
+    }
+
+    fn threshold(&mut self, t: &Threshold, p: &str, spec: &LoadTestSpec) {
+        if let Err(e) = parse_threshold(&t.expr) {
+            self.err(p.to_string(), e.to_string());
+        }
+        match (&t.scenario, &t.step) {
+            (None, Some(_)) => self.err(
+                format!("{p}.step"),
+                "`step` needs `scenario` (step names are per scenario)",
+            ),
+            (Some(name), step) => match spec.scenarios.iter().find(|s| &s.name == name) {
+                None => {
+                    let names: BTreeSet<String> =
+                        spec.scenarios.iter().map(|s| s.name.clone()).collect();
+                    self.err(
+                        format!("{p}.scenario"),
+                        format!(
+                            "no scenario is named `{name}`{}",
+                            known_list(&names, "scenarios")
+                        ),
+                    );
+                }
+                Some(sc) => {
+                    if let Some(step) = step {
+                        let steps: BTreeSet<String> = sc
+                            .steps
+                            .iter()
+                            .filter(|s| s.request.is_some())
+                            .map(Step::display_name)
+                            .collect();
+                        if !steps.contains(step) {
+                            self.err(
+                                format!("{p}.step"),
+                                format!(
+                                    "scenario `{name}` has no request step named `{step}`{}",
+                                    known_list(&steps, "its steps")
+                                ),
+                            );
+                        }
+                    }
+                }
+            },
+            (None, None) => {}
+        }
+        if let Some(d) = t.delay_abort_eval {
+            self.bounded_duration(d, &format!("{p}.delayAbortEval"));
+            if !t.abort_on_fail {
+                self.err(
+                    format!("{p}.delayAbortEval"),
+                    "delayAbortEval only matters with abortOnFail: true",
+                );
+            }
+        }
+    }
+
+    fn runners(&mut self, r: &Runners) {
+        if r.parallelism < 1 || r.parallelism > MAX_PARALLELISM {
+            self.err(
+                "spec.runners.parallelism",
+                format!(
+                    "{} is out of range; use 1 to {MAX_PARALLELISM} runners",
+                    r.parallelism
+                ),
+            );
+        }
+        if let Some(image) = &r.image
+            && (image.trim().is_empty() || image.contains(char::is_whitespace))
+        {
+            self.err(
+                "spec.runners.image",
+                "must be an image reference without spaces",
+            );
+        }
+        if let Some(policy) = &r.image_pull_policy
+            && !["Always", "IfNotPresent", "Never"].contains(&policy.as_str())
+        {
+            self.err(
+                "spec.runners.imagePullPolicy",
+                format!(
+                    "`{}` is not one of Always, IfNotPresent, Never",
+                    shorten(policy)
+                ),
+            );
+        }
+    }
+
+    fn sleep(&mut self, sleep: &Sleep, p: &str) {
+        match sleep {
+            Sleep::Fixed(d) => self.bounded_duration(*d, p),
+            Sleep::Range { min, max } => {
+                self.bounded_duration(*min, &format!("{p}.min"));
+                self.bounded_duration(*max, &format!("{p}.max"));
+                if min > max {
+                    self.err(
+                        format!("{p}.min"),
+                        format!("min {min} is longer than max {max}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn headers(&mut self, headers: &BTreeMap<String, String>, p: &str) {
+        for name in headers.keys() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                self.err(format!("{p}.{name}"), "not a valid HTTP header name");
+            }
+        }
+    }
+
+    fn json_path(&mut self, jp: &str, p: &str) {
+        if let Err(e) = serde_json_path::JsonPath::parse(jp) {
+            self.err(
+                p.to_string(),
+                format!(
+                    "`{}` is not a valid JSON path ({}); write e.g. $.token or $.items[0].id",
+                    shorten(jp),
+                    first_line(&e.to_string())
+                ),
+            );
+        }
+    }
+
+    fn name(&mut self, name: &str, p: &str, what: &str) {
+        if name.is_empty() {
+            self.err(p.to_string(), format!("a {what} needs a name"));
+        } else if name.len() > MAX_NAME_LEN || !is_identifier(name) {
+            self.err(p.to_string(), format!("`{}` is not a valid {what} name: use up to {MAX_NAME_LEN} letters, digits, `_` and `-`, starting with a letter", shorten(name)));
+        }
+    }
+
+    fn bounded(&mut self, value: u64, min: u64, max: u64, p: &str, what: &str) {
+        if value < min {
+            self.err(p.to_string(), format!("{what} must be at least {min}"));
+        } else if value > max {
+            self.err(
+                p.to_string(),
+                format!("{what} {value} is more than the limit of {max}"),
+            );
+        }
+    }
+
+    fn positive_duration(&mut self, d: Duration, p: &str) {
+        if d.is_zero() {
+            self.err(p.to_string(), "must be longer than 0s");
+        }
+        self.bounded_duration(d, p);
+    }
+
+    fn bounded_duration(&mut self, d: Duration, p: &str) {
+        if d > MAX_DURATION {
+            self.err(
+                p.to_string(),
+                format!("{d} is longer than the limit of {MAX_DURATION}"),
+            );
+        }
+    }
+}
+
+/// Which executors accept a scenario field, and which need it.
+struct FieldRule {
+    field: &'static str,
+    is_set: fn(&Scenario) -> bool,
+    allowed: &'static [Executor],
+    required: &'static [Executor],
+}
+
+use Executor::{
+    ConstantArrivalRate as Car, ConstantVus as Cv, PerVuIterations as Pvi,
+    RampingArrivalRate as Rar, RampingVus as Rv, SharedIterations as Si,
+};
+
+const FIELD_RULES: &[FieldRule] = &[
+    FieldRule {
+        field: "rate",
+        is_set: |s| s.rate.is_some(),
+        allowed: &[Car],
+        required: &[Car],
+    },
+    FieldRule {
+        field: "startRate",
+        is_set: |s| s.start_rate.is_some(),
+        allowed: &[Rar],
+        required: &[],
+    },
+    FieldRule {
+        field: "timeUnit",
+        is_set: |s| s.time_unit.is_some(),
+        allowed: &[Car, Rar],
+        required: &[],
+    },
+    FieldRule {
+        field: "duration",
+        is_set: |s| s.duration.is_some(),
+        allowed: &[Car, Cv],
+        required: &[Car, Cv],
+    },
+    FieldRule {
+        field: "vus",
+        is_set: |s| s.vus.is_some(),
+        allowed: &[Cv, Si, Pvi],
+        required: &[Cv],
+    },
+    FieldRule {
+        field: "startVUs",
+        is_set: |s| s.start_vus.is_some(),
+        allowed: &[Rv],
+        required: &[],
+    },
+    FieldRule {
+        field: "maxVUs",
+        is_set: |s| s.max_vus.is_some(),
+        allowed: &[Car, Rar],
+        required: &[],
+    },
+    FieldRule {
+        field: "iterations",
+        is_set: |s| s.iterations.is_some(),
+        allowed: &[Si, Pvi],
+        required: &[Si, Pvi],
+    },
+    FieldRule {
+        field: "stages",
+        is_set: |s| !s.stages.is_empty(),
+        allowed: &[Rar, Rv],
+        required: &[Rar, Rv],
+    },
+    FieldRule {
+        field: "maxDuration",
+        is_set: |s| s.max_duration.is_some(),
+        allowed: &[Si, Pvi],
+        required: &[],
+    },
+];
+
+fn executor_list(list: &[Executor]) -> String {
+    list.iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn known_list(names: &BTreeSet<String>, label: &str) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+        format!(" ({label}: {})", shown.join(", "))
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 60 {
+        let head: String = s.chars().take(60).collect();
+        format!("{head}…")
+    } else {
+        s.to_string()
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,98 @@
+//! The subcommands that only read manifests: `volley validate` and `volley crd`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest};
+use volley_crds::validate::{FieldError, validate};
+use volley_crds::{LoadTest, crd};
+
+/// Everything wrong with one manifest file.
+#[derive(Debug)]
+pub enum ManifestProblems {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The YAML does not describe a LoadTest.
+    Parse(ManifestError),
+    /// The LoadTest breaks validation rules.
+    Invalid(Vec<FieldError>),
+}
+
+/// Reads, parses and validates one manifest.
+pub fn load_manifest(path: &Path) -> Result<LoadTest, ManifestProblems> {
+    let meta = std::fs::metadata(path).map_err(ManifestProblems::Io)?;
+    if meta.len() > MAX_MANIFEST_BYTES as u64 {
+        return Err(ManifestProblems::Parse(ManifestError::TooLarge(
+            usize::try_from(meta.len()).unwrap_or(usize::MAX),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(ManifestProblems::Io)?;
+    let lt = parse_manifest(&text).map_err(ManifestProblems::Parse)?;
+    validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
+    Ok(lt)
+}
+
+/// Prints the problems of one file, one per line, each starting with the file name.
+pub fn print_problems(path: &Path, problems: &ManifestProblems) {
+    let file = path.display();
+    match problems {
+        ManifestProblems::Io(e) => eprintln!("{file}: cannot read: {e}"),
+        ManifestProblems::Parse(ManifestError::UnknownFields(fields)) => {
+            for f in fields {
+                eprintln!(
+                    "{file}: {f}: unknown field (check the spelling; `volley crd` shows every field)"
+                );
+            }
+        }
+        ManifestProblems::Parse(e) => eprintln!("{file}: {e}"),
+        ManifestProblems::Invalid(errors) => {
+            for e in errors {
+                eprintln!("{file}: {e}");
+            }
+        }
+    }
+}
+
+/// `volley validate FILE...`: exit 0 when every file is valid, 1 otherwise.
+pub fn validate_files(files: &[PathBuf]) -> ExitCode {
+    let mut failed = 0;
+    for path in files {
+        match load_manifest(path) {
+            Ok(lt) => println!(
+                "{}: ok (LoadTest {}, {} scenario{})",
+                path.display(),
+                lt.metadata.name.as_deref().unwrap_or("<unnamed>"),
+                lt.spec.scenarios.len(),
+                if lt.spec.scenarios.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+            Err(problems) => {
+                failed += 1;
+                print_problems(path, &problems);
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} of {} manifest(s) invalid", files.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// `volley crd`: the CRD YAML on stdout.
+pub fn print_crd() -> ExitCode {
+    match crd::crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot render the CRD: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `volley validate` and `volley crd` as a user runs them: the real binary, real files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn volley(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(args)
+        .output()
+        .expect("run volley")
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let mut files: Vec<String> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = volley(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches(": ok (LoadTest").count(),
+        files.len(),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_prints_every_error_with_its_path_and_fails() {
+    let dir = tempdir();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: bad}
+spec:
+  target: {baseUrl: "http://127.0.0.1:8080"}
+  scenarios:
+    - name: main
+      executor: constant-vus
+      rate: 10
+      vus: 2
+      duration: 10s
+      steps:
+        - request: {url: "/api/jobs/${jobId}"}
+  thresholds: ["p(95) < 5%"]
+  runners: {parallelism: 3}
+"#,
+    )
+    .unwrap();
+    let out = volley(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "bad.yaml: spec.scenarios[0].rate: `rate` does not apply to executor constant-vus",
+        "bad.yaml: spec.scenarios[0].vus: vus 2 cannot be split across 3 runners",
+        "bad.yaml: spec.scenarios[0].steps[0].request.url: ${jobId} is used before any earlier step extracts `jobId`",
+        "bad.yaml: spec.thresholds[0]: ",
+        "1 of 1 manifest(s) invalid",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn validate_reports_unreadable_and_malformed_files() {
+    let dir = tempdir();
+    let broken = dir.join("broken.yaml");
+    std::fs::write(&broken, "apiVersion: [\n").unwrap();
+    let missing = dir.join("missing.yaml");
+    let out = volley(&[
+        "validate",
+        broken.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.yaml: .: "), "{stderr}");
+    assert!(stderr.contains("line 1"), "{stderr}");
+    assert!(stderr.contains("missing.yaml: cannot read"), "{stderr}");
+    assert!(stderr.contains("2 of 2 manifest(s) invalid"), "{stderr}");
+}
+
+#[test]
+fn crd_prints_the_committed_yaml() {
+    let out = volley(&["crd"]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(repo("crds/loadtests.volley.dev.yaml")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "volley-cli-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
