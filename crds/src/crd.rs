@@ -14,7 +14,57 @@ pub const CRD_FILE: &str = "loadtests.volley.dev.yaml";
 
 /// The CRD object.
 pub fn crd() -> CustomResourceDefinition {
-    LoadTest::crd()
+    let mut crd = LoadTest::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        // Round-trip through JSON to edit the schema tree generically; both directions are
+        // infallible for a schema that came from serde in the first place.
+        if let Ok(mut value) = serde_json::to_value(&*schema) {
+            normalize_integer_formats(&mut value);
+            if let Ok(fixed) = serde_json::from_value(value) {
+                *schema = fixed;
+            }
+        }
+    }
+    crd
+}
+
+/// Integer formats the API server recognizes are int32 and int64; schemars writes Rust's
+/// unsigned types as `uint16`/`uint32`/`uint64`, which API servers warn about ("unrecognized
+/// format"). Express them as recognized formats with explicit bounds instead, so the API
+/// server also rejects values the Rust types cannot hold.
+fn normalize_integer_formats(node: &mut serde_json::Value) {
+    let Some(obj) = node.as_object_mut() else {
+        return;
+    };
+    let bounds = match obj.get("format").and_then(|f| f.as_str()) {
+        Some("uint8") => Some(("int32", Some(u64::from(u8::MAX)))),
+        Some("uint16") => Some(("int32", Some(u64::from(u16::MAX)))),
+        Some("uint32") => Some(("int64", Some(u64::from(u32::MAX)))),
+        // No maximum: the API server stores integers as int64, which is the real bound.
+        Some("uint64") | Some("uint") => Some(("int64", None)),
+        _ => None,
+    };
+    if let Some((format, max)) = bounds {
+        obj.insert("format".into(), format.into());
+        obj.insert("minimum".into(), 0.into());
+        if let Some(max) = max {
+            obj.insert("maximum".into(), max.into());
+        }
+    }
+    for (_, child) in obj.iter_mut() {
+        match child {
+            serde_json::Value::Object(_) => normalize_integer_formats(child),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normalize_integer_formats),
+            _ => {}
+        }
+    }
 }
 
 /// The CRD as YAML, with a header saying where it comes from.
@@ -90,6 +140,32 @@ fn check_node(node: &serde_json::Value, path: &str, problems: &mut Vec<String>) 
                     }
                 }
             }
+        }
+    }
+    if let Some(format) = obj.get("format").and_then(|f| f.as_str()) {
+        let known = match ty {
+            Some("integer") => ["int32", "int64"].contains(&format),
+            Some("number") => ["float", "double", "int32", "int64"].contains(&format),
+            Some("string") => [
+                "date-time",
+                "date",
+                "byte",
+                "int-or-string",
+                "duration",
+                "uri",
+                "email",
+                "uuid",
+                "hostname",
+                "password",
+                "binary",
+            ]
+            .contains(&format),
+            _ => false,
+        };
+        if !known {
+            problems.push(format!(
+                "{path}: format `{format}` is not one the API server recognizes"
+            ));
         }
     }
     if let Some(default) = obj.get("default") {
@@ -197,10 +273,25 @@ mod tests {
                 "c": {"type": "string", "pattern": "^[0-9]+s$", "default": "soon"},
                 "d": {"type": "object", "anyOf": [{"type": "string"}]},
                 "e": {"x-kubernetes-preserve-unknown-fields": true},
+                "f": {"type": "integer", "format": "uint32"},
             }
         });
         let problems = structural_problems(&bad);
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn unsigned_fields_get_recognized_formats_and_bounds() {
+        let s = schema();
+        let parallelism =
+            &s["properties"]["spec"]["properties"]["runners"]["properties"]["parallelism"];
+        assert_eq!(parallelism["format"], "int64");
+        assert_eq!(parallelism["minimum"].as_f64(), Some(0.0));
+        assert_eq!(parallelism["maximum"].as_f64(), Some(f64::from(u32::MAX)));
+        let status_code = &s["properties"]["spec"]["properties"]["scenarios"]["items"]["properties"]
+            ["steps"]["items"]["properties"]["check"]["properties"]["status"]["items"];
+        assert_eq!(status_code["format"], "int32");
+        assert_eq!(status_code["maximum"].as_f64(), Some(65535.0));
     }
 
     #[test]
