@@ -11,6 +11,8 @@ use std::str::FromStr;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::shorten;
+
 /// The regular expression the CRD schema enforces on duration strings.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(us|ms|s|m|h|d))+$";
 
@@ -61,7 +63,7 @@ impl FromStr for Duration {
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let err = |reason: &str| DurationError {
-            input: truncate(input),
+            input: shorten(input, 64),
             reason: reason.to_string(),
         };
         if input.is_empty() {
@@ -106,16 +108,6 @@ fn matches_compact_form(s: &str) -> bool {
         }
     }
     true
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}…")
-    }
 }
 
 impl fmt::Display for Duration {

@@ -15,6 +15,7 @@ pub mod spec;
 pub mod split;
 pub mod status;
 pub mod template;
+mod text;
 pub mod threshold;
 pub mod validate;
 

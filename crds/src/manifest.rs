@@ -5,6 +5,7 @@
 //! operator reading objects written by a newer CRD keeps working.
 
 use crate::spec::LoadTest;
+use crate::text::shorten;
 
 /// API version of the LoadTest resource.
 pub const API_VERSION: &str = "volley.dev/v1alpha1";
@@ -67,7 +68,7 @@ pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
         let inner = e.into_inner();
         let loc = inner.location();
         let message = strip_location(&inner.to_string());
-        let message = strip_path_prefix(&message, &path);
+        let message = shorten(&strip_path_prefix(&message, &path), 400);
         ManifestError::Invalid {
             path,
             message,

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::text::shorten;
+
 /// A parsed template: literal text and references, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -137,7 +139,10 @@ impl Template {
 fn parse_reference(body: &str) -> Result<Reference, TemplateError> {
     let trimmed = body.trim();
     let bad = |why: &str| TemplateError {
-        message: format!("`${{{}}}` is not a valid reference: {why}", shorten(body)),
+        message: format!(
+            "`${{{}}}` is not a valid reference: {why}",
+            shorten(body, 40)
+        ),
     };
     if trimmed.is_empty() {
         return Err(bad("it is empty"));
@@ -185,15 +190,6 @@ fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 40 {
-        let head: String = s.chars().take(40).collect();
-        format!("{head}…")
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::spec::{
     DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
 };
 use crate::template::{Reference, Template, is_identifier};
+use crate::text::shorten;
 use crate::threshold::parse_threshold;
 
 /// Most runner pods one LoadTest may ask for.
@@ -68,9 +69,11 @@ struct Scope<'a> {
 
 impl Validator {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        // Paths and messages quote user text (keys, names, expressions); a hostile manifest
+        // must not turn one error into megabytes of output.
         self.errors.push(FieldError {
-            path: path.into(),
-            message: message.into(),
+            path: shorten(&path.into(), 200),
+            message: shorten(&message.into(), 400),
         });
     }
 
@@ -145,7 +148,7 @@ impl Validator {
                 "spec.target.baseUrl",
                 format!(
                     "`{}` is not a URL ({e}); write e.g. http://checkout.team-a.svc:8080",
-                    shorten(&t.base_url)
+                    shorten(&t.base_url, 60)
                 ),
             ),
         }
@@ -367,7 +370,7 @@ impl Validator {
                     format!("{p}.name"),
                     format!(
                         "step name `{}` is used twice in this list; give the steps distinct names",
-                        shorten(&step.display_name())
+                        shorten(&step.display_name(), 60)
                     ),
                 );
             }
@@ -500,7 +503,7 @@ impl Validator {
                 format!("{p}.method"),
                 format!(
                     "`{}` is not a supported method; use one of {}",
-                    shorten(&req.method),
+                    shorten(&req.method, 60),
                     METHODS.join(", ")
                 ),
             );
@@ -705,7 +708,7 @@ impl Validator {
                 "spec.runners.imagePullPolicy",
                 format!(
                     "`{}` is not one of Always, IfNotPresent, Never",
-                    shorten(policy)
+                    shorten(policy, 60)
                 ),
             );
         }
@@ -745,7 +748,7 @@ impl Validator {
                 p.to_string(),
                 format!(
                     "`{}` is not a valid JSON path ({}); write e.g. $.token or $.items[0].id",
-                    shorten(jp),
+                    shorten(jp, 60),
                     first_line(&e.to_string())
                 ),
             );
@@ -756,7 +759,7 @@ impl Validator {
         if name.is_empty() {
             self.err(p.to_string(), format!("a {what} needs a name"));
         } else if name.len() > MAX_NAME_LEN || !is_identifier(name) {
-            self.err(p.to_string(), format!("`{}` is not a valid {what} name: use up to {MAX_NAME_LEN} letters, digits, `_` and `-`, starting with a letter", shorten(name)));
+            self.err(p.to_string(), format!("`{}` is not a valid {what} name: use up to {MAX_NAME_LEN} letters, digits, `_` and `-`, starting with a letter", shorten(name, 60)));
         }
     }
 
@@ -877,15 +880,6 @@ fn known_list(names: &BTreeSet<String>, label: &str) -> String {
     } else {
         let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
         format!(" ({label}: {})", shown.join(", "))
-    }
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 60 {
-        let head: String = s.chars().take(60).collect();
-        format!("{head}…")
-    } else {
-        s.to_string()
     }
 }
 

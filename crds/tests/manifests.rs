@@ -63,6 +63,14 @@ fn invalid_manifests_give_the_declared_errors() {
                 ));
             }
         }
+        // Hostile input must not be echoed back whole.
+        if let Some(long) = got.iter().find(|g| g.len() > 1_000) {
+            failures.push(format!(
+                "{}: an error of {} bytes",
+                path.display(),
+                long.len()
+            ));
+        }
         // Each declared error must be the whole story: no unexpected extras.
         if got.len() > expected.len() {
             failures.push(format!(
