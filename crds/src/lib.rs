@@ -6,11 +6,14 @@
 //! - [`threshold`]: the threshold language, its parser and evaluator.
 //! - [`template`]: the `${...}` references steps use.
 //! - [`split`]: each runner's exact share of the load.
+//! - [`metrics`]: the metrics model (recording, exact merging, the runner report wire format,
+//!   status summaries and threshold evaluation on merged data).
 //! - [`crd`]: the CRD YAML generated from these types.
 
 pub mod crd;
 pub mod duration;
 pub mod manifest;
+pub mod metrics;
 pub mod spec;
 pub mod split;
 pub mod status;
