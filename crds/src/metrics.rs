@@ -690,7 +690,7 @@ fn significant(x: f64, digits: i32) -> String {
 
 /// A latency for `kubectl get`, to the histogram's 3 significant digits: `512us`, `44.2ms`,
 /// `1.23s`, `125s`.
-fn format_latency_ms(ms: f64) -> String {
+pub fn format_latency_ms(ms: f64) -> String {
     if ms > 0.0 && ms < 1.0 {
         format!("{}us", significant(ms * 1000.0, 3))
     } else if ms < 1000.0 {
@@ -702,7 +702,7 @@ fn format_latency_ms(ms: f64) -> String {
 
 /// A share as a percentage for `kubectl get`: at most 2 decimals, `0%` only for exactly none,
 /// `<0.01%` for fewer than one in 10 000, `>99.99%` for all but fewer than one in 10 000.
-fn format_percent(part: u64, whole: u64) -> String {
+pub fn format_percent(part: u64, whole: u64) -> String {
     if part == 0 || whole == 0 {
         return "0%".to_owned();
     }

@@ -1,0 +1,11 @@
+//! Volley's load engine: executors, steps and metrics, used by the `volley` CLI.
+
+pub mod executor;
+pub mod feeder;
+pub mod summary;
+
+mod check;
+pub mod cookies;
+mod extract;
+mod render;
+pub mod step;

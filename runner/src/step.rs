@@ -1,0 +1,1388 @@
+//! One step for one virtual user: compile once per run, run many times.
+//!
+//! [`CompiledStep::compile`] does everything that does not depend on a VU: templates are
+//! parsed, `${env:...}` resolved, JSON paths and regexes compiled, the URL joined with the
+//! base URL, multipart files read, and static parts (URL, headers, bodies) rendered once.
+//! [`run_step`] then renders what is left **once per step execution** — retries and polls
+//! resend the very same request, so an `Idempotency-Key: ${uuid}` stays the same across the
+//! retries of one execution and the server can deduplicate them.
+//!
+//! # URLs
+//! A step URL starting with `http://` or `https://` is used as is (any other `scheme://` is
+//! rejected). Anything else is relative
+//! to `target.baseUrl` *including its path*: `http://h:1/api` + `/items` is
+//! `http://h:1/api/items` (not `http://h:1/items` as RFC 3986 resolution would give), without
+//! a doubled slash when the base ends with `/`. A URL starting with `?` or `#` is appended to
+//! the base as is; any other relative URL gets a `/` in between. See [`join_url`].
+//!
+//! # Outcome
+//! Each HTTP exchange (every retry attempt, every poll) is one [`RequestSample`]. A sample's
+//! `error` describes that exchange: transport (`connect`, `timeout`), status (`4xx`, `5xx`),
+//! and — on the exchange whose response the checks and extractors were evaluated on — `check`
+//! or `extract`. [`StepOutcome::error`] is the step's verdict and is the only place an
+//! `until` timeout shows. Precedence: transport or status error of the final exchange, then
+//! `until` timeout, then `check`, then `extract`.
+//!
+//! # Byte counts (approximate)
+//! Sent: request line, the headers Volley sets plus `host`, `accept` and `user-agent`, a
+//! `content-length` line, and the body. Received: status line, headers and body bytes as
+//! delivered (chunked framing excluded; there is no decompression). TLS records, TCP/IP
+//! overhead, and the hops of followed redirects are not counted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE,
+};
+use reqwest::{Method, Url};
+use serde_json_path::JsonPath;
+use tokio::time::Instant;
+use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
+use volley_crds::template::Reference;
+
+use crate::check::{Checks, Tally};
+use crate::cookies::CookieJar;
+use crate::extract::{BODY_CAP, Extractor, Received, compile_json_path, json_text};
+use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("volley/", env!("CARGO_PKG_VERSION"));
+
+/// Redirects [`run_step`] follows before a request fails (kind `connect`).
+const MAX_REDIRECTS: usize = 10;
+
+/// Longest pause between retries, unless `retry.backoff` itself is longer.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How long idle pooled connections are kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a step cannot be compiled (or the HTTP client built). Messages name the step and the
+/// field; they never contain environment values.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A field has a value Volley cannot use.
+    #[error("step `{step}`: {field}: {message}")]
+    Invalid {
+        /// The step's display name.
+        step: String,
+        /// Path of the field within the step (or `target.…`), e.g. `request.headers.X-Key`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `${env:NAME}` references to variables the runner's environment does not have.
+    #[error(
+        "step `{step}`: environment variable{} {} not set; the step refers to {} (in the cluster, provide {} through runners.env or runners.envFrom)",
+        plural(names.len()),
+        if names.len() == 1 { "is" } else { "are" },
+        names.iter().map(|n| format!("${{env:{n}}}")).collect::<Vec<_>>().join(", "),
+        if names.len() == 1 { "it" } else { "them" },
+    )]
+    MissingEnv {
+        /// The step's display name.
+        step: String,
+        /// The unset variables, sorted.
+        names: Vec<String>,
+    },
+    /// A multipart part reads a ConfigMap, which only exists in the cluster.
+    #[error(
+        "step `{step}`: request.multipart part `{part}` uses configMapRef, which needs the cluster: the operator mounts ConfigMaps into runner pods, `volley run` cannot read them; use `file:` (relative to the manifest) for local runs"
+    )]
+    ConfigMapPart {
+        /// The step's display name.
+        step: String,
+        /// The part's form field name.
+        part: String,
+    },
+    /// A multipart file that cannot be read.
+    #[error("step `{step}`: request.multipart part `{part}`: cannot read file {}: {source}", path.display())]
+    File {
+        /// The step's display name.
+        step: String,
+        /// The part's form field name.
+        part: String,
+        /// The file, resolved against the manifest's directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built (e.g. the TLS backend failed to initialise).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Builds the HTTP client a runner shares between all its VUs: connection pool, TLS
+/// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no proxy, no cookie store
+/// (cookies are per VU, see [`VuContext::cookies`]), no client-wide timeout (each request gets
+/// the step's or target's), and no automatic redirects: [`run_step`] follows up to 10 itself,
+/// so redirect responses' cookies reach the VU's jar.
+pub fn build_client(target: &Target) -> Result<reqwest::Client, StepError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .tls_danger_accept_invalid_certs(target.insecure_skip_tls_verify)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build()
+        .map_err(StepError::Client)
+}
+
+/// Per-VU state that steps read and write.
+#[derive(Clone, Debug)]
+pub struct VuContext {
+    /// Global VU number (unique across runners): `${vu}`.
+    pub vu: u64,
+    /// The VU's iteration counter: `${iteration}`.
+    pub iteration: u64,
+    /// The runner's index: `${runner}`.
+    pub runner: u32,
+    /// Values extracted by setup: `${setup.NAME}`.
+    pub setup: Arc<BTreeMap<String, String>>,
+    /// Values extracted by earlier steps: `${NAME}`. The caller clears it at the start of each
+    /// iteration.
+    pub extracted: BTreeMap<String, String>,
+    /// Feeder name → the current row (column → value): `${FEEDER.COLUMN}`.
+    pub row: BTreeMap<String, Arc<BTreeMap<String, String>>>,
+    /// The VU's cookies; they persist across iterations (e.g. a CSRF cookie).
+    pub cookies: CookieJar,
+}
+
+impl VuContext {
+    /// A fresh VU at iteration 0 with no extracted values, rows or cookies.
+    pub fn new(vu: u64, runner: u32, setup: Arc<BTreeMap<String, String>>) -> Self {
+        Self {
+            vu,
+            iteration: 0,
+            runner,
+            setup,
+            extracted: BTreeMap::new(),
+            row: BTreeMap::new(),
+            cookies: CookieJar::new(),
+        }
+    }
+}
+
+/// One HTTP exchange (each retry attempt and each poll is one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSample {
+    /// Response time. For the first exchange of a step it is measured from the step's
+    /// `not_before` (so time spent waiting for a VU counts: no coordinated omission); for the
+    /// others from their own send.
+    pub latency: Duration,
+    /// Response time from the actual send.
+    pub latency_sent: Duration,
+    /// Approximate bytes sent (see the module documentation).
+    pub bytes_sent: u64,
+    /// Approximate bytes received (see the module documentation).
+    pub bytes_received: u64,
+    /// The response status, if a response head arrived.
+    pub status: Option<u16>,
+    /// What went wrong with this exchange, if anything.
+    pub error: Option<ErrorKind>,
+}
+
+/// What running a step produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// One per HTTP exchange; empty for a sleep, or when the request could not be rendered.
+    pub samples: Vec<RequestSample>,
+    /// End to end, retries and polls included, from `not_before`.
+    pub step_latency: Duration,
+    /// Check conditions that held.
+    pub checks_passed: u32,
+    /// Check conditions that did not hold.
+    pub checks_failed: u32,
+    /// The step's verdict.
+    pub error: Option<ErrorKind>,
+}
+
+/// A step prepared once per run: templates parsed, JSON paths and regexes compiled, URL base
+/// resolved.
+pub struct CompiledStep {
+    name: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Sleep(Duration, Duration),
+    Request(Box<CompiledRequest>),
+}
+
+impl fmt::Debug for CompiledStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hand-written: compiled parts may hold environment values, which must never be printed.
+        let mut d = f.debug_struct("CompiledStep");
+        d.field("name", &self.name);
+        match &self.kind {
+            Kind::Sleep(min, max) => d.field("sleep", &(min, max)),
+            Kind::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+struct CompiledRequest {
+    method: Method,
+    /// The URL template, for `Debug` (redacted).
+    url_text: Text,
+    url: UrlTemplate,
+    headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// A `Cookie` header given in the manifest; the jar's cookies are appended to it.
+    cookie: Option<Text>,
+    body: BodyTemplate,
+    timeout: Duration,
+    checks: Checks,
+    extract: Vec<(String, Extractor)>,
+    retry: RetryPolicy,
+    until: Option<UntilPolicy>,
+    /// Whether the body must be kept (checks, extractors or polling read it).
+    keep_body: bool,
+}
+
+enum UrlTemplate {
+    Static(Url),
+    /// Rendered per execution, then joined with the base URL.
+    Dynamic {
+        base: String,
+        path: Text,
+    },
+}
+
+enum HeaderTemplate {
+    Static(HeaderValue),
+    Dynamic { text: Text, sensitive: bool },
+}
+
+enum BodyTemplate {
+    None,
+    Static(Bytes),
+    Text(Text),
+    Json(JsonText),
+    Multipart(Vec<MultipartPiece>),
+}
+
+enum MultipartPiece {
+    Bytes(Bytes),
+    Text(Text),
+}
+
+struct RetryPolicy {
+    attempts: u32,
+    on: Vec<ErrorKind>,
+    backoff: Duration,
+}
+
+struct UntilPolicy {
+    path: JsonPath,
+    equals: String,
+    every: Duration,
+    timeout: Duration,
+}
+
+impl CompiledStep {
+    /// Prepares `step` for `target`. `manifest_dir` resolves multipart `file` parts, which are
+    /// read here, once. Fails on anything that would make every execution fail: bad templates,
+    /// unset `${env:...}` variables (all listed), bad URLs, methods, header names, JSON paths,
+    /// regexes, unreadable files, and `configMapRef` parts (cluster only).
+    pub fn compile(
+        step: &Step,
+        target: &Target,
+        manifest_dir: &Path,
+    ) -> Result<CompiledStep, StepError> {
+        compile_with_env(step, target, manifest_dir, &|name| std::env::var(name))
+    }
+
+    /// The name metrics use ([`Step::display_name`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for an HTTP request step, false for a sleep.
+    pub fn is_request(&self) -> bool {
+        matches!(self.kind, Kind::Request(_))
+    }
+}
+
+/// [`CompiledStep::compile`] with an injectable environment.
+pub(crate) fn compile_with_env(
+    step: &Step,
+    target: &Target,
+    manifest_dir: &Path,
+    env: EnvLookup<'_>,
+) -> Result<CompiledStep, StepError> {
+    let name = step.display_name();
+    let mut compiler = TemplateCompiler::new(&name, env);
+    let kind = match (&step.request, &step.sleep) {
+        (Some(_), Some(_)) => {
+            return Err(compiler.invalid(
+                "sleep",
+                "a step is either a request or a sleep; split it into two steps",
+            ));
+        }
+        (None, None) => {
+            return Err(compiler.invalid("request", "a step needs `request` or `sleep`"));
+        }
+        (None, Some(sleep)) => {
+            let (min, max) = match sleep {
+                Sleep::Fixed(d) => (d.get(), d.get()),
+                Sleep::Range { min, max } => (min.get(), max.get()),
+            };
+            if min > max {
+                return Err(compiler.invalid(
+                    "sleep.min",
+                    format!(
+                        "min {} is longer than max {}",
+                        sleep_text(min),
+                        sleep_text(max)
+                    ),
+                ));
+            }
+            Kind::Sleep(min, max)
+        }
+        (Some(request), None) => Kind::Request(Box::new(compile_request(
+            step,
+            request,
+            target,
+            manifest_dir,
+            &mut compiler,
+        )?)),
+    };
+    if !compiler.missing_env.is_empty() {
+        let names = compiler.missing_env.into_iter().collect();
+        return Err(StepError::MissingEnv { step: name, names });
+    }
+    Ok(CompiledStep { name, kind })
+}
+
+fn sleep_text(d: Duration) -> String {
+    volley_crds::Duration(d).to_string()
+}
+
+fn compile_request(
+    step: &Step,
+    request: &Request,
+    target: &Target,
+    manifest_dir: &Path,
+    compiler: &mut TemplateCompiler<'_>,
+) -> Result<CompiledRequest, StepError> {
+    let method =
+        Method::from_bytes(request.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+            compiler.invalid(
+                "request.method",
+                format!("`{}` is not an HTTP method", request.method),
+            )
+        })?;
+
+    // URL.
+    let base = compile_base_url(&target.base_url, compiler)?;
+    let url_text = compiler.text(&request.url, "request.url")?;
+    let url = match url_text.static_value() {
+        Some(path) => UrlTemplate::Static(
+            parse_http_url(&join_url(&base, &path))
+                .map_err(|why| compiler.invalid("request.url", why))?,
+        ),
+        None => UrlTemplate::Dynamic {
+            base,
+            path: url_text.clone(),
+        },
+    };
+
+    // Headers: the target's, then the step's (a step header replaces a target header of the
+    // same name, whatever the case).
+    let mut headers: Vec<(HeaderName, HeaderTemplate)> = Vec::new();
+    let mut cookie = None;
+    let sources = target
+        .headers
+        .iter()
+        .map(|(n, v)| (n, v, "target.headers"))
+        .chain(
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n, v, "request.headers")),
+        );
+    for (name, value, prefix) in sources {
+        let field = format!("{prefix}.{name}");
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| compiler.invalid(&field, "not a valid HTTP header name"))?;
+        let text = compiler.text(value, &field)?;
+        if header == COOKIE {
+            cookie = Some(text);
+            continue;
+        }
+        let template = match text.static_value() {
+            Some(value) => {
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    compiler.invalid(
+                        &field,
+                        "not a valid header value (control characters or non-ASCII text)",
+                    )
+                })?;
+                value.set_sensitive(text.has_secret());
+                HeaderTemplate::Static(value)
+            }
+            None => HeaderTemplate::Dynamic {
+                sensitive: text.has_secret(),
+                text,
+            },
+        };
+        match headers.iter_mut().find(|(n, _)| *n == header) {
+            Some((_, slot)) => *slot = template,
+            None => headers.push((header, template)),
+        }
+    }
+
+    // Body.
+    let bodies = usize::from(request.json.is_some())
+        + usize::from(request.body.is_some())
+        + usize::from(!request.multipart.is_empty());
+    if bodies > 1 {
+        return Err(compiler.invalid("request", "set at most one of json, body, multipart"));
+    }
+    let has_content_type = headers.iter().any(|(n, _)| *n == CONTENT_TYPE);
+    let body = if let Some(json) = &request.json {
+        if !has_content_type {
+            headers.push((
+                CONTENT_TYPE,
+                HeaderTemplate::Static(HeaderValue::from_static("application/json")),
+            ));
+        }
+        let json = JsonText::compile(json, "request.json", compiler)?;
+        match json.static_value() {
+            Some(raw) => BodyTemplate::Static(Bytes::from(raw.to_owned())),
+            None => BodyTemplate::Json(json),
+        }
+    } else if let Some(body) = &request.body {
+        let text = compiler.text(body, "request.body")?;
+        match text.static_value() {
+            Some(raw) => BodyTemplate::Static(Bytes::from(raw)),
+            None => BodyTemplate::Text(text),
+        }
+    } else if !request.multipart.is_empty() {
+        let (pieces, content_type) = compile_multipart(&request.multipart, manifest_dir, compiler)?;
+        // Ours always wins: the boundary must match the body.
+        headers.retain(|(n, _)| *n != CONTENT_TYPE);
+        headers.push((CONTENT_TYPE, HeaderTemplate::Static(content_type)));
+        match pieces.as_slice() {
+            [MultipartPiece::Bytes(all)] => BodyTemplate::Static(all.clone()),
+            _ => BodyTemplate::Multipart(pieces),
+        }
+    } else {
+        BodyTemplate::None
+    };
+
+    let checks = Checks::compile(step.check.as_ref(), compiler)?;
+    let extract = step
+        .extract
+        .iter()
+        .map(|(name, spec)| Ok((name.clone(), Extractor::compile(name, spec, compiler)?)))
+        .collect::<Result<Vec<_>, StepError>>()?;
+    let retry = match &step.retry {
+        Some(retry) => RetryPolicy {
+            attempts: retry.attempts.max(1),
+            on: if retry.on.is_empty() {
+                vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
+            } else {
+                retry.on.clone()
+            },
+            backoff: retry.backoff.get(),
+        },
+        None => RetryPolicy {
+            attempts: 1,
+            on: Vec::new(),
+            backoff: Duration::ZERO,
+        },
+    };
+    let until = match &step.until {
+        Some(until) => Some(UntilPolicy {
+            path: compile_json_path(&until.json_path, "until.jsonPath", compiler)?,
+            equals: until.equals.clone(),
+            every: until.every.get(),
+            timeout: until.timeout.get(),
+        }),
+        None => None,
+    };
+    let keep_body =
+        checks.needs_body() || extract.iter().any(|(_, e)| e.needs_body()) || until.is_some();
+    let timeout = request.timeout.unwrap_or(target.timeout).get();
+    if timeout.is_zero() {
+        return Err(compiler.invalid("request.timeout", "must be longer than 0s"));
+    }
+    Ok(CompiledRequest {
+        method,
+        url_text,
+        url,
+        headers,
+        cookie,
+        body,
+        timeout,
+        checks,
+        extract,
+        retry,
+        until,
+        keep_body,
+    })
+}
+
+/// Checks `target.baseUrl` and returns it without trailing slashes.
+fn compile_base_url(base: &str, compiler: &TemplateCompiler<'_>) -> Result<String, StepError> {
+    let url = parse_http_url(base).map_err(|why| compiler.invalid("target.baseUrl", why))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(compiler.invalid(
+            "target.baseUrl",
+            format!("`{base}` has a query or fragment; the base URL is a prefix that step URLs are appended to"),
+        ));
+    }
+    Ok(base.trim_end_matches('/').to_string())
+}
+
+/// Parses an absolute http(s) URL.
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "`{text}` uses scheme `{other}`; only http and https are supported"
+        )),
+    }
+}
+
+/// Joins a step URL to the base URL (see the module documentation): absolute URLs
+/// (`scheme://…`) are kept, others are appended to the base URL, path included.
+pub fn join_url(base: &str, url: &str) -> String {
+    if has_scheme(url) {
+        return url.to_string();
+    }
+    let prefix = base.trim_end_matches('/');
+    let mut out = String::with_capacity(prefix.len() + url.len() + 1);
+    out.push_str(prefix);
+    match url.as_bytes().first() {
+        None => {
+            // The base URL itself, as written.
+            out.clear();
+            out.push_str(base);
+        }
+        Some(b'/' | b'?' | b'#') => out.push_str(url),
+        Some(_) => {
+            out.push('/');
+            out.push_str(url);
+        }
+    }
+    out
+}
+
+/// True for `scheme://...` (RFC 3986 scheme syntax). Any scheme counts, so that e.g.
+/// `ftp://h/x` is rejected as an unsupported absolute URL rather than appended to the base.
+fn has_scheme(url: &str) -> bool {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Builds the multipart body as pieces (static bytes and per-execution templates) and its
+/// `Content-Type`. Built by hand rather than with `reqwest::multipart`, so the body is a
+/// single `Bytes` whose length is known (for byte counting and `Content-Length`) and static
+/// bodies — the common file upload — are built once per run and shared by every request.
+fn compile_multipart(
+    parts: &[MultipartPart],
+    manifest_dir: &Path,
+    compiler: &mut TemplateCompiler<'_>,
+) -> Result<(Vec<MultipartPiece>, HeaderValue), StepError> {
+    let mut contents = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let field = format!("request.multipart[{i}]");
+        if part.name.is_empty() {
+            return Err(compiler.invalid(&format!("{field}.name"), "must not be empty"));
+        }
+        let sources = usize::from(part.value.is_some())
+            + usize::from(part.file.is_some())
+            + usize::from(part.config_map_ref.is_some());
+        if sources != 1 {
+            return Err(compiler.invalid(&field, "set exactly one of value, file, configMapRef"));
+        }
+        let (content, default_filename) = if let Some(value) = &part.value {
+            let text = compiler.text(value, &format!("{field}.value"))?;
+            match text.static_value() {
+                Some(v) => (MultipartPiece::Bytes(Bytes::from(v)), None),
+                None => (MultipartPiece::Text(text), None),
+            }
+        } else if let Some(file) = &part.file {
+            let path = manifest_dir.join(file);
+            let data = std::fs::read(&path).map_err(|source| StepError::File {
+                step: compiler.step.to_string(),
+                part: part.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            let filename = Path::new(file)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            (MultipartPiece::Bytes(Bytes::from(data)), filename)
+        } else {
+            return Err(StepError::ConfigMapPart {
+                step: compiler.step.to_string(),
+                part: part.name.clone(),
+            });
+        };
+        contents.push((content, default_filename));
+    }
+
+    // A boundary that occurs in no static content (templated values are random-safe: a
+    // 128-bit random boundary).
+    let boundary = loop {
+        let candidate = format!("volley-{}", uuid::Uuid::new_v4().simple());
+        let clashes = contents.iter().any(|(c, _)| match c {
+            MultipartPiece::Bytes(b) => b
+                .windows(candidate.len())
+                .any(|w| w == candidate.as_bytes()),
+            MultipartPiece::Text(_) => false,
+        });
+        if !clashes {
+            break candidate;
+        }
+    };
+
+    let mut pieces: Vec<MultipartPiece> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    for (part, (content, default_filename)) in parts.iter().zip(contents) {
+        pending.extend_from_slice(b"--");
+        pending.extend_from_slice(boundary.as_bytes());
+        pending.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
+        pending.extend_from_slice(escape_disposition(&part.name).as_bytes());
+        pending.push(b'"');
+        if let Some(filename) = part.filename.clone().or(default_filename) {
+            pending.extend_from_slice(b"; filename=\"");
+            pending.extend_from_slice(escape_disposition(&filename).as_bytes());
+            pending.push(b'"');
+        }
+        pending.extend_from_slice(b"\r\n");
+        let content_type = match (&part.content_type, part.file.is_some()) {
+            (Some(ct), _) => Some(ct.as_str()),
+            (None, true) => Some("application/octet-stream"),
+            (None, false) => None,
+        };
+        if let Some(ct) = content_type {
+            if ct.bytes().any(|b| b.is_ascii_control()) {
+                return Err(compiler.invalid(
+                    &format!("request.multipart part `{}`.contentType", part.name),
+                    "must not contain control characters",
+                ));
+            }
+            pending.extend_from_slice(b"Content-Type: ");
+            pending.extend_from_slice(ct.as_bytes());
+            pending.extend_from_slice(b"\r\n");
+        }
+        pending.extend_from_slice(b"\r\n");
+        match content {
+            MultipartPiece::Bytes(b) => pending.extend_from_slice(&b),
+            MultipartPiece::Text(t) => {
+                pieces.push(MultipartPiece::Bytes(Bytes::from(std::mem::take(
+                    &mut pending,
+                ))));
+                pieces.push(MultipartPiece::Text(t));
+            }
+        }
+        pending.extend_from_slice(b"\r\n");
+    }
+    pending.extend_from_slice(b"--");
+    pending.extend_from_slice(boundary.as_bytes());
+    pending.extend_from_slice(b"--\r\n");
+    pieces.push(MultipartPiece::Bytes(Bytes::from(pending)));
+
+    let content_type = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
+        .map_err(|_| compiler.invalid("request.multipart", "cannot build the Content-Type"))?;
+    Ok((pieces, content_type))
+}
+
+/// Quotes, CR and LF in a Content-Disposition parameter, percent-encoded as browsers do.
+fn escape_disposition(s: &str) -> String {
+    s.replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Runs the step. For a sleep step: sleeps (fixed or uniform random) and returns an outcome
+/// with no samples.
+///
+/// `not_before` is when this step was due: for the first step of an arrival-rate iteration it
+/// is the scheduled start (so a stalled server shows up in latency — no coordinated
+/// omission); otherwise the caller passes `Instant::now()`.
+///
+/// Values extracted by the step are written to `ctx.extracted` (a name whose extraction fails
+/// is removed, so later steps never see a stale value), and `Set-Cookie` headers update
+/// `ctx.cookies`. A request that cannot be rendered (a referenced value is missing, or a
+/// rendered header or URL is not valid) is not sent: the outcome has no samples and error
+/// `extract`.
+pub async fn run_step(
+    step: &CompiledStep,
+    client: &reqwest::Client,
+    ctx: &mut VuContext,
+    not_before: Instant,
+) -> StepOutcome {
+    match &step.kind {
+        Kind::Sleep(min, max) => {
+            let start = Instant::now();
+            let pause = if min < max {
+                rand::Rng::random_range(&mut rand::rng(), *min..=*max)
+            } else {
+                *min
+            };
+            tokio::time::sleep(pause).await;
+            StepOutcome {
+                samples: Vec::new(),
+                step_latency: Instant::now().saturating_duration_since(not_before.min(start)),
+                checks_passed: 0,
+                checks_failed: 0,
+                error: None,
+            }
+        }
+        Kind::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+    }
+}
+
+/// A request rendered for one step execution, reused by its retries and polls.
+struct Rendered {
+    url: Url,
+    headers: HeaderMap,
+    /// The manifest's `Cookie` header, rendered.
+    cookie: Option<String>,
+    body: Option<Bytes>,
+    /// Approximate size of everything but the `Cookie` header.
+    bytes: u64,
+}
+
+/// Why a rendered request cannot be sent. Printing it never shows a value.
+#[derive(Debug)]
+enum Unsendable {
+    Missing(Reference),
+    Header(HeaderName),
+    Url,
+}
+
+impl fmt::Display for Unsendable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsendable::Missing(r) => write!(f, "no value for {r}"),
+            Unsendable::Header(name) => write!(
+                f,
+                "the rendered `{name}` header is not a valid header value"
+            ),
+            Unsendable::Url => f.write_str("the rendered URL is not an absolute http(s) URL"),
+        }
+    }
+}
+
+impl From<RenderError> for Unsendable {
+    fn from(e: RenderError) -> Self {
+        Unsendable::Missing(e.missing)
+    }
+}
+
+/// One exchange's result.
+struct Exchange {
+    sample: RequestSample,
+    /// The complete response; `None` after a transport error (even if the head arrived).
+    response: Option<Received>,
+}
+
+/// What checks and extractors made of a response.
+struct Verdict {
+    tally: Tally,
+    error: Option<ErrorKind>,
+    values: Vec<(String, Option<String>)>,
+}
+
+/// The last exchange of a retry sequence.
+struct Attempted {
+    response: Option<Received>,
+    error: Option<ErrorKind>,
+    verdict: Option<Verdict>,
+}
+
+impl CompiledRequest {
+    async fn run(
+        &self,
+        step_name: &str,
+        client: &reqwest::Client,
+        ctx: &mut VuContext,
+        not_before: Instant,
+    ) -> StepOutcome {
+        let start = Instant::now();
+        let origin = not_before.min(start);
+        let rendered = match self.render(ctx) {
+            Ok(rendered) => rendered,
+            Err(why) => {
+                tracing::debug!(step = step_name, %why, "request not sent");
+                return StepOutcome {
+                    samples: Vec::new(),
+                    step_latency: Instant::now().saturating_duration_since(origin),
+                    checks_passed: 0,
+                    checks_failed: 0,
+                    error: Some(ErrorKind::Extract),
+                };
+            }
+        };
+        let mut samples = Vec::with_capacity(1);
+        let mut first = Some(origin);
+
+        let (step_error, verdict) = match &self.until {
+            None => {
+                let attempted = self
+                    .send_with_retry(
+                        client,
+                        ctx,
+                        &rendered,
+                        &mut first,
+                        origin,
+                        None,
+                        &mut samples,
+                    )
+                    .await;
+                (attempted.error, attempted.verdict)
+            }
+            Some(until) => {
+                let deadline = start + until.timeout;
+                let mut until_error = None;
+                let last = loop {
+                    let attempted = self
+                        .send_with_retry(
+                            client,
+                            ctx,
+                            &rendered,
+                            &mut first,
+                            origin,
+                            Some(deadline),
+                            &mut samples,
+                        )
+                        .await;
+                    if let Some(error) = attempted.error {
+                        until_error = Some(error);
+                        break attempted.response;
+                    }
+                    let done = attempted.response.as_ref().is_some_and(|r| {
+                        r.json_first(&until.path)
+                            .is_some_and(|v| json_text(v) == until.equals.as_str())
+                    });
+                    if done {
+                        break attempted.response;
+                    }
+                    if Instant::now() + until.every >= deadline {
+                        tracing::debug!(step = step_name, "until: gave up polling");
+                        until_error = Some(ErrorKind::Timeout);
+                        break attempted.response;
+                    }
+                    tokio::time::sleep(until.every).await;
+                };
+                let verdict = self.evaluate(
+                    last.as_ref(),
+                    Instant::now().saturating_duration_since(origin),
+                );
+                if let Some(sample) = samples.last_mut()
+                    && sample.error.is_none()
+                {
+                    sample.error = verdict.error;
+                }
+                (until_error, Some(verdict))
+            }
+        };
+        // Always set without `until` (evaluated per attempt) and with it (evaluated above).
+        let verdict = verdict.unwrap_or(Verdict {
+            tally: Tally::default(),
+            error: None,
+            values: Vec::new(),
+        });
+        for (name, value) in verdict.values {
+            match value {
+                Some(value) => {
+                    ctx.extracted.insert(name, value);
+                }
+                None => {
+                    ctx.extracted.remove(&name);
+                }
+            }
+        }
+        StepOutcome {
+            samples,
+            step_latency: Instant::now().saturating_duration_since(origin),
+            checks_passed: verdict.tally.passed,
+            checks_failed: verdict.tally.failed,
+            error: step_error.or(verdict.error),
+        }
+    }
+
+    /// Sends the request, retrying per the policy. Without `until`, checks and extractors run
+    /// on every attempt (so `retry.on` may list `check` and `extract`); with `until`, the
+    /// caller runs them once polling ends. `hard_deadline` (polling) stops retries that could
+    /// not finish in time and bounds every attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_with_retry(
+        &self,
+        client: &reqwest::Client,
+        ctx: &mut VuContext,
+        rendered: &Rendered,
+        first: &mut Option<Instant>,
+        origin: Instant,
+        hard_deadline: Option<Instant>,
+        samples: &mut Vec<RequestSample>,
+    ) -> Attempted {
+        let mut attempt = 1;
+        loop {
+            let Exchange {
+                mut sample,
+                response,
+            } = self
+                .exchange(
+                    client,
+                    &mut ctx.cookies,
+                    rendered,
+                    first.take(),
+                    hard_deadline,
+                )
+                .await;
+            let mut error = sample.error;
+            let verdict = if self.until.is_none() {
+                let verdict = self.evaluate(
+                    response.as_ref(),
+                    Instant::now().saturating_duration_since(origin),
+                );
+                error = error.or(verdict.error);
+                Some(verdict)
+            } else {
+                None
+            };
+            sample.error = error;
+            samples.push(sample);
+            let retry =
+                attempt < self.retry.attempts && error.is_some_and(|e| self.retry.on.contains(&e));
+            if !retry {
+                return Attempted {
+                    response,
+                    error,
+                    verdict,
+                };
+            }
+            let pause = backoff(self.retry.backoff, attempt);
+            if hard_deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                return Attempted {
+                    response,
+                    error,
+                    verdict,
+                };
+            }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// Renders what depends on the VU: once per step execution.
+    fn render(&self, ctx: &VuContext) -> Result<Rendered, Unsendable> {
+        let url = match &self.url {
+            UrlTemplate::Static(url) => url.clone(),
+            UrlTemplate::Dynamic { base, path } => {
+                let path = path.render(ctx)?;
+                // The URL text may carry values that must not be logged: no details.
+                parse_http_url(&join_url(base, &path)).map_err(|_| Unsendable::Url)?
+            }
+        };
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 1);
+        let mut scratch = String::new();
+        for (name, template) in &self.headers {
+            let value = match template {
+                HeaderTemplate::Static(value) => value.clone(),
+                HeaderTemplate::Dynamic { text, sensitive } => {
+                    scratch.clear();
+                    text.render_into(ctx, &mut scratch)?;
+                    let mut value = HeaderValue::from_str(&scratch)
+                        .map_err(|_| Unsendable::Header(name.clone()))?;
+                    value.set_sensitive(*sensitive);
+                    value
+                }
+            };
+            headers.insert(name.clone(), value);
+        }
+        let cookie = match &self.cookie {
+            Some(text) => Some(text.render(ctx)?),
+            None => None,
+        };
+        let body = match &self.body {
+            BodyTemplate::None => None,
+            BodyTemplate::Static(bytes) => Some(bytes.clone()),
+            BodyTemplate::Text(text) => Some(Bytes::from(text.render(ctx)?)),
+            BodyTemplate::Json(json) => {
+                let mut out = String::new();
+                json.render_into(ctx, &mut out, &mut scratch)?;
+                Some(Bytes::from(out))
+            }
+            BodyTemplate::Multipart(pieces) => {
+                let mut out = Vec::new();
+                for piece in pieces {
+                    match piece {
+                        MultipartPiece::Bytes(b) => out.extend_from_slice(b),
+                        MultipartPiece::Text(t) => {
+                            scratch.clear();
+                            t.render_into(ctx, &mut scratch)?;
+                            out.extend_from_slice(scratch.as_bytes());
+                        }
+                    }
+                }
+                Some(Bytes::from(out))
+            }
+        };
+        let bytes = request_head_bytes(
+            &self.method,
+            &url,
+            &headers,
+            body.as_ref().map_or(0, Bytes::len),
+        );
+        Ok(Rendered {
+            url,
+            headers,
+            cookie,
+            body,
+            bytes,
+        })
+    }
+
+    /// One HTTP exchange, redirects included. `origin` is the latency origin of the step's
+    /// first exchange.
+    ///
+    /// Redirects are followed here rather than by the client, so that `Set-Cookie` headers of
+    /// redirect responses (a login answering `302` + session cookie) reach the VU's jar and
+    /// cookie extractors, and every hop's bytes are counted. Up to 10 hops; more is an error
+    /// of kind `connect`. 303 (and 301/302 after a POST) continue as a body-less GET, 307/308
+    /// resend method and body. A hop to another origin (scheme, host, port) carries neither
+    /// `Authorization` nor `Cookie`. One deadline covers the whole chain.
+    async fn exchange(
+        &self,
+        client: &reqwest::Client,
+        jar: &mut CookieJar,
+        rendered: &Rendered,
+        origin: Option<Instant>,
+        hard_deadline: Option<Instant>,
+    ) -> Exchange {
+        let sent = Instant::now();
+        let deadline = match hard_deadline {
+            Some(hard) => hard.min(sent + self.timeout),
+            None => sent + self.timeout,
+        };
+        let mut method = self.method.clone();
+        let mut url = rendered.url.clone();
+        let mut headers = rendered.headers.clone();
+        let mut body = rendered.body.clone();
+        let mut bytes_sent = 0u64;
+        let mut bytes_received = 0u64;
+        let mut status = None;
+        let mut received = None;
+        // Set-Cookie headers of redirect responses, handed to the final response.
+        let mut redirect_cookies: Vec<HeaderValue> = Vec::new();
+        let mut hops = 0;
+        let error = loop {
+            let same_origin = hops == 0 || url.origin() == rendered.url.origin();
+            let mut request = reqwest::Request::new(method.clone(), url.clone());
+            *request.headers_mut() = headers.clone();
+            if !same_origin {
+                request.headers_mut().remove(AUTHORIZATION);
+            }
+            bytes_sent += if hops == 0 {
+                rendered.bytes
+            } else {
+                request_head_bytes(
+                    &method,
+                    &url,
+                    request.headers(),
+                    body.as_ref().map_or(0, Bytes::len),
+                )
+            };
+            if same_origin {
+                let mut cookie = rendered.cookie.clone().unwrap_or_default();
+                jar.write_header(&mut cookie);
+                if !cookie.is_empty() {
+                    match HeaderValue::from_str(&cookie) {
+                        Ok(mut value) => {
+                            value.set_sensitive(true);
+                            bytes_sent += header_line_bytes(&COOKIE, &value);
+                            request.headers_mut().insert(COOKIE, value);
+                        }
+                        Err(_) => {
+                            tracing::debug!("cookie header is not a valid header value; not sent")
+                        }
+                    }
+                }
+            }
+            if let Some(body) = &body {
+                *request.body_mut() = Some(body.clone().into());
+            }
+
+            let mut response =
+                match tokio::time::timeout_at(deadline, client.execute(request)).await {
+                    Err(_) => break Some(ErrorKind::Timeout),
+                    Ok(Err(e)) => break Some(classify(&e)),
+                    Ok(Ok(response)) => response,
+                };
+            let code = response.status();
+            status = Some(code.as_u16());
+            let response_headers = std::mem::take(response.headers_mut());
+            bytes_received += response_head_bytes(code, &response_headers);
+            jar.store_from(&response_headers);
+
+            let next = code
+                .is_redirection()
+                .then(|| response_headers.get(LOCATION))
+                .flatten()
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .filter(|next| matches!(next.scheme(), "http" | "https"));
+            if let Some(next) = next {
+                // Drain the redirect's body so the connection can be reused.
+                if let Err(e) = read_body(&mut response, deadline, None, &mut bytes_received).await
+                {
+                    break Some(e);
+                }
+                if hops == MAX_REDIRECTS {
+                    tracing::debug!("more than {MAX_REDIRECTS} redirects");
+                    break Some(ErrorKind::Connect);
+                }
+                hops += 1;
+                redirect_cookies.extend(response_headers.get_all(SET_COOKIE).iter().cloned());
+                let to_get = match code.as_u16() {
+                    303 => method != Method::HEAD,
+                    301 | 302 => method == Method::POST,
+                    _ => false,
+                };
+                if to_get {
+                    method = Method::GET;
+                    body = None;
+                    headers.remove(CONTENT_TYPE);
+                }
+                url = next;
+                continue;
+            }
+
+            let mut kept = self.keep_body.then(|| {
+                let hint = response.content_length().unwrap_or(0).min(BODY_CAP as u64);
+                Vec::with_capacity(usize::try_from(hint).unwrap_or(0))
+            });
+            match read_body(&mut response, deadline, kept.as_mut(), &mut bytes_received).await {
+                Err(e) => break Some(e),
+                Ok(truncated) => {
+                    let mut final_headers = response_headers;
+                    if !redirect_cookies.is_empty() {
+                        // Earlier hops first, so the final response's own cookies win.
+                        let own: Vec<HeaderValue> =
+                            final_headers.get_all(SET_COOKIE).iter().cloned().collect();
+                        final_headers.remove(SET_COOKIE);
+                        for value in redirect_cookies.drain(..).chain(own) {
+                            final_headers.append(SET_COOKIE, value);
+                        }
+                    }
+                    received = Some(Received::new(
+                        code,
+                        final_headers,
+                        kept.unwrap_or_default(),
+                        truncated,
+                    ));
+                    break self.checks.status_error(code.as_u16());
+                }
+            }
+        };
+        let end = Instant::now();
+        let latency_sent = end.saturating_duration_since(sent);
+        let latency = match origin {
+            Some(origin) => end.saturating_duration_since(origin.min(sent)),
+            None => latency_sent,
+        };
+        Exchange {
+            sample: RequestSample {
+                latency,
+                latency_sent,
+                bytes_sent,
+                bytes_received,
+                status,
+                error,
+            },
+            response: received,
+        }
+    }
+
+    /// Runs checks and extractors on the final response (`None`: no usable response).
+    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> Verdict {
+        let tally = self.checks.evaluate(response, elapsed);
+        let values: Vec<(String, Option<String>)> = self
+            .extract
+            .iter()
+            .map(|(name, extractor)| (name.clone(), response.and_then(|r| extractor.extract(r))))
+            .collect();
+        let error = if tally.failed > 0 {
+            Some(ErrorKind::Check)
+        } else if values.iter().any(|(_, v)| v.is_none()) {
+            Some(ErrorKind::Extract)
+        } else {
+            None
+        };
+        Verdict {
+            tally,
+            error,
+            values,
+        }
+    }
+}
+
+/// Reads a body to its end before `deadline`, counting its bytes into `received` and keeping
+/// up to [`BODY_CAP`] of them in `keep`. Returns whether bytes were dropped.
+async fn read_body(
+    response: &mut reqwest::Response,
+    deadline: Instant,
+    mut keep: Option<&mut Vec<u8>>,
+    received: &mut u64,
+) -> Result<bool, ErrorKind> {
+    let mut truncated = false;
+    loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) => return Err(ErrorKind::Timeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(None)) => return Ok(truncated),
+            Ok(Ok(Some(chunk))) => {
+                *received += chunk.len() as u64;
+                if let Some(body) = keep.as_deref_mut() {
+                    let take = BODY_CAP.saturating_sub(body.len()).min(chunk.len());
+                    body.extend_from_slice(&chunk[..take]);
+                    truncated |= take < chunk.len();
+                }
+            }
+        }
+    }
+}
+
+/// The pause before retry number `attempt` (1-based: after the first attempt): `base`,
+/// doubled each time, capped at 10 s (or `base` if that is longer).
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
+}
+
+/// Maps a client error to a kind: timeouts are `timeout`, everything else (refused, reset,
+/// DNS, TLS, a body cut short, too many redirects) is `connect`.
+fn classify(error: &reqwest::Error) -> ErrorKind {
+    if error.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connect
+    }
+}
+
+/// `name: value\r\n`.
+fn header_line_bytes(name: &HeaderName, value: &HeaderValue) -> u64 {
+    (name.as_str().len() + 2 + value.len() + 2) as u64
+}
+
+/// Approximate request size: request line, headers (with what the client adds), body.
+fn request_head_bytes(method: &Method, url: &Url, headers: &HeaderMap, body_len: usize) -> u64 {
+    // `METHOD /path?query HTTP/1.1\r\n`
+    let path = url.path().len() + url.query().map_or(0, |q| q.len() + 1);
+    let mut total = method.as_str().len() + 1 + path + " HTTP/1.1\r\n".len();
+    // `host: h:p\r\n`, `accept: */*\r\n`, `user-agent: ...\r\n`
+    let host =
+        url.host_str().map_or(0, str::len) + url.port().map_or(0, |p| 1 + digits(u64::from(p)));
+    total += "host: \r\n".len() + host;
+    if !headers.contains_key(reqwest::header::ACCEPT) {
+        total += "accept: */*\r\n".len();
+    }
+    if !headers.contains_key(reqwest::header::USER_AGENT) {
+        total += "user-agent: \r\n".len() + USER_AGENT.len();
+    }
+    let mut total = total as u64;
+    for (name, value) in headers {
+        total += header_line_bytes(name, value);
+    }
+    if body_len > 0 {
+        total += ("content-length: \r\n".len() + digits(body_len as u64)) as u64;
+    }
+    total + 2 + body_len as u64
+}
+
+/// Approximate response head size: status line and headers.
+fn response_head_bytes(status: reqwest::StatusCode, headers: &HeaderMap) -> u64 {
+    let reason = status.canonical_reason().map_or(0, str::len);
+    let mut total = ("HTTP/1.1 200 \r\n".len() + reason) as u64;
+    for (name, value) in headers {
+        total += header_line_bytes(name, value);
+    }
+    total + 2
+}
+
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_join_table() {
+        for (base, url, want) in [
+            ("http://h:1/api", "/items", "http://h:1/api/items"),
+            ("http://h:1/api/", "/items", "http://h:1/api/items"),
+            ("http://h:1/api/", "items", "http://h:1/api/items"),
+            (
+                "http://h:1/api",
+                "items/2?x=1",
+                "http://h:1/api/items/2?x=1",
+            ),
+            ("http://h:1", "/items", "http://h:1/items"),
+            ("http://h:1/", "/", "http://h:1/"),
+            ("http://h:1/api", "?q=1", "http://h:1/api?q=1"),
+            ("http://h:1/api", "", "http://h:1/api"),
+            ("http://h:1/api", "https://other/x", "https://other/x"),
+            ("http://h:1/api", "HTTP://Other/x", "HTTP://Other/x"),
+            ("http://h:1/api", "httpbin/x", "http://h:1/api/httpbin/x"),
+            ("http://h:1/api", "ftp://h/x", "ftp://h/x"),
+            (
+                "http://h:1/api",
+                "/r?next=http://x",
+                "http://h:1/api/r?next=http://x",
+            ),
+        ] {
+            assert_eq!(join_url(base, url), want, "{base} + {url}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(ms(100), 1), ms(100));
+        assert_eq!(backoff(ms(100), 2), ms(200));
+        assert_eq!(backoff(ms(100), 4), ms(800));
+        assert_eq!(backoff(ms(100), 10), MAX_BACKOFF);
+        assert_eq!(backoff(ms(100), u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(30), 3), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn digits_counts() {
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(9), 1);
+        assert_eq!(digits(10), 2);
+        assert_eq!(digits(65535), 5);
+    }
+}

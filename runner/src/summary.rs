@@ -1,0 +1,424 @@
+//! The end-of-run summary: the JSON written by `--out` and the text a k6 user reads at a glance.
+//!
+//! Both are built from the merged [`RunMetrics`], so what is printed, what is written to
+//! `summary.json` and (later) what the operator writes to status are the same numbers.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use volley_crds::metrics::{
+    self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, format_latency_ms,
+    format_percent,
+};
+use volley_crds::status::{
+    MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
+};
+
+/// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
+const MAX_STEP_ROWS: usize = 1_000;
+
+/// Everything a finished run reports; serialized as `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The LoadTest's name.
+    pub name: String,
+    /// Succeeded, Failed, Aborted or Error.
+    pub phase: Phase,
+    /// Passed or Failed; absent when the run ended before thresholds could be judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Machine-readable reason, e.g. `ThresholdsFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for humans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Wall time of the load phase, in seconds.
+    pub duration_seconds: f64,
+    /// How many runners shared the load.
+    pub runners: u32,
+    /// Largest gap between the runners' first requests, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_skew_ms: Option<f64>,
+    /// All scenarios merged (setup excluded).
+    pub metrics: MetricsStatus,
+    /// Each threshold with its actual value.
+    pub thresholds: Vec<ThresholdStatus>,
+    /// Per scenario.
+    pub scenarios: Vec<ScenarioStatus>,
+    /// Per step (setup included).
+    pub steps: Vec<StepStatus>,
+    /// One point per second of the run.
+    pub series: Vec<SeriesPoint>,
+    /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
+    pub histograms: Histograms,
+}
+
+/// Encoded merged histograms, so other tools can recompute any percentile exactly.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Histograms {
+    /// Every request of every scenario (setup excluded), in microseconds.
+    pub overall: String,
+    /// Each step's histogram.
+    pub steps: Vec<StepHistogram>,
+}
+
+/// One step's encoded histogram.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepHistogram {
+    /// Scenario name.
+    pub scenario: String,
+    /// Step name.
+    pub step: String,
+    /// Latency in microseconds, encoded.
+    pub latency: String,
+}
+
+/// How a run ended, before it is summarized.
+#[derive(Clone, Debug)]
+pub struct RunEnd {
+    /// Succeeded, Failed, Aborted or Error.
+    pub phase: Phase,
+    /// Machine-readable reason.
+    pub reason: Option<String>,
+    /// A sentence for humans.
+    pub message: Option<String>,
+}
+
+/// Builds the summary from merged metrics and evaluated thresholds.
+#[allow(clippy::too_many_arguments)]
+pub fn build_summary(
+    name: &str,
+    end: RunEnd,
+    runners: u32,
+    elapsed: Duration,
+    start_skew: Option<Duration>,
+    run: &RunMetrics,
+    thresholds: &[ThresholdResult],
+    series: Vec<SeriesPoint>,
+) -> RunSummary {
+    let overall = run.overall();
+    let mut steps = Vec::new();
+    for sc in &run.scenarios {
+        for st in &sc.steps {
+            steps.push(StepHistogram {
+                scenario: sc.name.clone(),
+                step: st.name.clone(),
+                latency: encode_histogram(&st.m.latency).unwrap_or_default(),
+            });
+        }
+    }
+    let verdict = match end.phase {
+        Phase::Error => None,
+        _ if thresholds.is_empty() => Some(Verdict::Passed),
+        _ => Some(metrics::verdict(thresholds)),
+    };
+    RunSummary {
+        name: name.to_string(),
+        phase: end.phase,
+        verdict,
+        reason: end.reason,
+        message: end.message,
+        duration_seconds: elapsed.as_secs_f64(),
+        runners,
+        start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
+        metrics: metrics::metrics_status(&overall, elapsed),
+        thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
+        scenarios: metrics::scenario_statuses(run, elapsed),
+        steps: metrics::step_statuses(run, MAX_STEP_ROWS),
+        series,
+        histograms: Histograms {
+            overall: encode_histogram(&overall.latency).unwrap_or_default(),
+            steps,
+        },
+    }
+}
+
+/// The human summary printed at the end of `volley run`.
+pub fn render_text(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let m = &s.metrics;
+    let secs = s.duration_seconds.max(f64::EPSILON);
+    let _ = writeln!(
+        out,
+        "\n  {}  ·  {} runner{}  ·  {:.1}s\n",
+        s.name,
+        s.runners,
+        if s.runners == 1 { "" } else { "s" },
+        s.duration_seconds
+    );
+    if !s.thresholds.is_empty() {
+        out.push_str("  thresholds\n");
+        let width = s
+            .thresholds
+            .iter()
+            .map(|t| label(t).len())
+            .max()
+            .unwrap_or(0);
+        for t in &s.thresholds {
+            let _ = writeln!(
+                out,
+                "    {} {:width$}  {}{}",
+                if t.passed { "✓" } else { "✗" },
+                label(t),
+                t.actual,
+                if t.aborted { "  (aborted the run)" } else { "" },
+            );
+        }
+        out.push('\n');
+    }
+    let l = &m.latency_ms;
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "requests",
+            format!("{}  {:.1}/s", m.requests, m.requests as f64 / secs),
+        ),
+        (
+            "failures",
+            format!(
+                "{}  {}{}",
+                m.failures,
+                format_percent(m.failures, m.requests),
+                error_kinds(&m.errors_by_kind)
+            ),
+        ),
+        (
+            "iterations",
+            format!(
+                "{}  {:.1}/s  dropped {}",
+                m.iterations,
+                m.iterations as f64 / secs,
+                m.dropped_iterations
+            ),
+        ),
+        (
+            "checks",
+            match m.checks_pass_rate {
+                Some(rate) => format!("{:.2}% passed", rate * 100.0),
+                None => "none".to_string(),
+            },
+        ),
+        (
+            "latency",
+            format!(
+                "min {}  avg {}  p50 {}  p90 {}  p95 {}  p99 {}  max {}",
+                format_latency_ms(l.min),
+                format_latency_ms(l.mean),
+                format_latency_ms(l.p50),
+                format_latency_ms(l.p90),
+                format_latency_ms(l.p95),
+                format_latency_ms(l.p99),
+                format_latency_ms(l.max),
+            ),
+        ),
+        (
+            "data",
+            format!(
+                "sent {}  received {}",
+                bytes(m.data_sent_bytes),
+                bytes(m.data_received_bytes)
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(out, "  {name:.<14} {value}");
+    }
+    for sc in &s.scenarios {
+        let _ = writeln!(
+            out,
+            "\n  scenario {}: {} iterations ({} dropped), {:.1} req/s, errors {:.2}%, p95 {}",
+            sc.scenario,
+            sc.iterations,
+            sc.dropped_iterations,
+            sc.rps,
+            sc.error_rate * 100.0,
+            format_latency_ms(sc.p95_ms),
+        );
+        step_rows(
+            &mut out,
+            s.steps.iter().filter(|st| st.scenario == sc.scenario),
+        );
+    }
+    let setup: Vec<&StepStatus> = s
+        .steps
+        .iter()
+        .filter(|st| st.scenario == metrics::SETUP_SCENARIO)
+        .collect();
+    if !setup.is_empty() {
+        out.push_str("\n  setup\n");
+        step_rows(&mut out, setup.into_iter());
+    }
+    let verdict = match (s.phase, s.verdict) {
+        (Phase::Error, _) => "ERROR".to_string(),
+        (Phase::Aborted, _) => "ABORTED".to_string(),
+        (_, Some(Verdict::Passed)) => "PASSED".to_string(),
+        (_, Some(Verdict::Failed)) | (_, None) => "FAILED".to_string(),
+    };
+    let _ = write!(out, "\n  verdict: {verdict}");
+    if let Some(msg) = &s.message {
+        let _ = write!(out, "  ({msg})");
+    }
+    out.push('\n');
+    out
+}
+
+fn step_rows<'a>(out: &mut String, steps: impl Iterator<Item = &'a StepStatus>) {
+    for st in steps {
+        let _ = writeln!(
+            out,
+            "    {:<24} {:>8} req  errors {:>6.2}%  p50 {:>8}  p95 {:>8}  p99 {:>8}",
+            st.step,
+            st.requests,
+            st.error_rate * 100.0,
+            format_latency_ms(st.p50_ms),
+            format_latency_ms(st.p95_ms),
+            format_latency_ms(st.p99_ms),
+        );
+    }
+}
+
+fn label(t: &ThresholdStatus) -> String {
+    if t.scope == "all" {
+        t.expr.clone()
+    } else {
+        format!("{} [{}]", t.expr, t.scope)
+    }
+}
+
+fn error_kinds(kinds: &std::collections::BTreeMap<String, u64>) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!("  ({})", parts.join(", "))
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use volley_crds::manifest::parse_manifest;
+    use volley_crds::metrics::record_latency;
+
+    const SPEC: &str = r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: demo}
+spec:
+  target: {baseUrl: "http://127.0.0.1:1"}
+  scenarios:
+    - name: browse
+      executor: constant-vus
+      vus: 1
+      duration: 1s
+      steps:
+        - {name: list, request: {url: /items}}
+        - {name: item, request: {url: /items/1}}
+  thresholds: ["p(95) < 50ms", {expr: "error_rate < 1%", scenario: browse}]
+"#;
+
+    fn measured() -> (volley_crds::LoadTest, RunMetrics) {
+        let lt = parse_manifest(SPEC).unwrap();
+        let mut run = RunMetrics::for_spec(&lt.spec);
+        for (step, ms) in [(0usize, 10u64), (1, 100)] {
+            let m = run.step_mut(0, step).unwrap();
+            for _ in 0..100 {
+                record_latency(&mut m.latency, Duration::from_millis(ms));
+                m.counters.requests += 1;
+            }
+        }
+        run.step_mut(0, 1)
+            .unwrap()
+            .counters
+            .count_error(volley_crds::spec::ErrorKind::Status5xx);
+        run.scenarios[0].iterations.iterations = 100;
+        (lt, run)
+    }
+
+    #[test]
+    fn summary_carries_merged_figures_and_verdict() {
+        let (lt, run) = measured();
+        let elapsed = Duration::from_secs(10);
+        let results = metrics::evaluate_thresholds(&lt.spec, &run, elapsed);
+        let end = RunEnd {
+            phase: Phase::Failed,
+            reason: Some("ThresholdsFailed".into()),
+            message: None,
+        };
+        let s = build_summary("demo", end, 2, elapsed, None, &run, &results, Vec::new());
+        assert_eq!(s.metrics.requests, 200);
+        assert_eq!(s.metrics.failures, 1);
+        assert!((s.metrics.rps - 20.0).abs() < 1e-9);
+        assert_eq!(s.verdict, Some(Verdict::Failed));
+        assert_eq!(s.thresholds.len(), 2);
+        assert!(!s.thresholds[0].passed, "p95 is 100ms");
+        assert!(s.thresholds[1].passed, "1 of 200 is 0.5%");
+        assert_eq!(s.steps.len(), 2);
+        let decoded = metrics::decode_histogram(&s.histograms.overall).unwrap();
+        assert_eq!(decoded.len(), 200);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["metrics"]["requests"], 200);
+        assert_eq!(json["thresholds"][1]["scope"], "scenario browse");
+    }
+
+    #[test]
+    fn text_shows_thresholds_steps_and_verdict() {
+        let (lt, run) = measured();
+        let elapsed = Duration::from_secs(10);
+        let results = metrics::evaluate_thresholds(&lt.spec, &run, elapsed);
+        let end = RunEnd {
+            phase: Phase::Failed,
+            reason: None,
+            message: Some("p(95) 100ms >= 50ms".into()),
+        };
+        let text = render_text(&build_summary(
+            "demo",
+            end,
+            1,
+            elapsed,
+            None,
+            &run,
+            &results,
+            Vec::new(),
+        ));
+        assert!(text.contains("✗ p(95) < 50ms"), "{text}");
+        assert!(
+            text.contains("✓ error_rate < 1% [scenario browse]"),
+            "{text}"
+        );
+        assert!(text.contains("requests...... 200  20.0/s"), "{text}");
+        assert!(text.contains("(5xx 1)"), "{text}");
+        assert!(text.contains("scenario browse: 100 iterations"), "{text}");
+        assert!(text.contains("    list "), "{text}");
+        assert!(
+            text.contains("verdict: FAILED  (p(95) 100ms >= 50ms)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1_500), "1.5 kB");
+        assert_eq!(bytes(2_000_000), "2.0 MB");
+    }
+}
