@@ -824,6 +824,9 @@ pub struct ThresholdResult {
     /// ` (scenario NAME step NAME)` appended for scoped thresholds; or what is wrong with the
     /// threshold itself.
     pub failure_message: Option<String>,
+    /// There was data to judge. A threshold without data fails the final verdict, but must
+    /// not abort a run that simply has not sent anything yet.
+    pub has_data: bool,
 }
 
 /// Evaluates every threshold of `spec` on `run`'s merged data after `elapsed`. The scope is
@@ -857,21 +860,24 @@ fn evaluate_one(
         (Some(sc), Some(st)) => format!("scenario {sc} step {st}"),
         (None, Some(st)) => format!("step {st}"),
     };
-    let result = |actual: String, passed: bool, failure_message: Option<String>| ThresholdResult {
-        status: ThresholdStatus {
-            expr: t.expr.clone(),
-            scope: scope.clone(),
-            actual,
-            passed,
-            aborted: false,
-        },
-        abort_on_fail: t.abort_on_fail,
-        delay_abort_eval: t.delay_abort_eval.map(|d| d.get()).unwrap_or_default(),
-        failure_message,
+    let result = |actual: String, passed: bool, has_data: bool, failure_message: Option<String>| {
+        ThresholdResult {
+            status: ThresholdStatus {
+                expr: t.expr.clone(),
+                scope: scope.clone(),
+                actual,
+                passed,
+                aborted: false,
+            },
+            abort_on_fail: t.abort_on_fail,
+            delay_abort_eval: t.delay_abort_eval.map(|d| d.get()).unwrap_or_default(),
+            failure_message,
+            has_data,
+        }
     };
     let invalid = |why: String| {
         let message = format!("threshold `{}` ({scope}): {why}", t.expr);
-        result(why, false, Some(message))
+        result(why, false, false, Some(message))
     };
 
     let expr = match parse_threshold(&t.expr) {
@@ -936,7 +942,22 @@ fn evaluate_one(
             format!("{message} ({scope})")
         }
     });
-    result(outcome.actual_display, outcome.passed, failure_message)
+    let has_data = outcome.actual.is_some();
+    result(
+        outcome.actual_display,
+        outcome.passed,
+        has_data,
+        failure_message,
+    )
+}
+
+/// The first threshold whose failure should stop the run now: `abortOnFail`, failed on real
+/// data, and past its `delayAbortEval`. Shared by `volley run` and the aggregator so both
+/// abort on exactly the same rule.
+pub fn abort_trigger(results: &[ThresholdResult], elapsed: Duration) -> Option<usize> {
+    results.iter().position(|r| {
+        r.abort_on_fail && !r.status.passed && r.has_data && elapsed >= r.delay_abort_eval
+    })
 }
 
 /// Passed iff every result passed; an empty list is Passed.
@@ -2841,6 +2862,42 @@ mod tests {
             );
             assert_eq!(verdict(&results), Verdict::Failed);
         }
+    }
+
+    #[test]
+    fn abort_trigger_needs_failure_data_and_the_delay() {
+        let r = |passed: bool, abort: bool, has_data: bool, delay: u64| ThresholdResult {
+            status: ThresholdStatus {
+                passed,
+                ..ThresholdStatus::default()
+            },
+            abort_on_fail: abort,
+            delay_abort_eval: Duration::from_secs(delay),
+            failure_message: None,
+            has_data,
+        };
+        let t = Duration::from_secs(10);
+        assert_eq!(abort_trigger(&[r(false, true, true, 0)], t), Some(0));
+        assert_eq!(abort_trigger(&[r(true, true, true, 0)], t), None, "passing");
+        assert_eq!(
+            abort_trigger(&[r(false, false, true, 0)], t),
+            None,
+            "no abortOnFail"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, false, 0)], t),
+            None,
+            "no data yet"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, true, 30)], t),
+            None,
+            "before the delay"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, true, 30), r(false, true, true, 5)], t),
+            Some(1)
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The subcommands that only read manifests: `volley validate` and `volley crd`.
+//! The CLI's subcommands: `volley run`, `volley validate` and `volley crd`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest};
 use volley_crds::validate::{FieldError, validate};
 use volley_crds::{LoadTest, crd};
+use volley_runner::engine::FileRoots;
+use volley_runner::local::{EXIT_ERROR, Progress, exit_code, run_local};
+use volley_runner::summary::render_text;
 
 /// Everything wrong with one manifest file.
 #[derive(Debug)]
@@ -95,4 +98,38 @@ pub fn print_crd() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
+pub fn run_file(path: &Path, out: Option<&Path>, quiet: bool) -> ExitCode {
+    let lt = match load_manifest(path) {
+        Ok(lt) => lt,
+        Err(problems) => {
+            print_problems(path, &problems);
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let roots = FileRoots {
+        manifest_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        configmaps: None,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let summary = runtime.block_on(run_local(&lt, &roots, Progress::for_stderr(quiet)));
+    print!("{}", render_text(&summary));
+    if let Some(out) = out {
+        let written = serde_json::to_vec_pretty(&summary)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(out, json));
+        if let Err(e) = written {
+            eprintln!("cannot write {}: {e}", out.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    ExitCode::from(exit_code(&summary))
 }

@@ -1,7 +1,9 @@
 //! Volley's load engine: executors, steps and metrics, used by the `volley` CLI.
 
+pub mod engine;
 pub mod executor;
 pub mod feeder;
+pub mod local;
 pub mod summary;
 
 mod check;

@@ -17,6 +17,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a LoadTest on this machine and print a summary. Exit code: 0 thresholds passed,
+    /// 99 a threshold failed, 1 the run could not be carried out.
+    Run {
+        /// The LoadTest manifest (YAML).
+        file: PathBuf,
+        /// Also write the summary as JSON (thresholds, per-second series, merged histograms).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// No progress line; only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Check LoadTest manifests offline and print every problem with its field path.
     Validate {
         /// Manifest files (YAML).
@@ -29,7 +41,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
+        Command::Run { file, out, quiet } => cli::run_file(&file, out.as_deref(), quiet),
         Command::Validate { files } => cli::validate_files(&files),
         Command::Crd => cli::print_crd(),
     }
