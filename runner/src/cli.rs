@@ -23,6 +23,15 @@ pub enum ManifestProblems {
 
 /// Reads, parses and validates one manifest.
 pub fn load_manifest(path: &Path) -> Result<LoadTest, ManifestProblems> {
+    load_manifest_with(path, |_| {})
+}
+
+/// Like [`load_manifest`], with command-line overrides applied before validation so they are
+/// checked like the rest of the manifest.
+pub fn load_manifest_with(
+    path: &Path,
+    overrides: impl FnOnce(&mut LoadTest),
+) -> Result<LoadTest, ManifestProblems> {
     let meta = std::fs::metadata(path).map_err(ManifestProblems::Io)?;
     if meta.len() > MAX_MANIFEST_BYTES as u64 {
         return Err(ManifestProblems::Parse(ManifestError::TooLarge(
@@ -30,7 +39,8 @@ pub fn load_manifest(path: &Path) -> Result<LoadTest, ManifestProblems> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(ManifestProblems::Io)?;
-    let lt = parse_manifest(&text).map_err(ManifestProblems::Parse)?;
+    let mut lt = parse_manifest(&text).map_err(ManifestProblems::Parse)?;
+    overrides(&mut lt);
     validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
     Ok(lt)
 }
@@ -101,8 +111,18 @@ pub fn print_crd() -> ExitCode {
 }
 
 /// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
-pub fn run_file(path: &Path, out: Option<&Path>, quiet: bool) -> ExitCode {
-    let lt = match load_manifest(path) {
+pub fn run_file(
+    path: &Path,
+    out: Option<&Path>,
+    quiet: bool,
+    base_url: Option<String>,
+) -> ExitCode {
+    let loaded = load_manifest_with(path, |lt| {
+        if let Some(url) = base_url {
+            lt.spec.target.base_url = url;
+        }
+    });
+    let lt = match loaded {
         Ok(lt) => lt,
         Err(problems) => {
             print_problems(path, &problems);

@@ -28,6 +28,10 @@ enum Command {
         /// No progress line; only the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Send the load here instead of the manifest's `spec.target.baseUrl` (e.g. the same
+        /// manifest against a local build and against staging).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     Validate {
@@ -49,7 +53,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { file, out, quiet } => cli::run_file(&file, out.as_deref(), quiet),
+        Command::Run {
+            file,
+            out,
+            quiet,
+            base_url,
+        } => cli::run_file(&file, out.as_deref(), quiet, base_url),
         Command::Validate { files } => cli::validate_files(&files),
         Command::Crd => cli::print_crd(),
     }
