@@ -722,6 +722,22 @@ pub fn format_percent(part: u64, whole: u64) -> String {
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// Latency statistics of a histogram of microseconds, in milliseconds (all 0 when empty).
+pub fn latency_ms(h: &Histogram<u64>) -> LatencyMs {
+    if h.is_empty() {
+        return LatencyMs::default();
+    }
+    LatencyMs {
+        min: us_to_ms(h.min()),
+        mean: h.mean() / 1000.0,
+        p50: quantile_ms(h, 0.5),
+        p90: quantile_ms(h, 0.9),
+        p95: quantile_ms(h, 0.95),
+        p99: quantile_ms(h, 0.99),
+        max: us_to_ms(h.max()),
+    }
+}
+
 /// The status figures of `m` (normally [`RunMetrics::overall`]) after `elapsed`: rps over
 /// `elapsed` (0 when it is zero), error rate (0 without requests), checks pass rate (absent
 /// without checks), latency in ms from `latency` (all 0 when empty), and the display strings
@@ -729,19 +745,7 @@ pub fn format_percent(part: u64, whole: u64) -> String {
 pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
     let c = &m.counters;
     let h = &m.latency;
-    let latency_ms = if h.is_empty() {
-        LatencyMs::default()
-    } else {
-        LatencyMs {
-            min: us_to_ms(h.min()),
-            mean: h.mean() / 1000.0,
-            p50: quantile_ms(h, 0.5),
-            p90: quantile_ms(h, 0.9),
-            p95: quantile_ms(h, 0.95),
-            p99: quantile_ms(h, 0.99),
-            max: us_to_ms(h.max()),
-        }
-    };
+    let latency_ms = latency_ms(h);
     let checks = c.checks_passed.saturating_add(c.checks_failed);
     MetricsStatus {
         requests: c.requests,

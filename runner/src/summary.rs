@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::Serialize;
 use volley_crds::metrics::{
     self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, format_latency_ms,
-    format_percent,
+    format_percent, latency_ms,
 };
 use volley_crds::status::{
-    MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
+    LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
 
 /// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
@@ -44,6 +44,10 @@ pub struct RunSummary {
     pub start_skew_ms: Option<f64>,
     /// All scenarios merged (setup excluded).
     pub metrics: MetricsStatus,
+    /// Latency measured from the actual send rather than the scheduled start, in ms. The gap
+    /// between this and `metrics.latencyMs` is time iterations spent waiting to be sent: a
+    /// large gap means the load generator (or `maxVUs`) could not keep up with the schedule.
+    pub latency_sent_ms: LatencyMs,
     /// Each threshold with its actual value.
     pub thresholds: Vec<ThresholdStatus>,
     /// Per scenario.
@@ -127,6 +131,7 @@ pub fn build_summary(
         runners,
         start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
         metrics: metrics::metrics_status(&overall, elapsed),
+        latency_sent_ms: latency_ms(&overall.latency_sent),
         thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
         scenarios: metrics::scenario_statuses(run, elapsed),
         steps: metrics::step_statuses(run, MAX_STEP_ROWS),
@@ -202,19 +207,8 @@ pub fn render_text(s: &RunSummary) -> String {
                 None => "none".to_string(),
             },
         ),
-        (
-            "latency",
-            format!(
-                "min {}  avg {}  p50 {}  p90 {}  p95 {}  p99 {}  max {}",
-                format_latency_ms(l.min),
-                format_latency_ms(l.mean),
-                format_latency_ms(l.p50),
-                format_latency_ms(l.p90),
-                format_latency_ms(l.p95),
-                format_latency_ms(l.p99),
-                format_latency_ms(l.max),
-            ),
-        ),
+        ("latency", latency_row(l)),
+        ("from send", latency_row(&s.latency_sent_ms)),
         (
             "data",
             format!(
@@ -264,6 +258,19 @@ pub fn render_text(s: &RunSummary) -> String {
     }
     out.push('\n');
     out
+}
+
+fn latency_row(l: &LatencyMs) -> String {
+    format!(
+        "min {}  avg {}  p50 {}  p90 {}  p95 {}  p99 {}  max {}",
+        format_latency_ms(l.min),
+        format_latency_ms(l.mean),
+        format_latency_ms(l.p50),
+        format_latency_ms(l.p90),
+        format_latency_ms(l.p95),
+        format_latency_ms(l.p99),
+        format_latency_ms(l.max),
+    )
 }
 
 fn step_rows<'a>(out: &mut String, steps: impl Iterator<Item = &'a StepStatus>) {
@@ -343,6 +350,8 @@ spec:
             let m = run.step_mut(0, step).unwrap();
             for _ in 0..100 {
                 record_latency(&mut m.latency, Duration::from_millis(ms));
+                // Sent 2ms after it was due: the schedule's view is slower than the send's.
+                record_latency(&mut m.latency_sent, Duration::from_millis(ms - 2));
                 m.counters.requests += 1;
             }
         }
@@ -378,6 +387,9 @@ spec:
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["metrics"]["requests"], 200);
         assert_eq!(json["thresholds"][1]["scope"], "scenario browse");
+        let sent_p99 = json["latencySentMs"]["p99"].as_f64().unwrap();
+        assert!((sent_p99 - 98.0).abs() < 0.1, "{sent_p99}");
+        assert!(s.metrics.latency_ms.p99 > sent_p99);
     }
 
     #[test]
@@ -407,6 +419,7 @@ spec:
         );
         assert!(text.contains("requests...... 200  20.0/s"), "{text}");
         assert!(text.contains("(5xx 1)"), "{text}");
+        assert!(text.contains("from send..... min 8ms"), "{text}");
         assert!(text.contains("scenario browse: 100 iterations"), "{text}");
         assert!(text.contains("    list "), "{text}");
         assert!(
