@@ -314,6 +314,29 @@ pub struct Request {
     pub timeout: Option<Duration>,
 }
 
+impl Request {
+    /// Every string of the request that may hold `${...}` templates: URL, header values, raw
+    /// body, JSON string values at any depth, multipart values.
+    pub fn texts(&self) -> Vec<&str> {
+        fn json_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s),
+                serde_json::Value::Array(items) => items.iter().for_each(|i| json_strings(i, out)),
+                serde_json::Value::Object(map) => map.values().for_each(|i| json_strings(i, out)),
+                _ => {}
+            }
+        }
+        let mut out = vec![self.url.as_str()];
+        out.extend(self.headers.values().map(String::as_str));
+        out.extend(self.body.as_deref());
+        if let Some(json) = &self.json {
+            json_strings(json, &mut out);
+        }
+        out.extend(self.multipart.iter().filter_map(|p| p.value.as_deref()));
+        out
+    }
+}
+
 impl Default for Request {
     fn default() -> Self {
         Self {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use volley_crds::metrics::{RunMetrics, record_latency};
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
 use volley_crds::split::split_spec;
+use volley_crds::template::{Reference, Template};
 
 use crate::executor::{self, ExecutorCounters, ExecutorSummary, IterationEnd, Ticket, Vu};
 use crate::feeder::{Feeder, FeederError};
@@ -74,6 +75,10 @@ struct PreparedScenario {
     share: volley_crds::spec::Scenario,
     steps: Arc<[PreparedStep]>,
     counters: Arc<ExecutorCounters>,
+    /// The feeders this scenario's steps refer to; only these hand it rows (and can run out).
+    feeders: Arc<[Arc<Feeder>]>,
+    /// This runner's VUs of earlier scenarios, so `${vu}` is unique across scenarios.
+    vu_offset: u64,
 }
 
 /// A compiled step and where its measurements go.
@@ -91,7 +96,6 @@ pub struct Engine {
     client: reqwest::Client,
     setup: Vec<PreparedStep>,
     scenarios: Vec<PreparedScenario>,
-    feeders: Arc<[Arc<Feeder>]>,
     metrics: Arc<Mutex<RunMetrics>>,
 }
 
@@ -115,15 +119,6 @@ impl Engine {
         let offset = usize::from(!spec.setup.is_empty());
 
         let setup = prepare_steps(&spec.setup, spec, roots, "setup")?;
-        let mut scenarios = Vec::with_capacity(share.scenarios.len());
-        for (i, sc) in share.scenarios.iter().enumerate() {
-            scenarios.push(PreparedScenario {
-                metrics_index: i + offset,
-                steps: prepare_steps(&sc.steps, spec, roots, &sc.name)?.into(),
-                share: sc.clone(),
-                counters: Arc::new(ExecutorCounters::default()),
-            });
-        }
         let feeders: Vec<Arc<Feeder>> = spec
             .data
             .iter()
@@ -138,12 +133,29 @@ impl Engine {
                 .map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
+        let mut scenarios = Vec::with_capacity(share.scenarios.len());
+        let mut vu_offset = 0;
+        for (i, sc) in share.scenarios.iter().enumerate() {
+            let used = referenced_feeders(&sc.steps);
+            scenarios.push(PreparedScenario {
+                metrics_index: i + offset,
+                steps: prepare_steps(&sc.steps, spec, roots, &sc.name)?.into(),
+                share: sc.clone(),
+                counters: Arc::new(ExecutorCounters::default()),
+                feeders: feeders
+                    .iter()
+                    .filter(|f| used.contains(f.name()))
+                    .cloned()
+                    .collect(),
+                vu_offset,
+            });
+            vu_offset += executor::max_vus(sc);
+        }
         Ok(Engine {
             place,
             client,
             setup,
             scenarios,
-            feeders: feeders.into(),
             metrics: Arc::new(Mutex::new(metrics)),
         })
     }
@@ -187,9 +199,10 @@ impl Engine {
             let place = self.place.clone();
             let setup_values = setup_values.clone();
             let make_vu = move |local: u64| HttpVu {
-                // Interleaved numbering keeps `${vu}` unique across runners.
+                // Numbered after earlier scenarios' VUs, then interleaved by runner, so `${vu}`
+                // is unique across scenarios and runners.
                 ctx: VuContext::new(
-                    local * u64::from(place.count.max(1)) + u64::from(place.index),
+                    (sc.vu_offset + local) * u64::from(place.count.max(1)) + u64::from(place.index),
                     place.index,
                     setup_values.clone(),
                 ),
@@ -197,7 +210,7 @@ impl Engine {
                 scenario: sc.metrics_index,
                 arrival,
                 client: self.client.clone(),
-                feeders: self.feeders.clone(),
+                feeders: sc.feeders.clone(),
                 metrics: self.metrics.clone(),
             };
             executor::run_scenario(&sc.share, start, make_vu, sc.counters.clone(), stop.clone())
@@ -302,6 +315,24 @@ fn record_outcome(
     if end_to_end {
         record_latency(&mut m.latency, outcome.step_latency);
     }
+}
+
+/// Names of the feeders whose columns `steps` use.
+fn referenced_feeders(steps: &[Step]) -> std::collections::BTreeSet<String> {
+    steps
+        .iter()
+        .filter_map(|s| s.request.as_ref())
+        .flat_map(|r| r.texts())
+        .filter_map(|text| Template::parse(text).ok())
+        .flat_map(|t| {
+            t.references()
+                .filter_map(|r| match r {
+                    Reference::Feeder { feeder, .. } => Some(feeder.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn prepare_steps(

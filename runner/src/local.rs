@@ -72,15 +72,38 @@ pub async fn run_local(lt: &LoadTest, roots: &FileRoots, progress: Progress) -> 
         Ok(engine) => engine,
         Err(e) => return error_summary(&e, &RunMetrics::for_spec(spec)),
     };
-    let setup_values = match engine.run_setup().await {
-        Ok(values) => values,
-        Err(e) => return error_summary(&e, &engine.snapshot()),
-    };
-
+    // The timeout covers the whole run, setup included.
+    let began = Instant::now();
     let timeout = spec
         .timeout
         .map(|t| t.get())
         .unwrap_or_else(|| engine.longest_duration() + DEFAULT_TIMEOUT_MARGIN);
+    let timed_out = || RunEnd {
+        phase: Phase::Failed,
+        reason: Some("Timeout".into()),
+        message: Some(format!(
+            "the run did not finish within its timeout of {}",
+            volley_crds::Duration::from(timeout)
+        )),
+    };
+    let setup_values = match tokio::time::timeout(timeout, engine.run_setup()).await {
+        Ok(Ok(values)) => values,
+        Ok(Err(e)) => return error_summary(&e, &engine.snapshot()),
+        Err(_) => {
+            let run = engine.snapshot();
+            return build_summary(
+                &name,
+                timed_out(),
+                1,
+                Duration::ZERO,
+                None,
+                &run,
+                &[],
+                Vec::new(),
+            );
+        }
+    };
+
     let start = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut run = pin!(engine.run(setup_values, start, stop_rx));
@@ -110,12 +133,8 @@ pub async fn run_local(lt: &LoadTest, roots: &FileRoots, progress: Progress) -> 
                         message: results[i].failure_message.clone(),
                     });
                     let _ = stop_tx.send(true);
-                } else if elapsed >= timeout {
-                    stopped_by = Some(RunEnd {
-                        phase: Phase::Failed,
-                        reason: Some("Timeout".into()),
-                        message: Some(format!("the run did not finish within its timeout of {}", volley_crds::Duration::from(timeout))),
-                    });
+                } else if began.elapsed() >= timeout {
+                    stopped_by = Some(timed_out());
                     let _ = stop_tx.send(true);
                 }
             }
@@ -198,7 +217,9 @@ fn error_reason(e: &EngineError) -> &'static str {
 struct RunWatch {
     progress: Progress,
     planned: Duration,
+    /// The last two cumulative snapshots (newest last), with their elapsed times.
     previous: Option<(Measurements, Duration)>,
+    before_previous: Option<(Measurements, Duration)>,
     series: Vec<SeriesPoint>,
     /// Index of the threshold that stopped the run.
     aborted: Option<usize>,
@@ -211,6 +232,7 @@ impl RunWatch {
             progress,
             planned,
             previous: None,
+            before_previous: None,
             series: Vec::new(),
             aborted: None,
             live_line_open: false,
@@ -219,7 +241,7 @@ impl RunWatch {
 
     fn tick(&mut self, snapshot: &RunMetrics, elapsed: Duration, vus: u64) {
         let overall = snapshot.overall();
-        let point = self.push_point(overall.clone(), elapsed);
+        let point = self.push_point(overall.clone(), elapsed, false);
         let show = match self.progress {
             Progress::Quiet => false,
             Progress::Live => true,
@@ -261,32 +283,50 @@ impl RunWatch {
         let _ = err.flush();
     }
 
+    /// The tail after the last tick. A tail shorter than a quarter second would be a noisy
+    /// point of its own (a few requests over a few ms), so it is folded into the last point.
     fn add_final_point(&mut self, snapshot: &RunMetrics, elapsed: Duration) {
-        self.push_point(snapshot.overall(), elapsed);
+        let tail = self
+            .previous
+            .as_ref()
+            .map(|(_, at)| elapsed.saturating_sub(*at))
+            .unwrap_or(elapsed);
+        if tail < Duration::from_millis(250) && !self.series.is_empty() {
+            self.series.pop();
+            self.previous = self.before_previous.take();
+        }
+        self.push_point(snapshot.overall(), elapsed, true);
     }
 
-    /// The interval since the previous snapshot; lost nothing when a tick was late, because
-    /// both ends are cumulative.
-    fn push_point(&mut self, overall: Measurements, elapsed: Duration) -> Option<SeriesPoint> {
+    /// The interval since the previous snapshot; nothing is lost when a tick was late, because
+    /// both ends are cumulative. Points are labelled by whole seconds since the start, always
+    /// later than the previous point; the final point rounds up.
+    fn push_point(
+        &mut self,
+        overall: Measurements,
+        elapsed: Duration,
+        last: bool,
+    ) -> Option<SeriesPoint> {
         let (prev, prev_elapsed) = self
             .previous
             .take()
             .unwrap_or_else(|| (Measurements::default(), Duration::ZERO));
         let interval = elapsed.saturating_sub(prev_elapsed);
+        let secs = elapsed.as_secs_f64();
+        let label = if last { secs.ceil() } else { secs.floor() } as u64;
+        let label = match self.series.last() {
+            Some(p) => label.max(p.second + 1),
+            None => label.max(1),
+        };
         let point = if interval.is_zero() {
             None
         } else {
-            metrics::series_point(
-                &prev,
-                &overall,
-                elapsed.as_secs_f64().round() as u64,
-                interval,
-            )
-            .ok()
+            metrics::series_point(&prev, &overall, label, interval).ok()
         };
         if let Some(p) = &point {
             self.series.push(p.clone());
         }
+        self.before_previous = Some((prev, prev_elapsed));
         self.previous = Some((overall, elapsed));
         point
     }
