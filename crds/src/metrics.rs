@@ -32,7 +32,7 @@ use crate::status::{
     LatencyMs, MetricsStatus, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
 use crate::text::shorten;
-use crate::threshold::{ScopeMetrics, parse_threshold};
+use crate::threshold::{ScopeMetrics, parse_threshold, significant};
 
 /// Lowest latency a histogram tells apart, in microseconds (`DESIGN.md` §3).
 pub const LATENCY_LOW_US: u64 = 1;
@@ -669,22 +669,6 @@ fn per_second(n: u64, elapsed: Duration) -> f64 {
         0.0
     } else {
         n as f64 / elapsed.as_secs_f64()
-    }
-}
-
-/// `x` rounded to `digits` significant digits, keeping all integer digits, without trailing
-/// zeros: `44.23` → `44.2`, `1234.5` → `1235`.
-fn significant(x: f64, digits: i32) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let integer_digits = x.abs().log10().floor() as i32 + 1;
-    let decimals = (digits - integer_digits).clamp(0, 17) as usize;
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
     }
 }
 

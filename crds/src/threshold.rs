@@ -490,7 +490,7 @@ fn shortest(target: f64, approx: f64, back: impl Fn(f64) -> f64) -> Option<f64> 
 
 /// `x` rounded to `digits` significant digits, without dropping integer
 /// digits (`1234.5` stays `1235`), and without trailing zeros.
-fn significant(x: f64, digits: i32) -> String {
+pub(crate) fn significant(x: f64, digits: i32) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }

@@ -161,7 +161,7 @@ spec:
         "server and client agree"
     );
     assert!(
-        s.duration_seconds >= 9.9 && s.duration_seconds < 11.5,
+        s.duration_seconds >= 9.9 && s.duration_seconds < 14.0,
         "{}",
         s.duration_seconds
     );
@@ -268,7 +268,8 @@ spec:
     assert_eq!(m.requests, m.iterations);
     assert!(m.latency_ms.min >= 100.0, "{}", m.latency_ms.min);
     // The last iterations started before 3 s and finish within ~100 ms after.
-    assert!(s.duration_seconds < 3.5, "{}", s.duration_seconds);
+    // Generous: a loaded CI machine may be slow; the point is that it ends near its plan.
+    assert!(s.duration_seconds < 6.0, "{}", s.duration_seconds);
     target.shutdown().await;
 }
 
@@ -323,7 +324,7 @@ spec:
     if let Some(p) = at(4) {
         assert!((30..=41).contains(&p.requests), "{:?}", s.series);
     }
-    assert!(s.duration_seconds < 5.6, "{}", s.duration_seconds);
+    assert!(s.duration_seconds < 8.0, "{}", s.duration_seconds);
     target.shutdown().await;
 }
 
@@ -1033,7 +1034,7 @@ spec:
     assert_eq!(s.metrics.requests, 14);
     assert_eq!(target.stats().logins, 7);
     // Rows run out after ~0.35 s of a 5 s schedule.
-    assert!(s.duration_seconds < 3.0, "{}", s.duration_seconds);
+    assert!(s.duration_seconds < 4.0, "{}", s.duration_seconds);
     std::fs::remove_dir_all(&dir).ok();
     target.shutdown().await;
 }
