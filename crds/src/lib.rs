@@ -5,6 +5,7 @@
 //! - [`validate`]: rules the CRD schema cannot express, as field errors.
 //! - [`threshold`]: the threshold language, its parser and evaluator.
 //! - [`template`]: the `${...}` references steps use.
+//! - [`protocol`]: the runner ↔ aggregator messages.
 //! - [`split`]: each runner's exact share of the load.
 //! - [`metrics`]: the metrics model (recording, exact merging, the runner report wire format,
 //!   status summaries and threshold evaluation on merged data).
@@ -14,6 +15,7 @@ pub mod crd;
 pub mod duration;
 pub mod manifest;
 pub mod metrics;
+pub mod protocol;
 pub mod spec;
 pub mod split;
 pub mod status;

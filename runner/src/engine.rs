@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -97,6 +97,8 @@ pub struct Engine {
     setup: Vec<PreparedStep>,
     scenarios: Vec<PreparedScenario>,
     metrics: Arc<Mutex<RunMetrics>>,
+    /// Wall-clock time of the first load request, ms since the Unix epoch (0 = none yet).
+    first_request: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -157,6 +159,7 @@ impl Engine {
             setup,
             scenarios,
             metrics: Arc::new(Mutex::new(metrics)),
+            first_request: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -212,6 +215,7 @@ impl Engine {
                 client: self.client.clone(),
                 feeders: sc.feeders.clone(),
                 metrics: self.metrics.clone(),
+                first_request: self.first_request.clone(),
             };
             executor::run_scenario(&sc.share, start, make_vu, sc.counters.clone(), stop.clone())
         });
@@ -231,6 +235,15 @@ impl Engine {
             }
         }
         run
+    }
+
+    /// When this runner sent its first load request (wall clock), if it has; runners compare
+    /// these to measure how closely they started together.
+    pub fn first_request_at(&self) -> Option<std::time::SystemTime> {
+        match self.first_request.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
     }
 
     /// VUs currently busy or alive, across scenarios.
@@ -373,6 +386,7 @@ struct HttpVu {
     client: reqwest::Client,
     feeders: Arc<[Arc<Feeder>]>,
     metrics: Arc<Mutex<RunMetrics>>,
+    first_request: Arc<AtomicU64>,
 }
 
 impl Vu for HttpVu {
@@ -386,6 +400,20 @@ impl Vu for HttpVu {
                 }
                 None => return IterationEnd::Exhausted,
             }
+        }
+        if self.first_request.load(Ordering::Relaxed) == 0 {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(1)
+                .max(1);
+            // Only the first VU to get here records; later ones see a non-zero value.
+            let _ = self.first_request.compare_exchange(
+                0,
+                now_ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         let mut end = IterationEnd::Completed;
         for (i, step) in self.steps.iter().enumerate() {
