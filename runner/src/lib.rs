@@ -1,5 +1,6 @@
 //! Volley's load engine: executors, steps and metrics, used by the `volley` CLI.
 
+pub mod agent;
 pub mod engine;
 pub mod executor;
 pub mod feeder;

@@ -41,6 +41,11 @@ enum Command {
     },
     /// Print the LoadTest CustomResourceDefinition (YAML).
     Crd,
+    /// Run one runner of a distributed test (inside a runner pod): register with the
+    /// aggregator, wait for the common start, run this runner's share, report every second.
+    /// Exit code: 0 this runner did its part (also when the run was stopped or aborted),
+    /// 1 it could not.
+    Agent(volley_runner::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +66,6 @@ fn main() -> ExitCode {
         } => cli::run_file(&file, out.as_deref(), quiet, base_url),
         Command::Validate { files } => cli::validate_files(&files),
         Command::Crd => cli::print_crd(),
+        Command::Agent(args) => volley_runner::agent::run_cli(args),
     }
 }
