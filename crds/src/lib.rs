@@ -6,21 +6,24 @@
 //! - [`threshold`]: the threshold language, its parser and evaluator.
 //! - [`template`]: the `${...}` references steps use.
 //! - [`protocol`]: the runner ↔ aggregator messages.
+//! - [`plan`]: how long a run is planned to take, and its default timeout.
 //! - [`split`]: each runner's exact share of the load.
 //! - [`metrics`]: the metrics model (recording, exact merging, the runner report wire format,
 //!   status summaries and threshold evaluation on merged data).
 //! - [`crd`]: the CRD YAML generated from these types.
+//! - [`text`]: quoting user text in messages.
 
 pub mod crd;
 pub mod duration;
 pub mod manifest;
 pub mod metrics;
+pub mod plan;
 pub mod protocol;
 pub mod spec;
 pub mod split;
 pub mod status;
 pub mod template;
-mod text;
+pub mod text;
 pub mod threshold;
 pub mod validate;
 

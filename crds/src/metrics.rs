@@ -598,7 +598,7 @@ impl RunMetrics {
     }
 
     /// Scenarios that count towards the overall figures and thresholds: all but setup.
-    fn load_scenarios(&self) -> impl Iterator<Item = &ScenarioMetrics> {
+    pub fn load_scenarios(&self) -> impl Iterator<Item = &ScenarioMetrics> {
         self.scenarios.iter().filter(|s| s.name != SETUP_SCENARIO)
     }
 

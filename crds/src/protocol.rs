@@ -101,7 +101,7 @@ pub enum StartResponse {
 }
 
 /// Runner 0's setup outcome.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SetupResult {
     /// Extracted values on success.

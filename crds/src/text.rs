@@ -1,7 +1,7 @@
 //! Quoting user text in error messages without echoing megabytes back.
 
 /// `s` cut to at most `max_chars` characters, with `…` when something was cut.
-pub(crate) fn shorten(s: &str, max_chars: usize) -> String {
+pub fn shorten(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_string(),

@@ -7,7 +7,7 @@ use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest};
 use volley_crds::validate::{FieldError, validate};
 use volley_crds::{LoadTest, crd};
 use volley_runner::engine::FileRoots;
-use volley_runner::local::{EXIT_ERROR, Progress, exit_code, run_local};
+use volley_runner::local::{EXIT_ERROR, Launch, LocalOptions, Progress, exit_code, run_with};
 use volley_runner::summary::render_text;
 
 /// Everything wrong with one manifest file.
@@ -110,15 +110,21 @@ pub fn print_crd() -> ExitCode {
     }
 }
 
+/// `volley run`'s options besides the file.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// No progress line.
+    pub quiet: bool,
+    /// Replaces `spec.target.baseUrl`.
+    pub base_url: Option<String>,
+    /// Replaces `spec.runners.parallelism`.
+    pub runners: Option<u32>,
+}
+
 /// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
-pub fn run_file(
-    path: &Path,
-    out: Option<&Path>,
-    quiet: bool,
-    base_url: Option<String>,
-) -> ExitCode {
+pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCode {
     let loaded = load_manifest_with(path, |lt| {
-        if let Some(url) = base_url {
+        if let Some(url) = options.base_url {
             lt.spec.target.base_url = url;
         }
     });
@@ -140,7 +146,19 @@ pub fn run_file(
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let summary = runtime.block_on(run_local(&lt, &roots, Progress::for_stderr(quiet)));
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(e) => {
+            eprintln!("cannot find the volley executable to start runners from: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let local = LocalOptions {
+        progress: Progress::for_stderr(options.quiet),
+        runners: options.runners,
+        launch: Launch::Processes { program },
+    };
+    let summary = runtime.block_on(run_with(&lt, &roots, &local));
     print!("{}", render_text(&summary));
     if let Some(out) = out {
         let written = serde_json::to_vec_pretty(&summary)

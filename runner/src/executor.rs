@@ -32,13 +32,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
+use volley_crds::plan::run_length;
 use volley_crds::spec::{Executor, Scenario, Stage};
 
 /// `timeUnit` when a scenario does not set one.
 const DEFAULT_TIME_UNIT: Duration = Duration::from_secs(1);
-
-/// `maxDuration` of iteration-based executors when a scenario does not set one.
-const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
 
 /// Offsets are capped here so that adding them to an [`Instant`] cannot overflow; no load test
 /// runs for a century.
@@ -122,10 +120,7 @@ pub struct ExecutorSummary {
 /// Planned duration of a scenario excluding gracefulStop (startTime + duration / sum of stages /
 /// maxDuration for iteration executors, default 10m).
 pub fn planned_duration(scenario: &Scenario) -> Duration {
-    scenario
-        .start_time
-        .get()
-        .saturating_add(run_length(scenario))
+    volley_crds::plan::scenario_duration(scenario)
 }
 
 /// The instantaneous target rate in iterations per second at time `t` since the scenario
@@ -800,24 +795,6 @@ fn time_unit(scenario: &Scenario) -> Duration {
         .map(|u| u.get())
         .filter(|u| !u.is_zero())
         .unwrap_or(DEFAULT_TIME_UNIT)
-}
-
-/// How long iterations may start, from the scenario's begin (after `startTime`).
-fn run_length(scenario: &Scenario) -> Duration {
-    match scenario.executor {
-        Executor::ConstantArrivalRate | Executor::ConstantVus => {
-            scenario.duration.map(|d| d.get()).unwrap_or_default()
-        }
-        Executor::RampingArrivalRate | Executor::RampingVus => {
-            scenario.stages.iter().fold(Duration::ZERO, |sum, s| {
-                sum.saturating_add(s.duration.get())
-            })
-        }
-        Executor::SharedIterations | Executor::PerVuIterations => scenario
-            .max_duration
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_MAX_DURATION),
-    }
 }
 
 fn peak(start: u64, stages: &[Stage]) -> u64 {

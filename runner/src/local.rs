@@ -1,20 +1,28 @@
-//! `volley run`: one LoadTest on this machine, with a live progress line, thresholds watched
-//! every second (abortOnFail), the spec's timeout, Ctrl-C, and a final summary.
+//! `volley run`: one LoadTest on this machine, through the same path as a cluster run. An
+//! aggregator is served on 127.0.0.1, N runners (`volley agent` processes, or tasks in this
+//! process for tests) register with it, start together, report every second and are merged
+//! exactly; this module watches the run once a second (progress line, runner deaths,
+//! Ctrl-C) and turns the aggregator's final view into the summary.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
-use std::pin::pin;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
+use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunView, Stage};
 use volley_crds::LoadTest;
-use volley_crds::metrics::{
-    self, Measurements, RunMetrics, SeriesPoint, ThresholdResult, format_latency_ms, format_percent,
-};
+use volley_crds::metrics::{RunMetrics, format_latency_ms, format_percent};
+use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::status::{Phase, Verdict};
 
+use crate::agent::{Agent, AggregatorClient};
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
-use crate::summary::{RunEnd, RunSummary, build_summary};
+use crate::summary::{RunSummary, build_summary, failure_rows};
 
 /// Exit code when every threshold passed.
 pub const EXIT_PASSED: u8 = 0;
@@ -23,8 +31,18 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit code when a threshold failed.
 pub const EXIT_THRESHOLDS_FAILED: u8 = 99;
 
-/// Extra time the whole run may take beyond its plan when `spec.timeout` is not set.
-const DEFAULT_TIMEOUT_MARGIN: Duration = Duration::from_secs(600);
+/// The run id of a local run (each `volley run` has its own aggregator).
+const LOCAL_RUN: &str = "local";
+/// Local runners are processes on this machine: they register within seconds or not at all.
+const LOCAL_BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
+/// From barrier to start; on loopback every start poll is answered within milliseconds.
+const LOCAL_START_DELAY: Duration = Duration::from_millis(500);
+/// How often the run is looked at (abortOnFail, exits, the end).
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// Time runner processes get to exit by themselves once the run has ended.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// Lines of a runner's stderr kept to explain its death.
+const KEPT_STDERR_LINES: usize = 20;
 
 /// How the run reports progress while it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,158 +68,201 @@ impl Progress {
     }
 }
 
-/// Runs `lt` locally and returns its summary. Errors before the load starts (a step that does
-/// not compile, a missing feeder file, a failed setup) come back as a summary in phase Error.
+/// Where the runners of a local run live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `PROGRAM agent ...` child processes: what `volley run` does.
+    Processes {
+        /// The `volley` executable.
+        program: PathBuf,
+    },
+    /// Tasks in this process speaking the same protocol over loopback (tests).
+    Tasks,
+}
+
+/// How to run a LoadTest locally.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Progress display.
+    pub progress: Progress,
+    /// Runner count; `spec.runners.parallelism` when unset.
+    pub runners: Option<u32>,
+    /// Processes or tasks.
+    pub launch: Launch,
+}
+
+/// Runs `lt` with in-process runners (`spec.runners.parallelism` of them) and returns its
+/// summary; see [`run_with`].
 pub async fn run_local(lt: &LoadTest, roots: &FileRoots, progress: Progress) -> RunSummary {
+    let options = LocalOptions {
+        progress,
+        runners: None,
+        launch: Launch::Tasks,
+    };
+    run_with(lt, roots, &options).await
+}
+
+/// Runs `lt` locally through an aggregator on 127.0.0.1 and returns its summary. Problems
+/// found before the load starts (a step that does not compile, a missing feeder file, a
+/// failed setup, a runner that cannot start) come back as a summary in phase Error.
+pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) -> RunSummary {
     let name = lt
         .metadata
         .name
         .clone()
         .unwrap_or_else(|| "loadtest".into());
     let spec = &lt.spec;
-    let error_summary = |e: &EngineError, run: &RunMetrics| {
-        let end = RunEnd {
-            phase: Phase::Error,
-            reason: Some(error_reason(e).into()),
-            message: Some(e.to_string()),
+    let runners = options.runners.unwrap_or(spec.runners.parallelism).max(1);
+    let error_summary = |end: RunEnd| {
+        build_summary(
+            &name,
+            end,
+            runners,
+            Duration::ZERO,
+            None,
+            &RunMetrics::for_spec(spec),
+            &[],
+            Vec::new(),
+        )
+    };
+    // Compile runner 0's share here first, so a mistake is reported once, plainly, before any
+    // process starts.
+    if let Err(e) = Engine::prepare(
+        spec,
+        RunnerPlace {
+            index: 0,
+            count: runners,
+        },
+        roots,
+    ) {
+        return error_summary(RunEnd::new(Phase::Error, error_reason(&e), e.to_string()));
+    }
+
+    let token = new_token();
+    let config = RunConfig {
+        runners,
+        barrier_timeout: LOCAL_BARRIER_TIMEOUT,
+        start_delay: LOCAL_START_DELAY,
+        ..RunConfig::new(LOCAL_RUN, &token, &name, spec.clone())
+    };
+    let aggregator = Aggregator::new();
+    aggregator.add_run(config);
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            let message = format!("cannot listen on 127.0.0.1 for the runners: {e}");
+            return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(e) => {
+            let message = format!("cannot read the aggregator's address: {e}");
+            return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
+        }
+    };
+    let router = aggregator.router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let ticker = tokio::spawn(aggregator.clone().run_ticker());
+
+    let (exits_tx, mut exits) = mpsc::unbounded_channel::<(u32, String)>();
+    let (stop_tx, stop_rx) = watch::channel::<Option<String>>(None);
+    let mut fleet = Fleet::default();
+    for index in 0..runners {
+        let spawned = match &options.launch {
+            Launch::Processes { program } => {
+                fleet.spawn_process(program, &url, index, &token, roots, exits_tx.clone())
+            }
+            Launch::Tasks => fleet.spawn_task(
+                &url,
+                index,
+                &token,
+                roots,
+                stop_rx.clone(),
+                exits_tx.clone(),
+            ),
         };
-        build_summary(&name, end, 1, Duration::ZERO, None, run, &[], Vec::new())
-    };
-    let place = RunnerPlace { index: 0, count: 1 };
-    let engine = match Engine::prepare(spec, place, roots) {
-        Ok(engine) => engine,
-        Err(e) => return error_summary(&e, &RunMetrics::for_spec(spec)),
-    };
-    // The timeout covers the whole run, setup included.
-    let began = Instant::now();
-    let timeout = spec
-        .timeout
-        .map(|t| t.get())
-        .unwrap_or_else(|| engine.longest_duration() + DEFAULT_TIMEOUT_MARGIN);
-    let timed_out = || RunEnd {
-        phase: Phase::Failed,
-        reason: Some("Timeout".into()),
-        message: Some(format!(
-            "the run did not finish within its timeout of {}",
-            volley_crds::Duration::from(timeout)
-        )),
-    };
-    let setup_values = match tokio::time::timeout(timeout, engine.run_setup()).await {
-        Ok(Ok(values)) => values,
-        Ok(Err(e)) => return error_summary(&e, &engine.snapshot()),
-        Err(_) => {
-            let run = engine.snapshot();
-            return build_summary(
-                &name,
-                timed_out(),
-                1,
-                Duration::ZERO,
-                None,
-                &run,
-                &[],
-                Vec::new(),
-            );
+        if let Err(message) = spawned {
+            aggregator.runner_failed(LOCAL_RUN, index, &message);
+            break;
         }
-    };
+    }
+    drop(exits_tx);
 
-    let start = Instant::now();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut run = pin!(engine.run(setup_values, start, stop_rx));
-    let mut ticker =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
-    let mut watch = RunWatch::new(progress, engine.planned_duration());
-    let mut stopped_by: Option<RunEnd> = None;
-
-    loop {
+    let mut watch = RunWatch::new(options.progress, volley_crds::plan::planned_duration(spec));
+    let mut looks = tokio::time::interval(WATCH_INTERVAL);
+    looks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupted = false;
+    let view = loop {
         tokio::select! {
-            _ = &mut run => break,
-            _ = ticker.tick() => {
-                let snapshot = engine.snapshot();
-                let elapsed = start.elapsed();
-                watch.tick(&snapshot, elapsed, engine.active_vus());
-                if stopped_by.is_some() {
-                    continue;
+            _ = looks.tick() => {
+                aggregator.tick();
+                let Some(view) = aggregator.view(LOCAL_RUN) else {
+                    break None;
+                };
+                if view.end.is_some() {
+                    break Some(view);
                 }
-                let results = metrics::evaluate_thresholds(spec, &snapshot, elapsed);
-                if let Some(i) = metrics::abort_trigger(&results, elapsed) {
-                    watch.aborted = Some(i);
-                    stopped_by = Some(RunEnd {
-                        phase: Phase::Failed,
-                        reason: Some("ThresholdAborted".into()),
-                        message: results[i].failure_message.clone(),
-                    });
-                    let _ = stop_tx.send(true);
-                } else if began.elapsed() >= timeout {
-                    stopped_by = Some(timed_out());
-                    let _ = stop_tx.send(true);
-                }
+                watch.show(&view);
             }
-            _ = &mut ctrl_c, if stopped_by.is_none() => {
-                stopped_by = Some(RunEnd {
-                    phase: Phase::Aborted,
-                    reason: Some("Interrupted".into()),
-                    message: Some("interrupted (Ctrl-C); results so far are kept".into()),
-                });
-                let _ = stop_tx.send(true);
+            Some((index, why)) = exits.recv() => {
+                aggregator.runner_failed(LOCAL_RUN, index, &why);
+            }
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                let _ = stop_tx.send(Some("Ctrl-C".into()));
+                aggregator.abort(
+                    LOCAL_RUN,
+                    "Interrupted",
+                    "interrupted (Ctrl-C); results so far are kept",
+                );
             }
         }
-    }
+    };
     watch.finish();
+    // In-process runners still busy (a setup the timeout cut short) stop like on a signal.
+    let _ = stop_tx.send(Some("the run has ended".into()));
+    fleet.wind_down().await;
+    ticker.abort();
+    server.abort();
 
-    let elapsed = start.elapsed();
-    let snapshot = engine.snapshot();
-    watch.add_final_point(&snapshot, elapsed);
-    let mut results = metrics::evaluate_thresholds(spec, &snapshot, elapsed);
-    if let Some(i) = watch.aborted
-        && let Some(r) = results.get_mut(i)
-    {
-        // The final figures may have moved; the threshold still stopped the run.
-        r.status.aborted = true;
-    }
-    let end = stopped_by.unwrap_or_else(|| verdict_end(&results));
-    build_summary(
-        &name,
+    let Some(view) = view else {
+        let message = "the aggregator lost the run".to_string();
+        return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
+    };
+    summarize(&name, &view)
+}
+
+/// The summary of a finished run's view.
+pub fn summarize(name: &str, view: &RunView) -> RunSummary {
+    let end = view.end.clone().unwrap_or(RunEnd {
+        phase: Phase::Error,
+        reason: Some("Unfinished".into()),
+        message: Some("the run had not finished".into()),
+    });
+    let mut summary = build_summary(
+        name,
         end,
-        1,
-        elapsed,
-        None,
-        &snapshot,
-        &results,
-        watch.series,
-    )
+        view.runners,
+        view.elapsed,
+        view.start_skew,
+        &view.merged,
+        &view.thresholds,
+        view.series.clone(),
+    );
+    summary.runner_failures = failure_rows(&view.failures);
+    summary
 }
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.
 pub fn exit_code(s: &RunSummary) -> u8 {
     match (s.phase, s.verdict) {
         (Phase::Succeeded, _) => EXIT_PASSED,
-        (Phase::Failed, Some(Verdict::Failed)) => EXIT_THRESHOLDS_FAILED,
-        _ => EXIT_ERROR,
-    }
-}
-
-fn verdict_end(results: &[ThresholdResult]) -> RunEnd {
-    match results.iter().find(|r| !r.status.passed) {
-        None => RunEnd {
-            phase: Phase::Succeeded,
-            reason: Some("ThresholdsPassed".into()),
-            message: None,
-        },
-        Some(first) => {
-            let failed = results.iter().filter(|r| !r.status.passed).count();
-            let more = if failed > 1 {
-                format!(" (and {} more)", failed - 1)
-            } else {
-                String::new()
-            };
-            RunEnd {
-                phase: Phase::Failed,
-                reason: Some("ThresholdsFailed".into()),
-                message: first.failure_message.clone().map(|m| format!("{m}{more}")),
-            }
+        (Phase::Failed, Some(Verdict::Failed)) if s.reason.as_deref() != Some("RunnerFailed") => {
+            EXIT_THRESHOLDS_FAILED
         }
+        _ => EXIT_ERROR,
     }
 }
 
@@ -213,16 +274,149 @@ fn error_reason(e: &EngineError) -> &'static str {
     }
 }
 
-/// Follows the run once a second: the per-second series and the progress display.
+/// A fresh bearer token for the run: 128 random bits, hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The runners of a local run: one watcher task per runner, which reports the runner's end
+/// on the exits channel, and for processes a way to kill it.
+#[derive(Default)]
+struct Fleet {
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+    kills: Vec<Option<oneshot::Sender<()>>>,
+}
+
+impl Fleet {
+    /// Starts `program agent ...` for runner `index`; its exit is sent on `exits` with what
+    /// it last said on stderr.
+    fn spawn_process(
+        &mut self,
+        program: &PathBuf,
+        url: &str,
+        index: u32,
+        token: &str,
+        roots: &FileRoots,
+        exits: mpsc::UnboundedSender<(u32, String)>,
+    ) -> Result<(), String> {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(["agent", "--aggregator", url, "--run", LOCAL_RUN, "--index"])
+            .arg(index.to_string())
+            .arg("--manifest-dir")
+            .arg(&roots.manifest_dir)
+            .env(TOKEN_ENV, token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(configmaps) = &roots.configmaps {
+            cmd.arg("--configmaps").arg(configmaps);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{} agent`: {e}", program.display()))?;
+        let said = Arc::new(Mutex::new(VecDeque::<String>::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let said = said.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(runner = index, "{line}");
+                    let mut said = said.lock().unwrap_or_else(PoisonError::into_inner);
+                    if said.len() == KEPT_STDERR_LINES {
+                        said.pop_front();
+                    }
+                    said.push_back(line);
+                }
+            })
+        });
+        let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
+        self.kills.push(Some(kill_tx));
+        self.watchers.push(tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status.ok(),
+                _ = &mut kill_rx => {
+                    let _ = child.kill().await;
+                    return;
+                }
+            };
+            if let Some(reader) = reader {
+                // The pipe closes with the process; this only waits for the last lines.
+                let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+            }
+            let mut why = describe_exit(status);
+            let said = said.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(last) = said.iter().rev().find(|l| !l.trim().is_empty()) {
+                why = format!(
+                    "{why}; it last said: {}",
+                    volley_crds::text::shorten(last, 300)
+                );
+            }
+            let _ = exits.send((index, why));
+        }));
+        Ok(())
+    }
+
+    /// Runs runner `index` as a task of this process.
+    fn spawn_task(
+        &mut self,
+        url: &str,
+        index: u32,
+        token: &str,
+        roots: &FileRoots,
+        stop: watch::Receiver<Option<String>>,
+        exits: mpsc::UnboundedSender<(u32, String)>,
+    ) -> Result<(), String> {
+        let client =
+            AggregatorClient::new(url, LOCAL_RUN, index, token).map_err(|e| e.to_string())?;
+        let agent = Agent::new(client, roots.clone(), format!("task-{index}"));
+        self.kills.push(None);
+        self.watchers.push(tokio::spawn(async move {
+            let why = match agent.run(stop).await {
+                Ok(outcome) => format!("ended: {outcome}"),
+                Err(e) => format!("failed: {e}"),
+            };
+            let _ = exits.send((index, why));
+        }));
+        Ok(())
+    }
+
+    /// Gives runners [`EXIT_GRACE`] to end by themselves, then kills what is left.
+    async fn wind_down(&mut self) {
+        let deadline = Instant::now() + EXIT_GRACE;
+        for (watcher, kill) in self.watchers.iter_mut().zip(&mut self.kills) {
+            if tokio::time::timeout_at(deadline, &mut *watcher)
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            match kill.take() {
+                Some(kill) => {
+                    let _ = kill.send(());
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut *watcher).await;
+                }
+                None => watcher.abort(),
+            }
+        }
+    }
+}
+
+/// `exited with code 1`, `killed by signal 9`.
+fn describe_exit(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.map(|s| (s.code(), s.signal())) {
+        Some((Some(code), _)) => format!("exited with code {code}"),
+        Some((None, Some(signal))) => format!("killed by signal {signal}"),
+        _ => "exited".to_string(),
+    }
+}
+
+/// The progress display, fed by the aggregator's view.
 struct RunWatch {
     progress: Progress,
     planned: Duration,
-    /// The last two cumulative snapshots (newest last), with their elapsed times.
-    previous: Option<(Measurements, Duration)>,
-    before_previous: Option<(Measurements, Duration)>,
-    series: Vec<SeriesPoint>,
-    /// Index of the threshold that stopped the run.
-    aborted: Option<usize>,
+    last_shown: Option<u64>,
     live_line_open: bool,
 }
 
@@ -231,47 +425,52 @@ impl RunWatch {
         RunWatch {
             progress,
             planned,
-            previous: None,
-            before_previous: None,
-            series: Vec::new(),
-            aborted: None,
+            last_shown: None,
             live_line_open: false,
         }
     }
 
-    fn tick(&mut self, snapshot: &RunMetrics, elapsed: Duration, vus: u64) {
-        let overall = snapshot.overall();
-        let point = self.push_point(overall.clone(), elapsed, false);
-        let show = match self.progress {
-            Progress::Quiet => false,
-            Progress::Live => true,
-            Progress::Lines => elapsed.as_secs().is_multiple_of(5),
+    fn show(&mut self, view: &RunView) {
+        let second = view.elapsed.as_secs();
+        let every = match self.progress {
+            Progress::Quiet => return,
+            Progress::Live => 1,
+            Progress::Lines => 5,
         };
-        if !show {
+        if view.stage == Stage::Barrier
+            || view.elapsed.is_zero()
+            || self.last_shown == Some(second)
+            || !second.is_multiple_of(every)
+        {
             return;
         }
+        self.last_shown = Some(second);
+        let overall = view.merged.overall();
         let c = &overall.counters;
+        let point = view.series.last();
+        let iterations: u64 = view
+            .merged
+            .load_scenarios()
+            .map(|s| s.iterations.iterations)
+            .sum();
+        let dropped: u64 = view
+            .merged
+            .load_scenarios()
+            .map(|s| s.iterations.dropped_iterations)
+            .sum();
         let line = format!(
-            "running {}/{}  {:.1} req/s  p95 {}  errors {}  VUs {}  iterations {} (dropped {})",
-            volley_crds::Duration::from(Duration::from_secs(elapsed.as_secs())),
+            "running {}/{}  {:.1} req/s  p95 {}  errors {}  runners {}/{}  iterations {} (dropped {})",
+            volley_crds::Duration::from(Duration::from_secs(second)),
             volley_crds::Duration::from(Duration::from_secs(self.planned.as_secs())),
-            point.as_ref().map(|p| p.rps).unwrap_or(0.0),
+            point.map(|p| p.rps).unwrap_or(0.0),
             point
-                .as_ref()
                 .map(|p| format_latency_ms(p.p95_ms))
                 .unwrap_or_else(|| "-".into()),
             format_percent(c.failures, c.requests),
-            vus,
-            snapshot
-                .scenarios
-                .iter()
-                .map(|s| s.iterations.iterations)
-                .sum::<u64>(),
-            snapshot
-                .scenarios
-                .iter()
-                .map(|s| s.iterations.dropped_iterations)
-                .sum::<u64>(),
+            view.running,
+            view.runners,
+            iterations,
+            dropped,
         );
         let mut err = std::io::stderr().lock();
         if self.progress == Progress::Live {
@@ -281,54 +480,6 @@ impl RunWatch {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
-    }
-
-    /// The tail after the last tick. A tail shorter than a quarter second would be a noisy
-    /// point of its own (a few requests over a few ms), so it is folded into the last point.
-    fn add_final_point(&mut self, snapshot: &RunMetrics, elapsed: Duration) {
-        let tail = self
-            .previous
-            .as_ref()
-            .map(|(_, at)| elapsed.saturating_sub(*at))
-            .unwrap_or(elapsed);
-        if tail < Duration::from_millis(250) && !self.series.is_empty() {
-            self.series.pop();
-            self.previous = self.before_previous.take();
-        }
-        self.push_point(snapshot.overall(), elapsed, true);
-    }
-
-    /// The interval since the previous snapshot; nothing is lost when a tick was late, because
-    /// both ends are cumulative. Points are labelled by whole seconds since the start, always
-    /// later than the previous point; the final point rounds up.
-    fn push_point(
-        &mut self,
-        overall: Measurements,
-        elapsed: Duration,
-        last: bool,
-    ) -> Option<SeriesPoint> {
-        let (prev, prev_elapsed) = self
-            .previous
-            .take()
-            .unwrap_or_else(|| (Measurements::default(), Duration::ZERO));
-        let interval = elapsed.saturating_sub(prev_elapsed);
-        let secs = elapsed.as_secs_f64();
-        let label = if last { secs.ceil() } else { secs.floor() } as u64;
-        let label = match self.series.last() {
-            Some(p) => label.max(p.second + 1),
-            None => label.max(1),
-        };
-        let point = if interval.is_zero() {
-            None
-        } else {
-            metrics::series_point(&prev, &overall, label, interval).ok()
-        };
-        if let Some(p) = &point {
-            self.series.push(p.clone());
-        }
-        self.before_previous = Some((prev, prev_elapsed));
-        self.previous = Some((overall, elapsed));
-        point
     }
 
     fn finish(&mut self) {

@@ -32,6 +32,11 @@ enum Command {
         /// manifest against a local build and against staging).
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
+        /// Runner processes sharing the load (default: the manifest's
+        /// `spec.runners.parallelism`, 1 if unset). Their results are merged exactly, as in a
+        /// cluster.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runners: Option<u32>,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     Validate {
@@ -63,7 +68,16 @@ fn main() -> ExitCode {
             out,
             quiet,
             base_url,
-        } => cli::run_file(&file, out.as_deref(), quiet, base_url),
+            runners,
+        } => cli::run_file(
+            &file,
+            out.as_deref(),
+            cli::RunOptions {
+                quiet,
+                base_url,
+                runners,
+            },
+        ),
         Command::Validate { files } => cli::validate_files(&files),
         Command::Crd => cli::print_crd(),
         Command::Agent(args) => volley_runner::agent::run_cli(args),

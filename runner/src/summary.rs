@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use volley_aggregator::RunnerFailure;
 use volley_crds::metrics::{
     self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, format_latency_ms,
     format_percent, latency_ms,
@@ -42,6 +43,9 @@ pub struct RunSummary {
     /// Largest gap between the runners' first requests, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_skew_ms: Option<f64>,
+    /// Runners that died, could not start or went silent, with when and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runner_failures: Vec<RunnerFailureRow>,
     /// All scenarios merged (setup excluded).
     pub metrics: MetricsStatus,
     /// Latency measured from the actual send rather than the scheduled start, in ms. The gap
@@ -82,15 +86,35 @@ pub struct StepHistogram {
     pub latency: String,
 }
 
-/// How a run ended, before it is summarized.
-#[derive(Clone, Debug)]
-pub struct RunEnd {
-    /// Succeeded, Failed, Aborted or Error.
-    pub phase: Phase,
-    /// Machine-readable reason.
-    pub reason: Option<String>,
-    /// A sentence for humans.
-    pub message: Option<String>,
+pub use volley_aggregator::RunEnd;
+
+/// A runner that failed, in the summary.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerFailureRow {
+    /// The runner's index.
+    pub index: u32,
+    /// Where it ran.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Seconds after the common start when it failed; absent before the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_seconds: Option<f64>,
+    /// What happened.
+    pub reason: String,
+}
+
+/// The summary rows of the aggregator's runner failures.
+pub fn failure_rows(failures: &[RunnerFailure]) -> Vec<RunnerFailureRow> {
+    failures
+        .iter()
+        .map(|f| RunnerFailureRow {
+            index: f.index,
+            host: f.host.clone(),
+            at_seconds: f.at.map(|d| d.as_secs_f64()),
+            reason: f.reason.clone(),
+        })
+        .collect()
 }
 
 /// Builds the summary from merged metrics and evaluated thresholds.
@@ -130,6 +154,7 @@ pub fn build_summary(
         duration_seconds: elapsed.as_secs_f64(),
         runners,
         start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
+        runner_failures: Vec::new(),
         metrics: metrics::metrics_status(&overall, elapsed),
         latency_sent_ms: latency_ms(&overall.latency_sent),
         thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),

@@ -1,0 +1,21 @@
+//! Volley's aggregator: where the runners of one test meet.
+//!
+//! It registers runners behind a start barrier, has runner 0 run `setup` and hands the values
+//! to everyone, gives all runners one common start, keeps each runner's latest cumulative
+//! report and merges them exactly (HdrHistograms add, counters add), judges thresholds on the
+//! merged result continuously (abortOnFail) and at the end, and decides how the run ended.
+//! `volley run` embeds it on 127.0.0.1; the operator serves it to runner pods.
+//!
+//! - [`run`]: one run's state machine, pure (time is an argument).
+//! - [`end`]: how a finished run ended (phase, reason, message).
+//! - [`series`]: the per-second series from cumulative snapshots.
+//! - [`server`]: the HTTP routes of `DESIGN.md` §4 over all runs.
+
+pub mod end;
+pub mod run;
+pub mod series;
+pub mod server;
+
+pub use end::{RunEnd, RunnerFailure};
+pub use run::{RunConfig, RunState, RunView, Stage};
+pub use server::Aggregator;

@@ -1,0 +1,889 @@
+//! One run at the aggregator: the start barrier, setup on runner 0, the runners' latest
+//! cumulative reports, the merged result, and how the run ends.
+//!
+//! [`RunState`] is plain data. Every method takes the time as an argument and returns what to
+//! answer, so the whole protocol (barrier, lost and repeated reports, silent runners,
+//! abortOnFail, timeouts) is tested without a network or a clock; the HTTP side
+//! ([`crate::server`]) only decodes, locks and calls.
+//!
+//! Exactness rests on two rules: every report is cumulative, and only the report with the
+//! highest sequence number of each runner counts. The merged result is the exact sum of those
+//! latest reports, so a lost report is made up for by the next, a repeated or late one changes
+//! nothing, and an aggregator that lost its state rebuilds it from the next round of reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use volley_crds::metrics::{self, MetricsError, RunMetrics, SeriesPoint, ThresholdResult};
+use volley_crds::plan;
+use volley_crds::protocol::{
+    PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
+    StartResponse,
+};
+use volley_crds::spec::LoadTestSpec;
+use volley_crds::status::Phase;
+use volley_crds::text::shorten;
+
+use crate::end::{EndFacts, RunEnd, RunnerFailure, decide_end};
+use crate::series::SeriesBuilder;
+
+/// Time between the barrier completing and the common start: long enough for every runner's
+/// start poll to be answered, short enough not to waste the run's time.
+pub const DEFAULT_START_DELAY: Duration = Duration::from_secs(1);
+/// How long the barrier waits for every runner to register (pods may pull images first).
+pub const DEFAULT_BARRIER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// A running runner that has not reported for this long is counted as failed.
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest runner error message kept (it goes into status messages).
+const MAX_RUNNER_ERROR_CHARS: usize = 500;
+/// Longest host name kept.
+const MAX_HOST_CHARS: usize = 253;
+
+/// What the aggregator needs to know about a run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The run's id in URLs (`/v1/runs/{run}/...`).
+    pub run: String,
+    /// The run's bearer token.
+    pub token: String,
+    /// The LoadTest's name.
+    pub name: String,
+    /// The whole spec; every runner takes its share of it.
+    pub spec: Arc<LoadTestSpec>,
+    /// How many runners share the load.
+    pub runners: u32,
+    /// How often runners report.
+    pub report_interval: Duration,
+    /// Time from the barrier completing to the common start.
+    pub start_delay: Duration,
+    /// How long the barrier waits for every runner to register.
+    pub barrier_timeout: Duration,
+    /// How long a running runner may stay silent before it counts as failed.
+    pub silence_timeout: Duration,
+    /// The bound on the whole run from its registration, barrier and setup included.
+    pub timeout: Duration,
+    /// When the run is known to have started already (an operator restarting mid-run): the
+    /// barrier is skipped and the runners' next reports rebuild the result.
+    pub started_at_unix_ms: Option<u64>,
+}
+
+impl RunConfig {
+    /// A run with the defaults: `spec.runners.parallelism` runners, 1 s reports, the spec's
+    /// timeout (or its plan plus ten minutes).
+    pub fn new(run: &str, token: &str, name: &str, spec: LoadTestSpec) -> RunConfig {
+        RunConfig {
+            run: run.to_owned(),
+            token: token.to_owned(),
+            name: name.to_owned(),
+            runners: spec.runners.parallelism.max(1),
+            report_interval: Duration::from_secs(1),
+            start_delay: DEFAULT_START_DELAY,
+            barrier_timeout: DEFAULT_BARRIER_TIMEOUT,
+            silence_timeout: DEFAULT_SILENCE_TIMEOUT,
+            timeout: plan::timeout(&spec),
+            started_at_unix_ms: None,
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for every runner to register.
+    Barrier,
+    /// Runner 0 is running `spec.setup`.
+    Setup,
+    /// The common start is set; runners are (about to be) sending load.
+    Running,
+    /// Runners were told to stop and are sending their final reports.
+    Stopping,
+    /// Over; [`RunView::end`] says how.
+    Finished,
+}
+
+/// Why a protocol call was refused. The run is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// No run by that id.
+    #[error("no run `{0}` here")]
+    UnknownRun(String),
+    /// Missing or wrong bearer token.
+    #[error("missing or wrong token for run `{0}`")]
+    Unauthorized(String),
+    /// The runner index is outside the run.
+    #[error("runner {index} is outside the run's {runners} runner(s)")]
+    UnknownRunner {
+        /// The index asked for.
+        index: u32,
+        /// How many runners the run has.
+        runners: u32,
+    },
+    /// The runner speaks another protocol version.
+    #[error("the runner speaks protocol {runner}, this aggregator {ours}: use matching versions")]
+    ProtocolMismatch {
+        /// The runner's version.
+        runner: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// A setup result outside the setup stage.
+    #[error("the run is not waiting for setup")]
+    NotInSetup,
+    /// A report older than one already received.
+    #[error("report {seq} is older than report {latest} already received from runner {index}")]
+    StaleReport {
+        /// The runner.
+        index: u32,
+        /// The report's sequence number.
+        seq: u64,
+        /// The newest one received.
+        latest: u64,
+    },
+    /// The body names another runner than the path.
+    #[error("the report says runner {body} but was posted for runner {path}")]
+    WrongRunner {
+        /// Index in the path.
+        path: u32,
+        /// Index in the body.
+        body: u32,
+    },
+    /// The histograms could not be decoded or merged.
+    #[error("malformed report: {0}")]
+    BadReport(#[from] MetricsError),
+    /// The body is not the expected JSON.
+    #[error("malformed body: {0}")]
+    BadBody(String),
+}
+
+/// A report with its histograms decoded, ready to be applied under the lock.
+#[derive(Clone, Debug)]
+pub struct DecodedReport {
+    /// The runner's index.
+    pub runner: u32,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Time since the common start.
+    pub elapsed: Duration,
+    /// The runner's final report.
+    pub done: bool,
+    /// The cumulative metrics.
+    pub metrics: RunMetrics,
+    /// When the runner sent its first request.
+    pub first_request_unix_ms: Option<u64>,
+    /// A fatal error that ended the runner.
+    pub error: Option<String>,
+}
+
+impl DecodedReport {
+    /// Decodes `report` and checks that it merges into a result shaped by `spec`, so applying
+    /// it later cannot fail half-way.
+    pub fn decode(report: &RunnerReport, spec: &LoadTestSpec) -> Result<Self, ProtocolError> {
+        let metrics = report.report.to_metrics()?;
+        RunMetrics::for_spec(spec).merge(&metrics)?;
+        Ok(DecodedReport {
+            runner: report.report.runner,
+            seq: report.report.seq,
+            elapsed: report.report.elapsed(),
+            done: report.report.done,
+            metrics,
+            first_request_unix_ms: report.first_request_unix_ms,
+            error: report
+                .error
+                .as_deref()
+                .map(|e| shorten(e, MAX_RUNNER_ERROR_CHARS)),
+        })
+    }
+}
+
+/// The run as seen now: what status, progress lines and the summary are made of.
+#[derive(Clone, Debug)]
+pub struct RunView {
+    /// The LoadTest's name.
+    pub name: String,
+    /// Where the run is.
+    pub stage: Stage,
+    /// Runners in the run.
+    pub runners: u32,
+    /// Runners that registered.
+    pub registered: u32,
+    /// Runners that reported and have not finished.
+    pub running: u32,
+    /// Runners that sent their final report.
+    pub done: u32,
+    /// Runners that failed, in the order they failed.
+    pub failures: Vec<RunnerFailure>,
+    /// The common start, ms since the Unix epoch.
+    pub start_at_unix_ms: Option<u64>,
+    /// Time since the start covered by the merged data (the newest report's).
+    pub elapsed: Duration,
+    /// All runners' latest reports, merged exactly.
+    pub merged: RunMetrics,
+    /// The thresholds on the merged result (aborted marked on the one that stopped the run).
+    pub thresholds: Vec<ThresholdResult>,
+    /// Largest gap between the runners' first requests.
+    pub start_skew: Option<Duration>,
+    /// One point per second of the merged result.
+    pub series: Vec<SeriesPoint>,
+    /// Why the run is being stopped, while it is.
+    pub stop: Option<RunEnd>,
+    /// How the run ended, once it has.
+    pub end: Option<RunEnd>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    host: String,
+    registered: bool,
+    latest: Option<Latest>,
+    done: bool,
+    /// Told to abort before it started: it sends nothing more and is owed nothing.
+    released: bool,
+    failure: Option<RunnerFailure>,
+    last_heard: Option<Instant>,
+    /// Reported since thresholds were last judged for abortOnFail.
+    fresh: bool,
+}
+
+impl Slot {
+    fn settled(&self) -> bool {
+        self.done || self.released || self.failure.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Latest {
+    seq: u64,
+    metrics: RunMetrics,
+    elapsed: Duration,
+    first_request_unix_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    at: Instant,
+    unix_ms: u64,
+}
+
+/// One run's state. See the module documentation.
+#[derive(Debug)]
+pub struct RunState {
+    config: RunConfig,
+    created: Instant,
+    created_wall: SystemTime,
+    stage: Stage,
+    slots: Vec<Slot>,
+    setup_values: BTreeMap<String, String>,
+    start: Option<Start>,
+    stop: Option<RunEnd>,
+    stopped_at: Option<Instant>,
+    aborted_by: Option<usize>,
+    end: Option<RunEnd>,
+    merged: RunMetrics,
+    merged_elapsed: Duration,
+    /// A report arrived since `merged` was computed.
+    dirty: bool,
+    /// When thresholds were last judged for abortOnFail.
+    judged_at: Option<Instant>,
+    thresholds: Vec<ThresholdResult>,
+    series: SeriesBuilder,
+    next_point: u64,
+    version: u64,
+}
+
+impl RunState {
+    /// A new run, registered `now` (wall clock `now_wall`).
+    pub fn new(config: RunConfig, now: Instant, now_wall: SystemTime) -> RunState {
+        let runners = config.runners.max(1);
+        let mut state = RunState {
+            merged: RunMetrics::for_spec(&config.spec),
+            created: now,
+            created_wall: now_wall,
+            stage: Stage::Barrier,
+            slots: (0..runners).map(|_| Slot::default()).collect(),
+            setup_values: BTreeMap::new(),
+            start: None,
+            stop: None,
+            stopped_at: None,
+            aborted_by: None,
+            end: None,
+            merged_elapsed: Duration::ZERO,
+            dirty: false,
+            judged_at: None,
+            thresholds: Vec::new(),
+            series: SeriesBuilder::new(),
+            next_point: 1,
+            version: 0,
+            config: RunConfig { runners, ..config },
+        };
+        if let Some(unix_ms) = state.config.started_at_unix_ms {
+            state.resume_at(unix_ms, now);
+        }
+        state
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// Where the run is.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Changes whenever the stage or the start changes, so long-polls know to look again.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// A runner registers. The last one to register completes the barrier.
+    pub fn ready(
+        &mut self,
+        index: u32,
+        request: &ReadyRequest,
+        now: Instant,
+    ) -> Result<ReadyResponse, ProtocolError> {
+        if request.protocol != PROTOCOL_VERSION {
+            return Err(ProtocolError::ProtocolMismatch {
+                runner: request.protocol,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        let slot = self.slot_mut(index)?;
+        slot.registered = true;
+        slot.host = shorten(&request.host, MAX_HOST_CHARS);
+        slot.last_heard = Some(now);
+        if self.stage == Stage::Barrier && self.slots.iter().all(|s| s.registered) {
+            if self.config.spec.setup.is_empty() {
+                self.start_load(now);
+            } else {
+                self.set_stage(Stage::Setup);
+            }
+        }
+        Ok(ReadyResponse {
+            name: self.config.name.clone(),
+            runners: self.config.runners,
+            spec: (*self.config.spec).clone(),
+            report_interval_ms: u64::try_from(self.config.report_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        })
+    }
+
+    /// What runner `index` should do now; [`StartResponse::Wait`] means ask again later (the
+    /// server holds the poll until [`RunState::version`] changes).
+    pub fn poll_start(&mut self, index: u32, now: Instant) -> Result<StartResponse, ProtocolError> {
+        let stage = self.stage;
+        let start = self.start;
+        let reason = self.end_or_stop_reason();
+        let slot = self.slot_mut(index)?;
+        slot.last_heard = Some(now);
+        Ok(match (stage, start) {
+            (Stage::Setup, _) if index == 0 => StartResponse::RunSetup,
+            (Stage::Barrier | Stage::Setup, _) => StartResponse::Wait,
+            (Stage::Running, Some(start)) => StartResponse::Start {
+                start_at_unix_ms: start.unix_ms,
+                setup: self.setup_values.clone(),
+            },
+            _ => {
+                if slot.latest.is_none() && !slot.settled() {
+                    slot.released = true;
+                }
+                StartResponse::Abort { reason }
+            }
+        })
+    }
+
+    /// Runner 0's setup result: the values go to every runner with the start, or a failure
+    /// ends the run in Error. A repeated post after the start is accepted and ignored.
+    pub fn setup(
+        &mut self,
+        result: &SetupResult,
+        report: Option<DecodedReport>,
+        now: Instant,
+    ) -> Result<(), ProtocolError> {
+        match self.stage {
+            Stage::Setup => {}
+            Stage::Running | Stage::Stopping | Stage::Finished if self.start.is_some() => {
+                return Ok(());
+            }
+            _ => return Err(ProtocolError::NotInSetup),
+        }
+        // Runner 0's run reports include the setup figures; until the first one arrives,
+        // the setup report stands in for it (sequence 0, replaced by any run report).
+        if let (Some(report), Some(slot)) = (report, self.slots.first_mut())
+            && slot.latest.is_none()
+        {
+            slot.latest = Some(Latest {
+                seq: 0,
+                metrics: report.metrics,
+                elapsed: Duration::ZERO,
+                first_request_unix_ms: None,
+            });
+            self.dirty = true;
+        }
+        match &result.error {
+            Some(e) => {
+                let message = format!("setup failed: {}", shorten(e, MAX_RUNNER_ERROR_CHARS));
+                self.finish_early(RunEnd::new(Phase::Error, "SetupFailed", message));
+            }
+            None => {
+                self.setup_values = result.values.clone();
+                self.start_load(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runner `index`'s cumulative report. Older than one already received: refused
+    /// ([`ProtocolError::StaleReport`]) and ignored; the same sequence number again: accepted
+    /// and ignored. The answer says whether to stop.
+    pub fn report(
+        &mut self,
+        index: u32,
+        report: DecodedReport,
+        now: Instant,
+    ) -> Result<ReportResponse, ProtocolError> {
+        if report.runner != index {
+            return Err(ProtocolError::WrongRunner {
+                path: index,
+                body: report.runner,
+            });
+        }
+        self.slot_mut(index)?;
+        if self.stage == Stage::Finished {
+            return Ok(self.answer());
+        }
+        let slot = &mut self.slots[index as usize];
+        if let Some(latest) = &slot.latest {
+            if report.seq < latest.seq {
+                return Err(ProtocolError::StaleReport {
+                    index,
+                    seq: report.seq,
+                    latest: latest.seq,
+                });
+            }
+            if report.seq == latest.seq && latest.seq > 0 {
+                return Ok(self.answer());
+            }
+        }
+        slot.last_heard = Some(now);
+        let first_request_unix_ms = report
+            .first_request_unix_ms
+            .or_else(|| slot.latest.as_ref()?.first_request_unix_ms);
+        slot.latest = Some(Latest {
+            seq: report.seq,
+            metrics: report.metrics,
+            elapsed: report.elapsed,
+            first_request_unix_ms,
+        });
+        self.slots[index as usize].fresh = true;
+        self.dirty = true;
+        if let Some(error) = report.error {
+            self.runner_failed(index, &error, now);
+        } else {
+            if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+                // Only a runner that has started reports without an error: this aggregator
+                // lost its state (a restart) and the run is already under way.
+                let started = self.wall_ms(now).saturating_sub(millis(report.elapsed));
+                self.resume_at(started, now);
+            }
+            if report.done {
+                self.slots[index as usize].done = true;
+            }
+        }
+        self.finish_if_settled(now);
+        Ok(self.answer())
+    }
+
+    /// Runner `index` died or could not start (a process exit, a failed pod, an error
+    /// report). Its figures so far stay in the result. Before the start this ends the run in
+    /// Error: it cannot start without every runner.
+    pub fn runner_failed(&mut self, index: u32, reason: &str, now: Instant) {
+        let at = self.since_start(now);
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        if slot.settled() || self.stage == Stage::Finished {
+            return;
+        }
+        let failure = RunnerFailure {
+            index,
+            host: slot.host.clone(),
+            at,
+            reason: shorten(reason, MAX_RUNNER_ERROR_CHARS),
+        };
+        tracing::warn!(run = %self.config.run, runner = index, reason = %failure.reason, "runner failed");
+        slot.failure = Some(failure.clone());
+        self.version += 1;
+        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+            self.finish_early(RunEnd::new(
+                Phase::Error,
+                "RunnerFailed",
+                failure.describe(),
+            ));
+        } else {
+            self.finish_if_settled(now);
+        }
+    }
+
+    /// Stops the run (`spec.abort`, Ctrl-C): runners are told at their next report, the
+    /// figures so far are kept, and the run ends Aborted with `reason` (e.g. `Aborted`) and
+    /// `message`. Before the start it ends at once.
+    pub fn abort(&mut self, reason: &str, message: &str, now: Instant) {
+        let end = RunEnd::new(Phase::Aborted, reason, message);
+        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+            self.finish_early(end);
+        } else {
+            self.request_stop(end, now);
+        }
+    }
+
+    /// Moves time forward: the barrier and run timeouts, silent runners, abortOnFail on the
+    /// merged result, the per-second series, and the end once every runner is settled. Call
+    /// it a few times a second.
+    pub fn tick(&mut self, now: Instant) {
+        if self.stage == Stage::Finished {
+            return;
+        }
+        let age = now.saturating_duration_since(self.created);
+        if age >= self.config.timeout {
+            let limit = volley_crds::Duration::from(self.config.timeout);
+            let end = match self.stage {
+                Stage::Barrier => RunEnd::new(
+                    Phase::Failed,
+                    "Timeout",
+                    format!(
+                        "the run did not start within its timeout of {limit}: {}",
+                        self.missing_runners()
+                    ),
+                ),
+                _ => RunEnd::new(
+                    Phase::Failed,
+                    "Timeout",
+                    format!("the run did not finish within its timeout of {limit}"),
+                ),
+            };
+            if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+                self.finish_early(end);
+                return;
+            }
+            self.request_stop(end, now);
+        }
+        if self.stage == Stage::Barrier && age >= self.config.barrier_timeout {
+            let limit = volley_crds::Duration::from(self.config.barrier_timeout);
+            let message = format!(
+                "not every runner registered within {limit}: {}",
+                self.missing_runners()
+            );
+            self.finish_early(RunEnd::new(Phase::Error, "RunnersNotReady", message));
+            return;
+        }
+        if let Some(start) = self.start {
+            self.fail_silent_runners(start, now);
+            self.judge_abort(now);
+            self.add_series_points(start, now);
+        }
+        if self.stage == Stage::Stopping
+            && let Some(stopped_at) = self.stopped_at
+        {
+            let grace = self.stop_grace();
+            if now.saturating_duration_since(stopped_at) >= grace {
+                let why = format!(
+                    "no final report within {} of the stop",
+                    volley_crds::Duration::from(grace)
+                );
+                for index in 0..self.config.runners {
+                    if !self.slots[index as usize].settled() {
+                        self.runner_failed(index, &why, now);
+                    }
+                }
+            }
+        }
+        self.finish_if_settled(now);
+    }
+
+    /// The run as it stands.
+    pub fn view(&mut self) -> RunView {
+        self.refresh();
+        if self.stage != Stage::Finished {
+            self.thresholds =
+                metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        }
+        let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
+        RunView {
+            name: self.config.name.clone(),
+            stage: self.stage,
+            runners: self.config.runners,
+            registered: count(|s| s.registered),
+            running: count(|s| s.latest.is_some() && !s.settled()),
+            done: count(|s| s.done),
+            failures: self.failures(),
+            start_at_unix_ms: self.start.map(|s| s.unix_ms),
+            elapsed: self.merged_elapsed,
+            merged: self.merged.clone(),
+            thresholds: self.thresholds.clone(),
+            start_skew: self.start_skew(),
+            series: self.series.points().to_vec(),
+            stop: self.stop.clone(),
+            end: self.end.clone(),
+        }
+    }
+
+    // ---- transitions ------------------------------------------------------------------------
+
+    fn set_stage(&mut self, stage: Stage) {
+        if self.stage != stage {
+            tracing::info!(run = %self.config.run, from = ?self.stage, to = ?stage, "run stage");
+            self.stage = stage;
+            self.version += 1;
+        }
+    }
+
+    fn start_load(&mut self, now: Instant) {
+        let at = now + self.config.start_delay;
+        let unix_ms = self
+            .wall_ms(now)
+            .saturating_add(millis(self.config.start_delay));
+        self.start = Some(Start { at, unix_ms });
+        self.set_stage(Stage::Running);
+    }
+
+    /// The run started at `unix_ms` (wall clock), before this state knew of it.
+    fn resume_at(&mut self, unix_ms: u64, now: Instant) {
+        let ago = Duration::from_millis(self.wall_ms(now).saturating_sub(unix_ms));
+        let at = now.checked_sub(ago).unwrap_or(self.created);
+        self.start = Some(Start { at, unix_ms });
+        for slot in &mut self.slots {
+            slot.registered = true;
+        }
+        // Points before the resume are lost with the old state; the series goes on from here.
+        self.next_point = now.saturating_duration_since(at).as_secs() + 1;
+        self.set_stage(Stage::Running);
+    }
+
+    fn request_stop(&mut self, end: RunEnd, now: Instant) {
+        if self.stop.is_some() || self.end.is_some() {
+            return;
+        }
+        tracing::info!(run = %self.config.run, reason = ?end.reason, "stopping the run");
+        self.stop = Some(end);
+        self.stopped_at = Some(now);
+        self.set_stage(Stage::Stopping);
+    }
+
+    /// Ends a run that never got going (or cannot): no thresholds are judged.
+    fn finish_early(&mut self, end: RunEnd) {
+        self.refresh();
+        self.end = Some(end);
+        self.stop = None;
+        self.set_stage(Stage::Finished);
+    }
+
+    fn finish_if_settled(&mut self, _now: Instant) {
+        if !matches!(self.stage, Stage::Running | Stage::Stopping)
+            || !self.slots.iter().all(Slot::settled)
+        {
+            return;
+        }
+        self.refresh();
+        let mut results =
+            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        if let Some(r) = self.aborted_by.and_then(|i| results.get_mut(i)) {
+            // The final figures may have moved; the threshold still stopped the run.
+            r.status.aborted = true;
+        }
+        if self.start.is_some() {
+            self.series
+                .finish(self.merged.overall(), self.merged_elapsed);
+        }
+        let failures = self.failures();
+        let end = decide_end(&EndFacts {
+            stopped: self.stop.as_ref(),
+            failures: &failures,
+            runners: self.config.runners,
+            policy: self.config.spec.runners.failure_policy,
+            thresholds: &results,
+        });
+        tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");
+        self.thresholds = results;
+        self.end = Some(end);
+        self.set_stage(Stage::Finished);
+    }
+
+    fn fail_silent_runners(&mut self, start: Start, now: Instant) {
+        if now < start.at {
+            return;
+        }
+        let limit = self.config.silence_timeout;
+        for index in 0..self.config.runners {
+            let slot = &self.slots[index as usize];
+            if slot.settled() {
+                continue;
+            }
+            let heard = slot.last_heard.map_or(start.at, |t| t.max(start.at));
+            if now.saturating_duration_since(heard) >= limit {
+                let why = format!(
+                    "no report for {}",
+                    volley_crds::Duration::from(Duration::from_secs(limit.as_secs()))
+                );
+                self.runner_failed(index, &why, now);
+            }
+        }
+    }
+
+    /// Judges abortOnFail once a round of reports is complete: every running runner reported
+    /// since the last judgment (or two report intervals passed, so one lagging runner cannot
+    /// hold the judgment back). A half-merged round would understate sums such as
+    /// `requests` or `rps` and could abort a run that is fine.
+    fn judge_abort(&mut self, now: Instant) {
+        if self.stage != Stage::Running || !self.slots.iter().any(|s| s.fresh) {
+            return;
+        }
+        let round_complete = self.slots.iter().all(|s| s.fresh || s.settled());
+        let since = self.judged_at.or(self.start.map(|s| s.at)).unwrap_or(now);
+        let overdue = now.saturating_duration_since(since) >= self.config.report_interval * 2;
+        if !round_complete && !overdue {
+            return;
+        }
+        self.judged_at = Some(now);
+        for slot in &mut self.slots {
+            slot.fresh = false;
+        }
+        self.refresh();
+        let results =
+            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        if let Some(i) = metrics::abort_trigger(&results, self.merged_elapsed) {
+            self.aborted_by = Some(i);
+            let message = results[i]
+                .failure_message
+                .clone()
+                .unwrap_or_else(|| format!("threshold `{}` failed", results[i].status.expr));
+            self.request_stop(RunEnd::new(Phase::Failed, "ThresholdAborted", message), now);
+        }
+        self.thresholds = results;
+    }
+
+    /// One point per whole second since the start, taken half a second after it so that
+    /// every runner's report for that second has arrived.
+    fn add_series_points(&mut self, start: Start, now: Instant) {
+        let since = now.saturating_duration_since(start.at);
+        let due = Duration::from_secs(self.next_point) + Duration::from_millis(500);
+        if now < start.at || since < due {
+            return;
+        }
+        self.refresh();
+        self.series.push(self.merged.overall(), self.merged_elapsed);
+        self.next_point = since.as_secs() + 1;
+    }
+
+    // ---- reading ----------------------------------------------------------------------------
+
+    fn refresh(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let mut merged = RunMetrics::for_spec(&self.config.spec);
+        let mut elapsed = Duration::ZERO;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if let Some(latest) = &slot.latest {
+                // Checked when the report was decoded; cannot fail here.
+                if let Err(e) = merged.merge(&latest.metrics) {
+                    tracing::error!(run = %self.config.run, runner = index, error = %e, "report left out of the merge");
+                }
+                elapsed = elapsed.max(latest.elapsed);
+            }
+        }
+        self.merged = merged;
+        self.merged_elapsed = elapsed;
+        self.dirty = false;
+    }
+
+    fn answer(&self) -> ReportResponse {
+        match (&self.stop, &self.end) {
+            (None, None) => ReportResponse::default(),
+            _ => ReportResponse {
+                stop: true,
+                reason: Some(self.end_or_stop_reason()),
+            },
+        }
+    }
+
+    fn end_or_stop_reason(&self) -> String {
+        let end = self.stop.as_ref().or(self.end.as_ref());
+        match end {
+            Some(e) => match (&e.reason, &e.message) {
+                (Some(r), Some(m)) => format!("{r}: {m}"),
+                (Some(r), None) => r.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => e.phase.to_string(),
+            },
+            None => "the run is over".to_owned(),
+        }
+    }
+
+    fn failures(&self) -> Vec<RunnerFailure> {
+        let mut failures: Vec<RunnerFailure> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.failure.clone())
+            .collect();
+        failures.sort_by_key(|f| (f.at, f.index));
+        failures
+    }
+
+    fn start_skew(&self) -> Option<Duration> {
+        let firsts = self
+            .slots
+            .iter()
+            .filter_map(|s| s.latest.as_ref()?.first_request_unix_ms);
+        let (min, max) = firsts.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        (min <= max).then(|| Duration::from_millis(max - min))
+    }
+
+    fn missing_runners(&self) -> String {
+        let missing: Vec<String> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.registered)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        format!(
+            "{} of {} runner(s) registered (missing: {})",
+            self.config.runners as usize - missing.len(),
+            self.config.runners,
+            missing.join(", ")
+        )
+    }
+
+    fn stop_grace(&self) -> Duration {
+        plan::longest_graceful_stop(&self.config.spec)
+            + self.config.report_interval * 2
+            + Duration::from_secs(10)
+    }
+
+    fn since_start(&self, now: Instant) -> Option<Duration> {
+        match self.stage {
+            Stage::Barrier | Stage::Setup => None,
+            _ => self.start.map(|s| now.saturating_duration_since(s.at)),
+        }
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let wall = self.created_wall + now.saturating_duration_since(self.created);
+        wall.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Result<&mut Slot, ProtocolError> {
+        let runners = self.config.runners;
+        self.slots
+            .get_mut(index as usize)
+            .ok_or(ProtocolError::UnknownRunner { index, runners })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
