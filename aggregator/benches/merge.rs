@@ -34,7 +34,12 @@ fn spec() -> Result<LoadTestSpec, Box<dyn std::error::Error>> {
 }
 
 /// A runner's cumulative metrics after `seconds` at `per_step_rps` on every step.
-fn measured(spec: &LoadTestSpec, seconds: u64, per_step_rps: u64, rng: &mut impl Rng) -> RunMetrics {
+fn measured(
+    spec: &LoadTestSpec,
+    seconds: u64,
+    per_step_rps: u64,
+    rng: &mut impl Rng,
+) -> RunMetrics {
     let mut run = RunMetrics::for_spec(spec);
     for step in 0..STEPS {
         let Some(m) = run.step_mut(0, step) else {
@@ -123,9 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let per_round = (decode + apply + merge) / ROUNDS;
     let kb: usize = bodies.iter().map(Vec::len).sum::<usize>() / 1000;
-    println!(
-        "\naggregator, {RUNNERS} runners x {STEPS} steps, one round of reports ({kb} kB):"
-    );
+    println!("\naggregator, {RUNNERS} runners x {STEPS} steps, one round of reports ({kb} kB):");
     println!(
         "  decode {:?} + apply {:?} + merge {:?} = {:?} per round, i.e. {:.1}% of one core at 1 round/s",
         decode / ROUNDS,

@@ -14,7 +14,6 @@ use volley_crds::protocol::{PROTOCOL_VERSION, ReadyRequest, SetupResult, StartRe
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::Phase;
 
-
 fn spec(extra: &str) -> LoadTestSpec {
     let yaml = format!(
         "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: t}}\n\

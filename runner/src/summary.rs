@@ -52,6 +52,10 @@ pub struct RunSummary {
     /// between this and `metrics.latencyMs` is time iterations spent waiting to be sent: a
     /// large gap means the load generator (or `maxVUs`) could not keep up with the schedule.
     pub latency_sent_ms: LatencyMs,
+    /// Latency of the failed requests alone, in ms (absent without failures): a timeout shows
+    /// up here as a slow failure, a refused connection as a fast one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_latency_ms: Option<LatencyMs>,
     /// Each threshold with its actual value.
     pub thresholds: Vec<ThresholdStatus>,
     /// Per scenario.
@@ -157,6 +161,8 @@ pub fn build_summary(
         runner_failures: Vec::new(),
         metrics: metrics::metrics_status(&overall, elapsed),
         latency_sent_ms: latency_ms(&overall.latency_sent),
+        failed_latency_ms: (!overall.failed_latency.is_empty())
+            .then(|| latency_ms(&overall.failed_latency)),
         thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
         scenarios: metrics::scenario_statuses(run, elapsed),
         steps: metrics::step_statuses(run, MAX_STEP_ROWS),
@@ -202,7 +208,7 @@ pub fn render_text(s: &RunSummary) -> String {
         out.push('\n');
     }
     let l = &m.latency_ms;
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         (
             "requests",
             format!("{}  {:.1}/s", m.requests, m.requests as f64 / secs),
@@ -234,15 +240,18 @@ pub fn render_text(s: &RunSummary) -> String {
         ),
         ("latency", latency_row(l)),
         ("from send", latency_row(&s.latency_sent_ms)),
-        (
-            "data",
-            format!(
-                "sent {}  received {}",
-                bytes(m.data_sent_bytes),
-                bytes(m.data_received_bytes)
-            ),
-        ),
     ];
+    if let Some(failed) = &s.failed_latency_ms {
+        rows.push(("failed only", latency_row(failed)));
+    }
+    rows.extend([(
+        "data",
+        format!(
+            "sent {}  received {}",
+            bytes(m.data_sent_bytes),
+            bytes(m.data_received_bytes)
+        ),
+    )]);
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:.<14} {value}");
     }
@@ -381,10 +390,11 @@ spec:
                 m.counters.requests += 1;
             }
         }
-        run.step_mut(0, 1)
-            .unwrap()
+        let failed = run.step_mut(0, 1).unwrap();
+        failed
             .counters
             .count_error(volley_crds::spec::ErrorKind::Status5xx);
+        record_latency(&mut failed.failed_latency, Duration::from_millis(100));
         run.scenarios[0].iterations.iterations = 100;
         (lt, run)
     }
@@ -416,6 +426,8 @@ spec:
         let sent_p99 = json["latencySentMs"]["p99"].as_f64().unwrap();
         assert!((sent_p99 - 98.0).abs() < 0.1, "{sent_p99}");
         assert!(s.metrics.latency_ms.p99 > sent_p99);
+        let failed_max = json["failedLatencyMs"]["max"].as_f64().unwrap();
+        assert!((failed_max - 100.0).abs() < 0.1, "{failed_max}");
     }
 
     #[test]
@@ -446,6 +458,7 @@ spec:
         assert!(text.contains("requests...... 200  20.0/s"), "{text}");
         assert!(text.contains("(5xx 1)"), "{text}");
         assert!(text.contains("from send..... min 8ms"), "{text}");
+        assert!(text.contains("failed only... min 100ms"), "{text}");
         assert!(text.contains("scenario browse: 100 iterations"), "{text}");
         assert!(text.contains("    list "), "{text}");
         assert!(

@@ -514,10 +514,7 @@ fn agent_children(pid: u32) -> BTreeMap<u32, u32> {
 
 /// Runs `volley run --runners N`, killing runner `kill` with SIGKILL once the load runs.
 async fn run_and_kill(yaml: &str, runners: u32, kill: u32) -> (Output, Value) {
-    let dir = tempdir("kill");
-    let manifest = dir.join("lt.yaml");
-    std::fs::write(&manifest, yaml).unwrap();
-    let out = dir.join("summary.json");
+    let (manifest, out) = write_manifest("kill", yaml);
     let child = volley_run(&manifest, &out, runners).spawn().unwrap();
     let pid = child.id().unwrap();
     let victim = tokio::time::timeout(Duration::from_secs(30), async {
@@ -542,8 +539,27 @@ async fn run_and_kill(yaml: &str, runners: u32, kill: u32) -> (Output, Value) {
         .await
         .expect("volley run did not end")
         .unwrap();
-    let summary: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let summary = summary(&out, &output);
     (output, summary)
+}
+
+/// Writes `yaml` into a fresh directory; returns the manifest path and where `--out` goes.
+fn write_manifest(tag: &str, yaml: &str) -> (PathBuf, PathBuf) {
+    let dir = tempdir(tag);
+    let manifest = dir.join("lt.yaml");
+    std::fs::write(&manifest, yaml).unwrap();
+    (manifest, dir.join("summary.json"))
+}
+
+/// The summary JSON `volley run` wrote to `out`.
+fn summary(out: &Path, output: &Output) -> Value {
+    match std::fs::read(out) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Err(e) => panic!(
+            "no summary ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,10 +614,7 @@ async fn failure_policy_continue_keeps_the_survivors_verdict() {
 }
 
 async fn run_cli(yaml: &str, runners: u32) -> (Output, Value) {
-    let dir = tempdir("run");
-    let manifest = dir.join("lt.yaml");
-    std::fs::write(&manifest, yaml).unwrap();
-    let out = dir.join("summary.json");
+    let (manifest, out) = write_manifest("run", yaml);
     let output = tokio::time::timeout(
         Duration::from_secs(90),
         volley_run(&manifest, &out, runners).output(),
