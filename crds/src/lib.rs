@@ -12,6 +12,8 @@
 //!   status summaries and threshold evaluation on merged data).
 //! - [`crd`]: the CRD YAML generated from these types.
 //! - [`text`]: quoting user text in messages.
+//! - [`target_policy`]: the cluster administrator's allow-list of load targets (hosts, wildcards,
+//!   IPs, CIDR blocks) and the static check of a spec's URLs against it.
 
 pub mod crd;
 pub mod duration;
@@ -22,6 +24,7 @@ pub mod protocol;
 pub mod spec;
 pub mod split;
 pub mod status;
+pub mod target_policy;
 pub mod template;
 pub mod text;
 pub mod threshold;

@@ -6,6 +6,7 @@
 
 use crate::spec::LoadTest;
 use crate::text::shorten;
+use serde::de::DeserializeSeed as _;
 
 /// API version of the LoadTest resource.
 pub const API_VERSION: &str = "volley.dev/v1alpha1";
@@ -13,6 +14,11 @@ pub const API_VERSION: &str = "volley.dev/v1alpha1";
 pub const KIND: &str = "LoadTest";
 /// Largest manifest accepted (the API server's own limit on an object is about 1.5 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 3 * 1024 * 1024;
+/// Most unknown fields listed in one error; a hostile manifest can have hundreds of thousands.
+pub const MAX_UNKNOWN_FIELDS_LISTED: usize = 20;
+/// Longest field path quoted in an error (a path through a deeply nested JSON body, or through
+/// a megabyte-long key, would otherwise be the whole error).
+const MAX_PATH_CHARS: usize = 200;
 
 /// Why a manifest could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,7 +35,8 @@ pub enum ManifestError {
         /// 1-based column, when known.
         column: Option<usize>,
     },
-    /// Keys that no LoadTest field has.
+    /// Keys that no LoadTest field has: at most [`MAX_UNKNOWN_FIELDS_LISTED`] of them, each
+    /// path shortened; a last entry `… and N more` counts the rest.
     #[error("unknown field{} {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
     UnknownFields(Vec<String>),
     /// The document is not a `volley.dev/v1alpha1` LoadTest.
@@ -48,41 +55,351 @@ fn location(line: &Option<usize>, column: &Option<usize>) -> String {
     }
 }
 
+/// Parses one LoadTest from the bytes of a file: like [`parse_manifest`], and text that is not
+/// UTF-8 is an error giving the line and column of the first bad byte (instead of an I/O
+/// error that says neither).
+pub fn parse_manifest_bytes(bytes: &[u8]) -> Result<LoadTest, ManifestError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge(bytes.len()));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_manifest(text),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+            Err(ManifestError::Invalid {
+                path: ".".to_string(),
+                message: format!(
+                    "the manifest is not valid UTF-8 (byte {:#04x} at offset {})",
+                    bytes[e.valid_up_to()],
+                    e.valid_up_to()
+                ),
+                line: Some(line),
+                column: Some(column),
+            })
+        }
+    }
+}
+
 /// Parses one LoadTest from YAML (or JSON, which is YAML).
 ///
-/// Checks `apiVersion` and `kind`, and reports unknown keys as errors. Cross-field rules are
-/// [`crate::validate::validate`]'s job.
+/// Checks `apiVersion` and `kind`, refuses duplicate keys anywhere (in a map such as `headers`
+/// or a `json` body the last one would otherwise silently win), and reports unknown keys as
+/// errors. Cross-field rules are [`crate::validate::validate`]'s job.
 pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
     if yaml.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::TooLarge(yaml.len()));
     }
+    // Editors on Windows start files with a byte-order mark, which YAML allows; the parser
+    // would otherwise report it as a second document.
+    let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
+    check_flow_depth(yaml)?;
     check_header(yaml)?;
+    check_duplicate_keys(yaml)?;
     let mut unknown = Vec::new();
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut record =
         |path: serde_ignored::Path<'_>| unknown.push(bracket_indexes(&path.to_string()));
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let parsed: Result<LoadTest, _> = serde_path_to_error::deserialize(ignored);
-    let lt = parsed.map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let loc = inner.location();
-        let message = strip_location(&inner.to_string());
-        let message = shorten(&strip_path_prefix(&message, &path), 400);
-        ManifestError::Invalid {
-            path,
-            message,
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
-        }
-    })?;
+    let lt = parsed.map_err(path_error)?;
     // `status` is the operator's to write; keys under it are not the author's typos.
     // apiVersion and kind were checked by `check_header`.
     unknown.retain(|p| !p.starts_with("status") && p != "apiVersion" && p != "kind");
     if !unknown.is_empty() {
+        let more = unknown.len().saturating_sub(MAX_UNKNOWN_FIELDS_LISTED);
+        unknown.truncate(MAX_UNKNOWN_FIELDS_LISTED);
+        for p in &mut unknown {
+            *p = shorten(p, MAX_PATH_CHARS);
+        }
+        if more > 0 {
+            unknown.push(format!("… and {more} more"));
+        }
         return Err(ManifestError::UnknownFields(unknown));
     }
     Ok(lt)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_norway::Error>) -> ManifestError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let loc = inner.location();
+    let message = strip_location(&inner.to_string());
+    let message = shorten(&strip_path_prefix(&message, &path), 400);
+    ManifestError::Invalid {
+        path: shorten(&path, MAX_PATH_CHARS),
+        message,
+        line: loc.as_ref().map(|l| l.line()),
+        column: loc.as_ref().map(|l| l.column()),
+    }
+}
+
+/// Most values (scalars, lists and maps, counting every expansion of a YAML alias) a manifest
+/// may hold. Without aliases a 3 MiB manifest holds at most about 1.5 million; a real LoadTest
+/// holds a few hundred. The YAML parser's own alias limit counts jumps, not what they expand
+/// to, so 100 000 aliases of a 1 000-item list (half a megabyte of YAML) would otherwise
+/// become 100 million values.
+pub const MAX_MANIFEST_VALUES: usize = 1_000_000;
+
+/// Walks the whole document once, following aliases, and fails on the first mapping with a
+/// key written twice, or once the document expands past [`MAX_MANIFEST_VALUES`].
+///
+/// Struct fields get serde's own "duplicate field" error, but maps (`headers`, `labels`, a
+/// `json` body, ...) keep the last value without a word, so `{X-Env: prod, X-Env: staging}`
+/// would quietly test staging.
+fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
+    let de = serde_norway::Deserializer::from_str(yaml);
+    let mut track = serde_path_to_error::Track::new();
+    let values = std::cell::Cell::new(0);
+    let walked = Walk { values: &values }
+        .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+    walked.map_err(|e| path_error(serde_path_to_error::Error::new(track.path(), e)))
+}
+
+/// Any YAML value, checked for duplicate mapping keys at every level.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    /// Values seen so far.
+    values: &'a std::cell::Cell<usize>,
+}
+
+impl Walk<'_> {
+    fn count<E: serde::de::Error>(self) -> Result<(), E> {
+        let n = self.values.get() + 1;
+        self.values.set(n);
+        if n > MAX_MANIFEST_VALUES {
+            return Err(E::custom(format!(
+                "the manifest expands to more than {MAX_MANIFEST_VALUES} values (through YAML aliases?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A mapping key as text, for comparison (`None` for a list or mapping used as a key).
+struct Key<'a>(Walk<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.0.count()?;
+        Ok(Some("null".to_string()))
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(seq).map(|()| None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map).map(|()| None)
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_enum(e).map(|()| None)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.count()?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.count()?;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key_seed(Key(self))? {
+            if let Some(key) = key
+                && !seen.insert(key.clone())
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{}`: each key may appear once (otherwise the last one would silently win)",
+                    shorten(&key, 60)
+                )));
+            }
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<(), A::Error> {
+        // A tagged value such as `!Thing {...}`.
+        use serde::de::VariantAccess as _;
+        let (serde::de::IgnoredAny, variant) = e.variant()?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
+/// Deepest nesting of `[...]` and `{...}` accepted. Deserializing stops at 128 levels anyway;
+/// the YAML scanner, though, spends time proportional to the nesting depth on every token, so
+/// 3 MiB of `[` would take hours to refuse.
+pub const MAX_FLOW_DEPTH: usize = 200;
+
+/// Refuses flow nesting deeper than [`MAX_FLOW_DEPTH`] before the YAML parser sees it.
+///
+/// The count errs on the high side: an opening bracket always counts (even where it might be
+/// text), a closing one only outside quotes and comments. Any character that may start a quoted
+/// scalar is taken to start one, so text cannot hide closing brackets from the count.
+fn check_flow_depth(yaml: &str) -> Result<(), ManifestError> {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = In::Plain;
+    let mut depth: usize = 0;
+    let mut prev = '\n'; // last character outside quotes, whitespace included
+    let mut prev_solid = '\n'; // last one that was not whitespace
+    let mut escaped = false;
+    let (mut line, mut column) = (1, 0);
+    for c in yaml.chars() {
+        if c == '\n' {
+            line += 1;
+            column = 0;
+        } else {
+            column += 1;
+        }
+        if c == '[' || c == '{' {
+            depth += 1;
+            if depth > MAX_FLOW_DEPTH {
+                return Err(ManifestError::Invalid {
+                    path: ".".to_string(),
+                    message: format!(
+                        "brackets are nested more than {MAX_FLOW_DEPTH} levels deep; nothing in a LoadTest nests that deep"
+                    ),
+                    line: Some(line),
+                    column: Some(column),
+                });
+            }
+        }
+        match state {
+            In::Single => {
+                if c == '\'' {
+                    state = In::Plain;
+                }
+                continue;
+            }
+            In::Double => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    state = In::Plain;
+                }
+                continue;
+            }
+            In::Comment => {
+                if c == '\n' {
+                    state = In::Plain;
+                }
+                continue;
+            }
+            In::Plain => {}
+        }
+        let token_start = prev.is_whitespace() || "[{,:?-".contains(prev_solid);
+        match c {
+            '\'' if token_start => state = In::Single,
+            '"' if token_start => state = In::Double,
+            '#' if prev.is_whitespace() => state = In::Comment,
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+        if !c.is_whitespace() {
+            prev_solid = c;
+        }
+    }
+    Ok(())
 }
 
 /// Checks apiVersion and kind first, so a Deployment fed to `volley validate` gets "this is a
@@ -100,7 +417,11 @@ fn check_header(yaml: &str) -> Result<(), ManifestError> {
             let loc = e.location();
             return Err(ManifestError::Invalid {
                 path: ".".to_string(),
-                message: strip_location(&e.to_string()),
+                // The header struct is ours, not the author's: say what a manifest is instead.
+                message: strip_location(&e.to_string()).replace(
+                    "struct Header",
+                    "a LoadTest (a mapping with apiVersion, kind, metadata and spec)",
+                ),
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
             });

@@ -309,6 +309,7 @@ pub fn error_kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Status5xx => "5xx",
         ErrorKind::Check => "check",
         ErrorKind::Extract => "extract",
+        ErrorKind::Blocked => "blocked",
     }
 }
 

@@ -439,6 +439,12 @@ pub enum ErrorKind {
     /// An extraction found nothing.
     #[serde(rename = "extract")]
     Extract,
+    /// The request was not sent: its host is outside the cluster administrator's allowed
+    /// targets (`--allowed-targets`, see [`crate::target_policy`]). Only runners produce it;
+    /// it cannot be written in a manifest (`retry.on`), and it is left out of the schema.
+    #[serde(rename = "blocked", skip_deserializing)]
+    #[schemars(skip)]
+    Blocked,
 }
 
 /// Retry policy of a request step.

@@ -635,7 +635,10 @@ impl<'a> Parser<'a> {
                      requests, iterations and dropped_iterations";
         let message = match suggestion(&name) {
             Some(s) => format!("unknown metric `{name}`: did you mean {s}? {known}"),
-            None => format!("unknown metric `{name}`. {known}"),
+            None => format!(
+                "unknown metric `{}`. {known}",
+                crate::text::shorten(&name, 60)
+            ),
         };
         self.error(start, message)
     }
@@ -901,6 +904,9 @@ fn suggestion(name: &str) -> Option<String> {
     let len = lower.chars().count();
     NAMED_METRICS
         .iter()
+        // The distance is at least the difference in length; skipping the rest keeps a
+        // megabyte-long word from costing ten megabyte-sized tables.
+        .filter(|(known, _)| len.abs_diff(known.len()) <= 2)
         .map(|(known, _)| (edit_distance(&lower, known), *known))
         .filter(|&(d, _)| d <= 2 && d < len)
         .min_by_key(|&(d, _)| d)

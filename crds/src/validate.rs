@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use crate::duration::Duration;
+use crate::protocol::TOKEN_ENV;
 use crate::spec::{
     DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
 };
@@ -27,6 +28,13 @@ pub const MAX_ITERATIONS: u64 = 1_000_000_000_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest string accepted in a name.
 pub const MAX_NAME_LEN: usize = 63;
+/// Longest request URL template, in bytes (servers commonly refuse request lines over 8 KiB).
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Longest header name, and longest header value template, in bytes.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Most errors [`validate`] lists; one more entry counts the rest. A manifest with 100 000
+/// broken thresholds must not become a status message larger than etcd accepts.
+pub const MAX_ERRORS: usize = 100;
 
 /// One problem with a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,13 +58,53 @@ pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
     if v.errors.is_empty() {
         Ok(())
     } else {
+        if v.suppressed > 0 {
+            v.errors.push(FieldError {
+                path: "spec".to_string(),
+                message: format!("… and {} more problems", v.suppressed),
+            });
+        }
         Err(v.errors)
     }
+}
+
+/// `${env:NAME}` references a runner *pod* cannot resolve: NAME is not in `spec.runners.env`
+/// and `spec.runners.envFrom` is empty, so the run would fail after its pods started.
+///
+/// A cluster-only rule, not part of [`validate`]: `volley run` resolves `${env:...}` from the
+/// shell's environment, where the variable may well exist. With any `envFrom` source the
+/// names cannot be known offline, and nothing is reported.
+pub fn undeclared_env(spec: &LoadTestSpec) -> Vec<FieldError> {
+    if !spec.runners.env_from.is_empty() {
+        return Vec::new();
+    }
+    let declared: BTreeSet<&str> = spec.runners.env.iter().map(|e| e.name.as_str()).collect();
+    let mut v = Validator::default();
+    v.spec(spec);
+    let mut out = Vec::new();
+    for (path, name) in v.env_refs {
+        if out.len() >= MAX_ERRORS {
+            break;
+        }
+        if !declared.contains(name.as_str()) && name != TOKEN_ENV {
+            out.push(FieldError {
+                path: shorten(&path, 200),
+                message: format!(
+                    "${{env:{name}}} is not declared in spec.runners.env and spec.runners.envFrom is empty, so runner pods will not have it; add it to runners.env (e.g. with valueFrom.secretKeyRef)"
+                ),
+            });
+        }
+    }
+    out
 }
 
 #[derive(Default)]
 struct Validator {
     errors: Vec<FieldError>,
+    /// Errors past [`MAX_ERRORS`], counted but not kept.
+    suppressed: usize,
+    /// Every `${env:NAME}` seen, with the field it is in.
+    env_refs: Vec<(String, String)>,
 }
 
 /// The extracted names visible to a step: what earlier steps of the same list extract.
@@ -70,7 +118,11 @@ struct Scope<'a> {
 impl Validator {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         // Paths and messages quote user text (keys, names, expressions); a hostile manifest
-        // must not turn one error into megabytes of output.
+        // must not turn one error into megabytes of output, nor many errors into thousands.
+        if self.errors.len() >= MAX_ERRORS {
+            self.suppressed += 1;
+            return;
+        }
         self.errors.push(FieldError {
             path: shorten(&path.into(), 200),
             message: shorten(&message.into(), 400),
@@ -78,7 +130,12 @@ impl Validator {
     }
 
     fn spec(&mut self, spec: &LoadTestSpec) {
-        self.target(spec);
+        let setup_values: BTreeSet<String> = spec
+            .setup
+            .iter()
+            .flat_map(|s| s.extract.keys().cloned())
+            .collect();
+        self.target(spec, &setup_values);
         let feeders = self.feeders(&spec.data);
         let no_setup_values = BTreeSet::new();
         let setup_scope = Scope {
@@ -87,11 +144,6 @@ impl Validator {
             in_setup: true,
         };
         self.steps(&spec.setup, "spec.setup", &setup_scope);
-        let setup_values: BTreeSet<String> = spec
-            .setup
-            .iter()
-            .flat_map(|s| s.extract.keys().cloned())
-            .collect();
 
         if spec.scenarios.is_empty() {
             self.err("spec.scenarios", "at least one scenario is required");
@@ -135,7 +187,7 @@ impl Validator {
         }
     }
 
-    fn target(&mut self, spec: &LoadTestSpec) {
+    fn target(&mut self, spec: &LoadTestSpec, setup_values: &BTreeSet<String>) {
         let t = &spec.target;
         match url::Url::parse(&t.base_url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
@@ -165,6 +217,24 @@ impl Validator {
                 self.err(format!("spec.target.headers.{name}"), e.message);
             } else if let Ok(tpl) = Template::parse(value) {
                 for r in tpl.references() {
+                    if let Reference::Env(env) = r {
+                        self.env_refs
+                            .push((format!("spec.target.headers.{name}"), env.clone()));
+                        if env == TOKEN_ENV {
+                            self.err(format!("spec.target.headers.{name}"), token_message());
+                        }
+                    }
+                    if let Reference::Setup(value) = r
+                        && !setup_values.contains(value)
+                    {
+                        self.err(
+                            format!("spec.target.headers.{name}"),
+                            format!(
+                                "{r} is not extracted by any setup step{}",
+                                known_list(setup_values, "setup extracts")
+                            ),
+                        );
+                    }
                     if !matches!(
                         r,
                         Reference::Env(_)
@@ -517,6 +587,23 @@ impl Validator {
         if req.url.trim().is_empty() {
             self.err(format!("{p}.url"), "must not be empty");
         }
+        if req.url.len() > MAX_URL_BYTES {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "is {} bytes long; a URL may be at most {MAX_URL_BYTES} bytes",
+                    req.url.len()
+                ),
+            );
+        } else if let Some(c) = control_char(&req.url, false) {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "contains the control character U+{:04X}; URLs cannot",
+                    u32::from(c)
+                ),
+            );
+        }
         self.template(&req.url, &format!("{p}.url"), scope, extracted);
         self.headers(&req.headers, &format!("{p}.headers"));
         for (name, value) in &req.headers {
@@ -599,7 +686,11 @@ impl Validator {
             }
         };
         for r in tpl.references() {
+            if let Reference::Env(name) = r {
+                self.env_refs.push((p.to_string(), name.clone()));
+            }
             let problem = match r {
+                Reference::Env(name) if name == TOKEN_ENV => Some(token_message()),
                 Reference::Env(_) | Reference::Uuid | Reference::Runner => None,
                 Reference::Vu | Reference::Iteration if scope.in_setup => Some(format!(
                     "{r} does not exist in setup, which runs once outside any VU"
@@ -737,13 +828,33 @@ impl Validator {
     }
 
     fn headers(&mut self, headers: &BTreeMap<String, String>, p: &str) {
-        for name in headers.keys() {
+        for (name, value) in headers {
             let valid = !name.is_empty()
+                && name.len() <= MAX_HEADER_BYTES
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !valid {
                 self.err(format!("{p}.{name}"), "not a valid HTTP header name");
+            }
+            // A newline in a header value would be header injection; HTTP refuses it anyway,
+            // but only when the first request is built, after the pods started.
+            if value.len() > MAX_HEADER_BYTES {
+                self.err(
+                    format!("{p}.{name}"),
+                    format!(
+                        "the value is {} bytes long; a header value may be at most {MAX_HEADER_BYTES} bytes",
+                        value.len()
+                    ),
+                );
+            } else if let Some(c) = control_char(value, true) {
+                self.err(
+                    format!("{p}.{name}"),
+                    format!(
+                        "the value contains the control character U+{:04X}; header values cannot",
+                        u32::from(c)
+                    ),
+                );
             }
         }
     }
@@ -887,6 +998,18 @@ fn known_list(names: &BTreeSet<String>, label: &str) -> String {
         let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
         format!(" ({label}: {})", shown.join(", "))
     }
+}
+
+/// The first control character of `s` (tab allowed when `tab_ok`).
+fn control_char(s: &str, tab_ok: bool) -> Option<char> {
+    s.chars()
+        .find(|c| c.is_control() && !(tab_ok && *c == '\t'))
+}
+
+fn token_message() -> String {
+    format!(
+        "${{env:{TOKEN_ENV}}} is the run's token for the aggregator; it must never be sent to the target"
+    )
 }
 
 fn first_line(s: &str) -> &str {

@@ -121,3 +121,64 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs `volley validate` with a time limit; a hang is killed and fails the test.
+fn volley_bounded(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run volley");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("volley {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The hostile corpus of crds/tests/manifests/invalid (wrong types, huge numbers, YAML bombs,
+/// invalid UTF-8, ...), one file at a time: each is refused with exit code 1 and at least one
+/// line `FILE: PATH: MESSAGE` that contains its first `# expect:` text, quickly, and nothing
+/// panics.
+#[test]
+fn validate_refuses_every_hostile_manifest_with_the_field_named() {
+    let dir = repo("crds/tests/manifests/invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 40, "{} files", files.len());
+    let mut failures = Vec::new();
+    for file in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        let Some(want) = text.lines().find_map(|l| l.strip_prefix("# expect: ")) else {
+            continue; // refused by the operator only (`# expect-cluster:`)
+        };
+        let out = volley_bounded(
+            &["validate", file.to_str().unwrap()],
+            std::time::Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if out.status.code() != Some(1)
+            || stderr.contains("panicked")
+            || !stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{}: ", file.display())) && l.contains(want))
+            || stderr.lines().any(|l| l.len() > 2_000)
+        {
+            failures.push(format!("{name}: {:?}\n{stderr}", out.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

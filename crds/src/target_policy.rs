@@ -1,0 +1,823 @@
+//! The cluster administrator's allow-list of load targets: which hosts a LoadTest may send
+//! requests to, so a tenant cannot point load at arbitrary hosts (another team's service, the
+//! cloud metadata endpoint, the internet).
+//!
+//! The list is comma-separated (`--allowed-targets` of the operator and of `volley run` /
+//! `volley agent`, env `VOLLEY_ALLOWED_TARGETS`). Each entry is one of:
+//!
+//! | entry | matches |
+//! |---|---|
+//! | `api.staging.example.com` | that host name exactly (case-insensitive, trailing dot ignored) |
+//! | `*.staging.example.com` | any name ending in `.staging.example.com` (one or more labels), not `staging.example.com` itself |
+//! | `10.1.2.3`, `fd00::1`, `[fd00::1]` | that IP address |
+//! | `10.0.0.0/8`, `fd00::/8` | any IP address in the block |
+//!
+//! Host names, wildcards and single IP addresses may carry a port (`api.example.com:8443`,
+//! `*.example.com:443`, `10.1.2.3:8080`, `[fd00::1]:8080`): then only that port is allowed
+//! (the URL's port, or 80/443 by scheme). Without a port any port is allowed. An empty list
+//! allows every target (the guard is off).
+//!
+//! # Names are not resolved
+//! Host names are compared as written in the URL; they are never looked up in DNS, and CIDR
+//! entries only match URLs whose host *is* an IP address. Resolving would not make the guard
+//! stronger: DNS can answer differently between the check and the send (or per runner pod),
+//! and whoever controls a zone can point an allowed-looking name anywhere. An administrator
+//! who allows a name trusts what that name resolves to inside the cluster; one who wants to
+//! allow a network lists the names that live there (`*.team-a.svc.cluster.local`) and the
+//! block for IP literals (`10.0.0.0/8`).
+//!
+//! # Where the list is enforced
+//! - Statically, before any runner exists: [`check_spec`] checks `spec.target.baseUrl` and
+//!   every request URL whose scheme and host contain no `${...}` (relative URLs use the base
+//!   URL's host). The operator ends such a LoadTest in Error; `volley run` exits 1.
+//! - In each runner, for what is only known there: URLs whose host comes from `${env:...}`
+//!   are checked when the runner compiles the test (the run fails before any load); URLs
+//!   whose host comes from per-iteration values (`${setup.x}`, feeders, extracted values)
+//!   and every redirect hop are checked before each send, and a refused request is not
+//!   sent: it counts as a failed request of kind `blocked`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use url::{Host, Url};
+
+use crate::spec::{LoadTestSpec, Step};
+use crate::template::{Segment, Template};
+use crate::text::shorten;
+use crate::validate::FieldError;
+
+/// Environment variable read by `volley agent` and `volley run` (and, by convention, the
+/// operator) when `--allowed-targets` is not given.
+pub const ALLOWED_TARGETS_ENV: &str = "VOLLEY_ALLOWED_TARGETS";
+
+/// How much of the allowed list a message quotes.
+const LIST_IN_MESSAGE_CHARS: usize = 300;
+
+/// The allow-list of load targets. Empty: everything is allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    entries: Vec<Entry>,
+}
+
+/// One entry of the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    pattern: Pattern,
+    /// Only this port, when set.
+    port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    /// A host name, lowercase ASCII (IDNA), without trailing dot.
+    Name(String),
+    /// `*.SUFFIX`: any name ending in `.SUFFIX`.
+    Wildcard(String),
+    /// An IP block (a single address is a /32 or /128), host bits cleared.
+    Net(IpNet),
+}
+
+/// An entry of `--allowed-targets` that cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("allowed targets: `{entry}`: {message}")]
+pub struct TargetPolicyError {
+    /// The entry as written (shortened).
+    pub entry: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A URL outside the allowed targets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{target}` is not an allowed target; the cluster administrator allows only {allowed}{hint}"
+)]
+pub struct PolicyError {
+    /// The refused host, with the port: `127.0.0.1:8080`, `[fd00::1]:443`, `api.example.com:80`.
+    pub target: String,
+    /// The allowed list, as the administrator's entries (shortened).
+    pub allowed: String,
+    /// A sentence explaining a likely misunderstanding (empty, or starting with `; `).
+    hint: String,
+}
+
+/// A URL's host in comparable form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum UrlHost {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl TargetPolicy {
+    /// The policy that allows every target (no `--allowed-targets`).
+    pub fn allow_all() -> TargetPolicy {
+        TargetPolicy::default()
+    }
+
+    /// Parses a comma-separated list; blanks around entries and empty entries are ignored, so
+    /// an empty (or blank) list allows everything. Reports the first bad entry.
+    pub fn parse(list: &str) -> Result<TargetPolicy, TargetPolicyError> {
+        let entries = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TargetPolicy { entries })
+    }
+
+    /// True when the policy allows every target.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether requests to `url` may be sent. Only the host and port matter; the host is
+    /// compared as written (never resolved, see the module documentation).
+    pub fn check_url(&self, url: &Url) -> Result<(), PolicyError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let port = url.port_or_known_default();
+        let Some(host) = url.host().map(url_host) else {
+            return Err(self.refuse("(a URL without host)".to_string(), None));
+        };
+        let allowed = self.entries.iter().any(|e| {
+            e.port.is_none_or(|p| Some(p) == port)
+                && match (&e.pattern, &host) {
+                    (Pattern::Name(n), UrlHost::Name(h)) => n == h,
+                    (Pattern::Wildcard(suffix), UrlHost::Name(h)) => h
+                        .strip_suffix(suffix.as_str())
+                        .and_then(|rest| rest.strip_suffix('.'))
+                        .is_some_and(|label| !label.is_empty()),
+                    (Pattern::Net(net), UrlHost::Ip(ip)) => net.contains(ip),
+                    _ => false,
+                }
+        });
+        if allowed {
+            return Ok(());
+        }
+        let shown = match (&host, port) {
+            (UrlHost::Name(h), Some(p)) => format!("{h}:{p}"),
+            (UrlHost::Ip(IpAddr::V6(ip)), Some(p)) => format!("[{ip}]:{p}"),
+            (UrlHost::Ip(ip), Some(p)) => format!("{ip}:{p}"),
+            (UrlHost::Name(h), None) => h.clone(),
+            (UrlHost::Ip(ip), None) => ip.to_string(),
+        };
+        Err(self.refuse(shown, Some(&host)))
+    }
+
+    fn refuse(&self, target: String, host: Option<&UrlHost>) -> PolicyError {
+        let has_names = self
+            .entries
+            .iter()
+            .any(|e| !matches!(e.pattern, Pattern::Net(_)));
+        let has_nets = self
+            .entries
+            .iter()
+            .any(|e| matches!(e.pattern, Pattern::Net(_)));
+        let hint = match host {
+            Some(UrlHost::Name(_)) if !has_names => {
+                "; host names are not resolved, so IP and CIDR entries never match them: \
+                 the administrator must list the name"
+            }
+            Some(UrlHost::Ip(_)) if !has_nets => "; an IP address only matches IP and CIDR entries",
+            _ => "",
+        };
+        PolicyError {
+            target: shorten(&target, 200),
+            allowed: shorten(&self.to_string(), LIST_IN_MESSAGE_CHARS),
+            hint: hint.to_string(),
+        }
+    }
+}
+
+impl FromStr for TargetPolicy {
+    type Err = TargetPolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TargetPolicy::parse(s)
+    }
+}
+
+/// The canonical list: `parse(policy.to_string())` gives the same policy back.
+impl fmt::Display for TargetPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.pattern, self.port) {
+            (Pattern::Name(n), None) => f.write_str(n),
+            (Pattern::Name(n), Some(p)) => write!(f, "{n}:{p}"),
+            (Pattern::Wildcard(s), None) => write!(f, "*.{s}"),
+            (Pattern::Wildcard(s), Some(p)) => write!(f, "*.{s}:{p}"),
+            (Pattern::Net(net), port) => {
+                let single = net.prefix_len() == net.max_prefix_len();
+                match (net.addr(), single, port) {
+                    (ip, true, None) => write!(f, "{ip}"),
+                    (IpAddr::V6(ip), true, Some(p)) => write!(f, "[{ip}]:{p}"),
+                    (ip, true, Some(p)) => write!(f, "{ip}:{p}"),
+                    // Never built: ports are refused on CIDR entries.
+                    (_, false, _) => write!(f, "{net}"),
+                }
+            }
+        }
+    }
+}
+
+fn parse_entry(raw: &str) -> Result<Entry, TargetPolicyError> {
+    let bad = |message: &str| TargetPolicyError {
+        entry: shorten(raw, 100),
+        message: message.to_string(),
+    };
+    if raw.contains("://") {
+        return Err(bad(
+            "write a host, `*.domain`, an IP address or a CIDR block, not a URL",
+        ));
+    }
+    // CIDR block.
+    if let Some((addr, _)) = raw.split_once('/') {
+        if addr.parse::<IpAddr>().is_err() {
+            return Err(bad(
+                "write a host, `*.domain`, an IP address or a CIDR block, not a URL or path",
+            ));
+        }
+        let net: IpNet = raw.parse().map_err(|_| {
+            bad("not a CIDR block; write e.g. 10.0.0.0/8 or fd00::/8 (a port cannot be given on a block)")
+        })?;
+        return Ok(Entry {
+            pattern: Pattern::Net(canonical_net(net.trunc())),
+            port: None,
+        });
+    }
+    // Bare IP address (an IPv6 address with a port must be bracketed).
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Ok(Entry {
+            pattern: Pattern::Net(single(ip)),
+            port: None,
+        });
+    }
+    // `[v6]` or `[v6]:port`.
+    if let Some(rest) = raw.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(bad("`[` without `]`"));
+        };
+        let ip: std::net::Ipv6Addr = inside
+            .parse()
+            .map_err(|_| bad("not an IPv6 address between `[` and `]`"))?;
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(parse_port(p).map_err(|m| bad(&m))?),
+                None => return Err(bad("expected `:PORT` after `]`")),
+            },
+        };
+        return Ok(Entry {
+            pattern: Pattern::Net(single(IpAddr::V6(ip))),
+            port,
+        });
+    }
+    // Name, wildcard or IPv4 address, with an optional port.
+    let (host, port) = match raw.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => {
+            return Err(bad(
+                "an IPv6 address with a port is written in brackets: [fd00::1]:8080",
+            ));
+        }
+        Some((host, port)) => (host, Some(parse_port(port).map_err(|m| bad(&m))?)),
+        None => (raw, None),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(suffix) => (true, suffix),
+        None => (false, host),
+    };
+    if name.contains('*') {
+        return Err(bad(
+            "`*` is only allowed as the whole first label (`*.example.com`); an empty list allows every host",
+        ));
+    }
+    if name.is_empty() {
+        return Err(bad("no host name"));
+    }
+    // Parsed the way URLs are parsed (lowercase, IDNA, IPv4 forms like `10.1`), so an entry
+    // and a URL naming the same host compare equal.
+    let parsed = Host::parse(name).map_err(|e| bad(&format!("not a valid host name ({e})")))?;
+    let pattern = match parsed {
+        Host::Domain(d) => {
+            check_domain(&d).map_err(|m| bad(&m))?;
+            if wildcard {
+                Pattern::Wildcard(d)
+            } else {
+                Pattern::Name(d)
+            }
+        }
+        Host::Ipv4(ip) if !wildcard => Pattern::Net(single(IpAddr::V4(ip))),
+        Host::Ipv4(_) | Host::Ipv6(_) => {
+            return Err(bad(
+                "a wildcard needs a domain name; use a CIDR block for IP addresses",
+            ));
+        }
+    };
+    Ok(Entry { pattern, port })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("`{}` is not a port (1 to 65535)", shorten(p, 20))),
+        Ok(port) => Ok(port),
+    }
+}
+
+fn check_domain(d: &str) -> Result<(), String> {
+    if d.len() > 253 {
+        return Err("a host name is at most 253 characters".into());
+    }
+    for label in d.split('.') {
+        if label.is_empty() {
+            return Err("empty label (`..`)".into());
+        }
+        if label.len() > 63 {
+            return Err("a label is at most 63 characters".into());
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("host names are letters, digits, `-`, `_` and dots".into());
+        }
+    }
+    Ok(())
+}
+
+fn single(ip: IpAddr) -> IpNet {
+    let ip = unmap(ip);
+    IpNet::from(ip)
+}
+
+/// IPv4-mapped IPv6 blocks (`::ffff:10.0.0.0/104`) become IPv4 blocks, as URL hosts do.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// `::ffff:a.b.c.d` is `a.b.c.d`: the same host, whichever way a URL writes it.
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn url_host(host: Host<&str>) -> UrlHost {
+    match host {
+        Host::Domain(d) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            UrlHost::Name(d.to_ascii_lowercase())
+        }
+        Host::Ipv4(ip) => UrlHost::Ip(IpAddr::V4(ip)),
+        Host::Ipv6(ip) => UrlHost::Ip(unmap(IpAddr::V6(ip))),
+    }
+}
+
+/// Checks, before anything runs, every URL of `spec` whose host is known without running it:
+/// `spec.target.baseUrl`, and each setup and scenario request URL that is absolute and has no
+/// `${...}` in its scheme or host (a relative URL goes to the base URL's host). URLs whose
+/// host is a template are left to the runners, which check them before sending. URLs that do
+/// not parse are left to [`crate::validate`].
+pub fn check_spec(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if policy.is_empty() {
+        return errors;
+    }
+    let mut check = |path: String, url: &Url| {
+        if let Err(e) = policy.check_url(url) {
+            errors.push(FieldError {
+                path: shorten(&path, 200),
+                message: shorten(&e.to_string(), 600),
+            });
+        }
+    };
+    if let Ok(base) = Url::parse(&spec.target.base_url) {
+        check("spec.target.baseUrl".to_string(), &base);
+    }
+    let steps = |steps: &[Step], prefix: String| {
+        steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let url = static_host_url(&s.request.as_ref()?.url)?;
+                Some((format!("{prefix}[{i}].request.url"), url))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut urls = steps(&spec.setup, "spec.setup".to_string());
+    for (i, sc) in spec.scenarios.iter().enumerate() {
+        urls.extend(steps(&sc.steps, format!("spec.scenarios[{i}].steps")));
+    }
+    for (path, url) in urls {
+        check(path, &url);
+    }
+    errors
+}
+
+/// For a step URL that is absolute with a scheme and host free of templates, the URL
+/// `scheme://authority/` (enough to check the host); `None` for relative URLs, URLs whose
+/// scheme or host is templated, and anything that does not parse.
+///
+/// Mirrors how the runner joins URLs: a URL is absolute when its text, up to the first
+/// `://`, is a valid scheme; so a relative URL whose first characters are a template may
+/// still turn absolute at run time (`${env:BASE}/x`), and is left to the runner.
+pub fn static_host_url(url: &str) -> Option<Url> {
+    let template = Template::parse(url).ok()?;
+    let (prefix, rest_is_template) = match template.segments.as_slice() {
+        [] => return None,
+        [Segment::Literal(all)] => (all.as_str(), false),
+        [Segment::Literal(prefix), ..] => (prefix.as_str(), true),
+        [Segment::Ref(_), ..] => return None,
+    };
+    let (scheme, after) = prefix.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid_scheme || !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return None;
+    }
+    let authority = match after.find(['/', '?', '#']) {
+        Some(end) => &after[..end],
+        // A template right after the host could extend it (`http://a.com${x}`).
+        None if rest_is_template => return None,
+        None => after,
+    };
+    Url::parse(&format!("{scheme}://{authority}/")).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::spec::{Request, Scenario, Target};
+    use proptest::prelude::*;
+
+    fn policy(list: &str) -> TargetPolicy {
+        TargetPolicy::parse(list).unwrap()
+    }
+
+    fn allows(p: &TargetPolicy, url: &str) -> bool {
+        p.check_url(&Url::parse(url).unwrap()).is_ok()
+    }
+
+    #[test]
+    fn empty_lists_allow_everything() {
+        for list in ["", " ", ",", " , ,"] {
+            let p = policy(list);
+            assert!(p.is_empty());
+            assert!(allows(&p, "http://169.254.169.254/latest/meta-data"));
+            assert!(allows(&p, "https://anything.example/"));
+        }
+        assert_eq!(TargetPolicy::allow_all(), policy(""));
+    }
+
+    #[test]
+    fn exact_names_ignore_case_and_trailing_dots() {
+        let p = policy("API.Staging.Example.com.");
+        assert!(allows(&p, "http://api.staging.example.com/x"));
+        assert!(allows(&p, "https://API.STAGING.EXAMPLE.COM./x"));
+        assert!(allows(&p, "http://api.staging.example.com:9999/"));
+        assert!(!allows(&p, "http://staging.example.com/"));
+        assert!(!allows(&p, "http://x.api.staging.example.com/"));
+        assert!(!allows(&p, "http://api.staging.example.com.evil.io/"));
+        // Userinfo does not fool the host comparison.
+        assert!(!allows(&p, "http://api.staging.example.com@evil.io/"));
+        assert!(allows(&p, "http://evil.io@api.staging.example.com/"));
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        let p = policy("*.staging.example.com");
+        assert!(allows(&p, "http://api.staging.example.com/"));
+        assert!(allows(&p, "http://a.b.staging.example.com/"));
+        assert!(allows(&p, "http://A.Staging.Example.Com./"));
+        assert!(!allows(&p, "http://staging.example.com/"));
+        assert!(!allows(&p, "http://evilstaging.example.com/"));
+        assert!(!allows(&p, "http://api.staging.example.com.evil.io/"));
+        assert!(!allows(&p, "http://10.0.0.1/"));
+    }
+
+    #[test]
+    fn ports_restrict_when_given() {
+        let p = policy("api.example.com:8443, *.svc:8080, 10.1.2.3:80, [fd00::1]:443");
+        assert!(allows(&p, "https://api.example.com:8443/"));
+        assert!(!allows(&p, "https://api.example.com/"));
+        assert!(allows(&p, "http://checkout.svc:8080/"));
+        assert!(!allows(&p, "http://checkout.svc:8081/"));
+        // Default ports by scheme.
+        assert!(allows(&p, "http://10.1.2.3/"));
+        assert!(!allows(&p, "https://10.1.2.3/"));
+        assert!(allows(&p, "https://[fd00::1]/"));
+        assert!(!allows(&p, "http://[fd00::1]/"));
+    }
+
+    #[test]
+    fn ips_and_blocks_v4_and_v6() {
+        let p = policy("10.0.0.0/8, 192.168.1.7, fd00::/8, ::1, [2001:db8::5]");
+        assert!(allows(&p, "http://10.255.0.1:8080/"));
+        assert!(!allows(&p, "http://11.0.0.1/"));
+        assert!(allows(&p, "http://192.168.1.7/"));
+        assert!(!allows(&p, "http://192.168.1.8/"));
+        assert!(allows(&p, "http://[fd12:3456::1]/"));
+        assert!(!allows(&p, "http://[fe80::1]/"));
+        assert!(allows(&p, "http://[::1]:9/"));
+        assert!(allows(&p, "http://[2001:db8::5]/"));
+        // Other spellings of an IPv4 address are the same address.
+        assert!(allows(&p, "http://0x0a.1/"));
+        assert!(allows(&p, "http://167772161/"));
+        assert!(allows(&p, "http://[::ffff:10.1.2.3]/"));
+        assert!(!allows(&p, "http://[::ffff:127.0.0.1]/"));
+        assert!(!allows(&p, "http://127.0.0.1/"));
+    }
+
+    #[test]
+    fn names_are_never_resolved() {
+        let p = policy("127.0.0.0/8");
+        assert!(!allows(&p, "http://localhost/"));
+        let err = p
+            .check_url(&Url::parse("http://localhost:8080/").unwrap())
+            .unwrap_err();
+        assert_eq!(err.target, "localhost:8080");
+        assert!(err.to_string().contains("not resolved"), "{err}");
+    }
+
+    #[test]
+    fn host_bits_of_blocks_are_cleared_and_mapped_blocks_are_v4() {
+        let p = policy("10.1.2.3/8,::ffff:192.168.0.0/112");
+        assert_eq!(p.to_string(), "10.0.0.0/8,192.168.0.0/16");
+        assert!(allows(&p, "http://10.200.0.1/"));
+        assert!(allows(&p, "http://192.168.9.9/"));
+    }
+
+    #[test]
+    fn messages_name_the_host_and_the_list() {
+        let p = policy("10.0.0.0/8, *.staging.example.com");
+        let err = p
+            .check_url(&Url::parse("http://127.0.0.1:41234/x").unwrap())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`127.0.0.1:41234`"), "{text}");
+        assert!(text.contains("10.0.0.0/8,*.staging.example.com"), "{text}");
+        let v6 = p
+            .check_url(&Url::parse("https://[fe80::1]/").unwrap())
+            .unwrap_err();
+        assert_eq!(v6.target, "[fe80::1]:443");
+        let only_names = policy("api.example.com");
+        let err = only_names
+            .check_url(&Url::parse("http://10.0.0.1/").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("IP address only matches"), "{err}");
+    }
+
+    #[test]
+    fn bad_entries_say_why() {
+        for (list, needle) in [
+            ("http://api.example.com", "not a URL"),
+            ("api.example.com/path", "not a URL"),
+            ("10.0.0.0/33", "CIDR"),
+            ("10.0.0.0/8:80", "CIDR"),
+            ("example.com/x", "not a URL"),
+            ("fd00::/129", "CIDR"),
+            ("api.example.com:0", "not a port"),
+            ("api.example.com:99999", "not a port"),
+            ("api.example.com:", "not a port"),
+            ("fd00::1:80:x", "brackets"),
+            ("[fd00::1", "without `]`"),
+            ("[fd00::zz]", "IPv6"),
+            ("[fd00::1]80", "`:PORT`"),
+            ("*", "only allowed"),
+            ("a.*.example.com", "only allowed"),
+            ("*.", "only allowed"),
+            ("*..", "no host name"),
+            ("*.10.0.0.1", "wildcard needs a domain"),
+            ("a..b", "empty label"),
+            ("exa mple.com", "not a valid host name"),
+            ("ok.com, bad host", "`bad host`"),
+            ("10.1.2.300", "not a valid host name"),
+        ] {
+            let err = TargetPolicy::parse(list).unwrap_err();
+            assert!(err.to_string().contains(needle), "{list}: {err}");
+        }
+    }
+
+    #[test]
+    fn idn_entries_match_punycoded_urls() {
+        let p = policy("bücher.example");
+        assert_eq!(p.to_string(), "xn--bcher-kva.example");
+        assert!(allows(&p, "http://BÜCHER.example/"));
+    }
+
+    #[test]
+    fn static_hosts_are_found_only_when_templates_cannot_change_them() {
+        let host = |u: &str| static_host_url(u).map(|u| u.host_str().unwrap_or("").to_string());
+        assert_eq!(host("http://a.com/x/${id}").as_deref(), Some("a.com"));
+        assert_eq!(host("https://A.com:8443?q=${x}").as_deref(), Some("a.com"));
+        assert_eq!(host("http://a.com").as_deref(), Some("a.com"));
+        assert_eq!(host("HTTP://a.com#${x}").as_deref(), Some("a.com"));
+        assert_eq!(host("http://u:${env:P}@a.com/").as_deref(), None);
+        for dynamic in [
+            "http://a.com${env:SUFFIX}",
+            "http://${env:HOST}/x",
+            "http://a.${env:DOMAIN}/",
+            "${env:BASE}/x",
+            "http${x}",
+            "/relative/${x}",
+            "/relative",
+            "?q=1",
+            "ftp://a.com/",
+            "/redirect?to=http://evil.com/",
+            "http://a.com/${",
+            "",
+        ] {
+            assert_eq!(host(dynamic), None, "{dynamic}");
+        }
+        // An escaped `$${` is literal text: the host is static (and checked as written).
+        assert_eq!(
+            static_host_url("http://a$${b}.com/").map(|u| u.host_str().map(str::to_string)),
+            Url::parse("http://a${b}.com/")
+                .ok()
+                .map(|u| u.host_str().map(str::to_string))
+        );
+    }
+
+    fn spec(base: &str, setup_url: &str, step_urls: &[&str]) -> LoadTestSpec {
+        let step = |url: &str| Step {
+            request: Some(Request {
+                method: "GET".into(),
+                url: url.into(),
+                headers: Default::default(),
+                json: None,
+                body: None,
+                multipart: Vec::new(),
+                timeout: None,
+            }),
+            ..Step::default()
+        };
+        LoadTestSpec {
+            target: Target {
+                base_url: base.into(),
+                ..Target::default()
+            },
+            setup: vec![step(setup_url)],
+            scenarios: vec![Scenario {
+                name: "s".into(),
+                steps: step_urls.iter().map(|u| step(u)).collect(),
+                ..Scenario::default()
+            }],
+            ..LoadTestSpec::default()
+        }
+    }
+
+    #[test]
+    fn check_spec_names_every_static_url_outside_the_list() {
+        let p = policy("10.0.0.0/8,api.example.com");
+        let s = spec(
+            "http://127.0.0.1:8080",
+            "https://login.evil.io/auth",
+            &[
+                "/relative",
+                "http://api.example.com/ok",
+                "http://169.254.169.254/latest",
+                "http://${env:HOST}/x",
+                "http://10.1.1.1:9000/${id}",
+            ],
+        );
+        let errors = check_spec(&s, &p);
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.target.baseUrl",
+                "spec.setup[0].request.url",
+                "spec.scenarios[0].steps[2].request.url",
+            ]
+        );
+        assert!(errors[0].message.contains("127.0.0.1:8080"));
+        assert!(errors[1].message.contains("login.evil.io:443"));
+        assert!(errors[2].message.contains("169.254.169.254:80"));
+        assert!(check_spec(&s, &TargetPolicy::allow_all()).is_empty());
+        let fine = spec(
+            "http://10.0.0.5",
+            "/login",
+            &["/x", "http://API.example.com/"],
+        );
+        assert!(check_spec(&fine, &p).is_empty());
+    }
+
+    fn label() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9-]{0,8}[a-z0-9]"
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(label(), 1..4).prop_map(|l| l.join("."))
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        let port = prop::option::of(1u16..);
+        prop_oneof![
+            (name(), port.clone()).prop_map(|(n, p)| match p {
+                Some(p) => format!("{n}.com:{p}"),
+                None => format!("{n}.com"),
+            }),
+            (name(), port.clone()).prop_map(|(n, p)| match p {
+                Some(p) => format!("*.{n}.org:{p}"),
+                None => format!("*.{n}.org"),
+            }),
+            (any::<[u8; 4]>(), 0u8..=32)
+                .prop_map(|(a, l)| format!("{}.{}.{}.{}/{l}", a[0], a[1], a[2], a[3])),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, l)| format!("{}/{l}", std::net::Ipv6Addr::from(a))),
+            (any::<[u8; 4]>(), port).prop_map(|(a, p)| {
+                let ip = std::net::Ipv4Addr::from(a);
+                match p {
+                    Some(p) => format!("{ip}:{p}"),
+                    None => ip.to_string(),
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn display_round_trips(entries in prop::collection::vec(entry(), 0..6)) {
+            let p = TargetPolicy::parse(&entries.join(" , ")).unwrap();
+            prop_assert_eq!(TargetPolicy::parse(&p.to_string()).unwrap(), p);
+        }
+
+        #[test]
+        fn v4_blocks_match_by_mask(net in any::<u32>(), len in 0u32..=32, ip in any::<u32>()) {
+            let p = policy(&format!("{}/{len}", std::net::Ipv4Addr::from(net)));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            let url = format!("http://{}/", std::net::Ipv4Addr::from(ip));
+            prop_assert_eq!(allows(&p, &url), ip & mask == net & mask);
+            // The block's own addresses always match.
+            let inside = std::net::Ipv4Addr::from((net & mask) | (ip & !mask));
+            let inside = format!("http://{inside}:1/");
+            prop_assert!(allows(&p, &inside));
+        }
+
+        #[test]
+        fn v6_blocks_match_by_mask(net in any::<u128>(), len in 0u32..=128, ip in any::<u128>()) {
+            let p = policy(&format!("{}/{len}", std::net::Ipv6Addr::from(net)));
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let addr = std::net::Ipv6Addr::from(ip);
+            // Mapped IPv4 addresses are IPv4 hosts; they are covered by the v4 test.
+            prop_assume!(addr.to_ipv4_mapped().is_none());
+            prop_assume!(std::net::Ipv6Addr::from(net).to_ipv4_mapped().is_none() || len < 96);
+            let url = format!("http://[{addr}]/");
+            prop_assert_eq!(allows(&p, &url), ip & mask == net & mask);
+        }
+
+        #[test]
+        fn names_match_exactly_and_wildcards_by_whole_labels(
+            host in name(), sub in label(), upper in any::<bool>(), dot in any::<bool>()
+        ) {
+            let written = format!("{host}.example{}", if dot { "." } else { "" });
+            let written = if upper { written.to_uppercase() } else { written };
+            let same = format!("http://{written}/");
+            let below = format!("http://{sub}.{written}/");
+            let glued = format!("http://{sub}{host}.example/");
+            let exact = policy(&format!("{host}.example"));
+            prop_assert!(allows(&exact, &same));
+            prop_assert!(!allows(&exact, &below));
+            let wild = policy(&format!("*.{host}.example"));
+            prop_assert!(allows(&wild, &below));
+            prop_assert!(!allows(&wild, &same));
+            prop_assert!(!allows(&wild, &glued));
+        }
+
+        #[test]
+        fn parsing_and_checking_never_panic(list in ".{0,60}", url in ".{0,60}") {
+            if let Ok(p) = TargetPolicy::parse(&list) {
+                if let Ok(u) = Url::parse(&url) {
+                    let _ = p.check_url(&u);
+                }
+                let _ = static_host_url(&url);
+            }
+        }
+    }
+}
