@@ -355,13 +355,7 @@ impl RunState {
         slot.registered = true;
         slot.host = shorten(&request.host, MAX_HOST_CHARS);
         slot.last_heard = Some(now);
-        if self.stage == Stage::Barrier && self.slots.iter().all(|s| s.registered) {
-            if self.config.spec.setup.is_empty() {
-                self.start_load(now);
-            } else {
-                self.set_stage(Stage::Setup);
-            }
-        }
+        self.complete_barrier(now);
         Ok(ReadyResponse {
             name: self.config.name.clone(),
             runners: self.config.runners,
@@ -374,11 +368,18 @@ impl RunState {
     /// What runner `index` should do now; [`StartResponse::Wait`] means ask again later (the
     /// server holds the poll until [`RunState::version`] changes).
     pub fn poll_start(&mut self, index: u32, now: Instant) -> Result<StartResponse, ProtocolError> {
+        let slot = self.slot_mut(index)?;
+        slot.last_heard = Some(now);
+        if !slot.registered {
+            // Only a registered runner polls: this state is new (the aggregator restarted
+            // while the runners waited at the barrier), so the poll stands for the ready.
+            slot.registered = true;
+            self.complete_barrier(now);
+        }
         let stage = self.stage;
         let start = self.start;
         let reason = self.end_or_stop_reason();
-        let slot = self.slot_mut(index)?;
-        slot.last_heard = Some(now);
+        let slot = &mut self.slots[index as usize];
         Ok(match (stage, start) {
             (Stage::Setup, _) if index == 0 => StartResponse::RunSetup,
             (Stage::Barrier | Stage::Setup, _) => StartResponse::Wait,
@@ -481,7 +482,13 @@ impl RunState {
         self.slots[index as usize].fresh = true;
         self.dirty = true;
         if let Some(error) = report.error {
-            self.runner_failed(index, &error, now);
+            if self.stop.is_some() && report.done {
+                // The run is being stopped anyway (abort, Ctrl-C, timeout): a runner cut short
+                // by the same stop finished as told.
+                self.slots[index as usize].done = true;
+            } else {
+                self.runner_failed(index, &error, now);
+            }
         } else {
             if matches!(self.stage, Stage::Barrier | Stage::Setup) {
                 // Only a runner that has started reports without an error: this aggregator
@@ -638,6 +645,17 @@ impl RunState {
             tracing::info!(run = %self.config.run, from = ?self.stage, to = ?stage, "run stage");
             self.stage = stage;
             self.version += 1;
+        }
+    }
+
+    /// Once every runner has registered: setup first if there is one, else the start.
+    fn complete_barrier(&mut self, now: Instant) {
+        if self.stage == Stage::Barrier && self.slots.iter().all(|s| s.registered) {
+            if self.config.spec.setup.is_empty() {
+                self.start_load(now);
+            } else {
+                self.set_stage(Stage::Setup);
+            }
         }
     }
 

@@ -694,3 +694,49 @@ fn a_runner_that_was_released_before_starting_is_owed_nothing() {
     assert!(view.failures.is_empty());
     assert_eq!(view.end.unwrap().phase, Phase::Aborted);
 }
+
+#[test]
+fn after_a_restart_at_the_barrier_the_waiting_runners_polls_complete_it() {
+    let clock = Clock::new();
+    // The new state never saw the runners' ready calls; they are all polling for the start.
+    let mut s = state(spec(""), 2, &clock);
+    assert_eq!(s.poll_start(0, clock.at(10)).unwrap(), StartResponse::Wait);
+    assert_eq!(s.stage(), Stage::Barrier);
+    match s.poll_start(1, clock.at(20)).unwrap() {
+        StartResponse::Start {
+            start_at_unix_ms, ..
+        } => {
+            assert_eq!(start_at_unix_ms, clock.wall_ms(20) + 1000)
+        }
+        other => panic!("expected the start, got {other:?}"),
+    }
+    assert!(matches!(
+        s.poll_start(0, clock.at(30)).unwrap(),
+        StartResponse::Start { .. }
+    ));
+}
+
+#[test]
+fn a_runner_cut_short_by_a_signal_fails_unless_the_run_was_being_stopped() {
+    let clock = Clock::new();
+    let sp = spec("");
+    let cut = |runner: u32, at: u64| {
+        let mut r = report(runner, 3, at, true, metrics(&sp, &[5; 30], 0));
+        r.error = Some("stopped by SIGTERM before its share was done".into());
+        r
+    };
+    let mut s = started(sp.clone(), 2, &clock);
+    s.report(0, cut(0, 3000), clock.at(4000)).unwrap();
+    let failures = s.view().failures;
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].reason.starts_with("stopped by SIGTERM"));
+    assert_eq!(requests(&mut s), 30, "its figures are kept");
+
+    let mut s = started(sp.clone(), 2, &clock);
+    s.abort("Interrupted", "Ctrl-C", clock.at(3000));
+    s.report(0, cut(0, 3000), clock.at(3100)).unwrap();
+    s.report(1, cut(1, 3000), clock.at(3100)).unwrap();
+    let view = s.view();
+    assert!(view.failures.is_empty(), "{:?}", view.failures);
+    assert_eq!(view.end.unwrap().phase, Phase::Aborted);
+}

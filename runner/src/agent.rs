@@ -44,6 +44,7 @@ use volley_crds::protocol::{
     self, PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport,
     START_POLL_HOLD_MS, SetupResult, StartResponse, TOKEN_ENV,
 };
+use volley_crds::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::engine::{Engine, FileRoots, RunnerPlace};
 use crate::local::{EXIT_ERROR, EXIT_PASSED};
@@ -96,6 +97,17 @@ pub struct AgentArgs {
     /// Where ConfigMaps are mounted (`DIR/NAME/KEY`).
     #[arg(long, value_name = "DIR")]
     pub configmaps: Option<PathBuf>,
+    /// The only targets this runner may send requests to, set by the cluster administrator:
+    /// comma-separated host names (`api.example.com`, `api.example.com:8443`), wildcards
+    /// (`*.staging.example.com`), IP addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`).
+    /// Host names are matched as written, never resolved. Empty or unset: any target.
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = ALLOWED_TARGETS_ENV,
+        value_parser = TargetPolicy::parse,
+    )]
+    pub allowed_targets: Option<TargetPolicy>,
 }
 
 /// `volley agent`: runs one runner to the end. Exit code 0 when the runner did its part (the
@@ -128,7 +140,8 @@ pub fn run_cli(args: AgentArgs) -> ExitCode {
             configmaps: args.configmaps,
         },
         host_name(),
-    );
+    )
+    .with_allowed_targets(args.allowed_targets.unwrap_or_default());
     let ended = runtime.block_on(async {
         let shutdown = watch_signals(prefix.clone());
         agent.run(shutdown).await
@@ -653,9 +666,15 @@ impl AggregatorClient {
             return Ok(answer);
         }
         let body = excerpt(&answer);
+        // A report for a run the aggregator does not know comes from an aggregator that has
+        // just restarted and not yet re-registered its runs (the operator does that within
+        // seconds): worth retrying, unlike a 404 at registration.
+        let restarted =
+            status == StatusCode::NOT_FOUND && matches!(call, Call::Report | Call::FinalReport);
         if status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
+            || restarted
         {
             return Err(ClientError::Unavailable {
                 call,
@@ -803,6 +822,7 @@ pub struct Agent {
     client: AggregatorClient,
     roots: FileRoots,
     host: String,
+    allowed_targets: TargetPolicy,
 }
 
 /// What the start long-poll ended with.
@@ -821,7 +841,16 @@ impl Agent {
             client,
             roots,
             host,
+            allowed_targets: TargetPolicy::allow_all(),
         }
+    }
+
+    /// Limits the requests this runner sends to `policy`'s targets (`--allowed-targets`); a
+    /// spec with a URL outside it fails before the load, and is reported to the aggregator as
+    /// this runner's error. See [`Engine::prepare_with_policy`].
+    pub fn with_allowed_targets(mut self, policy: TargetPolicy) -> Agent {
+        self.allowed_targets = policy;
+        self
     }
 
     fn say(&self, message: impl fmt::Display) {
@@ -899,7 +928,7 @@ impl Agent {
             &mut finished_rx,
             &mut shutdown,
         );
-        let (summaries, (last_seq, stopped)) = tokio::join!(load, reports);
+        let (summaries, (last_seq, stopped, signalled)) = tokio::join!(load, reports);
         let interrupted: u64 = summaries.iter().map(|s| s.interrupted).sum();
         if interrupted > 0 {
             self.say(format_args!(
@@ -914,7 +943,14 @@ impl Agent {
                 Ok(report) => RunnerReport {
                     report,
                     first_request_unix_ms: engine.first_request_at().and_then(unix_ms),
-                    error: None,
+                    // A signal (the pod deleted or evicted) cut this runner's share short: the
+                    // aggregator must count it as a runner failure, not a runner that finished.
+                    error: signalled.map(|why| {
+                        format!(
+                            "stopped by {why} before its share was done (pod deleted or \
+                             evicted?); its figures so far are kept"
+                        )
+                    }),
                 },
                 Err(e) => {
                     let message = format!("cannot encode the final figures: {e}");
@@ -952,7 +988,8 @@ impl Agent {
             index,
             count: ready.runners,
         };
-        Engine::prepare(&ready.spec, place, &self.roots).map_err(|e| e.to_string())
+        Engine::prepare_with_policy(&ready.spec, place, &self.roots, &self.allowed_targets)
+            .map_err(|e| e.to_string())
     }
 
     /// Sends a final report number `seq` carrying `message` as this runner's error (best
@@ -1043,8 +1080,9 @@ impl Agent {
     }
 
     /// Reports every `interval` from `start` until the load is `finished`; turns a `stop`
-    /// answer or a shutdown request into `stop_tx`. Returns the last sequence number used and
-    /// why the run was stopped early, if it was.
+    /// answer or a shutdown request into `stop_tx`. Returns the last sequence number used, why
+    /// the run was stopped early, if it was, and the signal that stopped it, if one did before
+    /// the aggregator said stop.
     async fn report_loop(
         &self,
         engine: &Engine,
@@ -1053,13 +1091,14 @@ impl Agent {
         stop_tx: &watch::Sender<bool>,
         finished: &mut watch::Receiver<bool>,
         shutdown: &mut watch::Receiver<Option<String>>,
-    ) -> (u64, Option<String>) {
+    ) -> (u64, Option<String>, Option<String>) {
         let index = self.client.index();
         let timeout = post_timeout(interval);
         let mut ticker = tokio::time::interval_at(start + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seq = 0u64;
         let mut stopped: Option<String> = None;
+        let mut signalled: Option<String> = None;
         loop {
             tokio::select! {
                 biased;
@@ -1069,6 +1108,7 @@ impl Agent {
                         "{why}: stopping; in-flight iterations get their gracefulStop"
                     ));
                     stopped = Some(format!("interrupted ({why})"));
+                    signalled = Some(why);
                     let _ = stop_tx.send(true);
                 }
                 _ = ticker.tick() => {
@@ -1106,7 +1146,7 @@ impl Agent {
                 }
             }
         }
-        (seq, stopped)
+        (seq, stopped, signalled)
     }
 }
 

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest};
+use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
+use volley_crds::target_policy::{TargetPolicy, check_spec};
 use volley_crds::validate::{FieldError, validate};
 use volley_crds::{LoadTest, crd};
 use volley_runner::engine::FileRoots;
@@ -38,8 +39,9 @@ pub fn load_manifest_with(
             usize::try_from(meta.len()).unwrap_or(usize::MAX),
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(ManifestProblems::Io)?;
-    let mut lt = parse_manifest(&text).map_err(ManifestProblems::Parse)?;
+    // Bytes, not a String: text that is not UTF-8 gets a line and column, not an I/O error.
+    let bytes = std::fs::read(path).map_err(ManifestProblems::Io)?;
+    let mut lt = parse_manifest_bytes(&bytes).map_err(ManifestProblems::Parse)?;
     overrides(&mut lt);
     validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
     Ok(lt)
@@ -119,6 +121,8 @@ pub struct RunOptions {
     pub base_url: Option<String>,
     /// Replaces `spec.runners.parallelism`.
     pub runners: Option<u32>,
+    /// The allowed targets (`--allowed-targets`); empty allows everything.
+    pub allowed_targets: TargetPolicy,
 }
 
 /// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
@@ -135,6 +139,14 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    // The static part of the guard, before anything starts: the base URL and every URL whose
+    // host is written out. Hosts from templates are checked by the runners.
+    let refused = check_spec(&lt.spec, &options.allowed_targets);
+    if !refused.is_empty() {
+        print_problems(path, &ManifestProblems::Invalid(refused));
+        eprintln!("nothing was sent: the run needs targets outside --allowed-targets");
+        return ExitCode::from(EXIT_ERROR);
+    }
     let roots = FileRoots {
         manifest_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         configmaps: None,
@@ -157,6 +169,7 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         progress: Progress::for_stderr(options.quiet),
         runners: options.runners,
         launch: Launch::Processes { program },
+        allowed_targets: options.allowed_targets,
     };
     let summary = runtime.block_on(run_with(&lt, &roots, &local));
     print!("{}", render_text(&summary));

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use volley_crds::metrics::{RunMetrics, record_latency};
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
 use volley_crds::split::split_spec;
+use volley_crds::target_policy::{TargetPolicy, check_spec};
 use volley_crds::template::{Reference, Template};
+use volley_crds::validate::FieldError;
 
 use crate::executor::{self, ExecutorCounters, ExecutorSummary, IterationEnd, Ticket, Vu};
 use crate::feeder::{Feeder, FeederError};
@@ -57,6 +59,13 @@ pub enum EngineError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(StepError),
+    /// URLs of the test are outside the allowed targets (`--allowed-targets`); nothing was
+    /// sent. One entry per URL, naming its field.
+    #[error(
+        "outside the allowed targets: {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    TargetNotAllowed(Vec<FieldError>),
     /// A setup step failed, so the test cannot run.
     #[error("setup step `{step}` failed: {detail}")]
     Setup {
@@ -105,12 +114,32 @@ impl Engine {
     /// Compiles everything the test needs (steps, feeders, the HTTP client) before any load,
     /// so configuration errors surface at once, naming what is wrong.
     ///
-    /// `spec` is the whole test; the engine keeps this runner's share of it.
+    /// `spec` is the whole test; the engine keeps this runner's share of it. Every target is
+    /// allowed; see [`Engine::prepare_with_policy`].
     pub fn prepare(
         spec: &LoadTestSpec,
         place: RunnerPlace,
         roots: &FileRoots,
     ) -> Result<Engine, EngineError> {
+        Self::prepare_with_policy(spec, place, roots, &TargetPolicy::allow_all())
+    }
+
+    /// [`Engine::prepare`] limited to `policy`'s targets (`--allowed-targets`): the static
+    /// check ([`check_spec`]) and then every URL known once compiled (`${env:...}` resolved)
+    /// must pass, or the test fails here with [`EngineError::TargetNotAllowed`] before any
+    /// request; URLs rendered per iteration and redirect hops are checked before each send and
+    /// refused ones count as errors of kind `blocked` (see [`crate::step`]).
+    pub fn prepare_with_policy(
+        spec: &LoadTestSpec,
+        place: RunnerPlace,
+        roots: &FileRoots,
+        policy: &TargetPolicy,
+    ) -> Result<Engine, EngineError> {
+        let refused = check_spec(spec, policy);
+        if !refused.is_empty() {
+            return Err(EngineError::TargetNotAllowed(refused));
+        }
+        let policy = Arc::new(policy.clone());
         let client = build_client(&spec.target).map_err(EngineError::Client)?;
         // The split follows the runners actually running, which for `volley run` may differ
         // from the manifest's `runners.parallelism`.
@@ -120,7 +149,7 @@ impl Engine {
         let metrics = RunMetrics::for_spec(spec);
         let offset = usize::from(!spec.setup.is_empty());
 
-        let setup = prepare_steps(&spec.setup, spec, roots, "setup")?;
+        let setup = prepare_steps(&spec.setup, spec, roots, "setup", "spec.setup", &policy)?;
         let feeders: Vec<Arc<Feeder>> = spec
             .data
             .iter()
@@ -141,7 +170,15 @@ impl Engine {
             let used = referenced_feeders(&sc.steps);
             scenarios.push(PreparedScenario {
                 metrics_index: i + offset,
-                steps: prepare_steps(&sc.steps, spec, roots, &sc.name)?.into(),
+                steps: prepare_steps(
+                    &sc.steps,
+                    spec,
+                    roots,
+                    &sc.name,
+                    &format!("spec.scenarios[{i}].steps"),
+                    &policy,
+                )?
+                .into(),
                 share: sc.clone(),
                 counters: Arc::new(ExecutorCounters::default()),
                 feeders: feeders
@@ -348,22 +385,35 @@ fn referenced_feeders(steps: &[Step]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Compiles `steps` (found at `path` in the spec, e.g. `spec.scenarios[0].steps`) and limits
+/// each to `policy`.
 fn prepare_steps(
     steps: &[Step],
     spec: &LoadTestSpec,
     roots: &FileRoots,
     scenario: &str,
+    path: &str,
+    policy: &Arc<TargetPolicy>,
 ) -> Result<Vec<PreparedStep>, EngineError> {
     let mut measured = 0;
-    steps
+    let mut refused = Vec::new();
+    let prepared = steps
         .iter()
-        .map(|step| {
-            let compiled = CompiledStep::compile(step, &spec.target, &roots.manifest_dir).map_err(
-                |source| EngineError::Step {
+        .enumerate()
+        .map(|(i, step)| {
+            let mut compiled = CompiledStep::compile(step, &spec.target, &roots.manifest_dir)
+                .map_err(|source| EngineError::Step {
                     scenario: scenario.to_string(),
                     source,
-                },
-            )?;
+                })?;
+            if let Err(e) = compiled.restrict(policy) {
+                // Known once `${env:...}` is resolved: the administrator's list decides before
+                // any load.
+                refused.push(FieldError {
+                    path: format!("{path}[{i}].request.url"),
+                    message: format!("{e} (the URL's host comes from ${{env:...}})"),
+                });
+            }
             let metrics_index = step.request.is_some().then(|| {
                 measured += 1;
                 measured - 1
@@ -374,7 +424,12 @@ fn prepare_steps(
                 end_to_end: step.until.is_some(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    if refused.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(EngineError::TargetNotAllowed(refused))
+    }
 }
 
 /// One virtual user: its context (cookies, extracted values) lives across iterations.

@@ -19,6 +19,7 @@ use volley_crds::LoadTest;
 use volley_crds::metrics::{RunMetrics, format_latency_ms, format_percent};
 use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::status::{Phase, Verdict};
+use volley_crds::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::agent::{Agent, AggregatorClient};
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
@@ -89,6 +90,9 @@ pub struct LocalOptions {
     pub runners: Option<u32>,
     /// Processes or tasks.
     pub launch: Launch,
+    /// The allowed targets (`--allowed-targets`); empty allows everything. Every runner gets
+    /// the same list.
+    pub allowed_targets: TargetPolicy,
 }
 
 /// Runs `lt` with in-process runners (`spec.runners.parallelism` of them) and returns its
@@ -98,6 +102,7 @@ pub async fn run_local(lt: &LoadTest, roots: &FileRoots, progress: Progress) -> 
         progress,
         runners: None,
         launch: Launch::Tasks,
+        allowed_targets: TargetPolicy::allow_all(),
     };
     run_with(lt, roots, &options).await
 }
@@ -127,13 +132,14 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     };
     // Compile runner 0's share here first, so a mistake is reported once, plainly, before any
     // process starts.
-    if let Err(e) = Engine::prepare(
+    if let Err(e) = Engine::prepare_with_policy(
         spec,
         RunnerPlace {
             index: 0,
             count: runners,
         },
         roots,
+        &options.allowed_targets,
     ) {
         return error_summary(RunEnd::new(Phase::Error, error_reason(&e), e.to_string()));
     }
@@ -170,14 +176,21 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     let mut fleet = Fleet::default();
     for index in 0..runners {
         let spawned = match &options.launch {
-            Launch::Processes { program } => {
-                fleet.spawn_process(program, &url, index, &token, roots, exits_tx.clone())
-            }
+            Launch::Processes { program } => fleet.spawn_process(
+                program,
+                &url,
+                index,
+                &token,
+                roots,
+                &options.allowed_targets,
+                exits_tx.clone(),
+            ),
             Launch::Tasks => fleet.spawn_task(
                 &url,
                 index,
                 &token,
                 roots,
+                &options.allowed_targets,
                 stop_rx.clone(),
                 exits_tx.clone(),
             ),
@@ -271,6 +284,7 @@ fn error_reason(e: &EngineError) -> &'static str {
         EngineError::Setup { .. } => "SetupFailed",
         EngineError::Feeder(_) => "DataUnavailable",
         EngineError::Step { .. } | EngineError::Client(_) => "InvalidSpec",
+        EngineError::TargetNotAllowed(_) => "TargetNotAllowed",
     }
 }
 
@@ -290,6 +304,7 @@ struct Fleet {
 impl Fleet {
     /// Starts `program agent ...` for runner `index`; its exit is sent on `exits` with what
     /// it last said on stderr.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_process(
         &mut self,
         program: &PathBuf,
@@ -297,6 +312,7 @@ impl Fleet {
         index: u32,
         token: &str,
         roots: &FileRoots,
+        allowed_targets: &TargetPolicy,
         exits: mpsc::UnboundedSender<(u32, String)>,
     ) -> Result<(), String> {
         let mut cmd = tokio::process::Command::new(program);
@@ -311,6 +327,13 @@ impl Fleet {
             .kill_on_drop(true);
         if let Some(configmaps) = &roots.configmaps {
             cmd.arg("--configmaps").arg(configmaps);
+        }
+        // The list is passed explicitly, so a runner never picks up another from its
+        // environment.
+        cmd.env_remove(ALLOWED_TARGETS_ENV);
+        if !allowed_targets.is_empty() {
+            cmd.arg("--allowed-targets")
+                .arg(allowed_targets.to_string());
         }
         let mut child = cmd
             .spawn()
@@ -358,18 +381,21 @@ impl Fleet {
     }
 
     /// Runs runner `index` as a task of this process.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_task(
         &mut self,
         url: &str,
         index: u32,
         token: &str,
         roots: &FileRoots,
+        allowed_targets: &TargetPolicy,
         stop: watch::Receiver<Option<String>>,
         exits: mpsc::UnboundedSender<(u32, String)>,
     ) -> Result<(), String> {
         let client =
             AggregatorClient::new(url, LOCAL_RUN, index, token).map_err(|e| e.to_string())?;
-        let agent = Agent::new(client, roots.clone(), format!("task-{index}"));
+        let agent = Agent::new(client, roots.clone(), format!("task-{index}"))
+            .with_allowed_targets(allowed_targets.clone());
         self.kills.push(None);
         self.watchers.push(tokio::spawn(async move {
             let why = match agent.run(stop).await {

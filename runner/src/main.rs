@@ -37,6 +37,18 @@ enum Command {
         /// cluster.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         runners: Option<u32>,
+        /// Send requests only to these targets, as a cluster's runners do under the
+        /// operator's `--allowed-targets`: comma-separated host names (`api.example.com`,
+        /// `api.example.com:8443`), wildcards (`*.staging.example.com`), IP addresses and CIDR
+        /// blocks (`10.0.0.0/8`, `fd00::/8`). Host names are matched as written, never
+        /// resolved. A spec whose URLs are outside the list exits 1 before sending anything.
+        #[arg(
+            long,
+            value_name = "LIST",
+            env = volley_crds::target_policy::ALLOWED_TARGETS_ENV,
+            value_parser = volley_crds::target_policy::TargetPolicy::parse,
+        )]
+        allowed_targets: Option<volley_crds::target_policy::TargetPolicy>,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     Validate {
@@ -69,6 +81,7 @@ fn main() -> ExitCode {
             quiet,
             base_url,
             runners,
+            allowed_targets,
         } => cli::run_file(
             &file,
             out.as_deref(),
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
                 quiet,
                 base_url,
                 runners,
+                allowed_targets: allowed_targets.unwrap_or_default(),
             },
         ),
         Command::Validate { files } => cli::validate_files(&files),

@@ -23,6 +23,15 @@
 //! `until` timeout shows. Precedence: transport or status error of the final exchange, then
 //! `until` timeout, then `check`, then `extract`.
 //!
+//! # Allowed targets
+//! With a [`TargetPolicy`] (`--allowed-targets`, see [`volley_crds::target_policy`]) set by
+//! [`CompiledStep::restrict`], a URL known once compiled (literal, or templated only with
+//! `${env:...}`) is checked then, and a refusal fails the run before any load. A URL rendered
+//! per execution and every redirect hop are checked right before they would be sent: a refused
+//! request is not sent and fails the step with kind `blocked` (never retried). Sending nothing
+//! to a host the administrator did not allow is the point, so the check sits in front of the
+//! client, not in a DNS resolver.
+//!
 //! # Byte counts (approximate)
 //! Sent: request line, the headers Volley sets plus `host`, `accept` and `user-agent`, a
 //! `content-length` line, and the body. Received: status line, headers and body bytes as
@@ -33,6 +42,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +53,7 @@ use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
+use volley_crds::target_policy::{PolicyError, TargetPolicy};
 use volley_crds::template::Reference;
 
 use crate::check::{Checks, Tally};
@@ -248,6 +259,10 @@ struct CompiledRequest {
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
     keep_body: bool,
+    /// The allowed targets, checked before each send; `None` allows everything.
+    policy: Option<Arc<TargetPolicy>>,
+    /// Whether a refused send has been logged (once per step, not once per request).
+    warned: AtomicBool,
 }
 
 enum UrlTemplate {
@@ -311,6 +326,25 @@ impl CompiledStep {
     /// True for an HTTP request step, false for a sleep.
     pub fn is_request(&self) -> bool {
         matches!(self.kind, Kind::Request(_))
+    }
+
+    /// Limits the step to `policy`'s targets. A URL already known (literal, or templated with
+    /// `${env:...}` only) is checked now: `Err` means every execution would be refused, so the
+    /// run must not start. Otherwise the rendered URL and every redirect hop are checked before
+    /// each send (see the module documentation). An empty policy changes nothing.
+    pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
+        let Kind::Request(request) = &mut self.kind else {
+            return Ok(());
+        };
+        if policy.is_empty() {
+            request.policy = None;
+            return Ok(());
+        }
+        if let UrlTemplate::Static(url) = &request.url {
+            policy.check_url(url)?;
+        }
+        request.policy = Some(policy.clone());
+        Ok(())
     }
 }
 
@@ -388,10 +422,21 @@ fn compile_request(
     let base = compile_base_url(&target.base_url, compiler)?;
     let url_text = compiler.text(&request.url, "request.url")?;
     let url = match url_text.static_value() {
-        Some(path) => UrlTemplate::Static(
-            parse_http_url(&join_url(&base, &path))
-                .map_err(|why| compiler.invalid("request.url", why))?,
-        ),
+        Some(path) => {
+            let parsed = parse_http_url(&join_url(&base, &path)).map_err(|why| {
+                // The text holds the values of its `${env:...}` (e.g. a password with a `/`
+                // in `https://user:${env:PW}@host/`), which must not reach the message.
+                let why = if url_text.has_secret() {
+                    "not a valid http(s) URL once its ${env:...} values are filled in (the URL \
+                     is not shown, as it holds them)"
+                        .to_string()
+                } else {
+                    why
+                };
+                compiler.invalid("request.url", why)
+            })?;
+            UrlTemplate::Static(parsed)
+        }
         None => UrlTemplate::Dynamic {
             base,
             path: url_text.clone(),
@@ -532,6 +577,8 @@ fn compile_request(
         retry,
         until,
         keep_body,
+        policy: None,
+        warned: AtomicBool::new(false),
     })
 }
 
@@ -726,7 +773,8 @@ fn escape_disposition(s: &str) -> String {
 /// is removed, so later steps never see a stale value), and `Set-Cookie` headers update
 /// `ctx.cookies`. A request that cannot be rendered (a referenced value is missing, or a
 /// rendered header or URL is not valid) is not sent: the outcome has no samples and error
-/// `extract`.
+/// `extract`. Nor is one whose URL is outside the step's allowed targets
+/// ([`CompiledStep::restrict`]): no samples, error `blocked`.
 pub async fn run_step(
     step: &CompiledStep,
     client: &reqwest::Client,
@@ -836,6 +884,16 @@ impl CompiledRequest {
                 };
             }
         };
+        if let Err(refused) = self.allowed(&rendered.url) {
+            self.warn_refused(step_name, &refused);
+            return StepOutcome {
+                samples: Vec::new(),
+                step_latency: Instant::now().saturating_duration_since(origin),
+                checks_passed: 0,
+                checks_failed: 0,
+                error: Some(ErrorKind::Blocked),
+            };
+        }
         let mut samples = Vec::with_capacity(1);
         let mut first = Some(origin);
 
@@ -921,6 +979,26 @@ impl CompiledRequest {
             checks_passed: verdict.tally.passed,
             checks_failed: verdict.tally.failed,
             error: step_error.or(verdict.error),
+        }
+    }
+
+    /// Whether `url` may be sent to.
+    fn allowed(&self, url: &Url) -> Result<(), PolicyError> {
+        match &self.policy {
+            Some(policy) => policy.check_url(url),
+            None => Ok(()),
+        }
+    }
+
+    /// Says once per step that a request was refused (the host is no secret; the rest of the
+    /// URL may carry one and is not shown).
+    fn warn_refused(&self, step_name: &str, refused: &PolicyError) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                step = step_name,
+                "request not sent: {refused}; counted as error kind `blocked` (further refusals \
+                 of this step are counted without a message)"
+            );
         }
     }
 
@@ -1155,6 +1233,11 @@ impl CompiledRequest {
                 if hops == MAX_REDIRECTS {
                     tracing::debug!("more than {MAX_REDIRECTS} redirects");
                     break Some(ErrorKind::Connect);
+                }
+                // An allowed host must not be able to bounce the load to a forbidden one.
+                if let Err(refused) = self.allowed(&next) {
+                    self.warn_refused("(redirect)", &refused);
+                    break Some(ErrorKind::Blocked);
                 }
                 hops += 1;
                 redirect_cookies.extend(response_headers.get_all(SET_COOKIE).iter().cloned());
