@@ -1,0 +1,189 @@
+//! [`RunRegistry`] over the aggregator embedded in the operator process
+//! ([`volley_aggregator::Aggregator`]): registrations become [`RunConfig`]s, and the
+//! aggregator's [`RunView`] becomes the plain [`RunProgress`] the phase logic decides from.
+//!
+//! It also feeds the live per-run gauges of [`OperatorMetrics`]
+//! ([`AggregatorRegistry::refresh_metrics`], called on every scrape) and removes them when a
+//! run is forgotten.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use k8s_openapi::jiff::Timestamp;
+use volley_aggregator::{Aggregator, RunConfig, RunView};
+use volley_crds::metrics;
+use volley_crds::status::Phase;
+
+use crate::metrics::{OperatorMetrics, RunFigures};
+use crate::observed::{RunOutcome, RunProgress, RunResults};
+use crate::registry::{RunRegistration, RunRegistry};
+use crate::report;
+
+/// Per-step rows kept in the status (the report ConfigMap has them all).
+pub const MAX_STATUS_STEPS: usize = 20;
+
+/// Which LoadTest a registered run belongs to.
+#[derive(Clone, Debug)]
+struct RunName {
+    namespace: String,
+    loadtest: String,
+}
+
+/// The operator's aggregator, as the controller sees it. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct AggregatorRegistry {
+    aggregator: Aggregator,
+    metrics: Arc<OperatorMetrics>,
+    runs: Mutex<HashMap<String, RunName>>,
+}
+
+impl AggregatorRegistry {
+    /// An adapter over `aggregator`, feeding `metrics`.
+    pub fn new(aggregator: Aggregator, metrics: Arc<OperatorMetrics>) -> AggregatorRegistry {
+        AggregatorRegistry {
+            aggregator,
+            metrics,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The aggregator underneath (for its router and ticker).
+    pub fn aggregator(&self) -> &Aggregator {
+        &self.aggregator
+    }
+
+    /// Updates the per-run gauges from every registered run's current view.
+    pub fn refresh_metrics(&self) {
+        let runs: Vec<(String, RunName)> = self
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (run, name) in runs {
+            if let Some(view) = self.aggregator.view(&run) {
+                self.metrics
+                    .set_run(&name.namespace, &name.loadtest, &figures(&view));
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunName>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The gauges' figures of a view.
+pub fn figures(view: &RunView) -> RunFigures {
+    RunFigures {
+        active_runners: view.running,
+        scenarios: metrics::scenario_statuses(&view.merged, view.elapsed),
+    }
+}
+
+/// The aggregator's configuration of a registered run.
+pub fn run_config(registration: &RunRegistration) -> RunConfig {
+    let mut config = RunConfig::new(
+        &registration.run_id,
+        registration.token.expose(),
+        &registration.loadtest,
+        registration.spec.clone(),
+    );
+    config.runners = registration.runners.max(1);
+    config.started_at_unix_ms = registration
+        .started_at
+        .and_then(|t| u64::try_from(t.as_millisecond()).ok());
+    config
+}
+
+/// The phase logic's view of the aggregator's `view`.
+pub fn progress(view: &RunView) -> RunProgress {
+    let started_at = view
+        .start_at_unix_ms
+        .and_then(|ms| i64::try_from(ms).ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let outcome = view.end.as_ref().map(|end| RunOutcome {
+        phase: end.phase,
+        reason: end
+            .reason
+            .clone()
+            .unwrap_or_else(|| default_reason(end.phase).to_string()),
+        message: end
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("the run ended: {}", end.phase)),
+    });
+    let results = started_at.is_some().then(|| RunResults {
+        metrics: Some(metrics::metrics_status(
+            &view.merged.overall(),
+            view.elapsed,
+        )),
+        thresholds: view.thresholds.iter().map(|t| t.status.clone()).collect(),
+        scenarios: metrics::scenario_statuses(&view.merged, view.elapsed),
+        steps: metrics::step_statuses(&view.merged, MAX_STATUS_STEPS),
+        verdict: report::view_verdict(view),
+        report_ref: None,
+    });
+    RunProgress {
+        registered: view.registered,
+        running: view.running,
+        done: view.done,
+        failed: view
+            .failures
+            .iter()
+            .map(|f| (f.index, f.reason.clone()))
+            .collect(),
+        outcome,
+        started_at,
+        results,
+    }
+}
+
+fn default_reason(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "Completed",
+        Phase::Failed => "Failed",
+        Phase::Aborted => "Aborted",
+        _ => "Error",
+    }
+}
+
+impl RunRegistry for AggregatorRegistry {
+    fn progress(&self, run: &str) -> Option<RunProgress> {
+        self.aggregator.view(run).map(|v| progress(&v))
+    }
+
+    fn register(&self, registration: RunRegistration) {
+        self.lock().insert(
+            registration.run_id.clone(),
+            RunName {
+                namespace: registration.namespace.clone(),
+                loadtest: registration.loadtest.clone(),
+            },
+        );
+        self.aggregator.add_run(run_config(&registration));
+    }
+
+    fn abort(&self, run: &str, reason: &str) {
+        self.aggregator.abort(run, "Aborted", reason);
+    }
+
+    fn runner_failed(&self, run: &str, index: u32, reason: &str) {
+        self.aggregator.runner_failed(run, index, reason);
+    }
+
+    fn forget(&self, run: &str) {
+        if let Some(name) = self.lock().remove(run) {
+            self.metrics.remove_run(&name.namespace, &name.loadtest);
+        }
+        self.aggregator.remove_run(run);
+    }
+
+    fn report(&self, run: &str) -> Option<serde_json::Value> {
+        let view = self.aggregator.view(run)?;
+        (view.end.is_some() || view.start_at_unix_ms.is_some()).then(|| report::summary_json(&view))
+    }
+}
+
+#[cfg(test)]
+#[path = "aggregator_registry_tests.rs"]
+mod tests;

@@ -1,0 +1,263 @@
+//! The adapter over a real [`Aggregator`], driven through its HTTP routes on 127.0.0.1 the way
+//! two runners would (ready, start, cumulative reports).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use volley_crds::metrics::{Report, RunMetrics, record_latency};
+use volley_crds::protocol::{
+    PROTOCOL_VERSION, ReadyRequest, RunnerReport, StartResponse, ready_path, report_path,
+    start_path,
+};
+use volley_crds::status::{Phase, Verdict};
+
+use super::*;
+use crate::fixtures;
+use crate::secret::Token;
+
+const RUN: &str = "run-1";
+
+fn registration(extra: &str) -> RunRegistration {
+    let lt = fixtures::loadtest_yaml("web", extra);
+    RunRegistration {
+        run_id: RUN.into(),
+        namespace: "team-a".into(),
+        loadtest: "web".into(),
+        runners: lt.spec.runners.parallelism,
+        spec: lt.spec,
+        token: Token::generate(),
+        started_at: None,
+    }
+}
+
+struct Harness {
+    registry: AggregatorRegistry,
+    metrics: Arc<OperatorMetrics>,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn harness(reg: RunRegistration) -> Harness {
+    let metrics = Arc::new(OperatorMetrics::new());
+    let aggregator = Aggregator::new().with_poll_hold(Duration::from_millis(50));
+    let registry = AggregatorRegistry::new(aggregator.clone(), metrics.clone());
+    let token = reg.token.expose().to_string();
+    registry.register(reg.clone());
+    registry.register(reg); // idempotent
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = aggregator.router();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Harness {
+        registry,
+        metrics,
+        base,
+        token,
+        http: reqwest::Client::new(),
+        server,
+    }
+}
+
+impl Harness {
+    async fn ready(&self, index: u32) {
+        let r = self
+            .http
+            .post(format!("{}{}", self.base, ready_path(RUN, index)))
+            .bearer_auth(&self.token)
+            .json(&ReadyRequest {
+                protocol: PROTOCOL_VERSION,
+                host: format!("web-runner-{index}"),
+            })
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    async fn start(&self, index: u32) -> StartResponse {
+        for _ in 0..100 {
+            let r: StartResponse = self
+                .http
+                .get(format!("{}{}", self.base, start_path(RUN, index)))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r != StartResponse::Wait {
+                return r;
+            }
+            self.registry.aggregator().tick();
+        }
+        panic!("no start");
+    }
+
+    /// Runner `index` reports `requests` requests of 2 ms, `failures` of them failed.
+    async fn report(&self, index: u32, seq: u64, requests: u64, failures: u64, done: bool) {
+        let spec = registration("").spec;
+        let mut m = RunMetrics::for_spec(&spec);
+        let scenario = m.scenarios.iter().position(|s| s.name == "browse").unwrap();
+        m.scenarios[scenario].iterations.iterations = requests;
+        let step = m.step_mut(scenario, 0).unwrap();
+        step.counters.requests = requests;
+        step.counters.failures = failures;
+        for _ in 0..requests {
+            record_latency(&mut step.latency, Duration::from_millis(2));
+            record_latency(&mut step.latency_sent, Duration::from_millis(2));
+        }
+        let report = Report::from_metrics(index, seq, Duration::from_secs(seq), done, &m).unwrap();
+        let r = self
+            .http
+            .post(format!("{}{}", self.base, report_path(RUN, index)))
+            .bearer_auth(&self.token)
+            .json(&RunnerReport {
+                report,
+                first_request_unix_ms: None,
+                error: None,
+            })
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        self.registry.aggregator().tick();
+    }
+}
+
+#[tokio::test]
+async fn a_run_maps_from_barrier_to_a_passed_verdict() {
+    let h = harness(registration(
+        "runners: {parallelism: 2}\n  thresholds: ['error_rate < 50%', 'requests >= 10']",
+    ))
+    .await;
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!((p.registered, p.running, p.done), (0, 0, 0));
+    assert_eq!(p.started_at, None);
+    assert_eq!(p.results, None, "no results before the start");
+    assert_eq!(p.outcome, None);
+
+    h.ready(0).await;
+    h.ready(1).await;
+    let StartResponse::Start {
+        start_at_unix_ms, ..
+    } = h.start(0).await
+    else {
+        panic!("runner 0 should start (no setup)");
+    };
+    assert!(matches!(h.start(1).await, StartResponse::Start { .. }));
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!(p.registered, 2);
+    assert_eq!(
+        p.started_at.unwrap().as_millisecond(),
+        start_at_unix_ms as i64
+    );
+
+    h.report(0, 1, 4, 1, false).await;
+    h.report(1, 1, 6, 0, false).await;
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!(p.running, 2);
+    let results = p.results.unwrap();
+    assert_eq!(results.metrics.as_ref().unwrap().requests, 10);
+    assert_eq!(results.metrics.as_ref().unwrap().failures, 1);
+    assert_eq!(results.verdict, None, "no verdict while running");
+    assert_eq!(results.scenarios[0].scenario, "browse");
+    assert_eq!(results.steps.len(), 1);
+    assert_eq!(results.thresholds.len(), 2);
+
+    // The live gauges follow the aggregator.
+    h.registry.refresh_metrics();
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("volley_run_active_runners{namespace=\"team-a\",loadtest=\"web\"} 2"),
+        "{text}"
+    );
+
+    h.report(0, 2, 8, 1, true).await;
+    h.report(1, 2, 12, 0, true).await;
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!(p.done, 2);
+    let outcome = p.outcome.unwrap();
+    assert_eq!(outcome.phase, Phase::Succeeded, "{outcome:?}");
+    let results = p.results.unwrap();
+    assert_eq!(results.metrics.unwrap().requests, 20);
+    assert_eq!(results.verdict, Some(Verdict::Passed));
+    assert!(results.thresholds.iter().all(|t| t.passed));
+
+    let report = h.registry.report(RUN).unwrap();
+    assert_eq!(report["name"], "web");
+    assert_eq!(report["phase"], "Succeeded");
+    assert_eq!(report["verdict"], "Passed");
+    assert_eq!(report["metrics"]["requests"], 20);
+    assert_eq!(report["histograms"]["steps"][0]["scenario"], "browse");
+    assert!(!report["histograms"]["overall"].as_str().unwrap().is_empty());
+    assert!(report.get("truncated").is_none());
+
+    h.registry.forget(RUN);
+    assert!(h.registry.progress(RUN).is_none());
+    assert!(!h.metrics.encode().contains("loadtest=\"web\""));
+}
+
+#[tokio::test]
+async fn failed_thresholds_abort_and_runner_failures_map() {
+    let h = harness(registration(
+        "runners: {parallelism: 2}\n  thresholds: ['error_rate < 1%']",
+    ))
+    .await;
+    h.ready(0).await;
+    h.ready(1).await;
+    h.start(0).await;
+    h.start(1).await;
+    h.report(0, 1, 10, 5, true).await;
+    h.registry
+        .runner_failed(RUN, 1, "exited with code 137 (OOMKilled)");
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!(p.failed.len(), 1);
+    assert_eq!(p.failed[0].0, 1);
+    assert!(p.failed[0].1.contains("OOMKilled"), "{:?}", p.failed);
+    let outcome = p.outcome.expect("both runners settled");
+    assert_ne!(outcome.phase, Phase::Succeeded);
+    assert!(!outcome.reason.is_empty());
+
+    let h = harness(registration("runners: {parallelism: 1}")).await;
+    h.ready(0).await;
+    h.start(0).await;
+    h.report(0, 1, 3, 0, false).await;
+    h.registry.abort(RUN, "stopped by spec.abort");
+    h.registry.aggregator().tick();
+    let p = h.registry.progress(RUN).unwrap();
+    assert!(
+        p.outcome.is_none(),
+        "the runner still owes its final report"
+    );
+    h.report(0, 2, 4, 0, true).await;
+    let p = h.registry.progress(RUN).unwrap();
+    let outcome = p.outcome.unwrap();
+    assert_eq!(outcome.phase, Phase::Aborted, "{outcome:?}");
+    assert_eq!(p.results.unwrap().metrics.unwrap().requests, 4);
+}
+
+#[test]
+fn a_registration_after_a_restart_resumes_the_start() {
+    let mut reg = registration("runners: {parallelism: 3}");
+    reg.started_at = Some(fixtures::t0());
+    let config = run_config(&reg);
+    assert_eq!(config.runners, 3);
+    assert_eq!(
+        config.started_at_unix_ms,
+        Some(fixtures::t0().as_millisecond() as u64)
+    );
+    assert_eq!(config.name, "web");
+    assert_eq!(config.token, reg.token.expose());
+}

@@ -1,0 +1,447 @@
+//! The kube-rs controller: one [`reconcile`] per LoadTest that gathers the facts
+//! ([`Observed`]: the run's pods by label, its Secret, the aggregator's progress), asks
+//! [`phase::next_step`] what to do, and carries the [`Decision`] out:
+//!
+//! 1. create the Secret (an existing one is kept: 409 is fine) and register the run with the
+//!    aggregator;
+//! 2. create the missing runner pods (409 AlreadyExists is fine; a pod the API server refuses,
+//!    e.g. 403 from PodSecurity or a quota, or 422, ends the run in Error with the API server's
+//!    message);
+//! 3. at the end of a run, write its full report to the ConfigMap `{loadtest}-report`
+//!    ([`crate::report`]; created, or replaced when it exists) and set `status.reportRef`;
+//!    then write the status (JSON merge patch of the status subresource);
+//! 4. record events, tell the aggregator to stop or forget runs;
+//! 5. delete pods and the Secret when cleanup is due.
+//!
+//! Any other API error is returned, and [`error_policy`] requeues with exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use volley_crds::status::{Phase, ReportRef};
+use volley_crds::{LoadTest, LoadTestStatus};
+
+use crate::config::{Config, RunnerDefaults, Timing};
+use crate::metrics::OperatorMetrics;
+use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, RunRef};
+use crate::observed::RunnerPod;
+use crate::phase::{self, Decision, EventKind, Observed};
+use crate::pods::runner_pod;
+use crate::registry::{RunRegistration, RunRegistry};
+use crate::report::report_configmap;
+use crate::secret::{Token, run_secret};
+use crate::status_patch::status_patch;
+
+/// Name the operator records events under.
+pub const CONTROLLER_NAME: &str = "volley-operator";
+/// Shortest wait after a failed reconcile.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait after repeated failed reconciles.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed; it is retried after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The LoadTest lacks metadata the operator needs.
+    #[error(transparent)]
+    Metadata(#[from] MissingMetadata),
+    /// A call to the API server failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The run's Secret exists but holds no token.
+    #[error("the run's Secret {0} holds no token; delete it so the operator creates a new one")]
+    NoToken(String),
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    registry: Arc<dyn RunRegistry>,
+    defaults: RunnerDefaults,
+    timing: Timing,
+    recorder: Recorder,
+    clock: fn() -> Timestamp,
+    /// When the status of each run was last written by this process.
+    status_writes: Mutex<HashMap<String, Timestamp>>,
+    /// Consecutive failed reconciles per LoadTest, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Where reconcile counts and durations go.
+    metrics: Option<Arc<OperatorMetrics>>,
+}
+
+impl Context {
+    /// A context over `client` and the aggregator `registry`.
+    pub fn new(
+        client: Client,
+        registry: Arc<dyn RunRegistry>,
+        defaults: RunnerDefaults,
+        timing: Timing,
+        instance: Option<String>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.to_string(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            registry,
+            defaults,
+            timing,
+            clock: Timestamp::now,
+            status_writes: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// The same context counting reconciles in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Context {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The same context with another clock (for tests).
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Context {
+        self.clock = clock;
+        self
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn object_key(lt: &LoadTest) -> String {
+    format!("{}/{}", lt.namespace().unwrap_or_default(), lt.name_any())
+}
+
+/// Brings one LoadTest one step further, counting the reconcile in the metrics.
+pub async fn reconcile(lt: Arc<LoadTest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let began = std::time::Instant::now();
+    let result = reconcile_once(lt, ctx.clone()).await;
+    if let Some(m) = &ctx.metrics {
+        m.reconciled(result.is_ok(), began.elapsed());
+    }
+    result
+}
+
+async fn reconcile_once(lt: Arc<LoadTest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let run = RunRef::of(&lt)?;
+    let progress = ctx.registry.progress(&run.run_id);
+    if progress.is_none() && !phase::needs_observation(&lt) {
+        return Ok(Action::await_change());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&run.selector()))
+        .await?;
+    let secret = secrets.get_opt(&run.secret_name).await?;
+    let facts = Observed {
+        loadtest: &lt,
+        now: (ctx.clock)(),
+        pods: listed.items.iter().map(RunnerPod::from_pod).collect(),
+        secret_exists: secret.is_some(),
+        progress,
+        last_status_write: lock(&ctx.status_writes).get(&run.run_id).copied(),
+        timing: ctx.timing,
+        defaults: ctx.defaults.clone(),
+    };
+    let decision = phase::next_step(&facts);
+    let action = apply(&facts, &run, decision, secret.as_ref(), &ctx).await?;
+    lock(&ctx.failures).remove(&object_key(&lt));
+    Ok(action)
+}
+
+/// Carries `d` out.
+async fn apply(
+    facts: &Observed<'_>,
+    run: &RunRef,
+    d: Decision,
+    secret: Option<&Secret>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let lt = facts.loadtest;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let mut token = secret.and_then(Token::from_secret);
+    if d.create_secret {
+        let fresh = Token::generate();
+        match secrets
+            .create(&PostParams::default(), &run_secret(run, &fresh))
+            .await
+        {
+            Ok(_) => token = Some(fresh),
+            Err(e) if api_code(&e) == Some(409) => {
+                token = secrets
+                    .get_opt(&run.secret_name)
+                    .await?
+                    .as_ref()
+                    .and_then(Token::from_secret);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if d.register {
+        let token = token.ok_or_else(|| Error::NoToken(run.secret_name.clone()))?;
+        ctx.registry.register(RunRegistration {
+            run_id: run.run_id.clone(),
+            namespace: run.namespace.clone(),
+            loadtest: run.loadtest.clone(),
+            spec: lt.spec.clone(),
+            runners: lt.spec.runners.parallelism,
+            token,
+            started_at: lt
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0),
+        });
+    }
+    for index in &d.create_pods {
+        let pod = runner_pod(lt, *index, &ctx.defaults, run);
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(e) if api_code(&e) == Some(409) => {}
+            Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
+                let message = format!(
+                    "the API server refused runner pod {}: {}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    status.message
+                );
+                let failed = phase::fail_now(facts, Phase::Error, "PodRejected", &message);
+                return finish_applying(facts, run, failed, ctx).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    finish_applying(facts, run, d, ctx).await
+}
+
+/// Status, events, aggregator calls and deletes of `d`.
+async fn finish_applying(
+    facts: &Observed<'_>,
+    run: &RunRef,
+    d: Decision,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let lt = facts.loadtest;
+    let mut status = d.status.clone();
+    if let Some(status) = status.as_mut()
+        && status.phase.is_some_and(Phase::is_finished)
+        && let Some(name) = write_report(run, status, ctx).await?
+    {
+        status.report_ref = Some(ReportRef {
+            config_map_name: name,
+        });
+    }
+    if let Some(status) = &status {
+        let api: Api<LoadTest> = Api::namespaced(ctx.client.clone(), &run.namespace);
+        let patch = status_patch(lt.status.as_ref(), status);
+        api.patch_status(
+            &run.loadtest,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        lock(&ctx.status_writes).insert(run.run_id.clone(), facts.now);
+        tracing::info!(
+            namespace = %run.namespace,
+            loadtest = %run.loadtest,
+            phase = ?status.phase,
+            reason = status.reason.as_deref().unwrap_or_default(),
+            "status written"
+        );
+    }
+    let reference = lt.object_ref(&());
+    for note in &d.events {
+        let event = Event {
+            type_: match note.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: note.reason.clone(),
+            note: Some(note.note.clone()),
+            action: note.action.clone(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(loadtest = %run.loadtest, error = %e, "could not record an event");
+        }
+    }
+    if let Some(reason) = &d.abort {
+        ctx.registry.abort(&run.run_id, reason);
+    }
+    for (index, reason) in &d.runner_failures {
+        ctx.registry.runner_failed(&run.run_id, *index, reason);
+    }
+    if d.forget_run {
+        ctx.registry.forget(&run.run_id);
+        lock(&ctx.status_writes).remove(&run.run_id);
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    for name in &d.delete_pods {
+        match pods.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if api_code(&e) == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if d.delete_secret {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace);
+        match secrets
+            .delete(&run.secret_name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if api_code(&e) == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(match d.requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Writes the report of the finished run to its ConfigMap (created, or replaced when it
+/// exists) and returns the ConfigMap's name; `None` when the aggregator has no report (e.g. the
+/// run never started) or the API server refuses the ConfigMap (the status is written anyway,
+/// without `reportRef`). Transient API errors are returned, so the reconcile is retried.
+/// The report's phase, reason and message are the final status's (the operator may end a run
+/// the aggregator has not, e.g. on `spec.abort` or a timeout).
+async fn write_report(
+    run: &RunRef,
+    status: &LoadTestStatus,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    let Some(mut summary) = ctx.registry.report(&run.run_id) else {
+        return Ok(None);
+    };
+    for (key, value) in [
+        ("phase", serde_json::to_value(status.phase).ok()),
+        (
+            "reason",
+            status.reason.clone().map(serde_json::Value::String),
+        ),
+        (
+            "message",
+            status.message.clone().map(serde_json::Value::String),
+        ),
+    ] {
+        if let (Some(value), Some(fields)) = (value, summary.as_object_mut()) {
+            fields.insert(key.to_string(), value);
+        }
+    }
+    let cm = report_configmap(run, &summary);
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let written = match api.create(&PostParams::default(), &cm).await {
+        Err(e) if api_code(&e) == Some(409) => {
+            api.replace(&name, &PostParams::default(), &cm).await
+        }
+        other => other,
+    };
+    match written {
+        Ok(_) => Ok(Some(name)),
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 413 | 422) => {
+            tracing::warn!(
+                namespace = %run.namespace,
+                loadtest = %run.loadtest,
+                error = %status.message,
+                "the API server refused the report ConfigMap; the status is written without it"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After a failed reconcile: retry after 1 s, doubling with every further failure of the same
+/// LoadTest up to 5 minutes.
+pub fn error_policy(lt: Arc<LoadTest>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(&lt);
+    let mut failures = lock(&ctx.failures);
+    let n = failures.entry(key.clone()).or_insert(0);
+    let delay = MIN_BACKOFF
+        .saturating_mul(2u32.saturating_pow((*n).min(16)))
+        .min(MAX_BACKOFF);
+    *n = n.saturating_add(1);
+    tracing::warn!(loadtest = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` resolves (then in-flight reconciles finish): watches
+/// LoadTests (in `config.namespace` or all namespaces) and the runner pods the operator
+/// created. `ready` is set once the first list of LoadTests succeeded.
+pub async fn run(
+    client: Client,
+    config: &Config,
+    registry: Arc<dyn RunRegistry>,
+    metrics: Arc<OperatorMetrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let (loadtests, pods): (Api<LoadTest>, Api<Pod>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    loadtests
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply -f crds/loadtests.volley.dev.yaml`) and the operator's RBAC applied?"
+            )
+        })?;
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            registry,
+            config.runner_defaults(),
+            config.timing(),
+            config.identity.clone(),
+        )
+        .with_metrics(metrics),
+    );
+    Controller::new(loadtests, watcher::Config::default())
+        .owns(
+            pods,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(loadtest = %object.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

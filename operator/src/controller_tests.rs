@@ -1,0 +1,635 @@
+//! The controller's wiring against kube's mock API service (`tower_test::mock::pair`, as in
+//! kube-rs's controller-rs fixtures): every HTTP request a reconcile makes is checked in order
+//! (method, path, body fields), and answered like an API server would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+use volley_crds::LoadTest;
+use volley_crds::status::Phase;
+
+use super::{Context, Error, error_policy, reconcile};
+use crate::config::{RunnerDefaults, Timing};
+use crate::fixtures::{self, UID};
+use crate::observed::RunProgress;
+use crate::registry::{RunRegistration, RunRegistry};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// An aggregator that remembers what it was told.
+#[derive(Default)]
+struct FakeRegistry {
+    progress: Mutex<Option<RunProgress>>,
+    calls: Mutex<Vec<String>>,
+    registered: Mutex<Vec<RunRegistration>>,
+    report: Mutex<Option<Value>>,
+}
+
+impl RunRegistry for FakeRegistry {
+    fn progress(&self, _run: &str) -> Option<RunProgress> {
+        self.progress.lock().unwrap().clone()
+    }
+    fn register(&self, registration: RunRegistration) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("register {}", registration.run_id));
+        self.registered.lock().unwrap().push(registration);
+    }
+    fn abort(&self, run: &str, reason: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("abort {run}: {reason}"));
+    }
+    fn runner_failed(&self, run: &str, index: u32, reason: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("runner_failed {run} {index}: {reason}"));
+    }
+    fn forget(&self, run: &str) {
+        self.calls.lock().unwrap().push(format!("forget {run}"));
+    }
+    fn report(&self, _run: &str) -> Option<Value> {
+        self.report.lock().unwrap().clone()
+    }
+}
+
+fn now() -> Timestamp {
+    fixtures::at(30)
+}
+
+fn setup(registry: Arc<FakeRegistry>) -> (Arc<Context>, Handle) {
+    setup_with(registry, fixtures::defaults())
+}
+
+/// [`setup`] with other operator defaults (e.g. an allow-list of targets).
+fn setup_with(registry: Arc<FakeRegistry>, defaults: RunnerDefaults) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(
+        client,
+        registry,
+        defaults,
+        Timing::default(),
+        Some("op-0".into()),
+    )
+    .with_clock(now);
+    (Arc::new(ctx), handle)
+}
+
+/// One request as the mock API server saw it.
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    uri: String,
+    content_type: Option<String>,
+    body: Value,
+}
+
+/// Takes the next request and answers `code` with what `reply` builds from it.
+async fn serve(handle: &mut Handle, code: u16, reply: impl FnOnce(&Seen) -> Value) -> Seen {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("the reconcile made no further request")
+        .expect("the client is gone");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let seen = Seen {
+        method,
+        uri,
+        content_type,
+        body,
+    };
+    let answer = reply(&seen);
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    seen
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": pods})
+}
+
+fn running_pod(index: u32) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("web-runner-{index}"), "namespace": "team-a",
+                     "labels": {"volley.dev/run": UID, "volley.dev/runner-index": index.to_string()},
+                     "creationTimestamp": "2030-01-01T00:00:00Z"},
+        "status": {"phase": "Running"}
+    })
+}
+
+fn token_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "web-run-token", "namespace": "team-a"},
+           "data": {"token": "c2VjcmV0LXRva2Vu"}})
+}
+
+const PODS: &str = "/api/v1/namespaces/team-a/pods";
+const SECRET: &str = "/api/v1/namespaces/team-a/secrets/web-run-token";
+const STATUS: &str = "/apis/volley.dev/v1alpha1/namespaces/team-a/loadtests/web/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
+
+/// Expects the two reads every observing reconcile starts with.
+async fn expect_reads(handle: &mut Handle, pods: Vec<Value>, secret: Option<Value>) {
+    let list = serve(handle, 200, |_| pod_list(pods)).await;
+    assert_eq!(list.method, "GET");
+    assert_eq!(
+        list.uri,
+        format!("{PODS}?&labelSelector=volley.dev%2Frun%3D{UID}")
+    );
+    let code = if secret.is_some() { 200 } else { 404 };
+    let get = serve(handle, code, |_| {
+        secret.unwrap_or_else(|| status(404, "NotFound", "secrets \"web-run-token\" not found"))
+    })
+    .await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", SECRET));
+}
+
+/// After the reconcile: nothing else was sent.
+async fn expect_no_more(mut handle: Handle, ctx: Arc<Context>) {
+    drop(ctx);
+    let rest = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("the client was dropped");
+    assert!(
+        rest.is_none(),
+        "unexpected request {:?}",
+        rest.map(|r| r.0.uri().to_string())
+    );
+}
+
+fn in_phase(mut lt: LoadTest, phase: Phase) -> LoadTest {
+    let complete = if phase.is_finished() { "True" } else { "False" };
+    lt.status = Some(
+        serde_json::from_value(json!({
+            "phase": phase, "reason": "R", "message": "m", "observedGeneration": 1,
+            "runners": {"desired": 2, "ready": 2, "running": 2, "succeeded": 0, "failed": 0, "summary": "2/2"},
+            "conditions": [{"type": "Complete", "status": complete, "reason": "R", "message": "",
+                            "lastTransitionTime": "2030-01-01T00:00:00Z"}]
+        }))
+        .unwrap(),
+    );
+    lt
+}
+
+#[tokio::test]
+async fn the_first_reconcile_creates_secret_pods_and_writes_starting() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 2));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let secret = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(secret.method, "POST");
+    assert_eq!(secret.uri, "/api/v1/namespaces/team-a/secrets?");
+    assert_eq!(secret.body["metadata"]["name"], "web-run-token");
+    assert_eq!(secret.body["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(
+        secret.body["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    let token_b64 = secret.body["data"]["token"].as_str().unwrap().to_string();
+    assert_eq!(token_b64.len(), 88);
+
+    let pod0 = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(
+        (pod0.method.as_str(), pod0.uri.as_str()),
+        ("POST", "/api/v1/namespaces/team-a/pods?")
+    );
+    assert_eq!(pod0.body["metadata"]["name"], "web-runner-0");
+    assert_eq!(pod0.body["spec"]["containers"][0]["command"][7], "0");
+    assert_eq!(
+        pod0.body["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"],
+        json!({"name": "web-run-token", "key": "token", "optional": false})
+    );
+    // The second pod exists already (e.g. a reconcile raced this one): 409 is fine.
+    let pod1 = serve(&mut handle, 409, |_| {
+        status(409, "AlreadyExists", "pods \"web-runner-1\" already exists")
+    })
+    .await;
+    assert_eq!(pod1.body["metadata"]["name"], "web-runner-1");
+
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(
+        (patch.method.as_str(), patch.uri.as_str()),
+        ("PATCH", format!("{STATUS}?").as_str())
+    );
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Starting");
+    assert_eq!(s["reason"], "WaitingForRunners");
+    assert_eq!(s["observedGeneration"], 1);
+    assert_eq!(s["runners"]["summary"], "0/2");
+    assert_eq!(s["conditions"][1]["type"], "Complete");
+    assert_eq!(s["conditions"][1]["status"], "False");
+    assert_eq!(
+        s["conditions"][1]["lastTransitionTime"],
+        "2030-01-01T00:00:30Z"
+    );
+
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(
+        (event.method.as_str(), event.uri.as_str()),
+        ("POST", format!("{EVENTS}?").as_str())
+    );
+    assert_eq!(event.body["reason"], "Starting");
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["regarding"]["kind"], "LoadTest");
+    assert_eq!(event.body["regarding"]["name"], "web");
+    assert_eq!(event.body["reportingController"], "volley-operator");
+    assert_eq!(event.body["reportingInstance"], "op-0");
+
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let registered = registry.registered.lock().unwrap().clone();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].run_id, UID);
+    assert_eq!(registered[0].runners, 2);
+    use base64::Engine as _;
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(token_b64)
+        .unwrap();
+    assert_eq!(
+        registered[0].token.expose().as_bytes(),
+        sent,
+        "the aggregator gets the Secret's token"
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn a_finished_loadtest_is_not_touched() {
+    // Failed under the default OnSuccess policy without a TTL: nothing can ever change, so not
+    // even a read is made.
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, handle) = setup(registry.clone());
+    let lt = Arc::new(in_phase(fixtures::loadtest("web", 2), Phase::Failed));
+    let action = reconcile(lt, ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    expect_no_more(handle, ctx).await;
+    assert!(registry.calls.lock().unwrap().is_empty());
+
+    // Succeeded, pods already cleaned up: two reads, no write, no pod.
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(in_phase(fixtures::loadtest("web", 2), Phase::Succeeded));
+    let task = tokio::spawn(reconcile(lt, ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    expect_no_more(handle, ctx).await;
+    assert!(registry.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_conflicting_status_patch_is_an_error_and_retried_with_backoff() {
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        running: 2,
+        started_at: Some(fixtures::at(20)),
+        ..RunProgress::default()
+    });
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(in_phase(fixtures::loadtest("web", 2), Phase::Starting));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    let patch = serve(&mut handle, 409, |_| {
+        status(
+            409,
+            "Conflict",
+            "Operation cannot be fulfilled on loadtests.volley.dev \"web\"",
+        )
+    })
+    .await;
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.body["status"]["phase"], "Running");
+    let err = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Kube(kube::Error::Api(s)) if s.code == 409),
+        "{err:?}"
+    );
+    assert_eq!(
+        error_policy(lt.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        error_policy(lt.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(2)),
+        "backoff doubles"
+    );
+    assert!(
+        registry.calls.lock().unwrap().is_empty(),
+        "no event, no aggregator call after the failed write"
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn spec_abort_stops_the_run_and_writes_aborted() {
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        running: 2,
+        started_at: Some(fixtures::at(20)),
+        ..RunProgress::default()
+    });
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = in_phase(fixtures::loadtest("web", 2), Phase::Running);
+    lt.spec.abort = true;
+    lt.metadata.generation = Some(2);
+    let lt = Arc::new(lt);
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Aborted");
+    assert_eq!(s["reason"], "Aborted");
+    assert_eq!(s["observedGeneration"], 2);
+    assert_eq!(s["completionTime"], "2030-01-01T00:00:30Z");
+    assert_eq!(s["startTime"], "2030-01-01T00:00:20Z");
+    assert_eq!(s["conditions"][1]["type"], "Complete");
+    assert_eq!(s["conditions"][1]["status"], "True");
+    assert_eq!(s["conditions"][1]["reason"], "Aborted");
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.uri, format!("{EVENTS}?"));
+    assert_eq!(event.body["reason"], "Aborted");
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(
+        *registry.calls.lock().unwrap(),
+        [format!("abort {UID}: stopped by spec.abort")]
+    );
+    // OnSuccess: an aborted run keeps its pods; nothing is deleted.
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn a_refused_pod_ends_the_run_in_error_with_the_api_servers_message() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 1));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), Some(token_secret())).await;
+    let message = "pods \"web-runner-0\" is forbidden: exceeded quota: team-a, requested: cpu=2";
+    let pod = serve(&mut handle, 403, |_| status(403, "Forbidden", message)).await;
+    assert_eq!(pod.method, "POST");
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "PodRejected");
+    assert_eq!(
+        s["message"],
+        format!("the API server refused runner pod web-runner-0: {message}")
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(
+        *registry.calls.lock().unwrap(),
+        [
+            format!("register {UID}"),
+            format!("abort {UID}: the API server refused runner pod web-runner-0: {message}"),
+        ]
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+#[test]
+fn the_object_reference_of_events_is_the_loadtest() {
+    let lt = fixtures::loadtest("web", 1);
+    let r = lt.object_ref(&());
+    assert_eq!(r.api_version.as_deref(), Some("volley.dev/v1alpha1"));
+    assert_eq!(r.uid.as_deref(), Some(UID));
+}
+
+#[tokio::test]
+async fn the_end_of_a_run_writes_the_report_configmap_and_its_ref() {
+    use crate::observed::{RunOutcome, RunResults};
+    use volley_crds::status::Verdict;
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        done: 2,
+        started_at: Some(fixtures::at(20)),
+        outcome: Some(RunOutcome {
+            phase: Phase::Succeeded,
+            reason: "ThresholdsPassed".into(),
+            message: "every threshold held".into(),
+        }),
+        results: Some(RunResults {
+            verdict: Some(Verdict::Passed),
+            ..RunResults::default()
+        }),
+        ..RunProgress::default()
+    });
+    *registry.report.lock().unwrap() =
+        Some(json!({"name": "web", "phase": "Succeeded", "histograms": {"overall": "HIST"}}));
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 2}\n  cleanup: {runners: Never}",
+    );
+    let lt = Arc::new(in_phase(lt, Phase::Running));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    // An earlier attempt already created it: 409, then the ConfigMap is replaced.
+    let create = serve(&mut handle, 409, |_| {
+        status(
+            409,
+            "AlreadyExists",
+            "configmaps \"web-report\" already exists",
+        )
+    })
+    .await;
+    assert_eq!(
+        (create.method.as_str(), create.uri.as_str()),
+        ("POST", "/api/v1/namespaces/team-a/configmaps?")
+    );
+    assert_eq!(create.body["kind"], "ConfigMap");
+    assert_eq!(create.body["metadata"]["name"], "web-report");
+    assert_eq!(
+        create.body["metadata"]["ownerReferences"][0]["kind"],
+        "LoadTest"
+    );
+    assert_eq!(create.body["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(
+        create.body["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    let summary: Value =
+        serde_json::from_str(create.body["data"]["summary.json"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["histograms"]["overall"], "HIST");
+    assert_eq!(summary["phase"], "Succeeded");
+    assert_eq!(
+        summary["reason"], "ThresholdsPassed",
+        "the final status's reason"
+    );
+    let replace = serve(&mut handle, 200, |s| s.body.clone()).await;
+    assert_eq!(
+        (replace.method.as_str(), replace.uri.as_str()),
+        ("PUT", "/api/v1/namespaces/team-a/configmaps/web-report?")
+    );
+    assert_eq!(replace.body["data"], create.body["data"]);
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Succeeded");
+    assert_eq!(s["verdict"], "Passed");
+    assert_eq!(s["reportRef"], json!({"configMapName": "web-report"}));
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Succeeded");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn a_target_outside_the_allowed_targets_ends_in_error_without_creating_anything() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup_with(registry.clone(), fixtures::guarded("*.team-b.svc"));
+    // Aimed at http://target.team-a.svc:8080.
+    let lt = Arc::new(fixtures::loadtest("web", 2));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(
+        (patch.method.as_str(), patch.uri.as_str()),
+        ("PATCH", format!("{STATUS}?").as_str()),
+        "no Secret or pod is created first"
+    );
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "TargetNotAllowed");
+    assert_eq!(
+        s["message"],
+        "the spec sends load to a URL outside the allowed targets: spec.target.baseUrl \
+         (`target.team-a.svc:8080`); the cluster administrator allows only *.team-b.svc"
+    );
+    assert_eq!(s["completionTime"], "2030-01-01T00:00:30Z");
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(
+        (event.method.as_str(), event.uri.as_str()),
+        ("POST", format!("{EVENTS}?").as_str())
+    );
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(event.body["type"], "Warning");
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("TargetNotAllowed: the spec sends load to a URL outside"),
+        "{}",
+        event.body["note"]
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(
+        registry.calls.lock().unwrap().is_empty(),
+        "nothing registered with the aggregator, nothing to stop"
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn an_allowed_target_gets_its_pods_with_the_list_as_an_argument() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup_with(registry.clone(), fixtures::guarded("*.team-a.svc"));
+    let lt = Arc::new(fixtures::loadtest("web", 1));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), Some(token_secret())).await;
+    let pod = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(
+        (pod.method.as_str(), pod.uri.as_str()),
+        ("POST", "/api/v1/namespaces/team-a/pods?")
+    );
+    let command = &pod.body["spec"]["containers"][0]["command"];
+    assert_eq!(command[8], "--allowed-targets=*.team-a.svc");
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.body["status"]["phase"], "Starting");
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Starting");
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(*registry.calls.lock().unwrap(), [format!("register {UID}")]);
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn an_own_runner_image_is_refused_while_targets_are_limited() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup_with(registry.clone(), fixtures::guarded("*.team-a.svc"));
+    let lt = Arc::new(fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 1, image: 'registry.evil/volley:1'}",
+    ));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.method, "PATCH", "no Secret or pod is created first");
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "ImageNotAllowed");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.runners.image: `registry.evil/volley:1` is not allowed"),
+        "{}",
+        s["message"]
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(registry.calls.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}

@@ -1,0 +1,44 @@
+//! `volley-operator`: the Kubernetes controller for LoadTests (`DESIGN.md` section 5).
+//!
+//! The decisions are pure functions over plain data, tested without a cluster; the
+//! [`controller`] gathers the facts from the API server and the aggregator and carries the
+//! decisions out.
+//!
+//! - [`config`]: flags, runner defaults and time bounds.
+//! - [`names`]: object names and labels within Kubernetes' limits, and a run's identity.
+//! - [`pods`]: the runner pods.
+//! - [`secret`]: the run's token Secret.
+//! - [`observed`]: what a reconcile saw (pods, the aggregator's progress) as plain data.
+//! - [`spec_check`]: spec rules that hold in the cluster only.
+//! - [`conditions`]: the standard status conditions.
+//! - [`phase`]: the phase machine, [`phase::next_step`].
+//! - [`status_patch`]: the merge patch that writes a status.
+//! - [`registry`]: the aggregator as the controller sees it.
+//! - [`rbac`]: the operator's ClusterRole.
+//! - [`controller`]: the kube-rs controller.
+//! - [`aggregator_registry`]: [`registry::RunRegistry`] over the embedded aggregator.
+//! - [`report`]: the report ConfigMap (`summary.json`) of a finished run.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`leader`]: leader election with a Lease.
+//! - [`serve`]: the HTTP servers and the process wiring of `main`.
+
+pub mod aggregator_registry;
+pub mod conditions;
+pub mod config;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod observed;
+pub mod phase;
+pub mod pods;
+pub mod rbac;
+pub mod registry;
+pub mod report;
+pub mod secret;
+pub mod serve;
+pub mod spec_check;
+pub mod status_patch;
+
+#[cfg(test)]
+mod fixtures;

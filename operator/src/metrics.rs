@@ -1,0 +1,274 @@
+//! The operator's Prometheus metrics (`GET /metrics`, text exposition format):
+//!
+//! - its own work: `volley_operator_reconciles_total{result}` and
+//!   `volley_operator_reconcile_duration_seconds` (histogram);
+//! - live figures of every run the aggregator holds, labelled `namespace`, `loadtest` and
+//!   `scenario`, so a Grafana panel can chart a running test: `volley_run_rps`,
+//!   `volley_run_error_rate`, `volley_run_latency_p50_ms` / `_p95_ms` / `_p99_ms` (since the
+//!   start of the run), and `volley_run_active_runners{namespace,loadtest}`. A run's series
+//!   disappear when the run is forgotten.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use volley_crds::status::ScenarioStatus;
+
+/// Content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of the reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// Labels of a run's per-scenario figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScenarioLabels {
+    namespace: String,
+    loadtest: String,
+    scenario: String,
+}
+
+/// Labels of a run's whole-run figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    namespace: String,
+    loadtest: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A run's figures at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFigures {
+    /// Runners sending load.
+    pub active_runners: u32,
+    /// One row per scenario.
+    pub scenarios: Vec<ScenarioStatus>,
+}
+
+/// Every metric the operator exposes.
+#[derive(Debug)]
+pub struct OperatorMetrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    rps: Family<ScenarioLabels, FloatGauge>,
+    error_rate: Family<ScenarioLabels, FloatGauge>,
+    p50: Family<ScenarioLabels, FloatGauge>,
+    p95: Family<ScenarioLabels, FloatGauge>,
+    p99: Family<ScenarioLabels, FloatGauge>,
+    active_runners: Family<RunLabels, Gauge>,
+    /// The scenario labels each run currently has, so they can be removed.
+    known: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        OperatorMetrics::new()
+    }
+}
+
+impl OperatorMetrics {
+    /// All metrics, registered and at zero.
+    pub fn new() -> OperatorMetrics {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let rps = Family::<ScenarioLabels, FloatGauge>::default();
+        let error_rate = Family::<ScenarioLabels, FloatGauge>::default();
+        let p50 = Family::<ScenarioLabels, FloatGauge>::default();
+        let p95 = Family::<ScenarioLabels, FloatGauge>::default();
+        let p99 = Family::<ScenarioLabels, FloatGauge>::default();
+        let active_runners = Family::<RunLabels, Gauge>::default();
+        registry.register(
+            "volley_operator_reconciles",
+            "LoadTest reconciles by result (ok or error)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "volley_operator_reconcile_duration_seconds",
+            "Time one LoadTest reconcile took",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "volley_run_rps",
+            "Requests per second since the run's start",
+            rps.clone(),
+        );
+        registry.register(
+            "volley_run_error_rate",
+            "Failed requests / requests since the run's start",
+            error_rate.clone(),
+        );
+        registry.register(
+            "volley_run_latency_p50_ms",
+            "Median request latency since the run's start, ms",
+            p50.clone(),
+        );
+        registry.register(
+            "volley_run_latency_p95_ms",
+            "95th percentile request latency since the run's start, ms",
+            p95.clone(),
+        );
+        registry.register(
+            "volley_run_latency_p99_ms",
+            "99th percentile request latency since the run's start, ms",
+            p99.clone(),
+        );
+        registry.register(
+            "volley_run_active_runners",
+            "Runners of the run sending load",
+            active_runners.clone(),
+        );
+        OperatorMetrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            rps,
+            error_rate,
+            p50,
+            p95,
+            p99,
+            active_runners,
+            known: Default::default(),
+        }
+    }
+
+    /// Counts one reconcile that took `took`.
+    pub fn reconciled(&self, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Sets the figures of the run of LoadTest `namespace/loadtest`.
+    pub fn set_run(&self, namespace: &str, loadtest: &str, figures: &RunFigures) {
+        let run = RunLabels {
+            namespace: namespace.into(),
+            loadtest: loadtest.into(),
+        };
+        self.active_runners
+            .get_or_create(&run)
+            .set(i64::from(figures.active_runners));
+        let mut names = Vec::new();
+        for s in &figures.scenarios {
+            let labels = ScenarioLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                scenario: s.scenario.clone(),
+            };
+            self.rps.get_or_create(&labels).set(s.rps);
+            self.error_rate.get_or_create(&labels).set(s.error_rate);
+            self.p50.get_or_create(&labels).set(s.p50_ms);
+            self.p95.get_or_create(&labels).set(s.p95_ms);
+            self.p99.get_or_create(&labels).set(s.p99_ms);
+            names.push(s.scenario.clone());
+        }
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((namespace.into(), loadtest.into()), names);
+    }
+
+    /// Removes every series of the run of `namespace/loadtest`.
+    pub fn remove_run(&self, namespace: &str, loadtest: &str) {
+        let names = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(namespace.to_string(), loadtest.to_string()))
+            .unwrap_or_default();
+        for scenario in names {
+            let labels = ScenarioLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                scenario,
+            };
+            for family in [&self.rps, &self.error_rate, &self.p50, &self.p95, &self.p99] {
+                family.remove(&labels);
+            }
+        }
+        self.active_runners.remove(&RunLabels {
+            namespace: namespace.into(),
+            loadtest: loadtest.into(),
+        });
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str, rps: f64) -> ScenarioStatus {
+        ScenarioStatus {
+            scenario: name.into(),
+            requests: 100,
+            rps,
+            error_rate: 0.25,
+            p50_ms: 1.5,
+            p95_ms: 9.0,
+            p99_ms: 12.0,
+            ..ScenarioStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_exposition_has_reconcile_and_run_series() {
+        let m = OperatorMetrics::new();
+        m.reconciled(true, Duration::from_millis(3));
+        m.reconciled(true, Duration::from_millis(3));
+        m.reconciled(false, Duration::from_millis(40));
+        m.set_run(
+            "team-a",
+            "web",
+            &RunFigures {
+                active_runners: 2,
+                scenarios: vec![scenario("browse", 50.0), scenario("buy", 5.0)],
+            },
+        );
+        let text = m.encode();
+        for line in [
+            "volley_operator_reconciles_total{result=\"ok\"} 2",
+            "volley_operator_reconciles_total{result=\"error\"} 1",
+            "volley_operator_reconcile_duration_seconds_count 3",
+            "volley_run_rps{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 50.0",
+            "volley_run_rps{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\"} 5.0",
+            "volley_run_error_rate{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\"} 0.25",
+            "volley_run_latency_p50_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 1.5",
+            "volley_run_latency_p95_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 9.0",
+            "volley_run_latency_p99_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 12.0",
+            "volley_run_active_runners{namespace=\"team-a\",loadtest=\"web\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        m.remove_run("team-a", "web");
+        let text = m.encode();
+        assert!(!text.contains("loadtest=\"web\""), "{text}");
+        assert!(text.contains("volley_operator_reconciles_total"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Names and labels of the objects the operator creates for a run, within Kubernetes' length
+//! limits, and the identity of a run ([`RunRef`]).
+//!
+//! Object names are bounded (63 characters for pods, whose name becomes the hostname; 253 for
+//! Secrets) and label values to 63 characters. A name that would be longer keeps a readable
+//! prefix and ends in a short hash of the full name, so two long names that share a prefix still
+//! get different objects.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use volley_crds::LoadTest;
+
+/// `app.kubernetes.io/name`: what the object is.
+pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Value of [`APP_NAME_LABEL`] on runner pods and run Secrets.
+pub const APP_NAME_RUNNER: &str = "volley-runner";
+/// `app.kubernetes.io/managed-by`: who manages the object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on everything the operator creates.
+pub const MANAGED_BY: &str = "volley-operator";
+/// The LoadTest an object belongs to (its name, bounded to a label value).
+pub const LOADTEST_LABEL: &str = "volley.dev/loadtest";
+/// The run an object belongs to ([`RunRef::run_id`]).
+pub const RUN_LABEL: &str = "volley.dev/run";
+/// A runner pod's index among the run's runners, 0-based.
+pub const RUNNER_INDEX_LABEL: &str = "volley.dev/runner-index";
+
+/// Longest label value (and longest pod name: the pod name becomes its hostname).
+pub const MAX_LABEL_VALUE: usize = 63;
+/// Longest name of a DNS-subdomain object such as a Secret.
+pub const MAX_OBJECT_NAME: usize = 253;
+
+/// Hex digits of the hash that ends a shortened name.
+const HASH_DIGITS: usize = 8;
+
+/// `base` followed by `suffix`, at most `max` characters. When too long, `base` is cut and a
+/// hash of the whole `base` is inserted before `suffix`: `PREFIX-HHHHHHHH{suffix}`.
+pub fn bounded(base: &str, suffix: &str, max: usize) -> String {
+    if base.len() + suffix.len() <= max {
+        return format!("{base}{suffix}");
+    }
+    let hash = format!("{:016x}", fnv1a(base.as_bytes()));
+    let keep = max.saturating_sub(suffix.len() + HASH_DIGITS + 1);
+    let mut prefix: String = base.chars().take(keep).collect();
+    // A name (and a label value) must end in an alphanumeric character before the hash's `-`.
+    while prefix.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        prefix.pop();
+    }
+    let hash = &hash[..HASH_DIGITS];
+    if prefix.is_empty() {
+        format!("{hash}{suffix}")
+    } else {
+        format!("{prefix}-{hash}{suffix}")
+    }
+}
+
+/// `value` as a label value (at most 63 characters).
+pub fn label_value(value: &str) -> String {
+    bounded(value, "", MAX_LABEL_VALUE)
+}
+
+/// Name of runner pod `index` of LoadTest `loadtest`: `{loadtest}-runner-{index}`.
+pub fn runner_pod_name(loadtest: &str, index: u32) -> String {
+    bounded(loadtest, &format!("-runner-{index}"), MAX_LABEL_VALUE)
+}
+
+/// Name of the Secret holding a run's bearer token: `{loadtest}-run-token`.
+pub fn run_secret_name(loadtest: &str) -> String {
+    bounded(loadtest, "-run-token", MAX_OBJECT_NAME)
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for shortened names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A LoadTest field the operator needs is missing (the API server always sets them; a
+/// LoadTest read from elsewhere may lack them).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the LoadTest has no metadata.{0}")]
+pub struct MissingMetadata(pub &'static str);
+
+/// Who a run is: the LoadTest it belongs to, its id, and the names derived from them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRef {
+    /// Namespace of the LoadTest (and of its pods and Secret).
+    pub namespace: String,
+    /// Name of the LoadTest.
+    pub loadtest: String,
+    /// The run's id as the aggregator and the `volley.dev/run` label know it: the LoadTest's
+    /// UID, which is stable across operator restarts (so running pods are adopted) and new
+    /// when a LoadTest of the same name is created again.
+    pub run_id: String,
+    /// Name of the run's token Secret.
+    pub secret_name: String,
+    /// Reference to the LoadTest as controller, so that deleting it deletes pods and Secret.
+    pub owner: OwnerReference,
+}
+
+impl RunRef {
+    /// The run of `lt`.
+    pub fn of(lt: &LoadTest) -> Result<RunRef, MissingMetadata> {
+        let meta = &lt.metadata;
+        let name = meta.name.clone().ok_or(MissingMetadata("name"))?;
+        let namespace = meta.namespace.clone().ok_or(MissingMetadata("namespace"))?;
+        let uid = meta.uid.clone().ok_or(MissingMetadata("uid"))?;
+        Ok(RunRef {
+            secret_name: run_secret_name(&name),
+            owner: OwnerReference {
+                api_version: LoadTest::api_version(&()).into_owned(),
+                kind: LoadTest::kind(&()).into_owned(),
+                name: name.clone(),
+                uid: uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            namespace,
+            loadtest: name,
+            run_id: uid,
+        })
+    }
+
+    /// Labels common to every object of the run.
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            (APP_NAME_LABEL, APP_NAME_RUNNER.to_string()),
+            (MANAGED_BY_LABEL, MANAGED_BY.to_string()),
+            (LOADTEST_LABEL, label_value(&self.loadtest)),
+            (RUN_LABEL, label_value(&self.run_id)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Label selector matching the run's pods.
+    pub fn selector(&self) -> String {
+        format!("{RUN_LABEL}={}", label_value(&self.run_id))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(runner_pod_name("checkout", 3), "checkout-runner-3");
+        assert_eq!(run_secret_name("checkout"), "checkout-run-token");
+        assert_eq!(label_value("checkout"), "checkout");
+    }
+
+    #[test]
+    fn long_names_are_cut_with_a_hash() {
+        let long = "a".repeat(60);
+        let pod = runner_pod_name(&long, 12);
+        assert_eq!(pod.len(), 63);
+        assert!(pod.ends_with("-runner-12"), "{pod}");
+        let other = runner_pod_name(&format!("{}b", "a".repeat(59)), 12);
+        assert_ne!(pod, other, "names sharing a prefix stay distinct");
+        assert_eq!(pod, runner_pod_name(&long, 12), "stable");
+        let label = label_value(&"x".repeat(100));
+        assert_eq!(label.len(), 63);
+        let secret = run_secret_name(&"s".repeat(250));
+        assert_eq!(secret.len(), 253);
+        assert!(secret.ends_with("-run-token"));
+    }
+
+    #[test]
+    fn cut_names_end_alphanumeric_before_the_hash() {
+        let name = format!("{}-.-{}", "a".repeat(50), "b".repeat(20));
+        let pod = runner_pod_name(&name, 0);
+        assert!(pod.len() <= 63);
+        let (prefix, _) = pod.split_at(pod.len() - "-runner-0".len() - HASH_DIGITS - 1);
+        assert!(prefix.ends_with('a'), "{pod}");
+    }
+
+    #[test]
+    fn run_ref_needs_metadata_and_owns_by_controller_reference() {
+        let mut lt = LoadTest::new("web", Default::default());
+        assert_eq!(RunRef::of(&lt), Err(MissingMetadata("namespace")));
+        lt.metadata.namespace = Some("team-a".into());
+        assert_eq!(RunRef::of(&lt), Err(MissingMetadata("uid")));
+        lt.metadata.uid = Some("0b6d5a4e-1111-2222-3333-444455556666".into());
+        let run = RunRef::of(&lt).unwrap();
+        assert_eq!(run.run_id, "0b6d5a4e-1111-2222-3333-444455556666");
+        assert_eq!(run.secret_name, "web-run-token");
+        assert_eq!(run.owner.api_version, "volley.dev/v1alpha1");
+        assert_eq!(run.owner.kind, "LoadTest");
+        assert_eq!(run.owner.controller, Some(true));
+        assert_eq!(run.owner.block_owner_deletion, Some(true));
+        assert_eq!(
+            run.selector(),
+            "volley.dev/run=0b6d5a4e-1111-2222-3333-444455556666"
+        );
+        assert_eq!(run.labels()["volley.dev/loadtest"], "web");
+        assert_eq!(
+            run.labels()["app.kubernetes.io/managed-by"],
+            "volley-operator"
+        );
+    }
+}

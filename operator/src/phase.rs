@@ -1,0 +1,1641 @@
+//! The operator's decisions as one pure function: [`next_step`] takes what a reconcile
+//! observed ([`Observed`]) and says what to do ([`Decision`]). The controller only gathers the
+//! facts and carries the decision out, so every rule below is tested without a cluster.
+//!
+//! The phases (`DESIGN.md` section 5):
+//!
+//! - *(none)* or Pending → **Starting**: the spec passes validation; the run's Secret and one
+//!   pod per runner are created (pods that already exist, e.g. after an operator restart, are
+//!   adopted, never duplicated) and the run is registered with the aggregator.
+//! - Starting → **Running**: the aggregator gave the runners their common start.
+//! - → **Succeeded | Failed | Aborted | Error**, first match wins:
+//!   1. the aggregator decided the outcome (all runners done, thresholds, abortOnFail, setup);
+//!   2. `spec.abort` is set: Aborted, the aggregator stops the runners, results so far are kept;
+//!   3. the run (start barrier included) exceeded its timeout (`spec.timeout`, or the plan
+//!      plus a margin): Failed with reason `Timeout`;
+//!   4. a runner pod cannot start (image pull errors, unschedulable, container configuration)
+//!      for longer than [`Timing::runner_start_timeout`], or for a reason waiting cannot fix:
+//!      Error with reason `RunnerCannotStart` and the pod's own reason in the message;
+//!   5. a runner failed (its pod exited non-zero, or the aggregator says so) and
+//!      `runners.failurePolicy` is Fail: Failed with reason `RunnerFailed`.
+//!
+//!   Before the first pod, an invalid spec ends the run in Error with reason `InvalidSpec`
+//!   and every field error in the message; then a spec the cluster administrator's limits
+//!   refuse ([`spec_check::admit`]) ends it in Error with reason `TargetNotAllowed` (a URL
+//!   outside `--allowed-targets`) or `ImageNotAllowed` (its own runner image while targets are
+//!   limited). Either way no Secret and no pod is created and nothing is registered.
+//! - A finished run is final: no pod or Secret is ever created for it again, its status is not
+//!   rewritten, and only cleanup remains: runner pods and the Secret are deleted at the finish
+//!   when `cleanup.runners` says so (Always; OnSuccess and the run succeeded), otherwise
+//!   `ttlSecondsAfterFinished` after it when set, otherwise never. The LoadTest itself is never
+//!   deleted.
+//!
+//! Status writes: every change of phase, reason, message, runner counts, conditions or
+//! generation is written at once; changes of the metrics alone at most once per
+//! [`Timing::status_interval`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use volley_crds::LoadTest;
+use volley_crds::LoadTestStatus;
+use volley_crds::spec::{CleanupPolicy, FailurePolicy};
+use volley_crds::status::{Phase, RunnerCounts};
+
+use crate::conditions::{self, COMPLETE, ConditionInputs};
+use crate::config::{RunnerDefaults, Timing};
+use crate::observed::{PodPhase, RunProgress, RunResults, RunnerPod};
+use crate::spec_check;
+
+/// Everything one reconcile knows.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The LoadTest as read: spec, generation and current status.
+    pub loadtest: &'a LoadTest,
+    /// Now.
+    pub now: Timestamp,
+    /// The run's pods (selected by the `volley.dev/run` label).
+    pub pods: Vec<RunnerPod>,
+    /// Whether the run's Secret exists.
+    pub secret_exists: bool,
+    /// The aggregator's view of the run; `None` when it does not know the run (not registered
+    /// yet, or the operator restarted).
+    pub progress: Option<RunProgress>,
+    /// When this operator last wrote this LoadTest's status, if it remembers.
+    pub last_status_write: Option<Timestamp>,
+    /// Time bounds.
+    pub timing: Timing,
+    /// The operator's runner defaults: its runner image and the allowed targets a run that has
+    /// not begun is checked against.
+    pub defaults: RunnerDefaults,
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Progress.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// An event to record on the LoadTest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// Short CamelCase reason: the new phase, or `RunnerFailed`.
+    pub reason: String,
+    /// What the operator did, CamelCase.
+    pub action: String,
+    /// A sentence for `kubectl describe`.
+    pub note: String,
+}
+
+/// What to do, in the order the controller does it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Create the run's token Secret.
+    pub create_secret: bool,
+    /// Register the run with the aggregator (with the Secret's token).
+    pub register: bool,
+    /// Create the pods of these runner indices.
+    pub create_pods: Vec<u32>,
+    /// Write this status (merge patch of the status subresource).
+    pub status: Option<LoadTestStatus>,
+    /// Tell the aggregator to stop the run, with this reason.
+    pub abort: Option<String>,
+    /// Tell the aggregator these runners failed (index, reason), so it does not wait for them.
+    pub runner_failures: Vec<(u32, String)>,
+    /// Drop the run from the aggregator: its final status is written.
+    pub forget_run: bool,
+    /// Delete these pods (cleanup).
+    pub delete_pods: Vec<String>,
+    /// Delete the run's Secret (cleanup).
+    pub delete_secret: bool,
+    /// Events to record.
+    pub events: Vec<EventNote>,
+    /// Reconcile again after this long (besides watch events); `None`: only on changes.
+    pub requeue: Option<Duration>,
+}
+
+/// How a run ends.
+struct Ending {
+    phase: Phase,
+    reason: String,
+    message: String,
+    abort: Option<String>,
+}
+
+/// The next step for the observed state.
+pub fn next_step(facts: &Observed<'_>) -> Decision {
+    let lt = facts.loadtest;
+    let old = lt.status.clone().unwrap_or_default();
+    if let Some(phase) = old.phase.filter(|p| p.is_finished()) {
+        return after_finish(facts, phase, &old);
+    }
+    let mut d = Decision::default();
+    let not_begun = matches!(old.phase, None | Some(Phase::Pending));
+    if not_begun
+        && facts.pods.is_empty()
+        && facts.progress.is_none()
+        && let Err(errors) = spec_check::check(&lt.spec)
+    {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let ending = Ending {
+            phase: Phase::Error,
+            reason: "InvalidSpec".into(),
+            message: format!("the spec is invalid: {}", list.join("; ")),
+            abort: None,
+        };
+        return finish(facts, &old, ending, &BTreeMap::new(), d);
+    }
+    if not_begun
+        && facts.pods.is_empty()
+        && facts.progress.is_none()
+        && let Err(refusal) = spec_check::admit(&lt.spec, &facts.defaults)
+    {
+        let ending = Ending {
+            phase: Phase::Error,
+            reason: refusal.reason.into(),
+            message: refusal.message,
+            abort: None,
+        };
+        return finish(facts, &old, ending, &BTreeMap::new(), d);
+    }
+
+    let failures = runner_failures(facts);
+    // Tell the aggregator about failures it cannot see (a pod killed before its final report).
+    if let Some(progress) = &facts.progress {
+        d.runner_failures = failures
+            .iter()
+            .filter(|(i, _)| !progress.failed.iter().any(|(j, _)| j == *i))
+            .map(|(i, f)| (*i, f.clone()))
+            .collect();
+    }
+    d.events.extend(new_failure_events(&old, &failures));
+    // A runner pod gone while the run runs (the cleanup only deletes after the finish): someone
+    // deleted it. The aggregator hears of it (and ignores it for a runner that had finished);
+    // its failure then comes back through the progress, with an event.
+    if old.phase == Some(Phase::Running) && facts.progress.is_some() {
+        for i in 0..lt.spec.runners.parallelism {
+            if !failures.contains_key(&i) && !facts.pods.iter().any(|p| p.index == Some(i)) {
+                d.runner_failures
+                    .push((i, "its runner pod was deleted during the run".into()));
+            }
+        }
+    }
+
+    if let Some(ending) = ending(facts, &old, not_begun, &failures) {
+        return finish(facts, &old, ending, &failures, d);
+    }
+
+    let started = facts
+        .progress
+        .as_ref()
+        .is_some_and(|p| p.started_at.is_some())
+        || old.phase == Some(Phase::Running);
+    let phase = if started {
+        Phase::Running
+    } else {
+        Phase::Starting
+    };
+    let desired = lt.spec.runners.parallelism;
+    d.create_secret = !facts.secret_exists;
+    d.register = facts.progress.is_none();
+    if !started {
+        d.create_pods = (0..desired)
+            .filter(|i| !facts.pods.iter().any(|p| p.index == Some(*i)))
+            .collect();
+    }
+    let counts = runner_counts(facts, phase, failures.len());
+    let (reason, message) = if started {
+        let mut m = format!("{}/{desired} runners sending load", counts.running);
+        if !failures.is_empty() {
+            m.push_str(&format!("; {} failed", failures.len()));
+        }
+        ("LoadRunning", m)
+    } else {
+        (
+            "WaitingForRunners",
+            format!(
+                "waiting for every runner at the start barrier: {}/{desired} ready",
+                counts.ready
+            ),
+        )
+    };
+    let status = build_status(facts, &old, phase, reason, &message, counts, None);
+    if old.phase != Some(phase) {
+        let note = if started {
+            format!("all {desired} runners started the load")
+        } else {
+            format!(
+                "created the run's runner pods; waiting for all {desired} of them at the start barrier"
+            )
+        };
+        d.events.push(EventNote {
+            kind: EventKind::Normal,
+            reason: phase.to_string(),
+            action: if started {
+                "StartLoad"
+            } else {
+                "CreateRunners"
+            }
+            .into(),
+            note,
+        });
+    }
+    if should_write(&old, &status, facts) {
+        d.status = Some(status);
+    }
+    let mut next = facts.timing.status_interval;
+    if let Some(deadline) = deadline_ms(facts, &old) {
+        next = next.min(until(facts.now, deadline));
+    }
+    for pod in &facts.pods {
+        if let (Some(_), Some(created)) = (pod.start_problem(), pod.created) {
+            let limit = created
+                .as_millisecond()
+                .saturating_add(ms(facts.timing.runner_start_timeout));
+            next = next.min(until(facts.now, limit));
+        }
+    }
+    d.requeue = Some(next.max(Duration::from_secs(1)));
+    d
+}
+
+/// Ends the run now in `phase` with `reason` and `message`, e.g. when the API server rejected
+/// a runner pod: final status, event, stop in the aggregator, cleanup.
+pub fn fail_now(facts: &Observed<'_>, phase: Phase, reason: &str, message: &str) -> Decision {
+    let old = facts.loadtest.status.clone().unwrap_or_default();
+    let ending = Ending {
+        phase,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        abort: Some(message.to_string()),
+    };
+    finish(
+        facts,
+        &old,
+        ending,
+        &runner_failures(facts),
+        Decision::default(),
+    )
+}
+
+/// Whether a reconcile of `lt` has anything to look at: false for a finished run whose cleanup
+/// policy can never delete anything, so that resyncs of old LoadTests cost no API calls.
+pub fn needs_observation(lt: &LoadTest) -> bool {
+    let Some(phase) = lt.status.as_ref().and_then(|s| s.phase) else {
+        return true;
+    };
+    if !phase.is_finished() {
+        return true;
+    }
+    let cleanup = &lt.spec.cleanup;
+    cleanup.ttl_seconds_after_finished.is_some()
+        || match cleanup.runners {
+            CleanupPolicy::Always => true,
+            CleanupPolicy::OnSuccess => phase == Phase::Succeeded,
+            CleanupPolicy::Never => false,
+        }
+}
+
+/// The first reason for the run to end now, if any.
+fn ending(
+    facts: &Observed<'_>,
+    old: &LoadTestStatus,
+    not_begun: bool,
+    failures: &BTreeMap<u32, String>,
+) -> Option<Ending> {
+    let lt = facts.loadtest;
+    if let Some(outcome) = facts.progress.as_ref().and_then(|p| p.outcome.as_ref()) {
+        return Some(Ending {
+            phase: outcome.phase,
+            reason: outcome.reason.clone(),
+            message: outcome.message.clone(),
+            abort: None,
+        });
+    }
+    if lt.spec.abort {
+        let reason = "stopped by spec.abort".to_string();
+        return Some(Ending {
+            phase: Phase::Aborted,
+            reason: "Aborted".into(),
+            message: format!("{reason}; the results are those measured until then"),
+            abort: Some(reason),
+        });
+    }
+    if !not_begun
+        && let Some(deadline) = deadline_ms(facts, old)
+        && facts.now.as_millisecond() >= deadline
+    {
+        let timeout = volley_crds::Duration(volley_crds::plan::timeout(&lt.spec));
+        let set = if lt.spec.timeout.is_some() {
+            "spec.timeout"
+        } else {
+            "the default timeout (the plan plus 10m)"
+        };
+        let message =
+            format!("the run did not finish within {timeout} ({set}), start barrier included");
+        return Some(Ending {
+            phase: Phase::Failed,
+            reason: "Timeout".into(),
+            message: message.clone(),
+            abort: Some(message),
+        });
+    }
+    for pod in &facts.pods {
+        let Some(problem) = pod.start_problem() else {
+            continue;
+        };
+        let waited = pod.created.map(|c| {
+            facts
+                .now
+                .as_millisecond()
+                .saturating_sub(c.as_millisecond())
+        });
+        let limit = ms(facts.timing.runner_start_timeout);
+        if pod.start_problem_is_permanent() || waited.is_some_and(|w| w >= limit) {
+            let runner = pod
+                .index
+                .map(|i| format!("runner {i} "))
+                .unwrap_or_default();
+            let message = format!("{runner}(pod {}) cannot start: {problem}", pod.name);
+            return Some(Ending {
+                phase: Phase::Error,
+                reason: "RunnerCannotStart".into(),
+                message: message.clone(),
+                abort: Some(message),
+            });
+        }
+    }
+    if lt.spec.runners.failure_policy == FailurePolicy::Fail
+        && let Some((index, why)) = failures.iter().next()
+    {
+        let message = format!("{}{why}", runner_label(facts, *index));
+        let more = failures.len() - 1;
+        let message = if more > 0 {
+            format!("{message} (and {more} more)")
+        } else {
+            message
+        };
+        return Some(Ending {
+            phase: Phase::Failed,
+            reason: "RunnerFailed".into(),
+            message: message.clone(),
+            abort: Some(message),
+        });
+    }
+    None
+}
+
+/// The decision for a run that ends now: final status, event, aggregator stop, cleanup.
+fn finish(
+    facts: &Observed<'_>,
+    old: &LoadTestStatus,
+    ending: Ending,
+    failures: &BTreeMap<u32, String>,
+    mut d: Decision,
+) -> Decision {
+    let counts = runner_counts(facts, ending.phase, failures.len());
+    let status = build_status(
+        facts,
+        old,
+        ending.phase,
+        &ending.reason,
+        &ending.message,
+        counts,
+        Some(facts.now),
+    );
+    d.events.push(EventNote {
+        kind: if ending.phase == Phase::Succeeded {
+            EventKind::Normal
+        } else {
+            EventKind::Warning
+        },
+        reason: ending.phase.to_string(),
+        action: "Finish".into(),
+        note: format!("{}: {}", ending.reason, ending.message),
+    });
+    d.abort = ending.abort;
+    d.create_pods.clear();
+    d.create_secret = false;
+    d.register = false;
+    d.status = Some(status);
+    d.requeue = None;
+    cleanup(facts, ending.phase, facts.now, &mut d);
+    d
+}
+
+/// A finished run: forget it in the aggregator, clean up when due, write nothing.
+fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Decision {
+    let mut d = Decision {
+        forget_run: facts.progress.is_some(),
+        ..Decision::default()
+    };
+    let completion = old
+        .completion_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| conditions::find(&old.conditions, COMPLETE).map(|c| c.last_transition_time.0))
+        .unwrap_or(facts.now);
+    cleanup(facts, phase, completion, &mut d);
+    d
+}
+
+/// Deletes pods and Secret when the cleanup policy says so, or asks to come back when due.
+fn cleanup(facts: &Observed<'_>, phase: Phase, completion: Timestamp, d: &mut Decision) {
+    let live: Vec<String> = facts
+        .pods
+        .iter()
+        .filter(|p| !p.deleting)
+        .map(|p| p.name.clone())
+        .collect();
+    if live.is_empty() && !facts.secret_exists {
+        return;
+    }
+    let cleanup = &facts.loadtest.spec.cleanup;
+    let now_due = match cleanup.runners {
+        CleanupPolicy::Always => true,
+        CleanupPolicy::OnSuccess => phase == Phase::Succeeded,
+        CleanupPolicy::Never => false,
+    };
+    let due = if now_due {
+        Some(completion.as_millisecond())
+    } else {
+        cleanup.ttl_seconds_after_finished.map(|s| {
+            completion
+                .as_millisecond()
+                .saturating_add(i64::from(s) * 1000)
+        })
+    };
+    match due {
+        Some(t) if facts.now.as_millisecond() >= t => {
+            d.delete_pods = live;
+            d.delete_secret = facts.secret_exists;
+        }
+        Some(t) => d.requeue = Some(until(facts.now, t).max(Duration::from_secs(1))),
+        None => {}
+    }
+}
+
+/// Failed runners by index: the aggregator's word first, then pods that exited non-zero.
+fn runner_failures(facts: &Observed<'_>) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    if let Some(p) = &facts.progress {
+        for (i, why) in &p.failed {
+            out.insert(*i, why.clone());
+        }
+    }
+    for pod in &facts.pods {
+        if let (Some(i), Some(why)) = (pod.index, pod.failure()) {
+            out.entry(i).or_insert(why);
+        }
+    }
+    out
+}
+
+/// Events for failures the status does not count yet.
+fn new_failure_events(old: &LoadTestStatus, failures: &BTreeMap<u32, String>) -> Vec<EventNote> {
+    let known = old.runners.as_ref().map(|r| r.failed as usize).unwrap_or(0);
+    failures
+        .iter()
+        .skip(known)
+        .map(|(i, why)| EventNote {
+            kind: EventKind::Warning,
+            reason: "RunnerFailed".into(),
+            action: "ObserveRunner".into(),
+            note: format!("runner {i} failed: {why}"),
+        })
+        .collect()
+}
+
+fn runner_label(facts: &Observed<'_>, index: u32) -> String {
+    match facts.pods.iter().find(|p| p.index == Some(index)) {
+        Some(p) => format!("runner {index} (pod {}) failed: ", p.name),
+        None => format!("runner {index} failed: "),
+    }
+}
+
+fn runner_counts(facts: &Observed<'_>, phase: Phase, failed: usize) -> RunnerCounts {
+    let desired = facts.loadtest.spec.runners.parallelism;
+    let count = |ph: PodPhase| {
+        u32::try_from(facts.pods.iter().filter(|p| p.phase == ph).count()).unwrap_or(u32::MAX)
+    };
+    let (ready, running, succeeded) = match &facts.progress {
+        Some(p) => (p.registered, p.running, p.done),
+        None => {
+            let running = count(PodPhase::Running);
+            let done = count(PodPhase::Succeeded);
+            let load = if phase == Phase::Running { running } else { 0 };
+            (running + done, load, done)
+        }
+    };
+    let shown = match phase {
+        Phase::Pending | Phase::Starting => ready,
+        Phase::Running => running,
+        _ => succeeded,
+    };
+    RunnerCounts {
+        desired,
+        ready,
+        running,
+        succeeded,
+        failed: u32::try_from(failed).unwrap_or(u32::MAX),
+        summary: format!("{shown}/{desired}"),
+    }
+}
+
+fn build_status(
+    facts: &Observed<'_>,
+    old: &LoadTestStatus,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+    counts: RunnerCounts,
+    completion: Option<Timestamp>,
+) -> LoadTestStatus {
+    let progress = facts.progress.as_ref();
+    let start_time = progress
+        .and_then(|p| p.started_at)
+        .map(Time)
+        .or_else(|| old.start_time.clone());
+    let results: RunResults = match progress.and_then(|p| p.results.clone()) {
+        Some(r) => r,
+        None => RunResults {
+            metrics: old.metrics.clone(),
+            thresholds: old.thresholds.clone(),
+            scenarios: old.scenarios.clone(),
+            steps: old.steps.clone(),
+            verdict: old.verdict,
+            report_ref: old.report_ref.clone(),
+        },
+    };
+    let conditions = conditions::conditions(
+        &old.conditions,
+        &ConditionInputs {
+            phase,
+            started: start_time.is_some() || phase == Phase::Running,
+            verdict: results.verdict,
+            reason,
+            message,
+            generation: facts.loadtest.metadata.generation,
+            now: facts.now,
+        },
+    );
+    LoadTestStatus {
+        phase: Some(phase),
+        verdict: results.verdict,
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        observed_generation: facts.loadtest.metadata.generation,
+        start_time,
+        completion_time: completion.map(Time),
+        runners: Some(counts),
+        metrics: results.metrics,
+        thresholds: results.thresholds,
+        scenarios: results.scenarios,
+        steps: results.steps,
+        report_ref: results.report_ref,
+        conditions,
+    }
+}
+
+/// Write when anything but the metrics changed, or the metrics changed and the last write is
+/// at least one status interval old.
+fn should_write(old: &LoadTestStatus, new: &LoadTestStatus, facts: &Observed<'_>) -> bool {
+    let strip = |s: &LoadTestStatus| LoadTestStatus {
+        metrics: None,
+        thresholds: Vec::new(),
+        scenarios: Vec::new(),
+        steps: Vec::new(),
+        ..s.clone()
+    };
+    if strip(old) != strip(new) {
+        return true;
+    }
+    if old == new {
+        return false;
+    }
+    facts.last_status_write.is_none_or(|last| {
+        facts
+            .now
+            .as_millisecond()
+            .saturating_sub(last.as_millisecond())
+            >= ms(facts.timing.status_interval)
+    })
+}
+
+/// When the run times out (ms since the epoch): its beginning plus the timeout. The run began
+/// when `Complete` turned False (the first status write); failing that, at the LoadTest's
+/// creation.
+fn deadline_ms(facts: &Observed<'_>, old: &LoadTestStatus) -> Option<i64> {
+    let began = conditions::find(&old.conditions, COMPLETE)
+        .filter(|c| c.status == "False")
+        .map(|c| c.last_transition_time.0)
+        .or_else(|| {
+            facts
+                .loadtest
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+        })?;
+    let timeout = ms(volley_crds::plan::timeout(&facts.loadtest.spec));
+    Some(began.as_millisecond().saturating_add(timeout))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn until(now: Timestamp, deadline_ms: i64) -> Duration {
+    Duration::from_millis(
+        u64::try_from(deadline_ms.saturating_sub(now.as_millisecond())).unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use volley_crds::status::{MetricsStatus, Verdict};
+
+    use super::*;
+    use crate::fixtures::{self, at};
+    use crate::observed::{RunOutcome, Terminated, Waiting};
+
+    /// `lt` as it looks after the operator wrote `phase` at `fixtures::t0()`.
+    fn in_phase(mut lt: LoadTest, phase: Phase) -> LoadTest {
+        let facts = Observed {
+            loadtest: &lt,
+            now: fixtures::t0(),
+            pods: Vec::new(),
+            secret_exists: true,
+            progress: None,
+            last_status_write: None,
+            timing: Timing::default(),
+            defaults: fixtures::defaults(),
+        };
+        let counts = runner_counts(&facts, phase, 0);
+        let status = build_status(
+            &facts,
+            &LoadTestStatus::default(),
+            phase,
+            "R",
+            "m",
+            counts,
+            phase.is_finished().then(fixtures::t0),
+        );
+        lt.status = Some(status);
+        lt
+    }
+
+    fn observe(lt: &LoadTest, now: Timestamp) -> Observed<'_> {
+        Observed {
+            loadtest: lt,
+            now,
+            pods: Vec::new(),
+            secret_exists: lt.status.is_some(),
+            progress: None,
+            last_status_write: None,
+            timing: Timing::default(),
+            defaults: fixtures::defaults(),
+        }
+    }
+
+    fn pods(n: u32, phase: PodPhase) -> Vec<RunnerPod> {
+        (0..n)
+            .map(|i| RunnerPod {
+                phase,
+                ..RunnerPod::pending(&format!("web-runner-{i}"), i, fixtures::t0())
+            })
+            .collect()
+    }
+
+    fn progress(registered: u32, started: bool) -> RunProgress {
+        RunProgress {
+            registered,
+            running: if started { registered } else { 0 },
+            started_at: started.then(|| at(5)),
+            ..RunProgress::default()
+        }
+    }
+
+    fn outcome(phase: Phase, reason: &str, verdict: Option<Verdict>) -> RunProgress {
+        RunProgress {
+            registered: 3,
+            done: 3,
+            started_at: Some(at(5)),
+            outcome: Some(RunOutcome {
+                phase,
+                reason: reason.into(),
+                message: format!("{reason} message"),
+            }),
+            results: Some(RunResults {
+                metrics: Some(MetricsStatus {
+                    requests: 1200,
+                    ..MetricsStatus::default()
+                }),
+                verdict,
+                ..RunResults::default()
+            }),
+            ..RunProgress::default()
+        }
+    }
+
+    /// The summary of a decision a table row compares.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        phase: Option<Phase>,
+        reason: Option<String>,
+        create_secret: bool,
+        create_pods: Vec<u32>,
+        register: bool,
+        abort: bool,
+        delete: (usize, bool),
+        events: Vec<String>,
+    }
+
+    fn seen(d: &Decision) -> Seen {
+        Seen {
+            phase: d.status.as_ref().and_then(|s| s.phase),
+            reason: d.status.as_ref().and_then(|s| s.reason.clone()),
+            create_secret: d.create_secret,
+            create_pods: d.create_pods.clone(),
+            register: d.register,
+            abort: d.abort.is_some(),
+            delete: (d.delete_pods.len(), d.delete_secret),
+            events: d.events.iter().map(|e| e.reason.clone()).collect(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        phase: Option<Phase>,
+        reason: Option<&str>,
+        create_secret: bool,
+        create_pods: &[u32],
+        register: bool,
+        abort: bool,
+        delete: (usize, bool),
+        events: &[&str],
+    ) -> Seen {
+        Seen {
+            phase,
+            reason: reason.map(str::to_string),
+            create_secret,
+            create_pods: create_pods.to_vec(),
+            register,
+            abort,
+            delete,
+            events: events.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_transition() {
+        let fresh = fixtures::loadtest("web", 3);
+        let starting = in_phase(fixtures::loadtest("web", 3), Phase::Starting);
+        let running = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let mut aborting = running.clone();
+        aborting.spec.abort = true;
+        let mut invalid = fixtures::loadtest("web", 3);
+        invalid.spec.runners.parallelism = 0;
+        let mut short = in_phase(fixtures::loadtest("web", 3), Phase::Starting);
+        short.spec.timeout = Some(volley_crds::Duration::from_secs(60));
+        let mut continuing = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        continuing.spec.runners.failure_policy = FailurePolicy::Continue;
+        let own_image = fixtures::loadtest_yaml(
+            "web",
+            "runners: {parallelism: 3, image: 'registry.evil/volley:1'}",
+        );
+        // The fixtures aim at http://target.team-a.svc:8080.
+        let guarded = |list: &str, lt, now| Observed {
+            defaults: fixtures::guarded(list),
+            ..observe(lt, at(now))
+        };
+
+        let failed_pod = |i: u32| RunnerPod {
+            phase: PodPhase::Failed,
+            terminated: Some(Terminated {
+                exit_code: 1,
+                reason: "Error".into(),
+                message: "cannot reach aggregator".into(),
+            }),
+            ..RunnerPod::pending(&format!("web-runner-{i}"), i, fixtures::t0())
+        };
+        let pulling = |reason: &str| RunnerPod {
+            waiting: Some(Waiting {
+                reason: reason.into(),
+                message: "Back-off pulling image \"nope:1\"".into(),
+            }),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+
+        type Case<'a> = (&'a str, Observed<'a>, Seen);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "a new LoadTest starts: Secret, every pod, registration",
+                observe(&fresh, at(0)),
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    true,
+                    &[0, 1, 2],
+                    true,
+                    false,
+                    (0, false),
+                    &["Starting"],
+                ),
+            ),
+            (
+                "an invalid spec ends in Error before anything is created",
+                observe(&invalid, at(0)),
+                row(
+                    Some(Phase::Error),
+                    Some("InvalidSpec"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "a target outside the allowed targets ends in Error before anything is created",
+                guarded("*.team-b.svc", &fresh, 0),
+                row(
+                    Some(Phase::Error),
+                    Some("TargetNotAllowed"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "an allowed target starts as usual",
+                guarded("*.team-a.svc", &fresh, 0),
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    true,
+                    &[0, 1, 2],
+                    true,
+                    false,
+                    (0, false),
+                    &["Starting"],
+                ),
+            ),
+            (
+                "an invalid spec is reported as such, before the allowed targets",
+                guarded("*.team-b.svc", &invalid, 0),
+                row(
+                    Some(Phase::Error),
+                    Some("InvalidSpec"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "a tenant's own runner image is refused while targets are limited",
+                guarded("*.team-a.svc", &own_image, 0),
+                row(
+                    Some(Phase::Error),
+                    Some("ImageNotAllowed"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "a tenant's own runner image is fine without a list",
+                observe(&own_image, at(0)),
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    true,
+                    &[0, 1, 2],
+                    true,
+                    false,
+                    (0, false),
+                    &["Starting"],
+                ),
+            ),
+            (
+                "a run that has begun is not re-checked (the list changed since)",
+                Observed {
+                    pods: pods(3, PodPhase::Running),
+                    progress: Some(progress(3, false)),
+                    ..guarded("*.team-b.svc", &starting, 1)
+                },
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &[],
+                ),
+            ),
+            (
+                "existing pods are adopted after a restart lost the status",
+                Observed {
+                    pods: vec![
+                        pods(3, PodPhase::Pending).remove(0),
+                        pods(3, PodPhase::Pending).remove(2),
+                    ],
+                    secret_exists: true,
+                    ..observe(&fresh, at(1))
+                },
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    false,
+                    &[1],
+                    true,
+                    false,
+                    (0, false),
+                    &["Starting"],
+                ),
+            ),
+            (
+                "starting, some runners ready: nothing to create, counts change",
+                Observed {
+                    pods: pods(3, PodPhase::Running),
+                    progress: Some(progress(2, false)),
+                    ..observe(&starting, at(10))
+                },
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &[],
+                ),
+            ),
+            (
+                "the aggregator started the load: Running",
+                Observed {
+                    pods: pods(3, PodPhase::Running),
+                    progress: Some(progress(3, true)),
+                    ..observe(&starting, at(10))
+                },
+                row(
+                    Some(Phase::Running),
+                    Some("LoadRunning"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Running"],
+                ),
+            ),
+            (
+                "running after an operator restart: re-register, never recreate pods",
+                Observed {
+                    pods: pods(2, PodPhase::Running),
+                    ..observe(&running, at(20))
+                },
+                row(
+                    Some(Phase::Running),
+                    Some("LoadRunning"),
+                    false,
+                    &[],
+                    true,
+                    false,
+                    (0, false),
+                    &[],
+                ),
+            ),
+            (
+                "the aggregator says Succeeded: final status, OnSuccess cleanup",
+                Observed {
+                    pods: pods(3, PodPhase::Succeeded),
+                    progress: Some(outcome(
+                        Phase::Succeeded,
+                        "ThresholdsPassed",
+                        Some(Verdict::Passed),
+                    )),
+                    ..observe(&running, at(70))
+                },
+                row(
+                    Some(Phase::Succeeded),
+                    Some("ThresholdsPassed"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (3, true),
+                    &["Succeeded"],
+                ),
+            ),
+            (
+                "the aggregator says Failed: OnSuccess keeps the pods for kubectl logs",
+                Observed {
+                    pods: pods(3, PodPhase::Succeeded),
+                    progress: Some(outcome(
+                        Phase::Failed,
+                        "ThresholdsFailed",
+                        Some(Verdict::Failed),
+                    )),
+                    ..observe(&running, at(70))
+                },
+                row(
+                    Some(Phase::Failed),
+                    Some("ThresholdsFailed"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["Failed"],
+                ),
+            ),
+            (
+                "spec.abort: Aborted, the aggregator stops the runners",
+                Observed {
+                    pods: pods(3, PodPhase::Running),
+                    progress: Some(progress(3, true)),
+                    ..observe(&aborting, at(30))
+                },
+                row(
+                    Some(Phase::Aborted),
+                    Some("Aborted"),
+                    false,
+                    &[],
+                    false,
+                    true,
+                    (0, false),
+                    &["Aborted"],
+                ),
+            ),
+            (
+                "spec.timeout bounds the start barrier",
+                Observed {
+                    pods: pods(3, PodPhase::Running),
+                    progress: Some(progress(1, false)),
+                    ..observe(&short, at(61))
+                },
+                row(
+                    Some(Phase::Failed),
+                    Some("Timeout"),
+                    false,
+                    &[],
+                    false,
+                    true,
+                    (0, false),
+                    &["Failed"],
+                ),
+            ),
+            (
+                "an image pull error within the bounded wait: keep waiting",
+                Observed {
+                    pods: vec![pulling("ImagePullBackOff")],
+                    progress: Some(progress(0, false)),
+                    ..observe(&starting, at(60))
+                },
+                row(
+                    Some(Phase::Starting),
+                    Some("WaitingForRunners"),
+                    false,
+                    &[0, 2],
+                    false,
+                    false,
+                    (0, false),
+                    &[],
+                ),
+            ),
+            (
+                "an image pull error past the bounded wait: Error",
+                Observed {
+                    pods: vec![pulling("ImagePullBackOff")],
+                    progress: Some(progress(0, false)),
+                    ..observe(&starting, at(301))
+                },
+                row(
+                    Some(Phase::Error),
+                    Some("RunnerCannotStart"),
+                    false,
+                    &[],
+                    false,
+                    true,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "an invalid image name cannot be waited out",
+                Observed {
+                    pods: vec![pulling("InvalidImageName")],
+                    progress: Some(progress(0, false)),
+                    ..observe(&starting, at(2))
+                },
+                row(
+                    Some(Phase::Error),
+                    Some("RunnerCannotStart"),
+                    false,
+                    &[],
+                    false,
+                    true,
+                    (0, false),
+                    &["Error"],
+                ),
+            ),
+            (
+                "a runner exits non-zero under failurePolicy Fail: Failed",
+                Observed {
+                    pods: vec![failed_pod(0)],
+                    progress: Some(progress(3, true)),
+                    ..observe(&running, at(30))
+                },
+                row(
+                    Some(Phase::Failed),
+                    Some("RunnerFailed"),
+                    false,
+                    &[],
+                    false,
+                    true,
+                    (0, false),
+                    &["RunnerFailed", "Failed"],
+                ),
+            ),
+            (
+                "a runner exits non-zero under failurePolicy Continue: the run goes on",
+                Observed {
+                    pods: vec![failed_pod(2)],
+                    progress: Some(progress(3, true)),
+                    ..observe(&continuing, at(30))
+                },
+                row(
+                    Some(Phase::Running),
+                    Some("LoadRunning"),
+                    false,
+                    &[],
+                    false,
+                    false,
+                    (0, false),
+                    &["RunnerFailed"],
+                ),
+            ),
+        ];
+        for (name, facts, want) in cases {
+            assert_eq!(seen(&next_step(&facts)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_first_status_of_a_run() {
+        let lt = fixtures::loadtest("web", 3);
+        let d = next_step(&observe(&lt, at(0)));
+        let s = d.status.unwrap();
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("waiting for every runner at the start barrier: 0/3 ready")
+        );
+        assert_eq!(
+            s.runners,
+            Some(RunnerCounts {
+                desired: 3,
+                summary: "0/3".into(),
+                ..RunnerCounts::default()
+            })
+        );
+        let types: Vec<(&str, &str)> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("Started", "False"),
+                ("Complete", "False"),
+                ("ThresholdsPassed", "Unknown")
+            ]
+        );
+        assert_eq!(s.completion_time, None);
+        assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_final_status_carries_results_times_and_conditions() {
+        let lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let facts = Observed {
+            progress: Some(outcome(
+                Phase::Failed,
+                "ThresholdsFailed",
+                Some(Verdict::Failed),
+            )),
+            ..observe(&lt, at(70))
+        };
+        let d = next_step(&facts);
+        let s = d.status.unwrap();
+        assert_eq!(s.verdict, Some(Verdict::Failed));
+        assert_eq!(s.message.as_deref(), Some("ThresholdsFailed message"));
+        assert_eq!(s.metrics.unwrap().requests, 1200);
+        assert_eq!(s.start_time, Some(Time(at(5))));
+        assert_eq!(s.completion_time, Some(Time(at(70))));
+        assert_eq!(s.runners.unwrap().summary, "3/3");
+        let complete = conditions::find(&s.conditions, COMPLETE).unwrap();
+        assert_eq!(
+            (complete.status.as_str(), complete.reason.as_str()),
+            ("True", "Failed")
+        );
+        assert_eq!(d.events[0].kind, EventKind::Warning);
+        assert_eq!(
+            d.events[0].note,
+            "ThresholdsFailed: ThresholdsFailed message"
+        );
+        assert_eq!(d.abort, None, "the aggregator decided; nothing to stop");
+        assert_eq!(d.requeue, None);
+    }
+
+    #[test]
+    fn the_error_message_names_the_pod_and_its_reason() {
+        let lt = in_phase(fixtures::loadtest("web", 2), Phase::Starting);
+        let stuck = RunnerPod {
+            unschedulable: Some("0/3 nodes are available: 3 Insufficient cpu.".into()),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+        let facts = Observed {
+            pods: vec![stuck],
+            ..observe(&lt, at(300))
+        };
+        let s = next_step(&facts).status.unwrap();
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "runner 1 (pod web-runner-1) cannot start: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+            )
+        );
+        let mut lt = lt;
+        let waiting = vec![RunnerPod {
+            unschedulable: Some("no nodes".into()),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        }];
+        lt.status = next_step(&Observed {
+            pods: waiting.clone(),
+            ..observe(&lt, at(100))
+        })
+        .status;
+        let facts = Observed {
+            pods: waiting,
+            ..observe(&lt, at(200))
+        };
+        let d = next_step(&facts);
+        assert_eq!(d.status, None);
+        assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+        let facts = Observed {
+            timing: Timing {
+                runner_start_timeout: Duration::from_secs(202),
+                ..Timing::default()
+            },
+            ..facts
+        };
+        assert_eq!(
+            next_step(&facts).requeue,
+            Some(Duration::from_secs(2)),
+            "requeued when the wait ends"
+        );
+    }
+
+    #[test]
+    fn invalid_spec_message_lists_field_errors() {
+        let mut lt = fixtures::loadtest_yaml("web", "data: [{name: users, file: users.csv}]");
+        lt.spec.runners.parallelism = 0;
+        let s = next_step(&observe(&lt, at(0))).status.unwrap();
+        let message = s.message.unwrap();
+        assert!(
+            message.starts_with("the spec is invalid: spec.runners.parallelism: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("; spec.data[0].file: a local file works with `volley run` only"),
+            "{message}"
+        );
+        assert_eq!(s.completion_time, Some(Time(at(0))));
+    }
+
+    #[test]
+    fn a_refused_target_is_final_and_names_fields_and_hosts() {
+        let mut lt = fixtures::loadtest_yaml(
+            "web",
+            "setup: [{request: {url: 'http://169.254.169.254/latest/meta-data'}}]",
+        );
+        let defaults = fixtures::guarded("*.team-a.svc,10.0.0.0/8");
+        let d = next_step(&facts_at(&lt, &defaults, 0));
+        assert_eq!(d.abort, None, "nothing was registered, nothing to stop");
+        assert!(d.runner_failures.is_empty() && !d.forget_run);
+        assert_eq!(d.requeue, None);
+        let s = d.status.unwrap();
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "the spec sends load to a URL outside the allowed targets: \
+                 spec.setup[0].request.url (`169.254.169.254:80`); the cluster administrator \
+                 allows only *.team-a.svc,10.0.0.0/8"
+            )
+        );
+        assert_eq!(s.completion_time, Some(Time(at(0))));
+        let complete = conditions::find(&s.conditions, COMPLETE).unwrap();
+        assert_eq!(
+            (complete.status.as_str(), complete.reason.as_str()),
+            ("True", "Error")
+        );
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].kind, EventKind::Warning);
+        assert!(
+            d.events[0]
+                .note
+                .starts_with("TargetNotAllowed: the spec sends load"),
+            "{}",
+            d.events[0].note
+        );
+        // Written once: the next reconcile sees a finished run and does nothing.
+        lt.status = Some(s);
+        assert_eq!(
+            next_step(&Observed {
+                secret_exists: false,
+                ..facts_at(&lt, &defaults, 5)
+            }),
+            Decision::default()
+        );
+    }
+
+    fn facts_at<'a>(lt: &'a LoadTest, defaults: &RunnerDefaults, secs: i64) -> Observed<'a> {
+        Observed {
+            defaults: defaults.clone(),
+            ..observe(lt, at(secs))
+        }
+    }
+
+    #[test]
+    fn runner_failure_events_are_emitted_once_and_reported_to_the_aggregator() {
+        let mut lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        lt.spec.runners.failure_policy = FailurePolicy::Continue;
+        let killed = RunnerPod {
+            phase: PodPhase::Failed,
+            terminated: Some(Terminated {
+                exit_code: 137,
+                reason: "OOMKilled".into(),
+                message: String::new(),
+            }),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+        let mut p = progress(3, true);
+        p.failed = vec![(2, "setup failed".into())];
+        let running = |i: u32| RunnerPod {
+            phase: PodPhase::Running,
+            ..RunnerPod::pending(&format!("web-runner-{i}"), i, fixtures::t0())
+        };
+        let facts = Observed {
+            pods: vec![running(0), killed.clone(), running(2)],
+            progress: Some(p.clone()),
+            ..observe(&lt, at(30))
+        };
+        let d = next_step(&facts);
+        let notes: Vec<&str> = d.events.iter().map(|e| e.note.as_str()).collect();
+        assert_eq!(
+            notes,
+            [
+                "runner 1 failed: exited with code 137 (OOMKilled)",
+                "runner 2 failed: setup failed"
+            ]
+        );
+        assert_eq!(
+            d.runner_failures,
+            [(1, "exited with code 137 (OOMKilled)".to_string())],
+            "the aggregator only needs to hear about what it cannot see"
+        );
+        let s = d.status.unwrap();
+        assert_eq!(s.runners.as_ref().unwrap().failed, 2);
+        assert_eq!(
+            s.message.as_deref(),
+            Some("3/3 runners sending load; 2 failed")
+        );
+        lt.status = Some(s);
+        let again = next_step(&Observed {
+            pods: vec![running(0), killed, running(2)],
+            progress: Some(p),
+            ..observe(&lt, at(31))
+        });
+        assert!(again.events.is_empty(), "{:?}", again.events);
+    }
+
+    #[test]
+    fn a_runner_pod_deleted_mid_run_is_reported_to_the_aggregator() {
+        let lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let running = |i: u32| RunnerPod {
+            phase: PodPhase::Running,
+            ..RunnerPod::pending(&format!("web-runner-{i}"), i, fixtures::t0())
+        };
+        let facts = Observed {
+            pods: vec![running(0), running(2)],
+            progress: Some(progress(3, true)),
+            ..observe(&lt, at(30))
+        };
+        let d = next_step(&facts);
+        assert_eq!(
+            d.runner_failures,
+            [(1, "its runner pod was deleted during the run".to_string())]
+        );
+        assert!(
+            d.create_pods.is_empty(),
+            "a runner is never restarted mid-run"
+        );
+        // Before the start, a missing pod is simply created.
+        let starting = in_phase(fixtures::loadtest("web", 3), Phase::Starting);
+        let d = next_step(&Observed {
+            pods: vec![running(0), running(2)],
+            progress: Some(progress(3, false)),
+            ..observe(&starting, at(30))
+        });
+        assert!(d.runner_failures.is_empty());
+        assert_eq!(d.create_pods, [1]);
+    }
+
+    #[test]
+    fn a_finished_run_is_never_rerun_and_is_cleaned_up_by_policy() {
+        for phase in [
+            Phase::Succeeded,
+            Phase::Failed,
+            Phase::Aborted,
+            Phase::Error,
+        ] {
+            let lt = in_phase(fixtures::loadtest("web", 3), phase);
+            let d = next_step(&Observed {
+                secret_exists: false,
+                ..observe(&lt, at(10))
+            });
+            assert_eq!(d, Decision::default(), "{phase}: nothing at all");
+        }
+        let cases = [
+            (CleanupPolicy::Always, Phase::Failed, None, 10, Some(true)),
+            (
+                CleanupPolicy::OnSuccess,
+                Phase::Succeeded,
+                None,
+                10,
+                Some(true),
+            ),
+            (CleanupPolicy::OnSuccess, Phase::Failed, None, 10, None),
+            (CleanupPolicy::Never, Phase::Succeeded, None, 10_000, None),
+            (
+                CleanupPolicy::Never,
+                Phase::Succeeded,
+                Some(60),
+                59,
+                Some(false),
+            ),
+            (
+                CleanupPolicy::Never,
+                Phase::Succeeded,
+                Some(60),
+                60,
+                Some(true),
+            ),
+            (
+                CleanupPolicy::OnSuccess,
+                Phase::Error,
+                Some(3600),
+                100,
+                Some(false),
+            ),
+        ];
+        for (policy, phase, ttl, now, want) in cases {
+            let mut lt = fixtures::loadtest("web", 2);
+            lt.spec.cleanup.runners = policy;
+            lt.spec.cleanup.ttl_seconds_after_finished = ttl;
+            let lt = in_phase(lt, phase);
+            let mut pods = pods(2, PodPhase::Succeeded);
+            pods[1].deleting = true;
+            let d = next_step(&Observed {
+                pods,
+                ..observe(&lt, at(now))
+            });
+            let label = format!("{policy:?} {phase} ttl {ttl:?} at {now}s");
+            assert!(
+                d.create_pods.is_empty() && !d.create_secret && !d.register,
+                "{label}"
+            );
+            assert_eq!(d.status, None, "{label}");
+            match want {
+                Some(true) => {
+                    assert_eq!(
+                        d.delete_pods,
+                        ["web-runner-0"],
+                        "{label}: not the one already deleting"
+                    );
+                    assert!(d.delete_secret, "{label}");
+                    assert_eq!(d.requeue, None, "{label}");
+                }
+                Some(false) => {
+                    assert!(d.delete_pods.is_empty() && !d.delete_secret, "{label}");
+                    let left = ttl.unwrap() as u64 - now as u64;
+                    assert_eq!(d.requeue, Some(Duration::from_secs(left)), "{label}");
+                }
+                None => {
+                    assert_eq!(d, Decision::default(), "{label}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_finished_run_is_forgotten_by_the_aggregator() {
+        let lt = in_phase(fixtures::loadtest("web", 2), Phase::Succeeded);
+        let d = next_step(&Observed {
+            secret_exists: false,
+            progress: Some(outcome(
+                Phase::Succeeded,
+                "ThresholdsPassed",
+                Some(Verdict::Passed),
+            )),
+            ..observe(&lt, at(10))
+        });
+        assert!(d.forget_run);
+        assert_eq!(d.status, None);
+    }
+
+    #[test]
+    fn metrics_alone_are_written_at_most_once_per_interval() {
+        let lt = in_phase(fixtures::loadtest("web", 1), Phase::Running);
+        let mut p = progress(1, true);
+        p.results = Some(RunResults {
+            metrics: Some(MetricsStatus {
+                requests: 10,
+                ..MetricsStatus::default()
+            }),
+            ..RunResults::default()
+        });
+        let mut lt = lt;
+        let first = next_step(&Observed {
+            pods: pods(1, PodPhase::Running),
+            progress: Some(p.clone()),
+            ..observe(&lt, at(6))
+        });
+        let mut written = first.status.expect("start time and counts changed");
+        lt.status = Some(written.clone());
+        p.results
+            .as_mut()
+            .unwrap()
+            .metrics
+            .as_mut()
+            .unwrap()
+            .requests = 20;
+        let facts = |lt: &LoadTest, now, last| {
+            next_step(&Observed {
+                pods: pods(1, PodPhase::Running),
+                progress: Some(p.clone()),
+                last_status_write: Some(at(last)),
+                ..observe(lt, at(now))
+            })
+        };
+        assert_eq!(facts(&lt, 8, 6).status, None, "2s after the last write");
+        let later = facts(&lt, 11, 6).status.expect("5s after the last write");
+        assert_eq!(later.metrics.as_ref().unwrap().requests, 20);
+        written.metrics.as_mut().unwrap().requests = 20;
+        lt.status = Some(written);
+        assert_eq!(facts(&lt, 30, 11).status, None, "unchanged: no write");
+    }
+
+    #[test]
+    fn the_timeout_counts_from_the_first_status_write() {
+        let mut lt = fixtures::loadtest("web", 1);
+        lt.spec.timeout = Some(volley_crds::Duration::from_secs(60));
+        // Created long before the operator saw it: the run still gets its full minute.
+        lt.metadata.creation_timestamp = Some(Time(at(-3600)));
+        let first = next_step(&observe(&lt, at(0)));
+        lt.status = first.status;
+        let facts = observe(&lt, at(59));
+        let d = next_step(&facts);
+        assert_eq!(d.status, None);
+        assert_eq!(d.requeue, Some(Duration::from_secs(1)));
+        let d = next_step(&Observed {
+            now: at(60),
+            ..facts
+        });
+        assert_eq!(d.status.unwrap().reason.as_deref(), Some("Timeout"));
+    }
+}

@@ -1,0 +1,49 @@
+//! The aggregator as the controller sees it: [`RunRegistry`]. The operator process implements
+//! it over its embedded aggregator; tests use a fake.
+
+use k8s_openapi::jiff::Timestamp;
+use volley_crds::LoadTestSpec;
+
+use crate::observed::RunProgress;
+use crate::secret::Token;
+
+/// A run the aggregator should accept runners for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRegistration {
+    /// The run's id (the `--run` of `volley agent`).
+    pub run_id: String,
+    /// Namespace of the LoadTest.
+    pub namespace: String,
+    /// Name of the LoadTest.
+    pub loadtest: String,
+    /// The spec every runner gets its share of.
+    pub spec: LoadTestSpec,
+    /// How many runners take part.
+    pub runners: u32,
+    /// The bearer token runners present.
+    pub token: Token,
+    /// The common start recorded in the status, when the run had started before this
+    /// registration (an operator restarting mid-run): the aggregator skips the barrier and
+    /// rebuilds the totals from the runners' next cumulative reports.
+    pub started_at: Option<Timestamp>,
+}
+
+/// The aggregator's side of the runs the controller drives.
+pub trait RunRegistry: Send + Sync {
+    /// The aggregator's view of `run`, or `None` when it does not know the run.
+    fn progress(&self, run: &str) -> Option<RunProgress>;
+    /// Accepts runners of `registration.run_id` from now on. Registering a known run again
+    /// keeps its state.
+    fn register(&self, registration: RunRegistration);
+    /// Stops `run`: runners are told to stop at their next report, the results so far stay.
+    fn abort(&self, run: &str, reason: &str);
+    /// Runner `index` of `run` is gone (e.g. its pod was killed): stop waiting for it.
+    fn runner_failed(&self, run: &str, index: u32, reason: &str);
+    /// The run's final status is written: release what the aggregator holds for it.
+    fn forget(&self, run: &str);
+    /// The full report of a run that started (`summary.json`): its results so far, e.g. when
+    /// the operator ends it (abort, timeout); `None` when it never started.
+    fn report(&self, _run: &str) -> Option<serde_json::Value> {
+        None
+    }
+}

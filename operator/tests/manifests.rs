@@ -1,0 +1,309 @@
+//! The deploy manifests (`operator/deploy/`, `operator/rbac.yaml`) parse as the exact
+//! Kubernetes types (typos in field names fail), agree with each other, with the operator's
+//! flags and defaults, and with the routes the operator serves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+use volley_aggregator::Aggregator;
+use volley_operator::aggregator_registry::AggregatorRegistry;
+use volley_operator::config::Config;
+use volley_operator::leader::{LEADER_LABEL, LEADER_LABEL_VALUE};
+use volley_operator::metrics::OperatorMetrics;
+use volley_operator::serve::{HEALTHZ_PATH, READYZ_PATH, observability_router};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Every document of a YAML file, as JSON.
+fn docs(path: &str) -> Vec<serde_json::Value> {
+    serde_norway::Deserializer::from_str(&read(path))
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Parses `value` as `T` and checks nothing was dropped (an unknown or misspelt field).
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(value: &serde_json::Value) -> T {
+    let t: T = serde_json::from_value(value.clone()).unwrap();
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(&back, value, "a field did not survive the typed round trip");
+    t
+}
+
+fn deployment() -> (serde_json::Value, Deployment) {
+    let raw = docs("deploy/deployment.yaml");
+    assert_eq!(raw.len(), 1);
+    let d = typed::<Deployment>(&raw[0]);
+    (raw[0].clone(), d)
+}
+
+fn container(d: &Deployment) -> Container {
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    pod.containers[0].clone()
+}
+
+fn defaults() -> Config {
+    Config::try_parse_from(["volley-operator"]).unwrap()
+}
+
+#[test]
+fn the_deployment_runs_the_operator_image_with_valid_flags() {
+    let (raw, d) = deployment();
+    assert_eq!(raw["apiVersion"], "apps/v1");
+    assert_eq!(raw["kind"], "Deployment");
+    assert_eq!(d.metadata.name.as_deref(), Some("volley-operator"));
+    assert_eq!(d.metadata.namespace, None, "namespace-agnostic");
+    let spec = &d.spec;
+    let selector = spec.selector.match_labels.as_ref().unwrap();
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    for (k, v) in selector {
+        assert_eq!(
+            labels.get(k),
+            Some(v),
+            "the selector matches the pod labels"
+        );
+    }
+    assert!(
+        !labels.contains_key(LEADER_LABEL),
+        "only the elected leader labels its own pod"
+    );
+    // Every replica is ready, so a rolling update progresses (Recreate is not needed).
+    let strategy = spec.strategy.clone().unwrap_or_default();
+    assert!(
+        matches!(strategy.type_.as_deref(), None | Some("RollingUpdate")),
+        "{strategy:?}"
+    );
+    let c = container(&d);
+    assert_eq!(
+        c.image.as_deref(),
+        Some(concat!(
+            "ghcr.io/volley-dev/volley-operator:",
+            env!("CARGO_PKG_VERSION")
+        ))
+    );
+    // The args are flags the operator accepts (with the namespace Kubernetes substitutes).
+    let args: Vec<String> = c
+        .args
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|a| a.replace("$(POD_NAMESPACE)", "volley-system"))
+        .collect();
+    let env: Vec<String> = c
+        .env
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(env.contains(&"POD_NAME".into()) && env.contains(&"POD_NAMESPACE".into()));
+    let cfg = Config::try_parse_from(std::iter::once("volley-operator".to_string()).chain(args))
+        .expect("the Deployment's args are valid flags");
+    assert_eq!(cfg.aggregator_url, defaults().aggregator_url);
+    // Ports: the container's named ports are the ones the operator listens on.
+    let ports = c.ports.clone().unwrap();
+    let port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .unwrap()
+            .container_port
+    };
+    assert_eq!(port("aggregator"), i32::from(cfg.aggregator_listen.port()));
+    assert_eq!(port("metrics"), i32::from(cfg.metrics_listen.port()));
+    assert_eq!(
+        port("aggregator"),
+        i32::from(defaults().aggregator_listen.port())
+    );
+    assert_eq!(port("metrics"), i32::from(defaults().metrics_listen.port()));
+    // Restrictive security context.
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let resources = c.resources.clone().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+}
+
+#[tokio::test]
+async fn the_probes_hit_routes_the_operator_serves() {
+    let (_, d) = deployment();
+    let c = container(&d);
+    let metrics = Arc::new(OperatorMetrics::new());
+    let registry = Arc::new(AggregatorRegistry::new(Aggregator::new(), metrics.clone()));
+    let ready = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = observability_router(metrics, registry, ready);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+    let probes = [
+        (c.liveness_probe.unwrap(), HEALTHZ_PATH),
+        (c.readiness_probe.unwrap(), READYZ_PATH),
+    ];
+    for (probe, expected) in probes {
+        let get = probe.http_get.unwrap();
+        let path = get.path.unwrap();
+        assert_eq!(path, expected);
+        assert_eq!(get.port, IntOrString::String("metrics".into()));
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    server.abort();
+}
+
+#[test]
+fn the_service_exposes_the_ports_runners_and_prometheus_use() {
+    let raw = docs("deploy/service.yaml");
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0]["apiVersion"], "v1");
+    assert_eq!(raw[0]["kind"], "Service");
+    let s = typed::<Service>(&raw[0]);
+    let cfg = defaults();
+    // The default aggregator URL names this Service and its port.
+    let url = url_host_port(&cfg.aggregator_url);
+    assert_eq!(
+        url.0,
+        format!("{}.volley-system.svc", s.metadata.name.as_deref().unwrap())
+    );
+    let spec = s.spec.unwrap();
+    let ports = spec.ports.unwrap();
+    let agg = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("aggregator"))
+        .unwrap();
+    assert_eq!(agg.port, i32::from(url.1));
+    assert_eq!(
+        agg.target_port,
+        Some(IntOrString::String("aggregator".into()))
+    );
+    let metrics = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap();
+    assert_eq!(
+        metrics.target_port,
+        Some(IntOrString::String("metrics".into()))
+    );
+    // The Service selects the operator pods, and of them only the leader's.
+    let (_, d) = deployment();
+    let pod_labels = d.spec.template.metadata.unwrap().labels.unwrap();
+    let mut selector = spec.selector.unwrap();
+    assert_eq!(
+        selector.remove(LEADER_LABEL).as_deref(),
+        Some(LEADER_LABEL_VALUE),
+        "the Service selects the leader label"
+    );
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(
+            pod_labels.get(&k),
+            Some(&v),
+            "the Service selects the operator pods"
+        );
+    }
+}
+
+fn url_host_port(url: &str) -> (String, u16) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, port) = rest.split_once(':').unwrap();
+    (
+        host.to_string(),
+        port.trim_end_matches('/').parse().unwrap(),
+    )
+}
+
+#[test]
+fn rbac_binds_the_deployments_service_account() {
+    let raw = docs("rbac.yaml");
+    let kinds: Vec<&str> = raw.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
+        ]
+    );
+    let sa = typed::<ServiceAccount>(&raw[0]);
+    let role = typed::<ClusterRole>(&raw[1]);
+    let binding = typed::<ClusterRoleBinding>(&raw[2]);
+    let leader = typed::<Role>(&raw[3]);
+    let leader_binding = typed::<RoleBinding>(&raw[4]);
+    assert_eq!(raw[1]["apiVersion"], "rbac.authorization.k8s.io/v1");
+    let (_, d) = deployment();
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    assert_eq!(
+        leader_binding.role_ref.name,
+        leader.metadata.name.clone().unwrap()
+    );
+    assert_eq!(leader_binding.role_ref.kind, "Role");
+    for subjects in [binding.subjects.unwrap(), leader_binding.subjects.unwrap()] {
+        assert_eq!(Some(&subjects[0].name), sa.metadata.name.as_ref());
+        assert_eq!(subjects[0].namespace, sa.metadata.namespace);
+    }
+    assert_eq!(leader.metadata.namespace, sa.metadata.namespace);
+    let allows = |rules: &[PolicyRule], group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r.api_groups.as_ref().unwrap().iter().any(|g| g == group)
+                && r.resources.as_ref().unwrap().iter().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    let cluster = role.rules.unwrap();
+    let own = leader.rules.unwrap();
+    // The operator's own calls: the Lease and the leader label on its own pod, only in its own
+    // namespace; the report ConfigMap and runner pods wherever LoadTests are.
+    for verb in ["get", "create", "update"] {
+        assert!(
+            allows(&own, "coordination.k8s.io", "leases", verb),
+            "leases {verb}"
+        );
+        assert!(
+            !allows(&cluster, "coordination.k8s.io", "leases", verb),
+            "leases {verb}"
+        );
+    }
+    assert!(allows(&own, "", "pods", "patch"), "own pod patch");
+    assert!(
+        !allows(&cluster, "", "pods", "patch"),
+        "no cluster-wide pod patch"
+    );
+    for verb in ["create", "update"] {
+        assert!(
+            allows(&cluster, "", "configmaps", verb),
+            "configmaps {verb}"
+        );
+    }
+    for verb in ["list", "watch", "create", "delete"] {
+        assert!(allows(&cluster, "", "pods", verb), "pods {verb}");
+    }
+    assert!(
+        !allows(&cluster, "", "secrets", "list") && !allows(&cluster, "", "secrets", "watch"),
+        "secrets are read by name only"
+    );
+}
