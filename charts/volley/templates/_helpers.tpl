@@ -1,0 +1,83 @@
+{{/* The chart name, overridable. */}}
+{{- define "volley.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: RELEASE-volley unless the release name has it. */}}
+{{- define "volley.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "volley.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "volley.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of the operator pods. */}}
+{{- define "volley.selectorLabels" -}}
+app.kubernetes.io/name: volley-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "volley.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "volley.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The aggregator URL as runner pods reach it: this release's Service. */}}
+{{- define "volley.aggregatorURL" -}}
+{{- printf "http://%s.%s.svc:%v" (include "volley.fullname" .) .Release.Namespace .Values.service.aggregatorPort }}
+{{- end }}
+
+{{/* The operator's rules for LoadTests wherever they live (operator/rbac.yaml's ClusterRole;
+CI checks they match). */}}
+{{- define "volley.rules" -}}
+- apiGroups: ["volley.dev"]
+  resources: ["loadtests"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["volley.dev"]
+  resources: ["loadtests/status"]
+  verbs: ["patch"]
+- apiGroups: ["volley.dev"]
+  resources: ["loadtests/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "update"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* The operator's rules in its own namespace: its Lease and the leader label on its own pod
+(operator/rbac.yaml's Role; CI checks they match). */}}
+{{- define "volley.leaderRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
+{{- end }}
