@@ -68,6 +68,57 @@ pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
     }
 }
 
+/// Everything that keeps `spec` from running in a cluster: [`validate`]'s rules, then the
+/// cluster-only ones: no local `file:` sources (runner pods have no manifest directory; use a
+/// `configMapRef`), no user variable named [`TOKEN_ENV`] (reserved for the run's token), and
+/// [`undeclared_env`]. The operator admits LoadTests with it; the manifest corpus tests it.
+pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
+    let mut errors = validate(spec).err().unwrap_or_default();
+    let local = "a local file works with `volley run` only; in the cluster use configMapRef";
+    let error = |path: String, message: &str| FieldError {
+        path,
+        message: message.to_string(),
+    };
+    for (i, feeder) in spec.data.iter().enumerate() {
+        if feeder.file.is_some() {
+            errors.push(error(format!("spec.data[{i}].file"), local));
+        }
+    }
+    let steps = spec
+        .setup
+        .iter()
+        .enumerate()
+        .map(|(j, s)| (format!("spec.setup[{j}]"), s))
+        .chain(spec.scenarios.iter().enumerate().flat_map(|(i, sc)| {
+            sc.steps
+                .iter()
+                .enumerate()
+                .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
+        }));
+    for (path, step) in steps {
+        let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
+        for (k, part) in parts.unwrap_or_default().iter().enumerate() {
+            if part.file.is_some() {
+                errors.push(error(format!("{path}.request.multipart[{k}].file"), local));
+            }
+        }
+    }
+    for (i, var) in spec.runners.env.iter().enumerate() {
+        if var.name == TOKEN_ENV {
+            errors.push(error(
+                format!("spec.runners.env[{i}].name"),
+                &format!("{TOKEN_ENV} is reserved for the run's token; pick another name"),
+            ));
+        }
+    }
+    errors.extend(undeclared_env(spec));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// `${env:NAME}` references a runner *pod* cannot resolve: NAME is not in `spec.runners.env`
 /// and `spec.runners.envFrom` is empty, so the run would fail after its pods started.
 ///

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use volley_crds::LoadTest;
 use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
-use volley_crds::protocol::TOKEN_ENV;
-use volley_crds::validate::{FieldError, undeclared_env, validate};
+use volley_crds::validate::{FieldError, validate, validate_for_cluster};
 
 /// Longest any one manifest may take to judge (a debug build on a loaded CI machine; the
 /// slowest case, 3 MiB of nesting, takes about a second).
@@ -80,51 +79,9 @@ fn cluster_problems(bytes: &[u8]) -> Vec<String> {
     strings(spec_check(&seen))
 }
 
-/// A copy of `volley_operator::spec_check::check` (operator/src/spec_check.rs), plus
-/// [`undeclared_env`], which that check should also call (a variable a runner pod will not
-/// have fails the run only after its pods started).
+/// What the operator admits: [`validate_for_cluster`].
 fn spec_check(lt: &LoadTest) -> Vec<FieldError> {
-    let spec = &lt.spec;
-    let mut errors = validate(spec).err().unwrap_or_default();
-    let local = "a local file works with `volley run` only; in the cluster use configMapRef";
-    let error = |path: String, message: &str| FieldError {
-        path,
-        message: message.to_string(),
-    };
-    for (i, feeder) in spec.data.iter().enumerate() {
-        if feeder.file.is_some() {
-            errors.push(error(format!("spec.data[{i}].file"), local));
-        }
-    }
-    let steps = spec
-        .setup
-        .iter()
-        .enumerate()
-        .map(|(j, s)| (format!("spec.setup[{j}]"), s))
-        .chain(spec.scenarios.iter().enumerate().flat_map(|(i, sc)| {
-            sc.steps
-                .iter()
-                .enumerate()
-                .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
-        }));
-    for (path, step) in steps {
-        let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
-        for (k, part) in parts.unwrap_or_default().iter().enumerate() {
-            if part.file.is_some() {
-                errors.push(error(format!("{path}.request.multipart[{k}].file"), local));
-            }
-        }
-    }
-    for (i, var) in spec.runners.env.iter().enumerate() {
-        if var.name == TOKEN_ENV {
-            errors.push(error(
-                format!("spec.runners.env[{i}].name"),
-                &format!("{TOKEN_ENV} is reserved for the run's token; pick another name"),
-            ));
-        }
-    }
-    errors.extend(undeclared_env(spec));
-    errors
+    validate_for_cluster(&lt.spec).err().unwrap_or_default()
 }
 
 /// Runs `f` on its own thread: a panic or a run longer than [`TIME_LIMIT`] fails, naming

@@ -1,15 +1,13 @@
-//! Spec rules that hold only in the cluster, on top of `volley_crds::validate::validate`: a
-//! runner pod has no manifest directory, so local `file:` sources cannot work there, and the
-//! token variable is the operator's ([`check`]). Then the cluster administrator's limits
+//! What the operator admits: the spec rules that hold in a cluster ([`check`], i.e.
+//! `volley_crds::validate::validate_for_cluster`: local `file:` sources cannot work in a pod,
+//! the token variable is the operator's, every `${env:...}` must be declared). Then the cluster administrator's limits
 //! ([`admit`]): the allow-list of load targets (`--allowed-targets`, see docs/security.md) and,
 //! while it is set, the operator's own runner image.
 
 use volley_crds::LoadTestSpec;
-use volley_crds::protocol::TOKEN_ENV;
-use volley_crds::spec::Step;
 use volley_crds::target_policy::check_spec;
 use volley_crds::text::shorten;
-use volley_crds::validate::{FieldError, validate};
+use volley_crds::validate::FieldError;
 
 use crate::config::RunnerDefaults;
 
@@ -121,62 +119,9 @@ fn targets_message(refused: &[FieldError]) -> String {
 }
 
 /// Every problem that keeps `spec` from running in the cluster: the shared validation's, then
-/// the cluster-only ones.
+/// the cluster-only ones ([`volley_crds::validate::validate_for_cluster`]).
 pub fn check(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
-    let mut errors = validate(spec).err().unwrap_or_default();
-    let local = "a local file works with `volley run` only; in the cluster use configMapRef";
-    for (i, feeder) in spec.data.iter().enumerate() {
-        if feeder.file.is_some() {
-            errors.push(error(format!("spec.data[{i}].file"), local));
-        }
-    }
-    let steps = spec
-        .setup
-        .iter()
-        .enumerate()
-        .map(|(j, s)| (format!("spec.setup[{j}]"), s))
-        .chain(spec.scenarios.iter().enumerate().flat_map(|(i, sc)| {
-            sc.steps
-                .iter()
-                .enumerate()
-                .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
-        }));
-    for (path, step) in steps {
-        for (k, part) in multipart(step).iter().enumerate() {
-            if part.file.is_some() {
-                errors.push(error(format!("{path}.request.multipart[{k}].file"), local));
-            }
-        }
-    }
-    // `${env:NAME}` a runner pod would not have: the run would fail after its pods started.
-    errors.extend(volley_crds::validate::undeclared_env(spec));
-    for (i, var) in spec.runners.env.iter().enumerate() {
-        if var.name == TOKEN_ENV {
-            errors.push(error(
-                format!("spec.runners.env[{i}].name"),
-                &format!("{TOKEN_ENV} is reserved for the run's token; pick another name"),
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
-}
-
-fn multipart(step: &Step) -> &[volley_crds::spec::MultipartPart] {
-    step.request
-        .as_ref()
-        .map(|r| r.multipart.as_slice())
-        .unwrap_or_default()
-}
-
-fn error(path: String, message: &str) -> FieldError {
-    FieldError {
-        path,
-        message: message.to_string(),
-    }
+    volley_crds::validate::validate_for_cluster(spec)
 }
 
 #[cfg(test)]
