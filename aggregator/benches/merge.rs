@@ -96,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let t0 = Instant::now();
     let mut state = RunState::new(config, t0, SystemTime::now());
+    let shape = state.shape();
     let ready = ReadyRequest {
         protocol: PROTOCOL_VERSION,
         host: String::new(),
@@ -112,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Instant::now();
             let mut report: RunnerReport = serde_json::from_slice(body)?;
             report.report.seq = u64::from(round) + 1;
-            let decoded = DecodedReport::decode(&report, &spec)?;
+            let decoded = DecodedReport::decode(&report, &shape)?;
             decode += t.elapsed();
             let t = Instant::now();
             state.report(i as u32, decoded, now)?;

@@ -177,11 +177,11 @@ pub struct DecodedReport {
 }
 
 impl DecodedReport {
-    /// Decodes `report` and checks that it merges into a result shaped by `spec`, so applying
-    /// it later cannot fail half-way.
-    pub fn decode(report: &RunnerReport, spec: &LoadTestSpec) -> Result<Self, ProtocolError> {
+    /// Decodes `report` and checks that it merges into a result of the run's `shape`
+    /// ([`RunState::shape`]), so applying it later cannot fail half-way.
+    pub fn decode(report: &RunnerReport, shape: &RunMetrics) -> Result<Self, ProtocolError> {
         let metrics = report.report.to_metrics()?;
-        RunMetrics::for_spec(spec).merge(&metrics)?;
+        shape.check_merge(&metrics)?;
         Ok(DecodedReport {
             runner: report.report.runner,
             seq: report.report.seq,
@@ -270,6 +270,8 @@ struct Start {
 #[derive(Debug)]
 pub struct RunState {
     config: RunConfig,
+    /// The empty result shaped by the spec, which every report must merge into.
+    shape: Arc<RunMetrics>,
     created: Instant,
     created_wall: SystemTime,
     stage: Stage,
@@ -296,8 +298,10 @@ impl RunState {
     /// A new run, registered `now` (wall clock `now_wall`).
     pub fn new(config: RunConfig, now: Instant, now_wall: SystemTime) -> RunState {
         let runners = config.runners.max(1);
+        let shape = Arc::new(RunMetrics::for_spec(&config.spec));
         let mut state = RunState {
-            merged: RunMetrics::for_spec(&config.spec),
+            merged: (*shape).clone(),
+            shape,
             created: now,
             created_wall: now_wall,
             stage: Stage::Barrier,
@@ -326,6 +330,12 @@ impl RunState {
     /// The run's configuration.
     pub fn config(&self) -> &RunConfig {
         &self.config
+    }
+
+    /// The empty result shaped by the spec, to check reports against
+    /// ([`DecodedReport::decode`]) outside the lock.
+    pub fn shape(&self) -> Arc<RunMetrics> {
+        self.shape.clone()
     }
 
     /// Where the run is.
@@ -802,7 +812,7 @@ impl RunState {
         if !self.dirty {
             return;
         }
-        let mut merged = RunMetrics::for_spec(&self.config.spec);
+        let mut merged = (*self.shape).clone();
         let mut elapsed = Duration::ZERO;
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(latest) = &slot.latest {

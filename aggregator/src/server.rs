@@ -280,7 +280,7 @@ async fn setup(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ProtocolError> {
-    let spec = agg.authorized(&run, &headers, |s, _| Ok(s.config().spec.clone()))?;
+    let shape = agg.authorized(&run, &headers, |s, _| Ok(s.shape()))?;
     let result: SetupResult = parse(&body)?;
     let report = match &result.report {
         Some(report) => {
@@ -289,7 +289,7 @@ async fn setup(
                 first_request_unix_ms: None,
                 error: None,
             };
-            Some(DecodedReport::decode(&wrapped, &spec)?)
+            Some(DecodedReport::decode(&wrapped, &shape)?)
         }
         None => None,
     };
@@ -303,9 +303,9 @@ async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ProtocolError> {
-    let spec = agg.authorized(&run, &headers, |s, _| Ok(s.config().spec.clone()))?;
+    let shape = agg.authorized(&run, &headers, |s, _| Ok(s.shape()))?;
     let report: RunnerReport = parse(&body)?;
-    let decoded = DecodedReport::decode(&report, &spec)?;
+    let decoded = DecodedReport::decode(&report, &shape)?;
     let answer = agg.authorized(&run, &headers, |s, now| s.report(index, decoded, now))?;
     Ok(json(&answer))
 }

@@ -520,8 +520,41 @@ impl RunMetrics {
     /// Fails, leaving `self` unchanged, if a histogram of `other` holds values the matching
     /// histogram here cannot track (never the case for histograms made by this module).
     pub fn merge(&mut self, other: &RunMetrics) -> Result<(), MetricsError> {
-        // Pass 1: find every target on a copy of the names and check it can take its source,
-        // so that pass 2, which finds the same targets, cannot fail half-way.
+        // Check first, so that applying, which finds the same targets, cannot fail half-way.
+        self.check_merge(other)?;
+        for (i, os) in other.scenarios.iter().enumerate() {
+            let si = match position_by_name(&self.scenarios, i, &os.name, |s| s.name.as_str()) {
+                Some(si) => si,
+                None => {
+                    self.scenarios.push(ScenarioMetrics {
+                        name: os.name.clone(),
+                        ..ScenarioMetrics::default()
+                    });
+                    self.scenarios.len() - 1
+                }
+            };
+            let Some(scenario) = self.scenarios.get_mut(si) else {
+                continue;
+            };
+            scenario.iterations.add(&os.iterations);
+            for (j, ost) in os.steps.iter().enumerate() {
+                match position_by_name(&scenario.steps, j, &ost.name, |s| s.name.as_str())
+                    .and_then(|k| scenario.steps.get_mut(k))
+                {
+                    // Checked by check_merge; clamping is only a fallback that cannot be reached.
+                    Some(target) => target.m.add_clamped(&ost.m),
+                    None => scenario.steps.push(ost.clone()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`RunMetrics::merge`] would take `other`: every histogram of `other` that lands on
+    /// one of these can be added to it. Changes nothing; allocates no histogram, so a server can
+    /// check each incoming report against the empty shape of its run cheaply.
+    pub fn check_merge(&self, other: &RunMetrics) -> Result<(), MetricsError> {
+        // Find every target on a copy of the names, as merge will.
         let mut plan: Vec<(&str, Vec<(&str, &Measurements)>)> = self
             .scenarios
             .iter()
@@ -551,32 +584,6 @@ impl RunMetrics {
                         }
                     }
                     None => steps.push((ost.name.as_str(), &ost.m)),
-                }
-            }
-        }
-        // Pass 2: apply.
-        for (i, os) in other.scenarios.iter().enumerate() {
-            let si = match position_by_name(&self.scenarios, i, &os.name, |s| s.name.as_str()) {
-                Some(si) => si,
-                None => {
-                    self.scenarios.push(ScenarioMetrics {
-                        name: os.name.clone(),
-                        ..ScenarioMetrics::default()
-                    });
-                    self.scenarios.len() - 1
-                }
-            };
-            let Some(scenario) = self.scenarios.get_mut(si) else {
-                continue;
-            };
-            scenario.iterations.add(&os.iterations);
-            for (j, ost) in os.steps.iter().enumerate() {
-                match position_by_name(&scenario.steps, j, &ost.name, |s| s.name.as_str())
-                    .and_then(|k| scenario.steps.get_mut(k))
-                {
-                    // Checked in pass 1; clamping is only a fallback that cannot be reached.
-                    Some(target) => target.m.add_clamped(&ost.m),
-                    None => scenario.steps.push(ost.clone()),
                 }
             }
         }
@@ -1703,6 +1710,17 @@ mod tests {
             "{err}"
         );
         assert_eq!(run, before);
+        // check_merge says the same against the empty shape, without merging.
+        let shape = RunMetrics::for_spec(&spec());
+        let err = shape.check_merge(&other).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("scenario `light` step `GET /api/jobs`"),
+            "{err}"
+        );
+        assert_eq!(shape, RunMetrics::for_spec(&spec()));
+        *other.step_mut(1, 1).unwrap() = measurements(&[40]);
+        assert!(shape.check_merge(&other).is_ok());
     }
 
     // ---- the run model ----
