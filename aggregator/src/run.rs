@@ -621,6 +621,18 @@ impl RunState {
         self.finish_if_settled(now);
     }
 
+    /// Where the run is and how far its newest report got: a cheap look, without the merge
+    /// and the copy [`RunState::view`] makes.
+    pub fn glance(&self) -> (Stage, Duration) {
+        let elapsed = self
+            .slots
+            .iter()
+            .filter_map(|s| s.latest.as_ref().map(|l| l.elapsed))
+            .max()
+            .unwrap_or_default();
+        (self.stage, elapsed)
+    }
+
     /// The run as it stands.
     pub fn view(&mut self) -> RunView {
         self.refresh();

@@ -19,7 +19,7 @@ use volley_crds::protocol::{
     ReadyRequest, RunnerReport, START_POLL_HOLD_MS, SetupResult, StartResponse,
 };
 
-use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView};
+use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView, Stage};
 
 /// Largest request body accepted: a report of [`volley_crds::metrics::MAX_REPORT_STEPS`]
 /// steps with three histograms each fits; anything larger is answered 413.
@@ -96,6 +96,11 @@ impl Aggregator {
     /// A run as it stands.
     pub fn view(&self, run: &str) -> Option<RunView> {
         self.lock().get_mut(run).map(RunState::view)
+    }
+
+    /// Where a run is, cheaply (see [`RunState::glance`]).
+    pub fn glance(&self, run: &str) -> Option<(Stage, Duration)> {
+        self.lock().get(run).map(RunState::glance)
     }
 
     /// Stops a run (see [`RunState::abort`]).

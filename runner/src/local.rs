@@ -209,15 +209,21 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     let mut interrupted = false;
     let view = loop {
         tokio::select! {
+            // The aggregator's own ticker moves its time; here the run is only looked at, and
+            // copied out (a merge of every runner's histograms) only when there is something
+            // to show.
             _ = looks.tick() => {
-                aggregator.tick();
-                let Some(view) = aggregator.view(LOCAL_RUN) else {
+                let Some((stage, elapsed)) = aggregator.glance(LOCAL_RUN) else {
                     break None;
                 };
-                if view.end.is_some() {
-                    break Some(view);
+                if stage == Stage::Finished {
+                    break aggregator.view(LOCAL_RUN);
                 }
-                watch.show(&view);
+                if watch.due(stage, elapsed)
+                    && let Some(view) = aggregator.view(LOCAL_RUN)
+                {
+                    watch.show(&view);
+                }
             }
             Some((index, why)) = exits.recv() => {
                 aggregator.runner_failed(LOCAL_RUN, index, &why);
@@ -456,20 +462,23 @@ impl RunWatch {
         }
     }
 
-    fn show(&mut self, view: &RunView) {
-        let second = view.elapsed.as_secs();
+    /// Whether a line is due for a run at `stage` whose newest report is `elapsed` in: once per
+    /// second of data on a terminal, every fifth second in logs, never when quiet.
+    fn due(&self, stage: Stage, elapsed: Duration) -> bool {
+        let second = elapsed.as_secs();
         let every = match self.progress {
-            Progress::Quiet => return,
+            Progress::Quiet => return false,
             Progress::Live => 1,
             Progress::Lines => 5,
         };
-        if view.stage == Stage::Barrier
-            || view.elapsed.is_zero()
-            || self.last_shown == Some(second)
-            || !second.is_multiple_of(every)
-        {
-            return;
-        }
+        stage != Stage::Barrier
+            && !elapsed.is_zero()
+            && self.last_shown != Some(second)
+            && second.is_multiple_of(every)
+    }
+
+    fn show(&mut self, view: &RunView) {
+        let second = view.elapsed.as_secs();
         self.last_shown = Some(second);
         let overall = view.merged.overall();
         let c = &overall.counters;
