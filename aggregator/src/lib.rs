@@ -9,12 +9,14 @@
 //! - [`run`]: one run's state machine, pure (time is an argument).
 //! - [`end`]: how a finished run ended (phase, reason, message).
 //! - [`series`]: the per-second series from cumulative snapshots.
+//! - [`summary`]: the summary document of a finished run (`summary.json`).
 //! - [`server`]: the HTTP routes of `DESIGN.md` §4 over all runs.
 
 pub mod end;
 pub mod run;
 pub mod series;
 pub mod server;
+pub mod summary;
 
 pub use end::{RunEnd, RunnerFailure};
 pub use run::{RunConfig, RunState, RunView, Stage};

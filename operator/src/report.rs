@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
-use volley_aggregator::{RunEnd, RunView};
-use volley_crds::metrics::{self, encode_histogram, latency_ms};
-use volley_crds::status::{Phase, Verdict};
+use volley_aggregator::RunView;
+use volley_aggregator::summary::{run_verdict, summarize};
+use volley_crds::status::Verdict;
 
 use crate::names::{MAX_OBJECT_NAME, RunRef, bounded};
 
@@ -21,9 +21,6 @@ pub const REPORT_KEY: &str = "summary.json";
 /// Largest report written: the API server refuses ConfigMaps over 1 MiB, and the object's
 /// metadata needs some room.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024 - 16 * 1024;
-/// Per-step rows kept in the report.
-const MAX_STEP_ROWS: usize = 1_000;
-
 /// Name of the report ConfigMap of `loadtest`.
 pub fn report_name(loadtest: &str) -> String {
     bounded(loadtest, "-report", MAX_OBJECT_NAME)
@@ -33,84 +30,17 @@ pub fn report_name(loadtest: &str) -> String {
 /// thresholds.
 pub fn view_verdict(view: &RunView) -> Option<Verdict> {
     let end = view.end.as_ref()?;
-    match end.phase {
-        Phase::Error => None,
-        _ if view.thresholds.is_empty() => Some(Verdict::Passed),
-        _ => Some(metrics::verdict(&view.thresholds)),
-    }
+    run_verdict(end.phase, &view.thresholds)
 }
 
-/// `summary.json` of a finished (or stopped) run, as `volley run --out` writes it, bounded to
-/// [`MAX_REPORT_BYTES`] when serialized.
+/// The summary document of `view` (exactly what `volley run --out` writes, see
+/// [`volley_aggregator::summary`]), fitted into [`MAX_REPORT_BYTES`].
 pub fn summary_json(view: &RunView) -> Value {
-    let overall = view.merged.overall();
-    let end = view.end.clone().unwrap_or(RunEnd {
-        phase: Phase::Error,
-        reason: Some("Unfinished".into()),
-        message: Some("the run had not finished when the report was written".into()),
-    });
-    let steps: Vec<Value> = view
-        .merged
-        .scenarios
-        .iter()
-        .flat_map(|sc| sc.steps.iter().map(move |st| (sc, st)))
-        .map(|(sc, st)| {
-            json!({
-                "scenario": sc.name,
-                "step": st.name,
-                "latency": encode_histogram(&st.m.latency).unwrap_or_default(),
-            })
-        })
-        .collect();
-    let failures: Vec<Value> = view
-        .failures
-        .iter()
-        .map(|f| {
-            let mut row = json!({"index": f.index, "reason": f.reason});
-            if !f.host.is_empty() {
-                row["host"] = json!(f.host);
-            }
-            if let Some(at) = f.at {
-                row["atSeconds"] = json!(at.as_secs_f64());
-            }
-            row
-        })
-        .collect();
-    let mut summary = json!({
-        "name": view.name,
-        "phase": end.phase,
-        "durationSeconds": view.elapsed.as_secs_f64(),
-        "runners": view.runners,
-        "metrics": metrics::metrics_status(&overall, view.elapsed),
-        "latencySentMs": latency_ms(&overall.latency_sent),
-        "thresholds": view.thresholds.iter().map(|t| &t.status).collect::<Vec<_>>(),
-        "scenarios": metrics::scenario_statuses(&view.merged, view.elapsed),
-        "steps": metrics::step_statuses(&view.merged, MAX_STEP_ROWS),
-        "series": view.series,
-        "histograms": {
-            "overall": encode_histogram(&overall.latency).unwrap_or_default(),
-            "steps": steps,
-        },
-    });
-    let extra = [
-        ("verdict", view_verdict(view).map(|v| json!(v))),
-        ("reason", end.reason.map(Value::String)),
-        ("message", end.message.map(Value::String)),
-        (
-            "startSkewMs",
-            view.start_skew.map(|d| json!(d.as_secs_f64() * 1000.0)),
-        ),
-        (
-            "runnerFailures",
-            (!failures.is_empty()).then(|| json!(failures)),
-        ),
-    ];
-    for (key, value) in extra {
-        if let Some(value) = value {
-            summary[key] = value;
-        }
+    let summary = summarize(&view.name, view);
+    match serde_json::to_value(&summary) {
+        Ok(value) => fit(value, MAX_REPORT_BYTES),
+        Err(e) => json!({"name": view.name, "error": format!("cannot encode the report: {e}")}),
     }
-    fit(summary, MAX_REPORT_BYTES)
 }
 
 /// `summary` with per-step histograms, then the series, dropped until it serializes to at most

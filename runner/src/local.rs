@@ -23,7 +23,7 @@ use volley_crds::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::agent::{Agent, AggregatorClient};
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
-use crate::summary::{RunSummary, build_summary, failure_rows};
+use crate::summary::{RunSummary, build_summary, summarize};
 
 /// Exit code when every threshold passed.
 pub const EXIT_PASSED: u8 = 0;
@@ -251,27 +251,6 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
     };
     summarize(&name, &view)
-}
-
-/// The summary of a finished run's view.
-pub fn summarize(name: &str, view: &RunView) -> RunSummary {
-    let end = view.end.clone().unwrap_or(RunEnd {
-        phase: Phase::Error,
-        reason: Some("Unfinished".into()),
-        message: Some("the run had not finished".into()),
-    });
-    let mut summary = build_summary(
-        name,
-        end,
-        view.runners,
-        view.elapsed,
-        view.start_skew,
-        &view.merged,
-        &view.thresholds,
-        view.series.clone(),
-    );
-    summary.runner_failures = failure_rows(&view.failures);
-    summary
 }
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.

@@ -1,178 +1,17 @@
-//! The end-of-run summary: the JSON written by `--out` and the text a k6 user reads at a glance.
-//!
-//! Both are built from the merged [`RunMetrics`], so what is printed, what is written to
-//! `summary.json` and (later) what the operator writes to status are the same numbers.
+//! The end-of-run summary: the text a k6 user reads at a glance, rendered from the summary
+//! document ([`RunSummary`], built by the aggregator crate so that `--out` and the operator's
+//! report are the same JSON).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use serde::Serialize;
-use volley_aggregator::RunnerFailure;
-use volley_crds::metrics::{
-    self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, format_latency_ms,
-    format_percent, latency_ms,
-};
-use volley_crds::status::{
-    LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
-};
-
-/// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
-const MAX_STEP_ROWS: usize = 1_000;
-
-/// Everything a finished run reports; serialized as `summary.json`.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunSummary {
-    /// The LoadTest's name.
-    pub name: String,
-    /// Succeeded, Failed, Aborted or Error.
-    pub phase: Phase,
-    /// Passed or Failed; absent when the run ended before thresholds could be judged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<Verdict>,
-    /// Machine-readable reason, e.g. `ThresholdsFailed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A sentence for humans.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Wall time of the load phase, in seconds.
-    pub duration_seconds: f64,
-    /// How many runners shared the load.
-    pub runners: u32,
-    /// Largest gap between the runners' first requests, in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_skew_ms: Option<f64>,
-    /// Runners that died, could not start or went silent, with when and why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub runner_failures: Vec<RunnerFailureRow>,
-    /// All scenarios merged (setup excluded).
-    pub metrics: MetricsStatus,
-    /// Latency measured from the actual send rather than the scheduled start, in ms. The gap
-    /// between this and `metrics.latencyMs` is time iterations spent waiting to be sent: a
-    /// large gap means the load generator (or `maxVUs`) could not keep up with the schedule.
-    pub latency_sent_ms: LatencyMs,
-    /// Latency of the failed requests alone, in ms (absent without failures): a timeout shows
-    /// up here as a slow failure, a refused connection as a fast one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_latency_ms: Option<LatencyMs>,
-    /// Each threshold with its actual value.
-    pub thresholds: Vec<ThresholdStatus>,
-    /// Per scenario.
-    pub scenarios: Vec<ScenarioStatus>,
-    /// Per step (setup included).
-    pub steps: Vec<StepStatus>,
-    /// One point per second of the run.
-    pub series: Vec<SeriesPoint>,
-    /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
-    pub histograms: Histograms,
-}
-
-/// Encoded merged histograms, so other tools can recompute any percentile exactly.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Histograms {
-    /// Every request of every scenario (setup excluded), in microseconds.
-    pub overall: String,
-    /// Each step's histogram.
-    pub steps: Vec<StepHistogram>,
-}
-
-/// One step's encoded histogram.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepHistogram {
-    /// Scenario name.
-    pub scenario: String,
-    /// Step name.
-    pub step: String,
-    /// Latency in microseconds, encoded.
-    pub latency: String,
-}
+use volley_crds::metrics::{self, format_latency_ms, format_percent};
+use volley_crds::status::{LatencyMs, Phase, StepStatus, ThresholdStatus};
 
 pub use volley_aggregator::RunEnd;
-
-/// A runner that failed, in the summary.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunnerFailureRow {
-    /// The runner's index.
-    pub index: u32,
-    /// Where it ran.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub host: String,
-    /// Seconds after the common start when it failed; absent before the start.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub at_seconds: Option<f64>,
-    /// What happened.
-    pub reason: String,
-}
-
-/// The summary rows of the aggregator's runner failures.
-pub fn failure_rows(failures: &[RunnerFailure]) -> Vec<RunnerFailureRow> {
-    failures
-        .iter()
-        .map(|f| RunnerFailureRow {
-            index: f.index,
-            host: f.host.clone(),
-            at_seconds: f.at.map(|d| d.as_secs_f64()),
-            reason: f.reason.clone(),
-        })
-        .collect()
-}
-
-/// Builds the summary from merged metrics and evaluated thresholds.
-#[allow(clippy::too_many_arguments)]
-pub fn build_summary(
-    name: &str,
-    end: RunEnd,
-    runners: u32,
-    elapsed: Duration,
-    start_skew: Option<Duration>,
-    run: &RunMetrics,
-    thresholds: &[ThresholdResult],
-    series: Vec<SeriesPoint>,
-) -> RunSummary {
-    let overall = run.overall();
-    let mut steps = Vec::new();
-    for sc in &run.scenarios {
-        for st in &sc.steps {
-            steps.push(StepHistogram {
-                scenario: sc.name.clone(),
-                step: st.name.clone(),
-                latency: encode_histogram(&st.m.latency).unwrap_or_default(),
-            });
-        }
-    }
-    let verdict = match end.phase {
-        Phase::Error => None,
-        _ if thresholds.is_empty() => Some(Verdict::Passed),
-        _ => Some(metrics::verdict(thresholds)),
-    };
-    RunSummary {
-        name: name.to_string(),
-        phase: end.phase,
-        verdict,
-        reason: end.reason,
-        message: end.message,
-        duration_seconds: elapsed.as_secs_f64(),
-        runners,
-        start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
-        runner_failures: Vec::new(),
-        metrics: metrics::metrics_status(&overall, elapsed),
-        latency_sent_ms: latency_ms(&overall.latency_sent),
-        failed_latency_ms: (!overall.failed_latency.is_empty())
-            .then(|| latency_ms(&overall.failed_latency)),
-        thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
-        scenarios: metrics::scenario_statuses(run, elapsed),
-        steps: metrics::step_statuses(run, MAX_STEP_ROWS),
-        series,
-        histograms: Histograms {
-            overall: encode_histogram(&overall.latency).unwrap_or_default(),
-            steps,
-        },
-    }
-}
+pub use volley_aggregator::summary::{
+    Histograms, RunSummary, RunnerFailureRow, StepHistogram, build_summary, failure_rows,
+    run_verdict, summarize,
+};
 
 /// The human summary printed at the end of `volley run`.
 pub fn render_text(s: &RunSummary) -> String {
@@ -358,8 +197,10 @@ fn bytes(n: u64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use volley_crds::manifest::parse_manifest;
-    use volley_crds::metrics::record_latency;
+    use volley_crds::metrics::{RunMetrics, record_latency};
+    use volley_crds::status::Verdict;
 
     const SPEC: &str = r#"
 apiVersion: volley.dev/v1alpha1

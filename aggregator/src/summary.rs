@@ -1,0 +1,199 @@
+//! The summary of a finished run: the JSON `volley run --out` writes and the operator stores in
+//! the report ConfigMap, built from the aggregator's final [`RunView`] so both are the same
+//! document with the same numbers.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use volley_crds::metrics::{
+    self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, latency_ms,
+};
+use volley_crds::status::{
+    LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
+};
+
+use crate::end::{RunEnd, RunnerFailure};
+use crate::run::RunView;
+
+/// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
+const MAX_STEP_ROWS: usize = 1_000;
+
+/// Everything a finished run reports; serialized as `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The LoadTest's name.
+    pub name: String,
+    /// Succeeded, Failed, Aborted or Error.
+    pub phase: Phase,
+    /// Passed or Failed; absent when the run ended before thresholds could be judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Machine-readable reason, e.g. `ThresholdsFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for humans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Wall time of the load phase, in seconds.
+    pub duration_seconds: f64,
+    /// How many runners shared the load.
+    pub runners: u32,
+    /// Largest gap between the runners' first requests, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_skew_ms: Option<f64>,
+    /// Runners that died, could not start or went silent, with when and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runner_failures: Vec<RunnerFailureRow>,
+    /// All scenarios merged (setup excluded).
+    pub metrics: MetricsStatus,
+    /// Latency measured from the actual send rather than the scheduled start, in ms. The gap
+    /// between this and `metrics.latencyMs` is time iterations spent waiting to be sent: a
+    /// large gap means the load generator (or `maxVUs`) could not keep up with the schedule.
+    pub latency_sent_ms: LatencyMs,
+    /// Latency of the failed requests alone, in ms (absent without failures): a timeout shows
+    /// up here as a slow failure, a refused connection as a fast one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_latency_ms: Option<LatencyMs>,
+    /// Each threshold with its actual value.
+    pub thresholds: Vec<ThresholdStatus>,
+    /// Per scenario.
+    pub scenarios: Vec<ScenarioStatus>,
+    /// Per step (setup included).
+    pub steps: Vec<StepStatus>,
+    /// One point per second of the run.
+    pub series: Vec<SeriesPoint>,
+    /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
+    pub histograms: Histograms,
+}
+
+/// Encoded merged histograms, so other tools can recompute any percentile exactly.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Histograms {
+    /// Every request of every scenario (setup excluded), in microseconds.
+    pub overall: String,
+    /// Each step's histogram.
+    pub steps: Vec<StepHistogram>,
+}
+
+/// One step's encoded histogram.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepHistogram {
+    /// Scenario name.
+    pub scenario: String,
+    /// Step name.
+    pub step: String,
+    /// Latency in microseconds, encoded.
+    pub latency: String,
+}
+
+/// A runner that failed, in the summary.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerFailureRow {
+    /// The runner's index.
+    pub index: u32,
+    /// Where it ran.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Seconds after the common start when it failed; absent before the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_seconds: Option<f64>,
+    /// What happened.
+    pub reason: String,
+}
+
+/// The summary rows of the aggregator's runner failures.
+pub fn failure_rows(failures: &[RunnerFailure]) -> Vec<RunnerFailureRow> {
+    failures
+        .iter()
+        .map(|f| RunnerFailureRow {
+            index: f.index,
+            host: f.host.clone(),
+            at_seconds: f.at.map(|d| d.as_secs_f64()),
+            reason: f.reason.clone(),
+        })
+        .collect()
+}
+
+/// Builds the summary from merged metrics and evaluated thresholds.
+#[allow(clippy::too_many_arguments)]
+pub fn build_summary(
+    name: &str,
+    end: RunEnd,
+    runners: u32,
+    elapsed: Duration,
+    start_skew: Option<Duration>,
+    run: &RunMetrics,
+    thresholds: &[ThresholdResult],
+    series: Vec<SeriesPoint>,
+) -> RunSummary {
+    let overall = run.overall();
+    let mut steps = Vec::new();
+    for sc in &run.scenarios {
+        for st in &sc.steps {
+            steps.push(StepHistogram {
+                scenario: sc.name.clone(),
+                step: st.name.clone(),
+                latency: encode_histogram(&st.m.latency).unwrap_or_default(),
+            });
+        }
+    }
+    let verdict = run_verdict(end.phase, thresholds);
+    RunSummary {
+        name: name.to_string(),
+        phase: end.phase,
+        verdict,
+        reason: end.reason,
+        message: end.message,
+        duration_seconds: elapsed.as_secs_f64(),
+        runners,
+        start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
+        runner_failures: Vec::new(),
+        metrics: metrics::metrics_status(&overall, elapsed),
+        latency_sent_ms: latency_ms(&overall.latency_sent),
+        failed_latency_ms: (!overall.failed_latency.is_empty())
+            .then(|| latency_ms(&overall.failed_latency)),
+        thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
+        scenarios: metrics::scenario_statuses(run, elapsed),
+        steps: metrics::step_statuses(run, MAX_STEP_ROWS),
+        series,
+        histograms: Histograms {
+            overall: encode_histogram(&overall.latency).unwrap_or_default(),
+            steps,
+        },
+    }
+}
+
+/// The verdict of a run that ended in `phase`: none for Error (nothing was judged), Passed
+/// without thresholds, else the thresholds' verdict.
+pub fn run_verdict(phase: Phase, thresholds: &[ThresholdResult]) -> Option<Verdict> {
+    match phase {
+        Phase::Error => None,
+        _ if thresholds.is_empty() => Some(Verdict::Passed),
+        _ => Some(metrics::verdict(thresholds)),
+    }
+}
+
+/// The summary of a finished run's view.
+pub fn summarize(name: &str, view: &RunView) -> RunSummary {
+    let end = view.end.clone().unwrap_or(RunEnd {
+        phase: Phase::Error,
+        reason: Some("Unfinished".into()),
+        message: Some("the run had not finished".into()),
+    });
+    let mut summary = build_summary(
+        name,
+        end,
+        view.runners,
+        view.elapsed,
+        view.start_skew,
+        &view.merged,
+        &view.thresholds,
+        view.series.clone(),
+    );
+    summary.runner_failures = failure_rows(&view.failures);
+    summary
+}
