@@ -291,24 +291,6 @@ impl Engine {
             .sum()
     }
 
-    /// When the last scenario plans to stop starting iterations (start time and duration).
-    pub fn planned_duration(&self) -> Duration {
-        self.scenarios
-            .iter()
-            .map(|s| executor::planned_duration(&s.share))
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// The latest the run can end by itself: the planned duration plus graceful stops.
-    pub fn longest_duration(&self) -> Duration {
-        self.scenarios
-            .iter()
-            .map(|s| executor::planned_duration(&s.share) + s.share.graceful_stop.get())
-            .max()
-            .unwrap_or_default()
-    }
-
     fn record(&self, scenario: usize, step: &PreparedStep, outcome: &StepOutcome) {
         let Some(index) = step.metrics_index else {
             return;

@@ -117,12 +117,6 @@ pub struct ExecutorSummary {
     pub max_active_vus: u64,
 }
 
-/// Planned duration of a scenario excluding gracefulStop (startTime + duration / sum of stages /
-/// maxDuration for iteration executors, default 10m).
-pub fn planned_duration(scenario: &Scenario) -> Duration {
-    volley_crds::plan::scenario_duration(scenario)
-}
-
 /// The instantaneous target rate in iterations per second at time `t` since the scenario
 /// started (i.e. after its `startTime`), for arrival-rate executors: `rate / timeUnit`, or the
 /// stages interpolated linearly from `startRate` (default 0), a 0s stage jumping straight to
@@ -1763,7 +1757,12 @@ mod tests {
             ),
         ];
         for (sc, want) in cases {
-            assert_eq!(planned_duration(&sc), want, "{}", sc.executor.as_str());
+            assert_eq!(
+                volley_crds::plan::scenario_duration(&sc),
+                want,
+                "{}",
+                sc.executor.as_str()
+            );
         }
     }
 
