@@ -884,7 +884,9 @@ impl CompiledRequest {
                 };
             }
         };
-        if let Err(refused) = self.allowed(&rendered.url) {
+        // A literal URL was checked once, in `restrict`; a rendered one is checked per send.
+        let rendered_url = !matches!(self.url, UrlTemplate::Static(_));
+        if rendered_url && let Err(refused) = self.allowed(&rendered.url) {
             self.warn_refused(step_name, &refused);
             return StepOutcome {
                 samples: Vec::new(),
