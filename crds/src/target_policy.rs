@@ -438,6 +438,19 @@ pub fn check_spec(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<FieldError>
     errors
 }
 
+/// Whether `url` starts with a scheme and `://` (RFC 3986: a letter, then letters, digits,
+/// `+`, `-`, `.`): what makes a step URL absolute rather than relative to the base URL. Any
+/// scheme counts, so that `ftp://h/x` is refused as unsupported rather than appended to the
+/// base. The runner joins URLs by this rule, and [`static_host_url`] reads hosts by it.
+pub fn has_scheme(url: &str) -> bool {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 /// For a step URL that is absolute with a scheme and host free of templates, the URL
 /// `scheme://authority/` (enough to check the host); `None` for relative URLs, URLs whose
 /// scheme or host is templated, and anything that does not parse.
@@ -453,11 +466,11 @@ pub fn static_host_url(url: &str) -> Option<Url> {
         [Segment::Literal(prefix), ..] => (prefix.as_str(), true),
         [Segment::Ref(_), ..] => return None,
     };
+    if !has_scheme(prefix) {
+        return None;
+    }
     let (scheme, after) = prefix.split_once("://")?;
-    let mut chars = scheme.chars();
-    let valid_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !valid_scheme || !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
         return None;
     }
     let authority = match after.find(['/', '?', '#']) {

@@ -53,7 +53,7 @@ use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
-use volley_crds::target_policy::{PolicyError, TargetPolicy};
+use volley_crds::target_policy::{PolicyError, TargetPolicy, has_scheme};
 use volley_crds::template::Reference;
 
 use crate::check::{Checks, Tally};
@@ -629,16 +629,6 @@ pub fn join_url(base: &str, url: &str) -> String {
     out
 }
 
-/// True for `scheme://...` (RFC 3986 scheme syntax). Any scheme counts, so that e.g.
-/// `ftp://h/x` is rejected as an unsupported absolute URL rather than appended to the base.
-fn has_scheme(url: &str) -> bool {
-    let Some((scheme, _)) = url.split_once("://") else {
-        return false;
-    };
-    let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
 
 /// Builds the multipart body as pieces (static bytes and per-execution templates) and its
 /// `Content-Type`. Built by hand rather than with `reqwest::multipart`, so the body is a
