@@ -629,7 +629,6 @@ pub fn join_url(base: &str, url: &str) -> String {
     out
 }
 
-
 /// Builds the multipart body as pieces (static bytes and per-execution templates) and its
 /// `Content-Type`. Built by hand rather than with `reqwest::multipart`, so the body is a
 /// single `Bytes` whose length is known (for byte counting and `Content-Length`) and static

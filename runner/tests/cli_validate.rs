@@ -2,8 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::tempdir;
 
 fn volley(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_volley"))
@@ -46,7 +50,7 @@ fn validate_accepts_the_examples() {
 
 #[test]
 fn validate_prints_every_error_with_its_path_and_fails() {
-    let dir = tempdir();
+    let dir = tempdir("validate");
     let file = dir.join("bad.yaml");
     std::fs::write(
         &file,
@@ -84,7 +88,7 @@ spec:
 
 #[test]
 fn validate_reports_unreadable_and_malformed_files() {
-    let dir = tempdir();
+    let dir = tempdir("validate");
     let broken = dir.join("broken.yaml");
     std::fs::write(&broken, "apiVersion: [\n").unwrap();
     let missing = dir.join("missing.yaml");
@@ -107,19 +111,6 @@ fn crd_prints_the_committed_yaml() {
     assert!(out.status.success());
     let committed = std::fs::read_to_string(repo("crds/loadtests.volley.dev.yaml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
-}
-
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "volley-cli-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Runs `volley validate` with a time limit; a hang is killed and fails the test.

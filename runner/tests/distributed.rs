@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -28,6 +30,8 @@ use volley_crds::metrics::{Measurements, RunMetrics};
 use volley_crds::protocol::RunnerReport;
 use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
+
+use support::tempdir;
 
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 const RUN: &str = "e2e-run";
@@ -455,23 +459,6 @@ async fn an_aggregator_restart_mid_run_rebuilds_the_totals_from_the_next_reports
 // ---------------------------------------------------------------------------------------------
 // Tests through `volley run --runners N`
 // ---------------------------------------------------------------------------------------------
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "volley-distributed-{tag}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
 
 fn volley_run(manifest: &Path, out: &Path, runners: u32) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(VOLLEY);

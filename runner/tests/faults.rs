@@ -24,8 +24,9 @@
 #[path = "faults/server.rs"]
 mod server;
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,16 +43,11 @@ use volley_runner::engine::{Engine, FileRoots, RunnerPlace};
 use volley_runner::executor::ExecutorSummary;
 use volley_runner::local::{Progress, exit_code, run_local};
 
+use support::{bounded, closed_port};
+
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// Fails the test instead of hanging it.
-async fn bounded<T, F: Future<Output = T>>(limit: Duration, fut: F) -> T {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("took longer than {limit:?}: the run hangs"))
-}
 
 /// Parses and validates a manifest, with `@BASE@` (and `@A@`, `@B@`, … for extra targets)
 /// replaced.
@@ -187,12 +183,6 @@ fn assert_consistent(run: &Run) {
 /// `{kind: n, ...}`.
 fn kinds<const N: usize>(pairs: [(&str, u64); N]) -> BTreeMap<String, u64> {
     pairs.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
-}
-
-/// A local port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 async fn start(plan: Plan) -> FaultServer {

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -12,26 +14,14 @@ use serde_json::Value;
 use volley_crds::metrics::decode_histogram;
 use volley_demo_target::{DemoConfig, DemoTarget};
 
+use support::tempdir;
+
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 
 async fn demo(config: DemoConfig) -> DemoTarget {
     DemoTarget::start(([127, 0, 0, 1], 0).into(), config)
         .await
         .expect("start demo target")
-}
-
-/// A unique directory under the system temp dir.
-fn tempdir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "volley-run-cli-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes `yaml` (with `@BASE@` replaced by `base`) to `dir/name`.

@@ -6,9 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -23,12 +23,7 @@ use volley_runner::engine::{Engine, FileRoots, RunnerPlace};
 use volley_runner::local::{Progress, exit_code, run_local};
 use volley_runner::summary::RunSummary;
 
-/// Fails the test instead of hanging it.
-async fn bounded<T, F: Future<Output = T>>(limit: Duration, fut: F) -> T {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("test took longer than {limit:?}"))
-}
+use support::{bounded, closed_port, tempdir};
 
 async fn demo(config: DemoConfig) -> DemoTarget {
     DemoTarget::start(([127, 0, 0, 1], 0).into(), config)
@@ -87,26 +82,6 @@ fn assert_passed(s: &RunSummary) {
         describe(s)
     );
     assert_eq!(exit_code(s), 0);
-}
-
-/// A unique directory under the system temp dir.
-fn tempdir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "volley-run-engine-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A local port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +32,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use volley_demo_target::{DemoConfig, DemoTarget};
+
+use support::{closed_port, tempdir};
 
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 /// The known secret. No part of Volley's output may contain it.
@@ -137,12 +141,6 @@ async fn record(
         "body": entry.body,
     });
     (status, axum::Json(echo)).into_response()
-}
-
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// The manifest. `setup_fails` makes the setup login answer 500 (with the secret echoed in
@@ -280,20 +278,6 @@ spec:
   timeout: 60s
 "#
     )
-}
-
-/// A unique directory under the system temp dir.
-fn tempdir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "volley-secrets-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// What one `volley run` left behind.

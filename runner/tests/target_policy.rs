@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,6 +23,8 @@ use volley_crds::target_policy::TargetPolicy;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::step::{CompiledStep, VuContext, build_client, run_step};
 
+use support::tempdir;
+
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -28,19 +32,6 @@ async fn demo() -> DemoTarget {
     DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
         .await
         .expect("start demo target")
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "volley-target-policy-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// `volley ARGS` with a clean environment for the variables these tests use, bounded.

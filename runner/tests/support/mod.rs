@@ -1,0 +1,32 @@
+//! Helpers the runner's integration tests share (each test binary uses some of them).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A fresh directory under the system temp dir, unique to this process and moment.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir =
+        std::env::temp_dir().join(format!("volley-test-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A port on 127.0.0.1 nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `fut`, failing the test if it takes longer than `limit` (a hang).
+pub async fn bounded<T, F: Future<Output = T>>(limit: Duration, fut: F) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("took longer than {limit:?}: the test hangs"))
+}
