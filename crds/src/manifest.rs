@@ -153,16 +153,25 @@ fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut track = serde_path_to_error::Track::new();
     let values = std::cell::Cell::new(0);
-    let walked = Walk { values: &values }
-        .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
-    walked.map_err(|e| path_error(serde_path_to_error::Error::new(track.path(), e)))
+    let walked = Walk {
+        values: &values,
+        key: false,
+    }
+    .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+    walked
+        .map(|_| ())
+        .map_err(|e| path_error(serde_path_to_error::Error::new(track.path(), e)))
 }
 
-/// Any YAML value, checked for duplicate mapping keys at every level.
+/// Any YAML value, checked for duplicate mapping keys at every level. Walking a mapping key
+/// (`key`) answers the key as text, to compare with the others (`None` for a list or mapping
+/// used as a key); walking anything else answers `None`.
 #[derive(Clone, Copy)]
 struct Walk<'a> {
     /// Values seen so far.
     values: &'a std::cell::Cell<usize>,
+    /// This value is a mapping key.
+    key: bool,
 }
 
 impl Walk<'_> {
@@ -176,20 +185,23 @@ impl Walk<'_> {
         }
         Ok(())
     }
-}
 
-impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
+    /// A scalar: counted, and its text when it is a key.
+    fn scalar<E: serde::de::Error>(
+        self,
+        text: impl FnOnce() -> String,
+    ) -> Result<Option<String>, E> {
+        self.count()?;
+        Ok(self.key.then(text))
+    }
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+    /// The same walk for a value inside this one.
+    fn inner(self, key: bool) -> Self {
+        Walk { key, ..self }
     }
 }
 
-/// A mapping key as text, for comparison (`None` for a list or mapping used as a key).
-struct Key<'a>(Walk<'a>);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
     type Value = Option<String>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
@@ -197,43 +209,39 @@ impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Key<'_> {
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     type Value = Option<String>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a mapping key")
+        f.write_str(if self.key {
+            "a mapping key"
+        } else {
+            "any YAML value"
+        })
     }
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some(v.to_string()))
+        self.scalar(|| v.to_string())
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        self.0.count()?;
-        Ok(Some("null".to_string()))
+        self.scalar(|| "null".to_string())
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
         self.visit_unit()
@@ -241,62 +249,15 @@ impl<'de> serde::de::Visitor<'de> for Key<'_> {
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         serde::de::DeserializeSeed::deserialize(self, d)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_seq(seq).map(|()| None)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_map(map).map(|()| None)
-    }
-    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_enum(e).map(|()| None)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Walk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
-        self.count()
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        serde::de::DeserializeSeed::deserialize(self, d)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         self.count()?;
-        while seq.next_element_seed(self)?.is_some() {}
-        Ok(())
+        while seq.next_element_seed(self.inner(false))?.is_some() {}
+        Ok(None)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         self.count()?;
         let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key_seed(Key(self))? {
+        while let Some(key) = map.next_key_seed(self.inner(true))? {
             if let Some(key) = key
                 && !seen.insert(key.clone())
             {
@@ -305,15 +266,17 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
                     shorten(&key, 60)
                 )));
             }
-            map.next_value_seed(self)?;
+            map.next_value_seed(self.inner(false))?;
         }
-        Ok(())
+        Ok(None)
     }
-    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<(), A::Error> {
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Self::Value, A::Error> {
         // A tagged value such as `!Thing {...}`.
         use serde::de::VariantAccess as _;
         let (serde::de::IgnoredAny, variant) = e.variant()?;
-        variant.newtype_variant_seed(self)
+        variant
+            .newtype_variant_seed(self.inner(false))
+            .map(|_| None)
     }
 }
 
