@@ -88,7 +88,6 @@ pub fn run_config(registration: &RunRegistration) -> RunConfig {
         &registration.loadtest,
         registration.spec.clone(),
     );
-    config.runners = registration.runners.max(1);
     config.started_at_unix_ms = registration
         .started_at
         .and_then(|t| u64::try_from(t.as_millisecond()).ok());

@@ -24,7 +24,6 @@ fn registration(extra: &str) -> RunRegistration {
         run_id: RUN.into(),
         namespace: "team-a".into(),
         loadtest: "web".into(),
-        runners: lt.spec.runners.parallelism,
         spec: lt.spec,
         token: Token::generate(),
         started_at: None,

@@ -30,8 +30,6 @@ pub struct ConditionInputs<'a> {
     pub started: bool,
     /// The verdict, once known.
     pub verdict: Option<Verdict>,
-    /// The status reason being written.
-    pub reason: &'a str,
     /// The status message being written.
     pub message: &'a str,
     /// The LoadTest's `metadata.generation`.
@@ -134,7 +132,6 @@ mod tests {
             phase,
             started,
             verdict,
-            reason: "R",
             message: "p(95) 612ms >= 500ms",
             generation: Some(3),
             now,

@@ -121,11 +121,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn api_code(e: &kube::Error) -> Option<u16> {
+/// The HTTP status code of an error the API server returned; `None` for any other error.
+pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
     }
+}
+
+/// `base` doubled once per earlier failed attempt (`retries`, counting at most 16), at most
+/// `max`.
+pub(crate) fn doubling_backoff(base: Duration, retries: u32, max: Duration) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(retries.min(16)))
+        .min(max)
 }
 
 fn object_key(lt: &LoadTest) -> String {
@@ -206,7 +214,6 @@ async fn apply(
             namespace: run.namespace.clone(),
             loadtest: run.loadtest.clone(),
             spec: lt.spec.clone(),
-            runners: lt.spec.runners.parallelism,
             token,
             started_at: lt
                 .status
@@ -380,9 +387,7 @@ pub fn error_policy(lt: Arc<LoadTest>, error: &Error, ctx: Arc<Context>) -> Acti
     let key = object_key(&lt);
     let mut failures = lock(&ctx.failures);
     let n = failures.entry(key.clone()).or_insert(0);
-    let delay = MIN_BACKOFF
-        .saturating_mul(2u32.saturating_pow((*n).min(16)))
-        .min(MAX_BACKOFF);
+    let delay = doubling_backoff(MIN_BACKOFF, *n, MAX_BACKOFF);
     *n = n.saturating_add(1);
     tracing::warn!(loadtest = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -390,13 +395,12 @@ pub fn error_policy(lt: Arc<LoadTest>, error: &Error, ctx: Arc<Context>) -> Acti
 
 /// Runs the controller until `shutdown` resolves (then in-flight reconciles finish): watches
 /// LoadTests (in `config.namespace` or all namespaces) and the runner pods the operator
-/// created. `ready` is set once the first list of LoadTests succeeded.
+/// created.
 pub async fn run(
     client: Client,
     config: &Config,
     registry: Arc<dyn RunRegistry>,
     metrics: Arc<OperatorMetrics>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let (loadtests, pods): (Api<LoadTest>, Api<Pod>) = match &config.namespace {
@@ -414,7 +418,6 @@ pub async fn run(
                 "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply -f crds/loadtests.volley.dev.yaml`) and the operator's RBAC applied?"
             )
         })?;
-    ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let ctx = Arc::new(
         Context::new(
             client,

@@ -279,7 +279,10 @@ async fn the_first_reconcile_creates_secret_pods_and_writes_starting() {
     let registered = registry.registered.lock().unwrap().clone();
     assert_eq!(registered.len(), 1);
     assert_eq!(registered[0].run_id, UID);
-    assert_eq!(registered[0].runners, 2);
+    assert_eq!(
+        crate::aggregator_registry::run_config(&registered[0]).runners,
+        2
+    );
     use base64::Engine as _;
     let sent = base64::engine::general_purpose::STANDARD
         .decode(token_b64)

@@ -37,6 +37,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::controller::{api_code, doubling_backoff};
+
 /// How the Lease is used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseConfig {
@@ -148,14 +150,6 @@ pub struct LeaseLock {
     config: LeaseConfig,
 }
 
-fn conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
 impl LeaseLock {
     /// The Lease `config.name` in `namespace`, through `client`.
     pub fn new(client: kube::Client, namespace: &str, config: LeaseConfig) -> LeaseLock {
@@ -186,7 +180,7 @@ impl LeaseLock {
         };
         match written {
             Ok(_) => Ok(true),
-            Err(e) if conflict(&e) => Ok(false),
+            Err(e) if api_code(&e) == Some(409) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -245,7 +239,7 @@ impl LeaseLock {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if conflict(&e) => Ok(()),
+            Err(e) if api_code(&e) == Some(409) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -295,7 +289,7 @@ impl OwnPod {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if !leading && not_found(&e) => Ok(()),
+            Err(e) if !leading && api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -378,9 +372,8 @@ async fn keep_label(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = retry_every
-                    .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-                    .min(LABEL_RETRY_MAX);
+                let delay =
+                    doubling_backoff(retry_every, failures.saturating_sub(1), LABEL_RETRY_MAX);
                 tracing::warn!(
                     error = %e,
                     pod = %pod.name,

@@ -43,11 +43,17 @@ use volley_crds::LoadTest;
 use volley_crds::LoadTestStatus;
 use volley_crds::spec::{CleanupPolicy, FailurePolicy};
 use volley_crds::status::{Phase, RunnerCounts};
+use volley_crds::text::shorten;
 
 use crate::conditions::{self, COMPLETE, ConditionInputs};
 use crate::config::{RunnerDefaults, Timing};
 use crate::observed::{PodPhase, RunProgress, RunResults, RunnerPod};
 use crate::spec_check;
+
+/// Longest message of a finished run, in characters (plus `…` when cut): it is the status
+/// message and, behind the reason, the note of the Finish event, which kube-runtime's recorder
+/// and the API server limit to 1 KiB (a longer note fails to publish and the event is lost).
+pub const MAX_MESSAGE_CHARS: usize = 900;
 
 /// Everything one reconcile knows.
 #[derive(Clone, Debug)]
@@ -138,32 +144,26 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
     }
     let mut d = Decision::default();
     let not_begun = matches!(old.phase, None | Some(Phase::Pending));
-    if not_begun
-        && facts.pods.is_empty()
-        && facts.progress.is_none()
-        && let Err(errors) = spec_check::check(&lt.spec)
-    {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        let ending = Ending {
-            phase: Phase::Error,
-            reason: "InvalidSpec".into(),
-            message: format!("the spec is invalid: {}", list.join("; ")),
-            abort: None,
-        };
-        return finish(facts, &old, ending, &BTreeMap::new(), d);
-    }
-    if not_begun
-        && facts.pods.is_empty()
-        && facts.progress.is_none()
-        && let Err(refusal) = spec_check::admit(&lt.spec, &facts.defaults)
-    {
-        let ending = Ending {
-            phase: Phase::Error,
-            reason: refusal.reason.into(),
-            message: refusal.message,
-            abort: None,
-        };
-        return finish(facts, &old, ending, &BTreeMap::new(), d);
+    if not_begun && facts.pods.is_empty() && facts.progress.is_none() {
+        if let Err(errors) = spec_check::check(&lt.spec) {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let ending = Ending {
+                phase: Phase::Error,
+                reason: "InvalidSpec".into(),
+                message: format!("the spec is invalid: {}", list.join("; ")),
+                abort: None,
+            };
+            return finish(facts, &old, ending, &BTreeMap::new(), d);
+        }
+        if let Err(refusal) = spec_check::admit(&lt.spec, &facts.defaults) {
+            let ending = Ending {
+                phase: Phase::Error,
+                reason: refusal.reason.into(),
+                message: refusal.message,
+                abort: None,
+            };
+            return finish(facts, &old, ending, &BTreeMap::new(), d);
+        }
     }
 
     let failures = runner_failures(facts);
@@ -295,12 +295,16 @@ pub fn needs_observation(lt: &LoadTest) -> bool {
         return true;
     }
     let cleanup = &lt.spec.cleanup;
-    cleanup.ttl_seconds_after_finished.is_some()
-        || match cleanup.runners {
-            CleanupPolicy::Always => true,
-            CleanupPolicy::OnSuccess => phase == Phase::Succeeded,
-            CleanupPolicy::Never => false,
-        }
+    cleanup.ttl_seconds_after_finished.is_some() || deletes_at_finish(cleanup.runners, phase)
+}
+
+/// Whether `policy` deletes runner pods and the Secret as soon as a run ends in `phase`.
+fn deletes_at_finish(policy: CleanupPolicy, phase: Phase) -> bool {
+    match policy {
+        CleanupPolicy::Always => true,
+        CleanupPolicy::OnSuccess => phase == Phase::Succeeded,
+        CleanupPolicy::Never => false,
+    }
 }
 
 /// The first reason for the run to end now, if any.
@@ -401,12 +405,13 @@ fn finish(
     mut d: Decision,
 ) -> Decision {
     let counts = runner_counts(facts, ending.phase, failures.len());
+    let message = shorten(&ending.message, MAX_MESSAGE_CHARS);
     let status = build_status(
         facts,
         old,
         ending.phase,
         &ending.reason,
-        &ending.message,
+        &message,
         counts,
         Some(facts.now),
     );
@@ -418,7 +423,7 @@ fn finish(
         },
         reason: ending.phase.to_string(),
         action: "Finish".into(),
-        note: format!("{}: {}", ending.reason, ending.message),
+        note: format!("{}: {}", ending.reason, message),
     });
     d.abort = ending.abort;
     d.create_pods.clear();
@@ -458,12 +463,7 @@ fn cleanup(facts: &Observed<'_>, phase: Phase, completion: Timestamp, d: &mut De
         return;
     }
     let cleanup = &facts.loadtest.spec.cleanup;
-    let now_due = match cleanup.runners {
-        CleanupPolicy::Always => true,
-        CleanupPolicy::OnSuccess => phase == Phase::Succeeded,
-        CleanupPolicy::Never => false,
-    };
-    let due = if now_due {
+    let due = if deletes_at_finish(cleanup.runners, phase) {
         Some(completion.as_millisecond())
     } else {
         cleanup.ttl_seconds_after_finished.map(|s| {
@@ -580,7 +580,6 @@ fn build_status(
             phase,
             started: start_time.is_some() || phase == Phase::Running,
             verdict: results.verdict,
-            reason,
             message,
             generation: facts.loadtest.metadata.generation,
             now: facts.now,
@@ -1381,6 +1380,105 @@ mod tests {
             }),
             Decision::default()
         );
+    }
+
+    #[test]
+    fn every_ending_bounds_its_message_and_event_note() {
+        // 200 long field errors: a header per undeclared `${env:...}` variable.
+        let mut invalid = fixtures::loadtest("web", 2);
+        let headers = &mut invalid.spec.scenarios[0].steps[0]
+            .request
+            .as_mut()
+            .unwrap()
+            .headers;
+        for i in 0..200 {
+            headers.insert(
+                format!("X-Header-{i:03}"),
+                format!("${{env:{}_{i:03}}}", "UNDECLARED".repeat(8)),
+            );
+        }
+        let errors = spec_check::check(&invalid.spec).unwrap_err();
+        let listed: usize = errors.iter().map(|e| e.to_string().len()).sum();
+        assert!(
+            listed > 10 * MAX_MESSAGE_CHARS,
+            "{} errors of {listed} bytes in all",
+            errors.len()
+        );
+        let long = "the runner's log goes on and on; ".repeat(200);
+        let starting = in_phase(fixtures::loadtest("web", 2), Phase::Starting);
+        let running = in_phase(fixtures::loadtest("web", 2), Phase::Running);
+        let stuck = RunnerPod {
+            unschedulable: Some(long.clone()),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+        let mut failed = progress(2, true);
+        failed.failed = vec![(1, long.clone())];
+        let mut decided = outcome(Phase::Failed, "ThresholdsFailed", Some(Verdict::Failed));
+        decided.outcome.as_mut().unwrap().message = long.clone();
+        let cases: [(&str, Decision, &str); 5] = [
+            (
+                "InvalidSpec",
+                next_step(&observe(&invalid, at(0))),
+                "the spec is invalid: spec.scenarios[0].steps[0].request.headers",
+            ),
+            (
+                "RunnerCannotStart",
+                next_step(&Observed {
+                    pods: vec![stuck],
+                    ..observe(&starting, at(300))
+                }),
+                "runner 1 (pod web-runner-1) cannot start: ",
+            ),
+            (
+                "RunnerFailed",
+                next_step(&Observed {
+                    progress: Some(failed),
+                    ..observe(&running, at(30))
+                }),
+                "runner 1 ",
+            ),
+            (
+                "ThresholdsFailed",
+                next_step(&Observed {
+                    progress: Some(decided),
+                    ..observe(&running, at(30))
+                }),
+                "the runner's log goes on and on; ",
+            ),
+            (
+                "PodRejected",
+                fail_now(
+                    &observe(&starting, at(1)),
+                    Phase::Error,
+                    "PodRejected",
+                    &long,
+                ),
+                "the runner's log goes on and on; ",
+            ),
+        ];
+        for (reason, d, start) in cases {
+            let s = d.status.as_ref().expect(reason);
+            assert_eq!(s.reason.as_deref(), Some(reason));
+            let message = s.message.as_deref().unwrap();
+            assert!(message.starts_with(start), "{reason}: {message}");
+            assert!(message.ends_with('…'), "{reason}: {message}");
+            assert!(
+                message.chars().count() <= MAX_MESSAGE_CHARS + 1,
+                "{reason}: {} characters",
+                message.chars().count()
+            );
+            let complete = conditions::find(&s.conditions, COMPLETE).unwrap();
+            assert_eq!(complete.message, message, "{reason}");
+            let finish: Vec<&EventNote> =
+                d.events.iter().filter(|e| e.action == "Finish").collect();
+            assert_eq!(finish.len(), 1, "{reason}: {:?}", d.events);
+            assert_eq!(finish[0].note, format!("{reason}: {message}"));
+            assert!(
+                finish[0].note.len() <= 1024,
+                "{reason}: a note of {} bytes does not fit an event",
+                finish[0].note.len()
+            );
+        }
     }
 
     fn facts_at<'a>(lt: &'a LoadTest, defaults: &RunnerDefaults, secs: i64) -> Observed<'a> {

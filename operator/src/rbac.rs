@@ -158,56 +158,18 @@ pub fn rbac_yaml(namespace: &str) -> Result<String, serde_norway::Error> {
          # `VOLLEY_UPDATE_RBAC=1 cargo test -p volley-operator rbac`.\n",
     );
     let docs = [
-        with_type(
-            "v1",
-            "ServiceAccount",
-            serde_json::to_value(service_account(namespace)),
-        ),
-        with_type(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRole",
-            serde_json::to_value(cluster_role()),
-        ),
-        with_type(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            serde_json::to_value(cluster_role_binding(namespace)),
-        ),
-        with_type(
-            "rbac.authorization.k8s.io/v1",
-            "Role",
-            serde_json::to_value(leader_role(namespace)),
-        ),
-        with_type(
-            "rbac.authorization.k8s.io/v1",
-            "RoleBinding",
-            serde_json::to_value(leader_role_binding(namespace)),
-        ),
+        serde_json::to_value(service_account(namespace)),
+        serde_json::to_value(cluster_role()),
+        serde_json::to_value(cluster_role_binding(namespace)),
+        serde_json::to_value(leader_role(namespace)),
+        serde_json::to_value(leader_role_binding(namespace)),
     ];
     for doc in docs {
+        let doc = doc.map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
         out.push_str("---\n");
         out.push_str(&serde_norway::to_string(&doc)?);
     }
     Ok(out)
-}
-
-/// k8s-openapi serializes `apiVersion` and `kind` itself; this only makes sure they lead.
-fn with_type(
-    api_version: &str,
-    kind: &str,
-    value: Result<serde_json::Value, serde_json::Error>,
-) -> serde_json::Value {
-    let mut doc = serde_json::Map::new();
-    doc.insert("apiVersion".into(), api_version.into());
-    doc.insert("kind".into(), kind.into());
-    if let Ok(serde_json::Value::Object(fields)) = value {
-        for (k, v) in fields {
-            if k != "apiVersion" && k != "kind" {
-                doc.insert(k, v);
-            }
-        }
-    }
-    serde_json::Value::Object(doc)
 }
 
 #[cfg(test)]

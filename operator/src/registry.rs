@@ -18,8 +18,6 @@ pub struct RunRegistration {
     pub loadtest: String,
     /// The spec every runner gets its share of.
     pub spec: LoadTestSpec,
-    /// How many runners take part.
-    pub runners: u32,
     /// The bearer token runners present.
     pub token: Token,
     /// The common start recorded in the status, when the run had started before this

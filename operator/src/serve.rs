@@ -180,14 +180,7 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     ready.store(true, Ordering::SeqCst);
     let term = elector
         .run(signalled_rx, |stop_controller| {
-            controller::run(
-                client,
-                &config,
-                registry.clone(),
-                metrics,
-                ready.clone(),
-                stop_controller,
-            )
+            controller::run(client, &config, registry.clone(), metrics, stop_controller)
         })
         .await;
     ready.store(false, Ordering::SeqCst);

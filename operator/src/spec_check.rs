@@ -17,8 +17,9 @@ pub const TARGET_NOT_ALLOWED: &str = "TargetNotAllowed";
 pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
 /// Longest refusal message, in characters (all but the image name are ASCII): it is the
 /// status message and, behind the reason, the note of an event, which the API server limits
-/// to 1024 bytes.
-pub const MAX_REFUSAL_CHARS: usize = 900;
+/// to 1024 bytes. The same bound as every finished run's message
+/// ([`crate::phase::MAX_MESSAGE_CHARS`]), so that bounding it again changes nothing.
+pub const MAX_REFUSAL_CHARS: usize = crate::phase::MAX_MESSAGE_CHARS;
 /// How many characters of refused URLs (paths and hosts) a message lists before it only
 /// counts the rest.
 const URL_LIST_CHARS: usize = 400;

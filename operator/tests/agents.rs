@@ -9,7 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,39 +25,11 @@ use volley_operator::metrics::OperatorMetrics;
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
 
+use common::volley_binary;
+
 const RUN: &str = "6f1c1d2e-0000-4000-8000-0000000000e2";
 const RATE: u64 = 20;
 const SECS: u64 = 3;
-
-/// Builds `volley` and returns its path.
-fn volley_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "volley-runner",
-            "--bin",
-            "volley",
-            "--message-format=json",
-        ])
-        .current_dir(&workspace)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cannot run cargo");
-    assert!(
-        out.status.success(),
-        "building the volley binary failed: {}",
-        out.status
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "volley")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo named no `volley` executable")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
@@ -86,7 +59,6 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
         namespace: "team-a".into(),
         loadtest: "e2e".into(),
         spec,
-        runners: 2,
         token: token.clone(),
         started_at: None,
     });

@@ -26,6 +26,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,6 +66,8 @@ use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::report::report_configmap;
 use volley_operator::secret::Token;
 use volley_operator::status_patch::status_patch;
+
+use common::volley_binary;
 
 /// The known secret.
 const SECRET: &str = "volley-e2e-SECRET-7f3a9c";
@@ -300,41 +304,6 @@ spec:
 // ---------------------------------------------------------------------------------------------
 // The runner side.
 
-/// Builds `volley` and returns its path (as `agents.rs` does).
-fn volley_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let out = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "volley-runner",
-                    "--bin",
-                    "volley",
-                    "--message-format=json",
-                ])
-                .current_dir(&workspace)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("cannot run cargo");
-            assert!(
-                out.status.success(),
-                "building the volley binary failed: {}",
-                out.status
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "volley")
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .expect("cargo named no `volley` executable")
-        })
-        .clone()
-}
-
 /// One runner "pod": a `volley agent` process and its log.
 struct Runner {
     index: u32,
@@ -559,7 +528,6 @@ async fn drive(variant: Variant, uid: &str, seen_out: &mut Vec<String>) -> (Prod
                 namespace: run.namespace.clone(),
                 loadtest: run.loadtest.clone(),
                 spec: lt.spec.clone(),
-                runners: lt.spec.runners.parallelism,
                 token: token.clone(),
                 started_at: None,
             });
