@@ -32,8 +32,9 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// Longest header name, and longest header value template, in bytes.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-/// Most errors [`validate`] lists; one more entry counts the rest. A manifest with 100 000
-/// broken thresholds must not become a status message larger than etcd accepts.
+/// Most errors [`validate`] or [`validate_for_cluster`] lists; one more entry counts the rest. A
+/// manifest with 100 000 broken thresholds must not become a status message larger than etcd
+/// accepts.
 pub const MAX_ERRORS: usize = 100;
 
 /// One problem with a manifest.
@@ -53,70 +54,19 @@ impl fmt::Display for FieldError {
 
 /// Checks every rule and returns all violations, not just the first.
 pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
-    let mut v = Validator::default();
-    v.spec(spec);
-    if v.errors.is_empty() {
-        Ok(())
-    } else {
-        if v.suppressed > 0 {
-            v.errors.push(FieldError {
-                path: "spec".to_string(),
-                message: format!("… and {} more problems", v.suppressed),
-            });
-        }
-        Err(v.errors)
-    }
+    run(spec).finish()
 }
 
 /// Everything that keeps `spec` from running in a cluster: [`validate`]'s rules, then the
 /// cluster-only ones: no local `file:` sources (runner pods have no manifest directory; use a
 /// `configMapRef`), no user variable named [`TOKEN_ENV`] (reserved for the run's token), and
 /// [`undeclared_env`]. The operator admits LoadTests with it; the manifest corpus tests it.
+///
+/// One walk of the spec, and one [`MAX_ERRORS`] cap over all of it.
 pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
-    let mut errors = validate(spec).err().unwrap_or_default();
-    let local = "a local file works with `volley run` only; in the cluster use configMapRef";
-    let error = |path: String, message: &str| FieldError {
-        path,
-        message: message.to_string(),
-    };
-    for (i, feeder) in spec.data.iter().enumerate() {
-        if feeder.file.is_some() {
-            errors.push(error(format!("spec.data[{i}].file"), local));
-        }
-    }
-    let steps = spec
-        .setup
-        .iter()
-        .enumerate()
-        .map(|(j, s)| (format!("spec.setup[{j}]"), s))
-        .chain(spec.scenarios.iter().enumerate().flat_map(|(i, sc)| {
-            sc.steps
-                .iter()
-                .enumerate()
-                .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
-        }));
-    for (path, step) in steps {
-        let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
-        for (k, part) in parts.unwrap_or_default().iter().enumerate() {
-            if part.file.is_some() {
-                errors.push(error(format!("{path}.request.multipart[{k}].file"), local));
-            }
-        }
-    }
-    for (i, var) in spec.runners.env.iter().enumerate() {
-        if var.name == TOKEN_ENV {
-            errors.push(error(
-                format!("spec.runners.env[{i}].name"),
-                &format!("{TOKEN_ENV} is reserved for the run's token; pick another name"),
-            ));
-        }
-    }
-    errors.extend(undeclared_env(spec));
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    let mut v = run(spec);
+    v.cluster(spec);
+    v.finish()
 }
 
 /// `${env:NAME}` references a runner *pod* cannot resolve: NAME is not in `spec.runners.env`
@@ -126,27 +76,45 @@ pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> 
 /// shell's environment, where the variable may well exist. With any `envFrom` source the
 /// names cannot be known offline, and nothing is reported.
 pub fn undeclared_env(spec: &LoadTestSpec) -> Vec<FieldError> {
-    if !spec.runners.env_from.is_empty() {
-        return Vec::new();
-    }
-    let declared: BTreeSet<&str> = spec.runners.env.iter().map(|e| e.name.as_str()).collect();
+    let v = run(spec);
+    undeclared(&v.env_refs, &spec.runners)
+        .take(MAX_ERRORS)
+        .map(|(path, message)| FieldError {
+            path: shorten(path, 200),
+            message,
+        })
+        .collect()
+}
+
+/// Walks `spec` once, checking every rule of [`validate`] and noting every `${env:NAME}`.
+fn run(spec: &LoadTestSpec) -> Validator {
     let mut v = Validator::default();
     v.spec(spec);
-    let mut out = Vec::new();
-    for (path, name) in v.env_refs {
-        if out.len() >= MAX_ERRORS {
-            break;
-        }
-        if !declared.contains(name.as_str()) && name != TOKEN_ENV {
-            out.push(FieldError {
-                path: shorten(&path, 200),
-                message: format!(
+    v
+}
+
+/// The [`undeclared_env`] problems among `env_refs`, each as (path, message), in order.
+fn undeclared<'a>(
+    env_refs: &'a [(String, String)],
+    runners: &'a Runners,
+) -> impl Iterator<Item = (&'a str, String)> + 'a {
+    let declared: BTreeSet<&str> = runners.env.iter().map(|e| e.name.as_str()).collect();
+    // With any envFrom source the names cannot be known offline: nothing to report.
+    let refs = if runners.env_from.is_empty() {
+        env_refs
+    } else {
+        &[]
+    };
+    refs.iter()
+        .filter(move |(_, name)| !declared.contains(name.as_str()) && name != TOKEN_ENV)
+        .map(|(path, name)| {
+            (
+                path.as_str(),
+                format!(
                     "${{env:{name}}} is not declared in spec.runners.env and spec.runners.envFrom is empty, so runner pods will not have it; add it to runners.env (e.g. with valueFrom.secretKeyRef)"
                 ),
-            });
-        }
-    }
-    out
+            )
+        })
 }
 
 #[derive(Default)]
@@ -178,6 +146,64 @@ impl Validator {
             path: shorten(&path.into(), 200),
             message: shorten(&message.into(), 400),
         });
+    }
+
+    /// The result: every error kept, then one more entry counting those past [`MAX_ERRORS`].
+    fn finish(mut self) -> Result<(), Vec<FieldError>> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            if self.suppressed > 0 {
+                self.errors.push(FieldError {
+                    path: "spec".to_string(),
+                    message: format!("… and {} more problems", self.suppressed),
+                });
+            }
+            Err(self.errors)
+        }
+    }
+
+    /// The cluster-only rules of [`validate_for_cluster`], after [`Validator::spec`] has
+    /// walked the same `spec` (their `${env:NAME}` references are its `env_refs`).
+    fn cluster(&mut self, spec: &LoadTestSpec) {
+        let local = "a local file works with `volley run` only; in the cluster use configMapRef";
+        for (i, feeder) in spec.data.iter().enumerate() {
+            if feeder.file.is_some() {
+                self.err(format!("spec.data[{i}].file"), local);
+            }
+        }
+        let steps = spec
+            .setup
+            .iter()
+            .enumerate()
+            .map(|(j, s)| (format!("spec.setup[{j}]"), s))
+            .chain(spec.scenarios.iter().enumerate().flat_map(|(i, sc)| {
+                sc.steps
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
+            }));
+        for (path, step) in steps {
+            let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
+            for (k, part) in parts.unwrap_or_default().iter().enumerate() {
+                if part.file.is_some() {
+                    self.err(format!("{path}.request.multipart[{k}].file"), local);
+                }
+            }
+        }
+        for (i, var) in spec.runners.env.iter().enumerate() {
+            if var.name == TOKEN_ENV {
+                self.err(
+                    format!("spec.runners.env[{i}].name"),
+                    format!("{TOKEN_ENV} is reserved for the run's token; pick another name"),
+                );
+            }
+        }
+        let env_refs = std::mem::take(&mut self.env_refs);
+        for (path, message) in undeclared(&env_refs, &spec.runners) {
+            self.err(path, message);
+        }
+        self.env_refs = env_refs;
     }
 
     fn spec(&mut self, spec: &LoadTestSpec) {

@@ -35,7 +35,7 @@ use volley_crds::metrics::{
     new_latency_histogram, record_latency,
 };
 use volley_crds::threshold::parse_threshold;
-use volley_crds::validate::{undeclared_env, validate};
+use volley_crds::validate::{undeclared_env, validate, validate_for_cluster};
 
 /// Longest one case may take (a debug build on a busy CI machine).
 const CASE_LIMIT: Duration = Duration::from_secs(10);
@@ -290,6 +290,9 @@ fn check_manifest(bytes: Vec<u8>) -> Result<(), TestCaseError> {
             }
         }
         let _ = undeclared_env(&lt.spec);
+        if let Err(errors) = validate_for_cluster(&lt.spec) {
+            prop_assert!(errors.len() <= volley_crds::validate::MAX_ERRORS + 1);
+        }
         // Through YAML again, as `kubectl get -o yaml` would print it.
         let yaml = serde_norway::to_string(&lt).map_err(|e| TestCaseError::fail(e.to_string()))?;
         match parse_manifest(&yaml) {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use volley_crds::LoadTest;
 use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
-use volley_crds::validate::{FieldError, validate, validate_for_cluster};
+use volley_crds::validate::{FieldError, MAX_ERRORS, validate, validate_for_cluster};
 
 /// Longest any one manifest may take to judge (a debug build on a loaded CI machine; the
 /// slowest case, 3 MiB of nesting, takes about a second).
@@ -446,4 +446,35 @@ fn generated_hostile_manifests_give_short_errors_in_time() {
     }
     eprintln!("{}", timings.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The cluster-only rules share [`validate`]'s cap: 300 local `file:` feeders give
+/// [`MAX_ERRORS`] errors and one line counting the rest, not 300 errors.
+#[test]
+fn cluster_only_errors_are_capped() {
+    let n = MAX_ERRORS * 3;
+    let feeders: String = (0..n)
+        .map(|i| format!("    - {{name: f{i}, file: f{i}.csv}}\n"))
+        .collect();
+    let text = format!("{BASE}  data:\n{feeders}");
+    let lt = parse_manifest_bytes(text.as_bytes()).expect("the manifest parses");
+    assert_eq!(
+        validate(&lt.spec),
+        Ok(()),
+        "`volley run` accepts local files"
+    );
+    let errors = strings(validate_for_cluster(&lt.spec).expect_err("the operator refuses it"));
+    assert!(
+        errors.len() <= MAX_ERRORS + 1,
+        "{} errors: {errors:#?}",
+        errors.len()
+    );
+    assert_eq!(
+        errors.last().map(String::as_str),
+        Some(format!("spec: … and {} more problems", n - MAX_ERRORS).as_str()),
+    );
+    assert_eq!(
+        errors[0],
+        "spec.data[0].file: a local file works with `volley run` only; in the cluster use configMapRef"
+    );
 }
