@@ -8,9 +8,29 @@ pub fn shorten(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// `s` cut to at most `max_bytes` bytes of UTF-8, `…` included, at a character boundary.
+///
+/// For fields the API server limits in bytes (an event's note: 1 KiB), where a character
+/// bound would let non-ASCII text through too long.
+pub fn shorten_bytes(s: &str, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s.to_string();
+    }
+    let Some(budget) = max_bytes.checked_sub('…'.len_utf8()) else {
+        return String::new();
+    };
+    let cut = s
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= budget)
+        .last()
+        .unwrap_or(0);
+    format!("{}…", &s[..cut])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::shorten;
+    use super::{shorten, shorten_bytes};
 
     #[test]
     fn cuts_on_characters_not_bytes() {
@@ -18,5 +38,20 @@ mod tests {
         assert_eq!(shorten("abcd", 3), "abc…");
         assert_eq!(shorten("µµµµ", 2), "µµ…");
         assert_eq!(shorten("", 0), "");
+    }
+
+    #[test]
+    fn cuts_on_bytes_at_a_character_boundary() {
+        assert_eq!(shorten_bytes("abc", 3), "abc");
+        assert_eq!(shorten_bytes("abcdef", 5), "ab…");
+        // µ is two bytes: "µµ" + "…" is 7 bytes, a third µ would make 9.
+        assert_eq!(shorten_bytes("µµµµ", 8), "µµµµ");
+        assert_eq!(shorten_bytes("µµµµ", 7), "µµ…");
+        assert_eq!(shorten_bytes("µµµµ", 4), "…");
+        assert_eq!(shorten_bytes("µµµµ", 2), "");
+        for max in 0..40 {
+            let cut = shorten_bytes(&"ü€😀".repeat(10), max);
+            assert!(cut.len() <= max, "{max}: {cut:?} is {} bytes", cut.len());
+        }
     }
 }

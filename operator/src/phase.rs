@@ -43,17 +43,20 @@ use volley_crds::LoadTest;
 use volley_crds::LoadTestStatus;
 use volley_crds::spec::{CleanupPolicy, FailurePolicy};
 use volley_crds::status::{Phase, RunnerCounts};
-use volley_crds::text::shorten;
+use volley_crds::text::{shorten, shorten_bytes};
 
 use crate::conditions::{self, COMPLETE, ConditionInputs};
 use crate::config::{RunnerDefaults, Timing};
 use crate::observed::{PodPhase, RunProgress, RunResults, RunnerPod};
 use crate::spec_check;
 
-/// Longest message of a finished run, in characters (plus `…` when cut): it is the status
-/// message and, behind the reason, the note of the Finish event, which kube-runtime's recorder
-/// and the API server limit to 1 KiB (a longer note fails to publish and the event is lost).
+/// Longest message of a finished run, in characters (plus `…` when cut): the status message
+/// and the Complete condition's, long enough to list a few field errors or a runner's last words.
 pub const MAX_MESSAGE_CHARS: usize = 900;
+
+/// Longest event note, in bytes: the API server refuses an events.k8s.io/v1 Event whose note
+/// is over 1 KiB, and the event is then lost.
+pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
 
 /// Everything one reconcile knows.
 #[derive(Clone, Debug)]
@@ -98,6 +101,19 @@ pub struct EventNote {
     pub action: String,
     /// A sentence for `kubectl describe`.
     pub note: String,
+}
+
+impl EventNote {
+    /// An event whose note is cut to [`MAX_EVENT_NOTE_BYTES`]: a runner's failure or a list of
+    /// field errors can be longer, and a non-ASCII one longer in bytes than in characters.
+    fn new(kind: EventKind, reason: &str, action: &str, note: &str) -> Self {
+        EventNote {
+            kind,
+            reason: reason.into(),
+            action: action.into(),
+            note: shorten_bytes(note, MAX_EVENT_NOTE_BYTES),
+        }
+    }
 }
 
 /// What to do, in the order the controller does it.
@@ -235,17 +251,17 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
                 "created the run's runner pods; waiting for all {desired} of them at the start barrier"
             )
         };
-        d.events.push(EventNote {
-            kind: EventKind::Normal,
-            reason: phase.to_string(),
-            action: if started {
-                "StartLoad"
-            } else {
-                "CreateRunners"
-            }
-            .into(),
-            note,
-        });
+        let action = if started {
+            "StartLoad"
+        } else {
+            "CreateRunners"
+        };
+        d.events.push(EventNote::new(
+            EventKind::Normal,
+            &phase.to_string(),
+            action,
+            &note,
+        ));
     }
     if should_write(&old, &status, facts) {
         d.status = Some(status);
@@ -415,16 +431,17 @@ fn finish(
         counts,
         Some(facts.now),
     );
-    d.events.push(EventNote {
-        kind: if ending.phase == Phase::Succeeded {
-            EventKind::Normal
-        } else {
-            EventKind::Warning
-        },
-        reason: ending.phase.to_string(),
-        action: "Finish".into(),
-        note: format!("{}: {}", ending.reason, message),
-    });
+    let kind = if ending.phase == Phase::Succeeded {
+        EventKind::Normal
+    } else {
+        EventKind::Warning
+    };
+    d.events.push(EventNote::new(
+        kind,
+        &ending.phase.to_string(),
+        "Finish",
+        &format!("{}: {}", ending.reason, message),
+    ));
     d.abort = ending.abort;
     d.create_pods.clear();
     d.create_secret = false;
@@ -504,11 +521,13 @@ fn new_failure_events(old: &LoadTestStatus, failures: &BTreeMap<u32, String>) ->
     failures
         .iter()
         .skip(known)
-        .map(|(i, why)| EventNote {
-            kind: EventKind::Warning,
-            reason: "RunnerFailed".into(),
-            action: "ObserveRunner".into(),
-            note: format!("runner {i} failed: {why}"),
+        .map(|(i, why)| {
+            EventNote::new(
+                EventKind::Warning,
+                "RunnerFailed",
+                "ObserveRunner",
+                &format!("runner {i} failed: {why}"),
+            )
         })
         .collect()
 }
@@ -1404,7 +1423,8 @@ mod tests {
             "{} errors of {listed} bytes in all",
             errors.len()
         );
-        let long = "the runner's log goes on and on; ".repeat(200);
+        // Non-ASCII, so that a note bounded in characters would still be too long in bytes.
+        let long = "the runner's log goes on — and on; ".repeat(200);
         let starting = in_phase(fixtures::loadtest("web", 2), Phase::Starting);
         let running = in_phase(fixtures::loadtest("web", 2), Phase::Running);
         let stuck = RunnerPod {
@@ -1443,7 +1463,7 @@ mod tests {
                     progress: Some(decided),
                     ..observe(&running, at(30))
                 }),
-                "the runner's log goes on and on; ",
+                "the runner's log goes on — and on; ",
             ),
             (
                 "PodRejected",
@@ -1453,7 +1473,7 @@ mod tests {
                     "PodRejected",
                     &long,
                 ),
-                "the runner's log goes on and on; ",
+                "the runner's log goes on — and on; ",
             ),
         ];
         for (reason, d, start) in cases {
@@ -1472,12 +1492,23 @@ mod tests {
             let finish: Vec<&EventNote> =
                 d.events.iter().filter(|e| e.action == "Finish").collect();
             assert_eq!(finish.len(), 1, "{reason}: {:?}", d.events);
-            assert_eq!(finish[0].note, format!("{reason}: {message}"));
-            assert!(
-                finish[0].note.len() <= 1024,
-                "{reason}: a note of {} bytes does not fit an event",
-                finish[0].note.len()
-            );
+            let whole = format!("{reason}: {message}");
+            assert_eq!(finish[0].note, shorten_bytes(&whole, MAX_EVENT_NOTE_BYTES));
+            for event in &d.events {
+                assert!(
+                    event.note.len() <= 1024,
+                    "{reason}: a {} note of {} bytes does not fit an event",
+                    event.reason,
+                    event.note.len()
+                );
+            }
+            if reason == "RunnerFailed" {
+                assert!(
+                    d.events.iter().any(|e| e.reason == "RunnerFailed"),
+                    "{:?}",
+                    d.events
+                );
+            }
         }
     }
 
