@@ -37,7 +37,7 @@ use crate::observed::RunnerPod;
 use crate::phase::{self, Decision, EventKind, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{RunRegistration, RunRegistry};
-use crate::report::report_configmap;
+use crate::report::final_report;
 use crate::secret::{Token, run_secret};
 use crate::status_patch::status_patch;
 
@@ -209,18 +209,8 @@ async fn apply(
     }
     if d.register {
         let token = token.ok_or_else(|| Error::NoToken(run.secret_name.clone()))?;
-        ctx.registry.register(RunRegistration {
-            run_id: run.run_id.clone(),
-            namespace: run.namespace.clone(),
-            loadtest: run.loadtest.clone(),
-            spec: lt.spec.clone(),
-            token,
-            started_at: lt
-                .status
-                .as_ref()
-                .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0),
-        });
+        ctx.registry
+            .register(RunRegistration::for_run(lt, run, token));
     }
     for index in &d.create_pods {
         let pod = runner_pod(lt, *index, &ctx.defaults, run);
@@ -332,32 +322,15 @@ async fn finish_applying(
 /// exists) and returns the ConfigMap's name; `None` when the aggregator has no report (e.g. the
 /// run never started) or the API server refuses the ConfigMap (the status is written anyway,
 /// without `reportRef`). Transient API errors are returned, so the reconcile is retried.
-/// The report's phase, reason and message are the final status's (the operator may end a run
-/// the aggregator has not, e.g. on `spec.abort` or a timeout).
 async fn write_report(
     run: &RunRef,
     status: &LoadTestStatus,
     ctx: &Context,
 ) -> Result<Option<String>, Error> {
-    let Some(mut summary) = ctx.registry.report(&run.run_id) else {
+    let Some(summary) = ctx.registry.report(&run.run_id) else {
         return Ok(None);
     };
-    for (key, value) in [
-        ("phase", serde_json::to_value(status.phase).ok()),
-        (
-            "reason",
-            status.reason.clone().map(serde_json::Value::String),
-        ),
-        (
-            "message",
-            status.message.clone().map(serde_json::Value::String),
-        ),
-    ] {
-        if let (Some(value), Some(fields)) = (value, summary.as_object_mut()) {
-            fields.insert(key.to_string(), value);
-        }
-    }
-    let cm = report_configmap(run, &summary);
+    let cm = final_report(run, summary, status);
     let name = cm.metadata.name.clone().unwrap_or_default();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let written = match api.create(&PostParams::default(), &cm).await {

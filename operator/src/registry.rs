@@ -2,8 +2,9 @@
 //! it over its embedded aggregator; tests use a fake.
 
 use k8s_openapi::jiff::Timestamp;
-use volley_crds::LoadTestSpec;
+use volley_crds::{LoadTest, LoadTestSpec};
 
+use crate::names::RunRef;
 use crate::observed::RunProgress;
 use crate::secret::Token;
 
@@ -24,6 +25,25 @@ pub struct RunRegistration {
     /// registration (an operator restarting mid-run): the aggregator skips the barrier and
     /// rebuilds the totals from the runners' next cumulative reports.
     pub started_at: Option<Timestamp>,
+}
+
+impl RunRegistration {
+    /// The registration of `lt`'s run with the run's `token`; a run whose status records a
+    /// start is registered as started.
+    pub fn for_run(lt: &LoadTest, run: &RunRef, token: Token) -> Self {
+        RunRegistration {
+            run_id: run.run_id.clone(),
+            namespace: run.namespace.clone(),
+            loadtest: run.loadtest.clone(),
+            spec: lt.spec.clone(),
+            token,
+            started_at: lt
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0),
+        }
+    }
 }
 
 /// The aggregator's side of the runs the controller drives.

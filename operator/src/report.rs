@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use volley_aggregator::RunView;
 use volley_aggregator::summary::{run_verdict, summarize};
+use volley_crds::LoadTestStatus;
 use volley_crds::status::Verdict;
 
 use crate::names::{MAX_OBJECT_NAME, RunRef, bounded};
@@ -85,6 +86,23 @@ pub fn report_configmap(run: &RunRef, summary: &Value) -> ConfigMap {
     }
 }
 
+/// The report ConfigMap of a finished run: the aggregator's `summary` with the final status's
+/// phase, reason and message, which the operator decides (it may end a run the aggregator has
+/// not, e.g. on `spec.abort` or a timeout).
+pub fn final_report(run: &RunRef, mut summary: Value, status: &LoadTestStatus) -> ConfigMap {
+    if let Some(fields) = summary.as_object_mut() {
+        if let Ok(phase) = serde_json::to_value(status.phase) {
+            fields.insert("phase".into(), phase);
+        }
+        for (key, value) in [("reason", &status.reason), ("message", &status.message)] {
+            if let Some(value) = value {
+                fields.insert(key.into(), Value::String(value.clone()));
+            }
+        }
+    }
+    report_configmap(run, &summary)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -126,5 +144,25 @@ mod tests {
         let data = cm.data.unwrap();
         let parsed: Value = serde_json::from_str(&data[REPORT_KEY]).unwrap();
         assert_eq!(parsed["name"], "web");
+    }
+
+    #[test]
+    fn the_final_report_carries_the_operators_ending() {
+        let lt = crate::fixtures::loadtest("web", 2);
+        let run = RunRef::of(&lt).unwrap();
+        // The aggregator saw a run still going; the operator aborted it.
+        let summary = json!({"name": "web", "phase": "Running", "reason": null, "requests": 7});
+        let status = LoadTestStatus {
+            phase: Some(volley_crds::status::Phase::Aborted),
+            reason: Some("Aborted".into()),
+            message: Some("spec.abort was set".into()),
+            ..LoadTestStatus::default()
+        };
+        let cm = final_report(&run, summary, &status);
+        let report: Value = serde_json::from_str(&cm.data.unwrap()[REPORT_KEY]).unwrap();
+        assert_eq!(report["phase"], "Aborted");
+        assert_eq!(report["reason"], "Aborted");
+        assert_eq!(report["message"], "spec.abort was set");
+        assert_eq!(report["requests"], 7, "the figures are the aggregator's");
     }
 }

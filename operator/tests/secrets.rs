@@ -14,7 +14,7 @@
 //! terminated with their exit code and, as `terminationMessagePolicy: FallbackToLogsOnError`
 //! does, the end of their log as the termination message), then [`status_patch`] for every
 //! status write, the events of each decision, and at the end the report ConfigMap
-//! ([`report_configmap`] of the registry's report with the final phase, reason and message, as
+//! ([`final_report`] of the registry's report and the final status, as
 //! `controller::write_report` does). What cannot be driven without an API server is the
 //! kube-rs event recorder and the HTTP calls themselves; the objects they would send are what
 //! is checked here.
@@ -63,7 +63,7 @@ use volley_operator::observed::RunnerPod;
 use volley_operator::phase::{self, Observed};
 use volley_operator::pods::runner_pod;
 use volley_operator::registry::{RunRegistration, RunRegistry};
-use volley_operator::report::report_configmap;
+use volley_operator::report::final_report;
 use volley_operator::secret::Token;
 use volley_operator::status_patch::status_patch;
 
@@ -523,14 +523,7 @@ async fn drive(variant: Variant, uid: &str, seen_out: &mut Vec<String>) -> (Prod
         // aggregator calls.
         secret_exists |= d.create_secret;
         if d.register {
-            registry.register(RunRegistration {
-                run_id: run.run_id.clone(),
-                namespace: run.namespace.clone(),
-                loadtest: run.loadtest.clone(),
-                spec: lt.spec.clone(),
-                token: token.clone(),
-                started_at: None,
-            });
+            registry.register(RunRegistration::for_run(&lt, &run, token.clone()));
         }
         for index in &d.create_pods {
             let pod = runner_pod(&lt, *index, &defaults, &run);
@@ -545,17 +538,9 @@ async fn drive(variant: Variant, uid: &str, seen_out: &mut Vec<String>) -> (Prod
         }
         if let Some(mut status) = d.status.clone() {
             if status.phase.is_some_and(Phase::is_finished)
-                && let Some(mut summary) = registry.report(&run.run_id)
+                && let Some(summary) = registry.report(&run.run_id)
             {
-                // As controller::write_report: the final status's phase, reason, message.
-                summary["phase"] = serde_json::to_value(status.phase).unwrap();
-                if let Some(reason) = &status.reason {
-                    summary["reason"] = json!(reason);
-                }
-                if let Some(message) = &status.message {
-                    summary["message"] = json!(message);
-                }
-                let cm = report_configmap(&run, &summary);
+                let cm = final_report(&run, summary, &status);
                 produced.report = Some(serde_json::to_value(&cm).unwrap());
                 status.report_ref = Some(volley_crds::status::ReportRef {
                     config_map_name: cm.metadata.name.clone().unwrap_or_default(),
