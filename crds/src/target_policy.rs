@@ -91,9 +91,7 @@ pub struct TargetPolicyError {
 
 /// A URL outside the allowed targets.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "`{target}` is not an allowed target; the cluster administrator allows only {allowed}{hint}"
-)]
+#[error("`{target}` is not an allowed target; {}", self.explanation())]
 pub struct PolicyError {
     /// The refused host, with the port: `127.0.0.1:8080`, `[fd00::1]:443`, `api.example.com:80`.
     pub target: String,
@@ -108,6 +106,18 @@ pub struct PolicyError {
 enum UrlHost {
     Name(String),
     Ip(IpAddr),
+}
+
+impl PolicyError {
+    /// What the administrator allows, and the hint when the refusal looks like a
+    /// misunderstanding: the part of the message that is the same for every refused URL of a
+    /// policy, except for the hint.
+    pub fn explanation(&self) -> String {
+        format!(
+            "the cluster administrator allows only {}{}",
+            self.allowed, self.hint
+        )
+    }
 }
 
 impl TargetPolicy {
@@ -403,15 +413,36 @@ fn url_host(host: Host<&str>) -> UrlHost {
 /// host is a template are left to the runners, which check them before sending. URLs that do
 /// not parse are left to [`crate::validate`].
 pub fn check_spec(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<FieldError> {
-    let mut errors = Vec::new();
+    refused_urls(spec, policy)
+        .into_iter()
+        .map(|r| FieldError {
+            path: r.path,
+            message: shorten(&r.error.to_string(), 600),
+        })
+        .collect()
+}
+
+/// A URL of a spec outside the allowed targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedUrl {
+    /// The field holding the URL (shortened).
+    pub path: String,
+    /// Why it is refused.
+    pub error: PolicyError,
+}
+
+/// What [`check_spec`] refuses, with the refusal's parts, for callers that phrase their own
+/// message (the operator lists every refused host once with a single explanation).
+pub fn refused_urls(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<RefusedUrl> {
+    let mut refused = Vec::new();
     if policy.is_empty() {
-        return errors;
+        return refused;
     }
     let mut check = |path: String, url: &Url| {
-        if let Err(e) = policy.check_url(url) {
-            errors.push(FieldError {
+        if let Err(error) = policy.check_url(url) {
+            refused.push(RefusedUrl {
                 path: shorten(&path, 200),
-                message: shorten(&e.to_string(), 600),
+                error,
             });
         }
     };
@@ -435,7 +466,7 @@ pub fn check_spec(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<FieldError>
     for (path, url) in urls {
         check(path, &url);
     }
-    errors
+    refused
 }
 
 /// Whether `url` starts with a scheme and `://` (RFC 3986: a letter, then letters, digits,

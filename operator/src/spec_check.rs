@@ -5,7 +5,7 @@
 //! while it is set, the operator's own runner image.
 
 use volley_crds::LoadTestSpec;
-use volley_crds::target_policy::check_spec;
+use volley_crds::target_policy::{RefusedUrl, refused_urls};
 use volley_crds::text::shorten;
 use volley_crds::validate::FieldError;
 
@@ -49,7 +49,7 @@ pub fn admit(spec: &LoadTestSpec, defaults: &RunnerDefaults) -> Result<(), Refus
     if policy.is_empty() {
         return Ok(());
     }
-    let refused = check_spec(spec, policy);
+    let refused = refused_urls(spec, policy);
     if !refused.is_empty() {
         return Err(Refusal {
             reason: TARGET_NOT_ALLOWED,
@@ -79,21 +79,16 @@ pub fn admit(spec: &LoadTestSpec, defaults: &RunnerDefaults) -> Result<(), Refus
 /// then a count), and the explanation once. The explanations of one policy differ only by
 /// their hint, and a policy gives at most one kind of hint (for names when it lists only
 /// blocks, for IP addresses when it lists only names), so the longest covers them all.
-fn targets_message(refused: &[FieldError]) -> String {
+fn targets_message(refused: &[RefusedUrl]) -> String {
     let mut listed = String::new();
     let mut left_out = 0usize;
-    let mut why = "";
-    for e in refused {
-        let item = match e.message.split_once(" is not an allowed target; ") {
-            Some((target, rest)) => {
-                if rest.len() > why.len() {
-                    why = rest;
-                }
-                format!("{} ({})", e.path, shorten(target, 120))
-            }
-            // Not the wording of `PolicyError`: keep the whole message.
-            None => format!("{}: {}", e.path, shorten(&e.message, 200)),
-        };
+    let mut why = String::new();
+    for r in refused {
+        let explanation = r.error.explanation();
+        if explanation.len() > why.len() {
+            why = explanation;
+        }
+        let item = format!("{} (`{}`)", r.path, shorten(&r.error.target, 120));
         if left_out > 0 || (!listed.is_empty() && listed.len() + item.len() > URL_LIST_CHARS) {
             left_out += 1;
             continue;
@@ -114,7 +109,7 @@ fn targets_message(refused: &[FieldError]) -> String {
         format!("the spec sends load to {count} outside the allowed targets: {listed}");
     if !why.is_empty() {
         message.push_str("; ");
-        message.push_str(why);
+        message.push_str(&why);
     }
     shorten(&message, MAX_REFUSAL_CHARS)
 }
