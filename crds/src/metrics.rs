@@ -282,6 +282,10 @@ pub struct Counters {
     /// Iterations an arrival-rate executor could not start (scenario level).
     #[serde(default)]
     pub dropped_iterations: u64,
+    /// Iterations cut off because they outlived `gracefulStop` (scenario level): started but
+    /// neither completed nor failed, their last request not counted.
+    #[serde(default)]
+    pub interrupted_iterations: u64,
     /// Checks that held.
     #[serde(default)]
     pub checks_passed: u64,
@@ -322,6 +326,9 @@ impl Counters {
         self.dropped_iterations = self
             .dropped_iterations
             .saturating_add(other.dropped_iterations);
+        self.interrupted_iterations = self
+            .interrupted_iterations
+            .saturating_add(other.interrupted_iterations);
         self.checks_passed = self.checks_passed.saturating_add(other.checks_passed);
         self.checks_failed = self.checks_failed.saturating_add(other.checks_failed);
         self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
@@ -746,6 +753,7 @@ pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
         rps: per_second(c.requests, elapsed),
         iterations: c.iterations,
         dropped_iterations: c.dropped_iterations,
+        interrupted_iterations: c.interrupted_iterations,
         checks_pass_rate: (checks > 0).then(|| ratio(c.checks_passed, checks)),
         p95: if h.is_empty() {
             "-".to_owned()
@@ -772,6 +780,7 @@ pub fn scenario_statuses(run: &RunMetrics, elapsed: Duration) -> Vec<ScenarioSta
                 requests: c.requests,
                 iterations: c.iterations,
                 dropped_iterations: c.dropped_iterations,
+                interrupted_iterations: c.interrupted_iterations,
                 error_rate: ratio(c.failures, c.requests),
                 rps: per_second(c.requests, elapsed),
                 p50_ms: quantile_ms(&m.latency, 0.5),
@@ -1566,6 +1575,7 @@ mod tests {
             failures: 2,
             iterations: 5,
             dropped_iterations: 1,
+            interrupted_iterations: 2,
             checks_passed: 7,
             checks_failed: 1,
             bytes_sent: 100,
@@ -1577,6 +1587,7 @@ mod tests {
             failures: 1,
             iterations: 2,
             dropped_iterations: 3,
+            interrupted_iterations: 5,
             checks_passed: 4,
             checks_failed: 5,
             bytes_sent: 6,
@@ -1591,6 +1602,7 @@ mod tests {
                 failures: 3,
                 iterations: 7,
                 dropped_iterations: 4,
+                interrupted_iterations: 7,
                 checks_passed: 11,
                 checks_failed: 6,
                 bytes_sent: 106,

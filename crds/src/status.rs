@@ -145,6 +145,10 @@ pub struct MetricsStatus {
     pub iterations: u64,
     /// Iterations an arrival-rate executor could not start because every VU was busy.
     pub dropped_iterations: u64,
+    /// Iterations cut off because they outlived `gracefulStop`; their last request is not
+    /// counted.
+    #[serde(default)]
+    pub interrupted_iterations: u64,
     /// Share of checks that passed; absent when no check ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_pass_rate: Option<f64>,
@@ -212,6 +216,9 @@ pub struct ScenarioStatus {
     pub iterations: u64,
     /// Dropped iterations (arrival-rate executors).
     pub dropped_iterations: u64,
+    /// Iterations cut off by `gracefulStop`.
+    #[serde(default)]
+    pub interrupted_iterations: u64,
     /// failures / requests.
     pub error_rate: f64,
     /// Requests per second.

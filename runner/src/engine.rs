@@ -259,7 +259,8 @@ impl Engine {
         futures::future::join_all(runs).await
     }
 
-    /// A copy of the cumulative metrics so far, with the executors' dropped-iteration counts.
+    /// A copy of the cumulative metrics so far, with the executors' dropped and interrupted
+    /// iteration counts.
     pub fn snapshot(&self) -> RunMetrics {
         let mut run = self
             .metrics
@@ -269,6 +270,8 @@ impl Engine {
         for sc in &self.scenarios {
             if let Some(m) = run.scenarios.get_mut(sc.metrics_index) {
                 m.iterations.dropped_iterations = sc.counters.dropped.load(Ordering::Relaxed);
+                m.iterations.interrupted_iterations =
+                    sc.counters.interrupted.load(Ordering::Relaxed);
             }
         }
         run

@@ -64,10 +64,11 @@ pub fn render_text(s: &RunSummary) -> String {
         (
             "iterations",
             format!(
-                "{}  {:.1}/s  dropped {}",
+                "{}  {:.1}/s  dropped {}{}",
                 m.iterations,
                 m.iterations as f64 / secs,
-                m.dropped_iterations
+                m.dropped_iterations,
+                interrupted(m.interrupted_iterations, "  interrupted ")
             ),
         ),
         (
@@ -97,10 +98,11 @@ pub fn render_text(s: &RunSummary) -> String {
     for sc in &s.scenarios {
         let _ = writeln!(
             out,
-            "\n  scenario {}: {} iterations ({} dropped), {:.1} req/s, errors {:.2}%, p95 {}",
+            "\n  scenario {}: {} iterations ({} dropped{}), {:.1} req/s, errors {:.2}%, p95 {}",
             sc.scenario,
             sc.iterations,
             sc.dropped_iterations,
+            interrupted(sc.interrupted_iterations, ", interrupted "),
             sc.rps,
             sc.error_rate * 100.0,
             format_latency_ms(sc.p95_ms),
@@ -176,6 +178,16 @@ fn error_kinds(kinds: &std::collections::BTreeMap<String, u64>) -> String {
     }
     let parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
     format!("  ({})", parts.join(", "))
+}
+
+/// `{label}{n}` when iterations were interrupted, nothing otherwise: most runs have none, and
+/// the column would only be noise.
+fn interrupted(n: u64, label: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("{label}{n}")
+    }
 }
 
 fn bytes(n: u64) -> String {

@@ -481,6 +481,7 @@ spec:
     );
     assert_eq!(run.executor(0).interrupted, 3, "{:?}", run.executor(0));
     assert_eq!((c.iterations, c.requests, c.failures), (0, 0, 0));
+    assert_eq!(c.interrupted_iterations, 3, "the report says so too");
     assert!(
         run.elapsed >= Duration::from_millis(1500),
         "{:?}",

@@ -551,8 +551,11 @@ spec:
         6,
         "the interrupted request is not counted"
     );
+    assert_eq!(sc("no-grace").interrupted_iterations, 2, "one per VU");
     assert_eq!(sc("grace").iterations, 8);
+    assert_eq!(sc("grace").interrupted_iterations, 0);
     assert_eq!(sc("late").iterations, 1);
+    assert_eq!(s.metrics.interrupted_iterations, 2);
     // The server saw the two interrupted requests too.
     assert_eq!(target.stats().requests, 8 + 8 + 1);
     assert!(
