@@ -3,11 +3,20 @@
 # `helm lint` and `helm template` pass with default and non-default values (charts/volley/ci/),
 # every rendered object has what a real API server requires, the operator understands every
 # VOLLEY_* variable the chart sets, and kubectl accepts the objects (client-side dry run).
+# Then the API server's own schemas: every rendered object against Kubernetes 1.33's OpenAPI
+# schemas with unknown fields refused (kubernetes-validate, which bundles them), and every
+# example LoadTest against the generated CRD's schema (.ci/check_crd_schema.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(.ci/k8s-tools.sh | tail -n 1)
 helm="$bin/helm"
 kubectl="$bin/kubectl"
+kube_version=1.33.0
+venv=target/tools/schema-venv
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet 'kubernetes-validate==1.37.0' 'jsonschema==4.26.0' 'PyYAML==6.0.4'
+fi
 chart=charts/volley
 out=target/chart
 mkdir -p "$out"
@@ -35,7 +44,9 @@ render() { # NAME [helm args...]
   python3 .ci/check_manifests.py "$out/$name.yaml"
   "$kubectl" --server "$server" --cache-dir "$out/kube-cache" apply --dry-run=client \
     --validate=false -f "$out/$name.yaml" >"$out/$name.dry-run.txt"
-  echo "chart ($name): lint, template, object checks and kubectl dry run passed"
+  # ServiceMonitor has no bundled schema (a Prometheus Operator CRD): a warning, not an error.
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube_version" "$out/$name.yaml"
+  echo "chart ($name): lint, template, object checks, kubectl dry run and Kubernetes $kube_version schemas passed"
 }
 render default
 for values in "$chart"/ci/*.yaml; do
@@ -53,3 +64,6 @@ if "$helm" template volley "$chart" --set rbac.namespaced=true >/dev/null 2>&1; 
   exit 1
 fi
 echo "chart: schema and guard checks passed"
+
+"$venv/bin/python" .ci/check_crd_schema.py crds/loadtests.volley.dev.yaml \
+  examples/*.yaml crds/tests/manifests/valid/*.yaml README.md docs/*.md
