@@ -45,13 +45,17 @@ pub(crate) async fn inject_faults(
         );
     }
 
+    let api = req.uri().path().starts_with("/api/");
+    if let Some(capacity) = config.capacity.filter(|_| api)
+        && !state.within_capacity(capacity)
+    {
+        bump(&state.stats.failures_injected);
+        return error(StatusCode::SERVICE_UNAVAILABLE, "over capacity");
+    }
+
     // The process-wide rate is documented as applying to /api/* only, so
     // logins keep working while the API is degraded.
-    let config_rate = if req.uri().path().starts_with("/api/") {
-        config.fail_rate
-    } else {
-        0.0
-    };
+    let config_rate = if api { config.fail_rate } else { 0.0 };
     // Independent chances: a request fails if either knob says so.
     let fail_rate = 1.0 - (1.0 - config_rate) * (1.0 - knobs.fail);
     if fail_rate > 0.0 && rand::random::<f64>() < fail_rate {

@@ -22,6 +22,9 @@
 //! cookie need a matching `X-CSRF-Token` header (403 otherwise). Requests
 //! without credentials are accepted so simple tests stay simple.
 //!
+//! With a `capacity`, `/api/*` requests past that many per second are answered
+//! 503 (a token bucket holding a tenth of a second's worth).
+//!
 //! `/auth/*` and `/api/*` also take the query knobs `?delay=20ms` (extra
 //! latency), `?fail=0.01` (fraction answered 500) and `?status=503` (force a
 //! status).
@@ -65,6 +68,10 @@ pub struct DemoConfig {
     /// Fraction (`0.0..=1.0`) of `/api/*` requests answered with an injected
     /// 500. Default 0.
     pub fail_rate: f64,
+    /// `/api/*` requests per second the server can take; past it, the excess
+    /// is answered 503, like a service out of workers. It is what a
+    /// rate probe looks for. Default: unlimited.
+    pub capacity: Option<f64>,
 }
 
 impl Default for DemoConfig {
@@ -73,6 +80,7 @@ impl Default for DemoConfig {
             job_delay: Duration::from_millis(200),
             delay: Duration::ZERO,
             fail_rate: 0.0,
+            capacity: None,
         }
     }
 }
@@ -119,11 +127,19 @@ impl DemoTarget {
     /// Binds `addr` (port 0 picks a free port) and serves on the current tokio
     /// runtime.
     ///
-    /// Fails if the address cannot be bound or `config.fail_rate` is outside
-    /// `0.0..=1.0`.
+    /// Fails if the address cannot be bound, `config.fail_rate` is outside
+    /// `0.0..=1.0` or `config.capacity` is not a positive number.
     pub async fn start(addr: SocketAddr, config: DemoConfig) -> std::io::Result<DemoTarget> {
         knobs::check_fail_rate(config.fail_rate)
             .map_err(|msg| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))?;
+        if let Some(capacity) = config.capacity
+            && !(capacity.is_finite() && capacity > 0.0)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("capacity {capacity} is not a positive number of requests per second"),
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);

@@ -28,6 +28,10 @@ struct Args {
     /// Fraction (0.0 to 1.0) of /api requests answered with a 500.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fail_rate)]
     fail_rate: f64,
+    /// /api requests per second the server takes; the excess is answered 503 (unlimited when
+    /// unset). What a rate probe such as examples/sustainable-rps.yaml looks for.
+    #[arg(long)]
+    capacity: Option<f64>,
 }
 
 fn parse_fail_rate(text: &str) -> Result<f64, String> {
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         job_delay: args.job_delay,
         delay: args.delay,
         fail_rate: args.fail_rate,
+        capacity: args.capacity,
     };
     let target = DemoTarget::start(args.listen, config)
         .await

@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     config: Mutex<DemoConfig>,
     tokens: Mutex<BoundedMap<Uuid, ()>>,
     jobs: Mutex<Jobs>,
+    /// Tokens for `capacity`, and when they were last topped up.
+    bucket: Mutex<(f64, Instant)>,
     stopped: watch::Receiver<bool>,
 }
 
@@ -42,8 +44,23 @@ impl AppState {
                 by_id: BoundedMap::new(MAX_ENTRIES),
                 by_key: BoundedMap::new(MAX_ENTRIES),
             }),
+            bucket: Mutex::new((0.0, Instant::now())),
             stopped,
         }
+    }
+
+    /// Whether a request fits `capacity` requests per second: a token bucket that fills at
+    /// that rate and holds a tenth of a second's worth (at least one), so arrivals below the
+    /// rate pass despite jitter and the excess above it is refused.
+    pub(crate) fn within_capacity(&self, capacity: f64) -> bool {
+        let burst = (capacity / 10.0).max(1.0);
+        let mut bucket = lock(&self.bucket);
+        let now = Instant::now();
+        let (tokens, last) = *bucket;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * capacity).min(burst);
+        let allowed = tokens >= 1.0;
+        *bucket = (if allowed { tokens - 1.0 } else { tokens }, now);
+        allowed
     }
 
     /// The current config.

@@ -511,3 +511,65 @@ async fn shutdown_is_prompt_even_when_stalled() {
     let response = stalled.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// With a capacity, a burst beyond it is refused with 503 (counted as injected failures) while
+/// `/health` is not limited; once the bucket has refilled, requests pass again.
+#[tokio::test]
+async fn capacity_refuses_the_excess_and_refills() {
+    let target = start(DemoConfig {
+        capacity: Some(20.0),
+        ..DemoConfig::default()
+    })
+    .await;
+    let client = client();
+    let base = target.base_url();
+    // Let the bucket fill: 20/s holds two tokens.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut statuses = Vec::new();
+    let burst = Instant::now();
+    for _ in 0..20 {
+        let response = client
+            .get(format!("{base}/api/items"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let took = burst.elapsed();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(ok + refused, 20, "{statuses:?}");
+    // Two tokens plus what refilled while the burst ran (20 per second).
+    let most = 2 + (took.as_secs_f64() * 20.0).ceil() as usize;
+    assert!(
+        (2..=most).contains(&ok),
+        "{ok} passed in {took:?}: {statuses:?}"
+    );
+    assert_eq!(target.stats().failures_injected, refused as u64);
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "only /api/* is limited");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = client
+        .get(format!("{base}/api/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "the bucket refills");
+    target.shutdown().await;
+}
+
+#[tokio::test]
+async fn capacity_must_be_positive() {
+    for capacity in [0.0, -1.0, f64::NAN] {
+        let err = volley_demo_target::DemoTarget::start(
+            ([127, 0, 0, 1], 0).into(),
+            DemoConfig {
+                capacity: Some(capacity),
+                ..DemoConfig::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{capacity}");
+    }
+}
