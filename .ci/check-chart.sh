@@ -66,4 +66,5 @@ fi
 echo "chart: schema and guard checks passed"
 
 "$venv/bin/python" .ci/check_crd_schema.py crds/loadtests.volley.dev.yaml \
-  examples/*.yaml crds/tests/manifests/valid/*.yaml README.md docs/*.md
+  examples/*.yaml crds/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
+  "$chart/templates/NOTES.txt"

@@ -15,6 +15,10 @@ and every valid corpus manifest through the schema with the API server's rules:
 It also checks that it can fail: a manifest with a misspelled field and one with a wrong type
 must be refused.
 
+And every status field the given files tell users to read (`status.x.y`, `.status.x[0].y`, as
+in a `kubectl -o jsonpath`) must exist in the CRD's status schema: a misspelled path in the docs
+prints nothing in a cluster, silently.
+
 Usage: check_crd_schema.py CRD.yaml FILE...  (YAML files, or Markdown whose ```yaml blocks
 are read)
 """
@@ -84,6 +88,30 @@ def load_schema(crd_path):
     return crd["spec"]["names"]["kind"], schemas
 
 
+STATUS_PATH = re.compile(r"\bstatus((?:\.[A-Za-z][A-Za-z0-9]*(?:\[[^\]]*\])?)+)")
+
+
+def status_path_problem(status, path):
+    """Why `path` (`.a.b[0].c`) is not a field of the status schema, or None."""
+    node = status
+    for name, index in re.findall(r"\.([A-Za-z][A-Za-z0-9]*)(\[[^\]]*\])?", path):
+        props = node.get("properties", {})
+        if name in props:
+            node = props[name]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return f"`{name}` is not a field here (fields: {', '.join(sorted(props)) or 'none'})"
+        if index:
+            if node.get("type") == "array":
+                node = node.get("items", {})
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return f"`{name}` is neither a list nor a map"
+    return None
+
+
 def problems(schema, doc):
     validator = jsonschema.Draft7Validator(schema)
     return [
@@ -97,12 +125,25 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     kind, schemas = load_schema(argv[1])
+    with open(argv[1], encoding="utf-8") as f:
+        crd = yaml.safe_load(f)
     failed = False
     checked = 0
+    paths = set()
     first = None
     for path in argv[2:]:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
+        for match in STATUS_PATH.finditer(text):
+            paths.add(match.group(1))
+            for version in crd["spec"]["versions"]:
+                status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+                why = status_path_problem(status, match.group(1))
+                if why:
+                    print(f"{path}: status{match.group(1)}: {why}", file=sys.stderr)
+                    failed = True
+        if path.endswith(".txt"):
+            continue
         if path.endswith(".md"):
             blocks = re.findall(r"^```yaml\n(.*?)^```", text, flags=re.S | re.M)
             docs = [d for b in blocks if "kind: LoadTest" in b for d in yaml.safe_load_all(b)]
@@ -140,7 +181,12 @@ def main(argv):
 
     if failed:
         return 1
-    print(f"CRD schema: {checked} LoadTest manifests accepted (unknown fields refused)")
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    if status_path_problem(status, ".reportRef.name") is None:
+        print("the status path check accepted reportRef.name; it cannot be trusted", file=sys.stderr)
+        return 1
+    print(f"CRD schema: {checked} LoadTest manifests accepted (unknown fields refused); "
+          f"{len(paths)} status paths in the docs exist")
     return 0
 
 
