@@ -9,10 +9,12 @@
 //! - [`run`]: one run's state machine, pure (time is an argument).
 //! - [`end`]: how a finished run ended (phase, reason, message).
 //! - [`series`]: the per-second series from cumulative snapshots.
+//! - [`probe`]: the plateau windows of rate probes, from cumulative snapshots.
 //! - [`summary`]: the summary document of a finished run (`summary.json`).
 //! - [`server`]: the HTTP routes of `DESIGN.md` §4 over all runs.
 
 pub mod end;
+pub mod probe;
 pub mod run;
 pub mod series;
 pub mod server;

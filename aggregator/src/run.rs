@@ -17,15 +17,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use volley_crds::metrics::{self, MetricsError, RunMetrics, SeriesPoint, ThresholdResult};
 use volley_crds::plan;
+use volley_crds::plateau::{self, PlateauResult};
 use volley_crds::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
 use volley_crds::spec::LoadTestSpec;
-use volley_crds::status::Phase;
+use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;
 
 use crate::end::{EndFacts, RunEnd, RunnerFailure, decide_end};
+use crate::probe::PlateauWatch;
 use crate::series::SeriesBuilder;
 
 /// Time between the barrier completing and the common start: long enough for every runner's
@@ -226,10 +228,21 @@ pub struct RunView {
     pub start_skew: Option<Duration>,
     /// One point per second of the merged result.
     pub series: Vec<SeriesPoint>,
+    /// The plateaus of ramping-arrival-rate scenarios measured so far, judged one by one.
+    pub plateaus: Vec<PlateauResult>,
     /// Why the run is being stopped, while it is.
     pub stop: Option<RunEnd>,
     /// How the run ended, once it has.
     pub end: Option<RunEnd>,
+}
+
+impl RunView {
+    /// One row per scenario, a rate probe's with its sustainable rate.
+    pub fn scenario_statuses(&self) -> Vec<ScenarioStatus> {
+        let mut rows = metrics::scenario_statuses(&self.merged, self.elapsed);
+        plateau::annotate(&mut rows, &plateau::sustainable_rates(&self.plateaus));
+        rows
+    }
 }
 
 #[derive(Debug, Default)]
@@ -291,6 +304,7 @@ pub struct RunState {
     thresholds: Vec<ThresholdResult>,
     series: SeriesBuilder,
     next_point: u64,
+    plateaus: PlateauWatch,
     version: u64,
 }
 
@@ -318,6 +332,7 @@ impl RunState {
             thresholds: Vec::new(),
             series: SeriesBuilder::new(),
             next_point: 1,
+            plateaus: PlateauWatch::new(&config.spec),
             version: 0,
             config: RunConfig { runners, ..config },
         };
@@ -655,6 +670,7 @@ impl RunState {
             thresholds: self.thresholds.clone(),
             start_skew: self.start_skew(),
             series: self.series.points().to_vec(),
+            plateaus: self.plateaus.results(&self.config.spec),
             stop: self.stop.clone(),
             end: self.end.clone(),
         }
@@ -737,6 +753,7 @@ impl RunState {
         if self.start.is_some() {
             self.series
                 .finish(self.merged.overall(), self.merged_elapsed);
+            self.observe_plateaus();
         }
         let failures = self.failures();
         let end = decide_end(&EndFacts {
@@ -815,7 +832,28 @@ impl RunState {
         }
         self.refresh();
         self.series.push(self.merged.overall(), self.merged_elapsed);
+        self.observe_plateaus();
         self.next_point = since.as_secs() + 1;
+    }
+
+    /// Shows the freshly merged result to the plateau windows, with how far the least and the
+    /// most advanced live runner got (a runner that has not reported yet has got nowhere; a
+    /// failed one no longer counts, or it would hold every later window back).
+    fn observe_plateaus(&mut self) {
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| s.failure.is_none() && !s.released);
+        let mut oldest: Option<Duration> = None;
+        let mut newest = Duration::ZERO;
+        for slot in live {
+            let reached = slot.latest.as_ref().map_or(Duration::ZERO, |l| l.elapsed);
+            oldest = Some(oldest.map_or(reached, |o| o.min(reached)));
+            newest = newest.max(reached);
+        }
+        if let Some(oldest) = oldest {
+            self.plateaus.observe(&self.merged, oldest, newest);
+        }
     }
 
     // ---- reading ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ use serde::Serialize;
 use volley_crds::metrics::{
     self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, latency_ms,
 };
+use volley_crds::plateau::{self, PlateauResult, SustainableRate, sustainable_rates};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
@@ -63,6 +64,14 @@ pub struct RunSummary {
     pub steps: Vec<StepStatus>,
     /// One point per second of the run.
     pub series: Vec<SeriesPoint>,
+    /// Rate probes: each plateau of a ramping-arrival-rate scenario, measured and judged on
+    /// its own window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plateaus: Vec<PlateauResult>,
+    /// Rate probes: per scenario, the highest plateau rate that held and the first that did
+    /// not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sustainable_rates: Vec<SustainableRate>,
     /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
     pub histograms: Histograms,
 }
@@ -160,6 +169,8 @@ pub fn build_summary(
         scenarios: metrics::scenario_statuses(run, elapsed),
         steps: metrics::step_statuses(run, MAX_STEP_ROWS),
         series,
+        plateaus: Vec::new(),
+        sustainable_rates: Vec::new(),
         histograms: Histograms {
             overall: encode_histogram(&overall.latency).unwrap_or_default(),
             steps,
@@ -195,5 +206,8 @@ pub fn summarize(name: &str, view: &RunView) -> RunSummary {
         view.series.clone(),
     );
     summary.runner_failures = failure_rows(&view.failures);
+    summary.sustainable_rates = sustainable_rates(&view.plateaus);
+    summary.plateaus = view.plateaus.clone();
+    plateau::annotate(&mut summary.scenarios, &summary.sustainable_rates);
     summary
 }

@@ -20,6 +20,7 @@ pub mod duration;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;
+pub mod plateau;
 pub mod protocol;
 pub mod spec;
 pub mod split;

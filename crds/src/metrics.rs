@@ -339,6 +339,51 @@ impl Counters {
         }
     }
 
+    /// What happened between the cumulative `earlier` and `self`, field by field. Fails when
+    /// `self` holds less than `earlier` anywhere: they are not successive snapshots of one run.
+    pub fn since(&self, earlier: &Counters) -> Result<Counters, MetricsError> {
+        let diff = |what: &'static str, prev: u64, cur: u64| {
+            cur.checked_sub(prev)
+                .ok_or(MetricsError::NotCumulative { what, prev, cur })
+        };
+        let mut interval = Counters {
+            requests: diff("requests", earlier.requests, self.requests)?,
+            failures: diff("failures", earlier.failures, self.failures)?,
+            iterations: diff("iterations", earlier.iterations, self.iterations)?,
+            dropped_iterations: diff(
+                "dropped iterations",
+                earlier.dropped_iterations,
+                self.dropped_iterations,
+            )?,
+            interrupted_iterations: diff(
+                "interrupted iterations",
+                earlier.interrupted_iterations,
+                self.interrupted_iterations,
+            )?,
+            checks_passed: diff("checks passed", earlier.checks_passed, self.checks_passed)?,
+            checks_failed: diff("checks failed", earlier.checks_failed, self.checks_failed)?,
+            bytes_sent: diff("bytes sent", earlier.bytes_sent, self.bytes_sent)?,
+            bytes_received: diff(
+                "bytes received",
+                earlier.bytes_received,
+                self.bytes_received,
+            )?,
+            errors: BTreeMap::new(),
+        };
+        for (kind, prev) in &earlier.errors {
+            let cur = self.errors.get(kind).copied().unwrap_or(0);
+            diff("errors of a kind", *prev, cur)?;
+        }
+        for (kind, cur) in &self.errors {
+            let prev = earlier.errors.get(kind).copied().unwrap_or(0);
+            let n = diff("errors of a kind", prev, *cur)?;
+            if n > 0 {
+                interval.errors.insert(kind.clone(), n);
+            }
+        }
+        Ok(interval)
+    }
+
     /// Counts one failed request of `kind`: `failures` and `errors[kind]` both go up by one, so
     /// the error map always sums to `failures`. Call it once per failed request, instead of
     /// (not in addition to) incrementing `failures`. `requests` is counted separately.
@@ -400,7 +445,38 @@ impl fmt::Debug for Measurements {
     }
 }
 
+/// `cur − prev` for one histogram of two cumulative snapshots (exact, count by count).
+fn histogram_since(
+    prev: &Histogram<u64>,
+    cur: &Histogram<u64>,
+) -> Result<Histogram<u64>, MetricsError> {
+    let not_cumulative = || MetricsError::NotCumulative {
+        what: "latency samples at some value",
+        prev: prev.len(),
+        cur: cur.len(),
+    };
+    if cur.len() < prev.len() {
+        return Err(not_cumulative());
+    }
+    fits(cur, prev)?;
+    let mut h = cur.clone();
+    h.subtract(prev).map_err(|_| not_cumulative())?;
+    Ok(h)
+}
+
 impl Measurements {
+    /// What happened between the cumulative snapshot `earlier` and `self`: every histogram and
+    /// counter minus the earlier one (exact). Fails when the two are not successive
+    /// snapshots of one run.
+    pub fn since(&self, earlier: &Measurements) -> Result<Measurements, MetricsError> {
+        Ok(Measurements {
+            latency: histogram_since(&earlier.latency, &self.latency)?,
+            latency_sent: histogram_since(&earlier.latency_sent, &self.latency_sent)?,
+            failed_latency: histogram_since(&earlier.failed_latency, &self.failed_latency)?,
+            counters: self.counters.since(&earlier.counters)?,
+        })
+    }
+
     /// Adds `other` into `self`: histograms count by count (exact), counters saturating.
     /// Fails, leaving `self` unchanged, when `other` holds values `self`'s histograms cannot
     /// track (never the case for histograms made by this module).
@@ -428,7 +504,7 @@ impl Measurements {
     }
 
     /// The figures thresholds are evaluated on.
-    fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
+    pub(crate) fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
         let c = &self.counters;
         ScopeMetrics {
             latency_us: &self.latency,
@@ -663,7 +739,7 @@ fn us_to_ms(us: u64) -> f64 {
 
 /// The latency at quantile `q` in ms, 0 when empty. Same formula as threshold evaluation, so
 /// status and thresholds always show the same figure.
-fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     if h.is_empty() {
         0.0
     } else {
@@ -671,7 +747,7 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -786,6 +862,7 @@ pub fn scenario_statuses(run: &RunMetrics, elapsed: Duration) -> Vec<ScenarioSta
                 p50_ms: quantile_ms(&m.latency, 0.5),
                 p95_ms: quantile_ms(&m.latency, 0.95),
                 p99_ms: quantile_ms(&m.latency, 0.99),
+                sustainable_rate: None,
             }
         })
         .collect()
@@ -1009,21 +1086,9 @@ pub fn series_point(
     second: u64,
     interval: Duration,
 ) -> Result<SeriesPoint, MetricsError> {
-    let diff = |what: &'static str, prev: u64, cur: u64| {
-        cur.checked_sub(prev)
-            .ok_or(MetricsError::NotCumulative { what, prev, cur })
-    };
-    let requests = diff("requests", prev.counters.requests, cur.counters.requests)?;
-    let failures = diff("failures", prev.counters.failures, cur.counters.failures)?;
-    diff("latency samples", prev.latency.len(), cur.latency.len())?;
-    fits(&cur.latency, &prev.latency)?;
-    let mut h = cur.latency.clone();
-    h.subtract(&prev.latency)
-        .map_err(|_| MetricsError::NotCumulative {
-            what: "latency samples at some value",
-            prev: prev.latency.len(),
-            cur: cur.latency.len(),
-        })?;
+    let interval_counters = cur.counters.since(&prev.counters)?;
+    let (requests, failures) = (interval_counters.requests, interval_counters.failures);
+    let h = histogram_since(&prev.latency, &cur.latency)?;
     Ok(SeriesPoint {
         second,
         interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
@@ -1622,6 +1687,37 @@ mod tests {
         });
         assert_eq!(big.requests, u64::MAX);
         assert_eq!(big.errors["connect"], u64::MAX);
+    }
+
+    #[test]
+    fn since_is_the_exact_difference_of_two_snapshots() {
+        let mut early = Measurements::default();
+        record_latency(&mut early.latency, Duration::from_millis(1));
+        early.counters.requests = 1;
+        early.counters.errors = BTreeMap::from([("5xx".to_owned(), 1)]);
+        let mut late = early.clone();
+        record_latency(&mut late.latency, Duration::from_millis(50));
+        record_latency(&mut late.failed_latency, Duration::from_millis(50));
+        late.counters.requests = 2;
+        late.counters.failures = 1;
+        late.counters.errors.insert("timeout".to_owned(), 1);
+        let d = late.since(&early).unwrap();
+        assert_eq!(d.latency.len(), 1);
+        assert!(d.latency.equivalent(d.latency.min(), 50_000));
+        assert_eq!(d.failed_latency.len(), 1);
+        assert_eq!((d.counters.requests, d.counters.failures), (1, 1));
+        assert_eq!(
+            d.counters.errors,
+            BTreeMap::from([("timeout".to_owned(), 1)])
+        );
+        // Backwards, or an error kind that vanished: not successive snapshots.
+        assert!(early.since(&late).is_err());
+        let mut lost = late.clone();
+        lost.counters.errors.remove("5xx");
+        assert!(matches!(
+            lost.since(&early),
+            Err(MetricsError::NotCumulative { .. })
+        ));
     }
 
     #[test]

@@ -229,6 +229,11 @@ pub struct ScenarioStatus {
     pub p95_ms: f64,
     /// 99th percentile latency in ms.
     pub p99_ms: f64,
+    /// For a rate probe (ramping-arrival-rate with plateaus): the highest plateau rate, in
+    /// iterations per second, at which every threshold that judges a window held, before the
+    /// first plateau that did not. Absent for other scenarios and until a plateau held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustainable_rate: Option<f64>,
 }
 
 /// One step's results.

@@ -76,7 +76,7 @@ impl AggregatorRegistry {
 pub fn figures(view: &RunView) -> RunFigures {
     RunFigures {
         active_runners: view.running,
-        scenarios: metrics::scenario_statuses(&view.merged, view.elapsed),
+        scenarios: view.scenario_statuses(),
     }
 }
 
@@ -117,7 +117,7 @@ pub fn progress(view: &RunView) -> RunProgress {
             view.elapsed,
         )),
         thresholds: view.thresholds.iter().map(|t| t.status.clone()).collect(),
-        scenarios: metrics::scenario_statuses(&view.merged, view.elapsed),
+        scenarios: view.scenario_statuses(),
         steps: metrics::step_statuses(&view.merged, MAX_STATUS_STEPS),
         verdict: report::view_verdict(view),
         report_ref: None,

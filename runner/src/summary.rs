@@ -111,6 +111,7 @@ pub fn render_text(s: &RunSummary) -> String {
             &mut out,
             s.steps.iter().filter(|st| st.scenario == sc.scenario),
         );
+        plateau_rows(&mut out, s, &sc.scenario);
     }
     let setup: Vec<&StepStatus> = s
         .steps
@@ -134,6 +135,55 @@ pub fn render_text(s: &RunSummary) -> String {
     }
     out.push('\n');
     out
+}
+
+/// A rate probe's plateaus, one line each, and its sustainable rate.
+fn plateau_rows(out: &mut String, s: &RunSummary, scenario: &str) {
+    let rows: Vec<_> = s
+        .plateaus
+        .iter()
+        .filter(|p| p.scenario == scenario)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    plateaus (iterations/s offered → run, in the measured window):"
+    );
+    for p in rows {
+        let mut verdict = match p.held {
+            Some(true) => "held".to_string(),
+            Some(false) => format!("failed: {}", p.failed.join("; ")),
+            None => "not judged (no threshold applies to a plateau)".to_string(),
+        };
+        if !p.complete {
+            verdict.push_str(" (the run ended inside this plateau)");
+        }
+        let window = format!("{:.1}-{:.1}s", p.from_seconds, p.to_seconds);
+        let _ = writeln!(
+            out,
+            "    {:>9.1}/s → {:>9.1}/s  {window:<13} errors {:>6.2}%  p95 {:>8}  dropped {}  {verdict}",
+            p.rate,
+            p.achieved_rate,
+            p.error_rate * 100.0,
+            format_latency_ms(p.p95_ms),
+            p.dropped_iterations,
+        );
+    }
+    if let Some(r) = s.sustainable_rates.iter().find(|r| r.scenario == scenario) {
+        let answer = match (r.rate, r.failed_at) {
+            (Some(rate), Some(next)) => {
+                format!("{rate:.1}/s (the next plateau, {next:.1}/s, did not hold)")
+            }
+            (Some(rate), None) => {
+                format!("at least {rate:.1}/s (every plateau held: probe higher)")
+            }
+            (None, Some(first)) => format!("below {first:.1}/s (the first plateau did not hold)"),
+            (None, None) => "unknown".to_string(),
+        };
+        let _ = writeln!(out, "    sustainable rate: {answer}");
+    }
 }
 
 fn latency_row(l: &LatencyMs) -> String {

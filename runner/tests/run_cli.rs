@@ -250,6 +250,124 @@ spec:
     target.shutdown().await;
 }
 
+/// A rate probe (DESIGN §7, sustainable RPS) against a target that takes 150 requests/s and
+/// refuses the excess: two runner processes step 50/s → 100/s → 300/s. Each plateau is judged
+/// on its own window, so the summary names 100/s as the sustainable rate and 300/s as where
+/// it broke, although the whole run's error rate fails the threshold (exit 99). Every window
+/// is checked against the target's own count of refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_probe_reports_the_sustainable_rate() {
+    let target = demo(DemoConfig {
+        capacity: Some(150.0),
+        ..DemoConfig::default()
+    })
+    .await;
+    let dir = tempdir("probe");
+    let file = write_manifest(
+        &dir,
+        "probe.yaml",
+        r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: probe}
+spec:
+  target: {baseUrl: "@BASE@", timeout: 2s}
+  scenarios:
+    - name: probe
+      executor: ramping-arrival-rate
+      startRate: 50
+      maxVUs: 100
+      stages:
+        - {duration: 3s, target: 50}
+        - {duration: 1s, target: 100}
+        - {duration: 3s, target: 100}
+        - {duration: 0s, target: 300}
+        - {duration: 3s, target: 300}
+      steps:
+        - {name: item, request: {url: /api/items/1}}
+  thresholds: ["error_rate < 1%"]
+"#,
+        &target.base_url(),
+    );
+    let out_file = dir.join("summary.json");
+    let out = output(
+        volley(&[
+            "run",
+            file.to_str().unwrap(),
+            "--runners",
+            "2",
+            "-q",
+            "--out",
+            out_file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    eprintln!("{stdout}");
+    assert_eq!(out.status.code(), Some(99), "{stdout}\n{stderr}");
+    let json = read_json(&out_file);
+    let plateaus = json["plateaus"].as_array().unwrap();
+    let rates: Vec<f64> = plateaus
+        .iter()
+        .map(|p| p["rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [50.0, 100.0, 300.0], "{plateaus:?}");
+    let held: Vec<&Value> = plateaus.iter().map(|p| &p["held"]).collect();
+    assert_eq!(held, [true, true, false], "{plateaus:?}");
+    for p in plateaus {
+        let (from, to) = (
+            p["fromSeconds"].as_f64().unwrap(),
+            p["toSeconds"].as_f64().unwrap(),
+        );
+        let rate = p["rate"].as_f64().unwrap();
+        // The window lies inside its plateau and spans at least one report interval.
+        let begin = match rate as u64 {
+            50 => 0.0,
+            100 => 4.0,
+            _ => 7.0,
+        };
+        assert!(
+            from >= begin && to <= begin + 3.2 && to - from >= 0.9,
+            "{p}"
+        );
+        let requests = u(&p["requests"]) as f64;
+        let expected = rate * (to - from);
+        assert!(
+            (requests - expected).abs() <= 0.1 * expected + 5.0,
+            "{requests} requests in {:.2}s at {rate}/s: {p}",
+            to - from
+        );
+    }
+    // Above capacity about half is refused: 300/s offered, 150/s taken.
+    let broken = &plateaus[2];
+    let error_rate = broken["errorRate"].as_f64().unwrap();
+    assert!((0.3..0.7).contains(&error_rate), "{broken}");
+    assert_eq!(
+        broken["failed"][0].as_str().unwrap().split(' ').next(),
+        Some("error_rate")
+    );
+    let sustainable = &json["sustainableRates"][0];
+    assert_eq!(sustainable["scenario"], "probe");
+    assert_eq!(sustainable["rate"], 100.0);
+    assert_eq!(sustainable["failedAt"], 300.0);
+    assert_eq!(json["scenarios"][0]["sustainableRate"], 100.0);
+    // The refusals the windows saw are the target's own, no more.
+    let window_failures: u64 = plateaus.iter().map(|p| u(&p["failures"])).sum();
+    assert!(window_failures > 0);
+    assert!(window_failures <= target.stats().failures_injected);
+    assert_eq!(
+        u(&json["metrics"]["failures"]),
+        target.stats().failures_injected
+    );
+    assert!(
+        stdout.contains("sustainable rate: 100.0/s (the next plateau, 300.0/s, did not hold)"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    target.shutdown().await;
+}
+
 /// Nothing listens on the target's port: the run completes, the errors are `connect`, and
 /// the error-rate threshold fails: exit 99.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
