@@ -50,6 +50,21 @@ async fn output(mut cmd: tokio::process::Command, limit: Duration) -> Output {
         .expect("run volley")
 }
 
+/// `volley run FILE -q --out DIR/summary.json EXTRA...` to the end (at most `limit`): its
+/// output, and where the summary went.
+async fn run_to_summary(file: &Path, extra: &[&str], limit: Duration) -> (Output, PathBuf) {
+    let out_file = file.with_file_name("summary.json");
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "-q",
+        "--out",
+        out_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    (output(volley(&args), limit).await, out_file)
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -113,21 +128,9 @@ spec:
 "#,
         "",
     );
-    let out_file = dir.join("summary.json");
     let base = target.base_url();
-    let out = output(
-        volley(&[
-            "run",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--base-url",
-            &base,
-            "--out",
-            out_file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (out, out_file) =
+        run_to_summary(&file, &["--base-url", &base], Duration::from_secs(30)).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("verdict: PASSED"), "{stdout}");
@@ -223,18 +226,7 @@ spec:
 "#,
         &target.base_url(),
     );
-    let out_file = dir.join("summary.json");
-    let out = output(
-        volley(&[
-            "run",
-            file.to_str().unwrap(),
-            "-q",
-            "--out",
-            out_file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (out, out_file) = run_to_summary(&file, &[], Duration::from_secs(30)).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(99), "{stdout}\n{stderr}");
     assert!(stdout.contains("✗ p(95) < 5ms"), "{stdout}");
@@ -289,20 +281,7 @@ spec:
 "#,
         &target.base_url(),
     );
-    let out_file = dir.join("summary.json");
-    let out = output(
-        volley(&[
-            "run",
-            file.to_str().unwrap(),
-            "--runners",
-            "2",
-            "-q",
-            "--out",
-            out_file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (out, out_file) = run_to_summary(&file, &["--runners", "2"], Duration::from_secs(60)).await;
     let (stdout, stderr) = text(&out);
     eprintln!("{stdout}");
     assert_eq!(out.status.code(), Some(99), "{stdout}\n{stderr}");
@@ -506,18 +485,7 @@ spec:
 "#,
         &target.base_url(),
     );
-    let out_file = dir.join("summary.json");
-    let out = output(
-        volley(&[
-            "run",
-            file.to_str().unwrap(),
-            "--quiet",
-            "--out",
-            out_file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (out, out_file) = run_to_summary(&file, &[], Duration::from_secs(30)).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("setup step `login` failed"), "{stdout}");
