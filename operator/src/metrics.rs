@@ -5,7 +5,8 @@
 //! - live figures of every run the aggregator holds, labelled `namespace`, `loadtest` and
 //!   `scenario`, so a Grafana panel can chart a running test: `volley_run_rps`,
 //!   `volley_run_error_rate`, `volley_run_latency_p50_ms` / `_p95_ms` / `_p99_ms` (since the
-//!   start of the run), and `volley_run_active_runners{namespace,loadtest}`. A run's series
+//!   start of the run), `volley_run_sustainable_rate` (a rate probe's answer so far, once a
+//!   plateau has held), and `volley_run_active_runners{namespace,loadtest}`. A run's series
 //!   disappear when the run is forgotten.
 
 use std::sync::atomic::AtomicU64;
@@ -65,6 +66,7 @@ pub struct OperatorMetrics {
     p50: Family<ScenarioLabels, FloatGauge>,
     p95: Family<ScenarioLabels, FloatGauge>,
     p99: Family<ScenarioLabels, FloatGauge>,
+    sustainable_rate: Family<ScenarioLabels, FloatGauge>,
     active_runners: Family<RunLabels, Gauge>,
     /// The scenario labels each run currently has, so they can be removed.
     known: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
@@ -87,6 +89,7 @@ impl OperatorMetrics {
         let p50 = Family::<ScenarioLabels, FloatGauge>::default();
         let p95 = Family::<ScenarioLabels, FloatGauge>::default();
         let p99 = Family::<ScenarioLabels, FloatGauge>::default();
+        let sustainable_rate = Family::<ScenarioLabels, FloatGauge>::default();
         let active_runners = Family::<RunLabels, Gauge>::default();
         registry.register(
             "volley_operator_reconciles",
@@ -124,6 +127,11 @@ impl OperatorMetrics {
             p99.clone(),
         );
         registry.register(
+            "volley_run_sustainable_rate",
+            "Rate probes: the highest plateau rate (iterations/s) that held so far",
+            sustainable_rate.clone(),
+        );
+        registry.register(
             "volley_run_active_runners",
             "Runners of the run sending load",
             active_runners.clone(),
@@ -137,6 +145,7 @@ impl OperatorMetrics {
             p50,
             p95,
             p99,
+            sustainable_rate,
             active_runners,
             known: Default::default(),
         }
@@ -174,6 +183,9 @@ impl OperatorMetrics {
             self.p50.get_or_create(&labels).set(s.p50_ms);
             self.p95.get_or_create(&labels).set(s.p95_ms);
             self.p99.get_or_create(&labels).set(s.p99_ms);
+            if let Some(rate) = s.sustainable_rate {
+                self.sustainable_rate.get_or_create(&labels).set(rate);
+            }
             names.push(s.scenario.clone());
         }
         self.known
@@ -196,7 +208,14 @@ impl OperatorMetrics {
                 loadtest: loadtest.into(),
                 scenario,
             };
-            for family in [&self.rps, &self.error_rate, &self.p50, &self.p95, &self.p99] {
+            for family in [
+                &self.rps,
+                &self.error_rate,
+                &self.p50,
+                &self.p95,
+                &self.p99,
+                &self.sustainable_rate,
+            ] {
                 family.remove(&labels);
             }
         }
@@ -245,10 +264,20 @@ mod tests {
             "web",
             &RunFigures {
                 active_runners: 2,
-                scenarios: vec![scenario("browse", 50.0), scenario("buy", 5.0)],
+                scenarios: vec![
+                    scenario("browse", 50.0),
+                    ScenarioStatus {
+                        sustainable_rate: Some(400.0),
+                        ..scenario("buy", 5.0)
+                    },
+                ],
             },
         );
         let text = m.encode();
+        assert!(
+            !text.contains("volley_run_sustainable_rate{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"}"),
+            "no probe, no series: {text}"
+        );
         for line in [
             "volley_operator_reconciles_total{result=\"ok\"} 2",
             "volley_operator_reconciles_total{result=\"error\"} 1",
@@ -259,6 +288,7 @@ mod tests {
             "volley_run_latency_p50_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 1.5",
             "volley_run_latency_p95_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 9.0",
             "volley_run_latency_p99_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 12.0",
+            "volley_run_sustainable_rate{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\"} 400.0",
             "volley_run_active_runners{namespace=\"team-a\",loadtest=\"web\"} 2",
         ] {
             assert!(
