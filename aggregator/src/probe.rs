@@ -100,13 +100,15 @@ impl PlateauWatch {
                     }
                 };
                 let to = end.at().max(begin.at());
+                // A run whose last report lands exactly on the plateau's end completed it.
+                let complete = w.closed || end.newest >= w.plateau.end;
                 Some(judge_plateau(
                     spec,
                     &w.plateau,
                     &window,
                     begin.at(),
                     to,
-                    w.closed,
+                    complete,
                 ))
             })
             .collect()

@@ -740,3 +740,71 @@ fn a_runner_cut_short_by_a_signal_fails_unless_the_run_was_being_stopped() {
     assert!(view.failures.is_empty(), "{:?}", view.failures);
     assert_eq!(view.end.unwrap().phase, Phase::Aborted);
 }
+
+/// A rate probe through the state machine: plateaus of 100/s (0–3 s) and 200/s (3–6 s) over
+/// two runners, the second plateau failing 20% of its requests, and runner 1 dying at 2.2 s.
+/// The dead runner, whose last report stays at 2 s, does not hold the second window back;
+/// each window holds exactly the merged difference of its edges; the scenario row carries the
+/// sustainable rate.
+#[test]
+fn a_probe_is_judged_plateau_by_plateau_on_the_merged_reports() {
+    let clock = Clock::new();
+    let sp = parse_manifest(
+        "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\nspec:\n  \
+         target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  \
+         - {name: probe, executor: ramping-arrival-rate, startRate: 100, maxVUs: 50,\n     \
+         stages: [{duration: 3s, target: 100}, {duration: 0s, target: 200}, \
+         {duration: 3s, target: 200}],\n     steps: [{name: get, request: {url: /}}]}\n  \
+         thresholds: ['error_rate < 1%']\n",
+    )
+    .unwrap()
+    .spec;
+    let mut s = started(sp.clone(), 2, &clock);
+    // One runner's cumulative figures after `k` seconds: 50/s, then 100/s with 20 failures/s.
+    let cumulative = |k: u64| {
+        let requests = if k <= 3 { 50 * k } else { 150 + 100 * (k - 3) };
+        let failures = k.saturating_sub(3) * 20;
+        metrics(&sp, &vec![5; requests as usize], failures)
+    };
+    // The load starts at 1010 ms; reports land just after each second, ticks half a second on.
+    for k in 1..=6u64 {
+        let at = 1010 + k * 1000;
+        let done = k == 6;
+        s.report(
+            0,
+            report(0, k, k * 1000, done, cumulative(k)),
+            clock.at(at + 5),
+        )
+        .unwrap();
+        if k <= 2 {
+            s.report(
+                1,
+                report(1, k, k * 1000, false, cumulative(k)),
+                clock.at(at + 8),
+            )
+            .unwrap();
+        }
+        if k == 2 {
+            s.runner_failed(1, "killed by signal 9", clock.at(at + 200));
+        }
+        s.tick(clock.at(at + 600));
+    }
+    let view = s.view();
+    assert_eq!(view.stage, Stage::Finished);
+    let windows: Vec<(f64, u64, u64, Option<bool>, bool)> = view
+        .plateaus
+        .iter()
+        .map(|p| (p.rate, p.requests, p.failures, p.held, p.complete))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            // From 1 s (both runners) to 3 s (runner 0; runner 1 stopped at 2 s).
+            (100.0, 50 + 50 + 50, 0, Some(true), true),
+            // From 3 s to the end, runner 0 alone.
+            (200.0, 300, 60, Some(false), true),
+        ]
+    );
+    let rows = view.scenario_statuses();
+    assert_eq!(rows[0].sustainable_rate, Some(100.0));
+}
