@@ -46,11 +46,7 @@ pub fn plateaus(spec: &LoadTestSpec) -> Vec<Plateau> {
         if sc.executor != Executor::RampingArrivalRate {
             continue;
         }
-        let unit = sc
-            .time_unit
-            .map(|t| t.get())
-            .filter(|t| !t.is_zero())
-            .unwrap_or(Duration::from_secs(1));
+        let unit = sc.rate_unit();
         let mut at = sc.start_time.get();
         let mut from = sc.start_rate.unwrap_or(0);
         for (i, stage) in sc.stages.iter().enumerate() {
@@ -196,11 +192,10 @@ pub struct SustainableRate {
 /// The sustainable rate of every scenario with judged plateaus, from its results in time order.
 pub fn sustainable_rates(results: &[PlateauResult]) -> Vec<SustainableRate> {
     let mut out: Vec<SustainableRate> = Vec::new();
-    let mut settled: Vec<&str> = Vec::new();
     for r in results {
         let Some(held) = r.held else { continue };
-        let entry = match out.iter_mut().position(|s| s.scenario == r.scenario) {
-            Some(i) => &mut out[i],
+        let i = match out.iter().position(|s| s.scenario == r.scenario) {
+            Some(i) => i,
             None => {
                 out.push(SustainableRate {
                     scenario: r.scenario.clone(),
@@ -208,11 +203,12 @@ pub fn sustainable_rates(results: &[PlateauResult]) -> Vec<SustainableRate> {
                     failed_at: None,
                     reason: None,
                 });
-                let last = out.len() - 1;
-                &mut out[last]
+                out.len() - 1
             }
         };
-        if settled.contains(&r.scenario.as_str()) {
+        let entry = &mut out[i];
+        if entry.failed_at.is_some() {
+            // The limit is found; a plateau that recovers after it does not move it.
             continue;
         }
         if held {
@@ -220,7 +216,6 @@ pub fn sustainable_rates(results: &[PlateauResult]) -> Vec<SustainableRate> {
         } else {
             entry.failed_at = Some(r.rate);
             entry.reason = Some(r.failed.join("; "));
-            settled.push(&r.scenario);
         }
     }
     out

@@ -271,6 +271,17 @@ pub struct Step {
     pub sleep: Option<Sleep>,
 }
 
+impl Scenario {
+    /// What a rate is per: `timeUnit`, or one second when unset (or zero, which validation
+    /// refuses).
+    pub fn rate_unit(&self) -> std::time::Duration {
+        self.time_unit
+            .map(|u| u.get())
+            .filter(|u| !u.is_zero())
+            .unwrap_or(std::time::Duration::from_secs(1))
+    }
+}
+
 impl Step {
     /// The name metrics and thresholds use for this step.
     pub fn display_name(&self) -> String {

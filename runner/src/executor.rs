@@ -35,9 +35,6 @@ use tokio::time::{Instant, sleep_until};
 use volley_crds::plan::run_length;
 use volley_crds::spec::{Executor, Scenario, Stage};
 
-/// `timeUnit` when a scenario does not set one.
-const DEFAULT_TIME_UNIT: Duration = Duration::from_secs(1);
-
 /// Offsets are capped here so that adding them to an [`Instant`] cannot overflow; no load test
 /// runs for a century.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -123,7 +120,7 @@ pub struct ExecutorSummary {
 /// its target. Past the last stage the last target holds (the scenario is over by then).
 /// Closed-model executors have no rate: 0.
 pub fn rate_at(scenario: &Scenario, t: Duration) -> f64 {
-    let per_sec = |per_unit: f64| per_unit / time_unit(scenario).as_secs_f64();
+    let per_sec = |per_unit: f64| per_unit / scenario.rate_unit().as_secs_f64();
     match scenario.executor {
         Executor::ConstantArrivalRate => per_sec(scenario.rate.unwrap_or(0) as f64),
         Executor::RampingArrivalRate => per_sec(ramp_f64(
@@ -166,7 +163,7 @@ pub fn max_vus(scenario: &Scenario) -> u64 {
                     Executor::ConstantArrivalRate => scenario.rate.unwrap_or(0),
                     _ => peak(scenario.start_rate.unwrap_or(0), &scenario.stages),
                 };
-                let per_sec = peak_per_unit as f64 / time_unit(scenario).as_secs_f64();
+                let per_sec = peak_per_unit as f64 / scenario.rate_unit().as_secs_f64();
                 // Float to int `as` saturates; the value is non-negative and finite.
                 ((2.0 * per_sec).ceil() as u64).max(1)
             })
@@ -389,7 +386,7 @@ struct Segment {
 
 impl Schedule {
     fn new(scenario: &Scenario) -> Self {
-        let unit = time_unit(scenario);
+        let unit = scenario.rate_unit();
         if scenario.executor == Executor::ConstantArrivalRate {
             return Schedule::Constant {
                 unit_nanos: unit.as_nanos(),
@@ -781,14 +778,6 @@ fn log_join_error(err: &JoinError) {
 /// `begin + offset`, saturating far in the future instead of overflowing.
 fn at(begin: Instant, offset: Duration) -> Instant {
     begin + offset.min(FAR_FUTURE)
-}
-
-fn time_unit(scenario: &Scenario) -> Duration {
-    scenario
-        .time_unit
-        .map(|u| u.get())
-        .filter(|u| !u.is_zero())
-        .unwrap_or(DEFAULT_TIME_UNIT)
 }
 
 fn peak(start: u64, stages: &[Stage]) -> u64 {
