@@ -5,7 +5,8 @@
 # VOLLEY_* variable the chart sets, and kubectl accepts the objects (client-side dry run).
 # Then the API server's own schemas: every rendered object against Kubernetes 1.33's OpenAPI
 # schemas with unknown fields refused (kubernetes-validate, which bundles them), and every
-# example LoadTest against the generated CRD's schema (.ci/check_crd_schema.py).
+# example LoadTest against the generated CRD's schema (.ci/check_crd_schema.py); and the
+# documented Argo CD health check, run in Lua 5.1 for every phase (.ci/check_argocd_health.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(.ci/k8s-tools.sh | tail -n 1)
@@ -15,7 +16,8 @@ kube_version=1.33.0
 venv=target/tools/schema-venv
 if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet 'kubernetes-validate==1.37.0' 'jsonschema==4.26.0' 'PyYAML==6.0.4'
+  "$venv/bin/pip" install --quiet 'kubernetes-validate==1.37.0' 'jsonschema==4.26.0' 'PyYAML==6.0.4' \
+    'lupa==2.6'
 fi
 chart=charts/volley
 out=target/chart
@@ -68,3 +70,4 @@ echo "chart: schema and guard checks passed"
 "$venv/bin/python" .ci/check_crd_schema.py crds/loadtests.volley.dev.yaml \
   examples/*.yaml crds/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
   "$chart/templates/NOTES.txt"
+"$venv/bin/python" .ci/check_argocd_health.py crds/loadtests.volley.dev.yaml docs/guide.md
