@@ -756,13 +756,24 @@ impl RunState {
             self.observe_plateaus();
         }
         let failures = self.failures();
-        let end = decide_end(&EndFacts {
+        let mut end = decide_end(&EndFacts {
             stopped: self.stop.as_ref(),
             failures: &failures,
             runners: self.config.runners,
             policy: self.config.spec.runners.failure_policy,
             thresholds: &results,
         });
+        if end.phase != Phase::Error {
+            // A probe's answer belongs in the sentence `kubectl describe` shows.
+            let results = self.plateaus.results(&self.config.spec);
+            for rate in plateau::sustainable_rates(&results) {
+                let note = format!("sustainable rate of {}: {}", rate.scenario, rate.describe());
+                end.message = Some(match end.message.take() {
+                    Some(m) => format!("{m}; {note}"),
+                    None => note,
+                });
+            }
+        }
         tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");
         self.thresholds = results;
         self.end = Some(end);

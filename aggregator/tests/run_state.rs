@@ -807,4 +807,11 @@ fn a_probe_is_judged_plateau_by_plateau_on_the_merged_reports() {
     );
     let rows = view.scenario_statuses();
     assert_eq!(rows[0].sustainable_rate, Some(100.0));
+    let message = view.end.unwrap().message.unwrap();
+    assert!(
+        message.ends_with(
+            "; sustainable rate of probe: 100.0/s (the next plateau, 200.0/s, did not hold)"
+        ),
+        "{message}"
+    );
 }

@@ -189,6 +189,22 @@ pub struct SustainableRate {
     pub reason: Option<String>,
 }
 
+impl SustainableRate {
+    /// The answer in words, e.g. `400.0/s (the next plateau, 500.0/s, did not hold)`.
+    pub fn describe(&self) -> String {
+        match (self.rate, self.failed_at) {
+            (Some(rate), Some(next)) => {
+                format!("{rate:.1}/s (the next plateau, {next:.1}/s, did not hold)")
+            }
+            (Some(rate), None) => {
+                format!("at least {rate:.1}/s (every plateau held: probe higher)")
+            }
+            (None, Some(first)) => format!("below {first:.1}/s (the first plateau did not hold)"),
+            (None, None) => "unknown".to_string(),
+        }
+    }
+}
+
 /// The sustainable rate of every scenario with judged plateaus, from its results in time order.
 pub fn sustainable_rates(results: &[PlateauResult]) -> Vec<SustainableRate> {
     let mut out: Vec<SustainableRate> = Vec::new();

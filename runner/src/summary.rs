@@ -172,17 +172,7 @@ fn plateau_rows(out: &mut String, s: &RunSummary, scenario: &str) {
         );
     }
     if let Some(r) = s.sustainable_rates.iter().find(|r| r.scenario == scenario) {
-        let answer = match (r.rate, r.failed_at) {
-            (Some(rate), Some(next)) => {
-                format!("{rate:.1}/s (the next plateau, {next:.1}/s, did not hold)")
-            }
-            (Some(rate), None) => {
-                format!("at least {rate:.1}/s (every plateau held: probe higher)")
-            }
-            (None, Some(first)) => format!("below {first:.1}/s (the first plateau did not hold)"),
-            (None, None) => "unknown".to_string(),
-        };
-        let _ = writeln!(out, "    sustainable rate: {answer}");
+        let _ = writeln!(out, "    sustainable rate: {}", r.describe());
     }
 }
 
