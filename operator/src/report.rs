@@ -45,9 +45,14 @@ pub fn summary_json(view: &RunView) -> Value {
 }
 
 /// `summary` with per-step histograms, then the series, dropped until it serializes to at most
-/// `limit` bytes; `truncated` lists what was dropped.
+/// `limit` bytes; `truncated` lists what was dropped. Measured as [`report_configmap`] stores
+/// it (pretty-printed): the indentation of a long series is far more than the headroom.
 pub fn fit(mut summary: Value, limit: usize) -> Value {
-    let size = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = |v: &Value| {
+        serde_json::to_string_pretty(v)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX)
+    };
     let mut dropped = Vec::new();
     if size(&summary) > limit {
         summary["histograms"]["steps"] = json!([]);
@@ -129,6 +134,19 @@ mod tests {
         assert_eq!(cut["histograms"]["overall"], "AAAA");
         assert_eq!(cut["series"], json!([{"second": 1}]));
         assert_eq!(cut["truncated"]["dropped"], json!(["histograms.steps"]));
+    }
+
+    #[test]
+    fn a_report_is_measured_as_it_is_stored() {
+        let series: Vec<Value> = (0..100).map(|i| json!({"second": i, "rps": 1})).collect();
+        let summary = json!({"name": "web", "series": series, "histograms": {"steps": []}});
+        let compact = serde_json::to_string(&summary).unwrap().len();
+        let pretty = serde_json::to_string_pretty(&summary).unwrap().len();
+        assert!(compact < pretty);
+        // Fits compact, not as stored: the series goes.
+        let cut = fit(summary.clone(), (compact + pretty) / 2);
+        assert_eq!(cut["series"], json!([]));
+        assert!(fit(summary.clone(), pretty).get("truncated").is_none());
     }
 
     #[test]
