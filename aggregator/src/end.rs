@@ -27,6 +27,14 @@ impl RunEnd {
             message: Some(message.into()),
         }
     }
+
+    /// Adds `note` to the message, after what it already says.
+    pub fn add_note(&mut self, note: String) {
+        self.message = Some(match self.message.take() {
+            Some(m) => format!("{m}; {note}"),
+            None => note,
+        });
+    }
 }
 
 /// A runner that died, could not start, or went silent.
@@ -93,11 +101,9 @@ pub fn decide_end(facts: &EndFacts<'_>) -> RunEnd {
     }
     let mut end = threshold_end(facts.thresholds);
     if !facts.failures.is_empty() {
-        let note = format!("{failed} (failurePolicy Continue: the survivors' results decide)");
-        end.message = Some(match end.message {
-            Some(m) => format!("{m}; {note}"),
-            None => note,
-        });
+        end.add_note(format!(
+            "{failed} (failurePolicy Continue: the survivors' results decide)"
+        ));
     }
     end
 }

@@ -67,7 +67,7 @@ impl PlateauWatch {
             if w.begin.is_none() && oldest < w.plateau.begin {
                 continue;
             }
-            let mark = || Mark {
+            let mark = Mark {
                 oldest,
                 newest,
                 scenario: merged
@@ -75,10 +75,10 @@ impl PlateauWatch {
                     .unwrap_or_default(),
             };
             if w.begin.is_none() {
-                w.begin = Some(mark());
+                w.begin = Some(mark.clone());
             }
             if newest <= w.plateau.end {
-                w.end = Some(mark());
+                w.end = Some(mark);
             } else {
                 w.closed = true;
             }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use volley_crds::metrics::{self, MetricsError, RunMetrics, SeriesPoint, ThresholdResult};
 use volley_crds::plan;
-use volley_crds::plateau::{self, PlateauResult};
+use volley_crds::plateau::{self, PlateauResult, SustainableRate};
 use volley_crds::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
@@ -230,8 +230,8 @@ pub struct RunView {
     pub series: Vec<SeriesPoint>,
     /// The plateaus of ramping-arrival-rate scenarios measured so far, judged one by one.
     pub plateaus: Vec<PlateauResult>,
-    /// Why the run is being stopped, while it is.
-    pub stop: Option<RunEnd>,
+    /// The probes' answers so far, from `plateaus`.
+    pub sustainable_rates: Vec<SustainableRate>,
     /// How the run ended, once it has.
     pub end: Option<RunEnd>,
 }
@@ -240,7 +240,7 @@ impl RunView {
     /// One row per scenario, a rate probe's with its sustainable rate.
     pub fn scenario_statuses(&self) -> Vec<ScenarioStatus> {
         let mut rows = metrics::scenario_statuses(&self.merged, self.elapsed);
-        plateau::annotate(&mut rows, &plateau::sustainable_rates(&self.plateaus));
+        plateau::annotate(&mut rows, &self.sustainable_rates);
         rows
     }
 }
@@ -525,7 +525,7 @@ impl RunState {
                 self.slots[index as usize].done = true;
             }
         }
-        self.finish_if_settled(now);
+        self.finish_if_settled();
         Ok(self.answer())
     }
 
@@ -556,7 +556,7 @@ impl RunState {
                 failure.describe(),
             ));
         } else {
-            self.finish_if_settled(now);
+            self.finish_if_settled();
         }
     }
 
@@ -633,7 +633,7 @@ impl RunState {
                 }
             }
         }
-        self.finish_if_settled(now);
+        self.finish_if_settled();
     }
 
     /// Where the run is and how far its newest report got: a cheap look, without the merge
@@ -655,6 +655,7 @@ impl RunState {
             self.thresholds =
                 metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
         }
+        let plateaus = self.plateaus.results(&self.config.spec);
         let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
         RunView {
             name: self.config.name.clone(),
@@ -670,8 +671,8 @@ impl RunState {
             thresholds: self.thresholds.clone(),
             start_skew: self.start_skew(),
             series: self.series.points().to_vec(),
-            plateaus: self.plateaus.results(&self.config.spec),
-            stop: self.stop.clone(),
+            sustainable_rates: plateau::sustainable_rates(&plateaus),
+            plateaus,
             end: self.end.clone(),
         }
     }
@@ -737,7 +738,7 @@ impl RunState {
         self.set_stage(Stage::Finished);
     }
 
-    fn finish_if_settled(&mut self, _now: Instant) {
+    fn finish_if_settled(&mut self) {
         if !matches!(self.stage, Stage::Running | Stage::Stopping)
             || !self.slots.iter().all(Slot::settled)
         {
@@ -767,11 +768,11 @@ impl RunState {
             // A probe's answer belongs in the sentence `kubectl describe` shows.
             let results = self.plateaus.results(&self.config.spec);
             for rate in plateau::sustainable_rates(&results) {
-                let note = format!("sustainable rate of {}: {}", rate.scenario, rate.describe());
-                end.message = Some(match end.message.take() {
-                    Some(m) => format!("{m}; {note}"),
-                    None => note,
-                });
+                end.add_note(format!(
+                    "sustainable rate of {}: {}",
+                    rate.scenario,
+                    rate.describe()
+                ));
             }
         }
         tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");

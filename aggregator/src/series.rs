@@ -30,11 +30,6 @@ impl SeriesBuilder {
         &self.points
     }
 
-    /// The newest point, if any.
-    pub fn last(&self) -> Option<&SeriesPoint> {
-        self.points.last()
-    }
-
     /// Adds the interval from the previous snapshot to `overall`, taken `elapsed` after the
     /// start. Points are labelled by whole seconds since the start, always later than the
     /// previous point. Returns the new point (none for an empty interval or a snapshot that
@@ -56,11 +51,6 @@ impl SeriesBuilder {
             self.previous = self.before_previous.take();
         }
         self.push_labelled(overall, elapsed, true);
-    }
-
-    /// The finished series.
-    pub fn into_points(self) -> Vec<SeriesPoint> {
-        self.points
     }
 
     fn push_labelled(
@@ -153,7 +143,7 @@ mod tests {
         s.push(a, Duration::from_secs(1));
         s.push(b, Duration::from_secs(2));
         s.finish(c, Duration::from_millis(2100));
-        let points = s.into_points();
+        let points = s.points();
         assert_eq!(points.len(), 2);
         assert_eq!((points[1].second, points[1].requests), (3, 11));
     }

@@ -83,9 +83,9 @@ impl Aggregator {
         true
     }
 
-    /// Forgets a run, returning its last view.
-    pub fn remove_run(&self, run: &str) -> Option<RunView> {
-        self.lock().remove(run).map(|mut s| s.view())
+    /// Forgets a run; false when it was not known.
+    pub fn remove_run(&self, run: &str) -> bool {
+        self.lock().remove(run).is_some()
     }
 
     /// The ids of the registered runs.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use volley_crds::metrics::{
     self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, latency_ms,
 };
-use volley_crds::plateau::{self, PlateauResult, SustainableRate, sustainable_rates};
+use volley_crds::plateau::{self, PlateauResult, SustainableRate};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
@@ -206,7 +206,7 @@ pub fn summarize(name: &str, view: &RunView) -> RunSummary {
         view.series.clone(),
     );
     summary.runner_failures = failure_rows(&view.failures);
-    summary.sustainable_rates = sustainable_rates(&view.plateaus);
+    summary.sustainable_rates = view.sustainable_rates.clone();
     summary.plateaus = view.plateaus.clone();
     plateau::annotate(&mut summary.scenarios, &summary.sustainable_rates);
     summary

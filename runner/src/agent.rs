@@ -942,7 +942,7 @@ impl Agent {
             match Report::from_metrics(index, last_seq + 1, start.elapsed(), true, &snapshot) {
                 Ok(report) => RunnerReport {
                     report,
-                    first_request_unix_ms: engine.first_request_at().and_then(unix_ms),
+                    first_request_unix_ms: engine.first_request_unix_ms(),
                     // A signal (the pod deleted or evicted) cut this runner's share short: the
                     // aggregator must count it as a runner failure, not a runner that finished.
                     error: signalled.map(|why| {
@@ -1125,7 +1125,7 @@ impl Agent {
                     seq += 1;
                     let report = RunnerReport {
                         report,
-                        first_request_unix_ms: engine.first_request_at().and_then(unix_ms),
+                        first_request_unix_ms: engine.first_request_unix_ms(),
                         error: None,
                     };
                     match self.client.report(&report, timeout).await {
@@ -1192,13 +1192,6 @@ pub fn start_instant(start_at_unix_ms: u64, now_wall: SystemTime, now: Instant) 
         Ok(ahead) => now + ahead,
         Err(_) => now,
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_ms(t: SystemTime) -> Option<u64> {
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

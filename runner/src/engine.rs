@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -277,21 +276,13 @@ impl Engine {
         run
     }
 
-    /// When this runner sent its first load request (wall clock), if it has; runners compare
-    /// these to measure how closely they started together.
-    pub fn first_request_at(&self) -> Option<std::time::SystemTime> {
+    /// When this runner sent its first load request, in ms since the Unix epoch, if it has;
+    /// runners compare these to measure how closely they started together.
+    pub fn first_request_unix_ms(&self) -> Option<u64> {
         match self.first_request.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            ms => Some(ms),
         }
-    }
-
-    /// VUs currently busy or alive, across scenarios.
-    pub fn active_vus(&self) -> u64 {
-        self.scenarios
-            .iter()
-            .map(|s| s.counters.active_vus.load(Ordering::Relaxed))
-            .sum()
     }
 
     fn record(&self, scenario: usize, step: &PreparedStep, outcome: &StepOutcome) {
@@ -496,6 +487,7 @@ fn kind_name(kind: ErrorKind) -> &'static str {
 mod tests {
     use super::*;
     use crate::step::RequestSample;
+    use std::time::Duration;
     use volley_crds::metrics::Measurements;
 
     fn sample(ms: u64, error: Option<ErrorKind>) -> RequestSample {
