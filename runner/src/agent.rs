@@ -720,16 +720,12 @@ fn decode<T: DeserializeOwned>(call: Call, answer: &[u8]) -> Result<T, ClientErr
 /// A printable start of an answer body: control characters blanked, at most
 /// [`ANSWER_EXCERPT_CHARS`] characters.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
+    volley_crds::text::shorten(&String::from_utf8_lossy(body), ANSWER_EXCERPT_CHARS)
         .chars()
-        .take(ANSWER_EXCERPT_CHARS)
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > ANSWER_EXCERPT_CHARS {
-        out.push('…');
-    }
-    out.trim().to_string()
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// A transport error in a few words, with its root cause (e.g. "connection refused").
