@@ -755,7 +755,7 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn per_second(n: u64, elapsed: Duration) -> f64 {
+pub(crate) fn per_second(n: u64, elapsed: Duration) -> f64 {
     if elapsed.is_zero() {
         0.0
     } else {

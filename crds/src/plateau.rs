@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Measurements, ratio};
+use crate::metrics::{Measurements, per_second, ratio};
 use crate::spec::{Executor, LoadTestSpec};
 use crate::status::ScenarioStatus;
 use crate::threshold::{Metric, parse_threshold};
@@ -156,11 +156,7 @@ pub fn judge_plateau(
         requests: c.requests,
         failures: c.failures,
         error_rate: ratio(c.failures, c.requests),
-        achieved_rate: if length.is_zero() {
-            0.0
-        } else {
-            c.iterations as f64 / length.as_secs_f64()
-        },
+        achieved_rate: per_second(c.iterations, length),
         dropped_iterations: c.dropped_iterations,
         p50_ms: quantile(0.5),
         p95_ms: quantile(0.95),

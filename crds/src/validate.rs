@@ -59,8 +59,9 @@ pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
 
 /// Everything that keeps `spec` from running in a cluster: [`validate`]'s rules, then the
 /// cluster-only ones: no local `file:` sources (runner pods have no manifest directory; use a
-/// `configMapRef`), no user variable named [`TOKEN_ENV`] (reserved for the run's token), and
-/// [`undeclared_env`]. The operator admits LoadTests with it; the manifest corpus tests it.
+/// `configMapRef`), no user variable named [`TOKEN_ENV`] (reserved for the run's token), and no
+/// `${env:NAME}` that runner pods will not have (NAME not in `runners.env`, no `envFrom`). The
+/// operator admits LoadTests with it; the manifest corpus tests it.
 ///
 /// One walk of the spec, and one [`MAX_ERRORS`] cap over all of it.
 pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
@@ -69,52 +70,11 @@ pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> 
     v.finish()
 }
 
-/// `${env:NAME}` references a runner *pod* cannot resolve: NAME is not in `spec.runners.env`
-/// and `spec.runners.envFrom` is empty, so the run would fail after its pods started.
-///
-/// A cluster-only rule, not part of [`validate`]: `volley run` resolves `${env:...}` from the
-/// shell's environment, where the variable may well exist. With any `envFrom` source the
-/// names cannot be known offline, and nothing is reported.
-pub fn undeclared_env(spec: &LoadTestSpec) -> Vec<FieldError> {
-    let v = run(spec);
-    undeclared(&v.env_refs, &spec.runners)
-        .take(MAX_ERRORS)
-        .map(|(path, message)| FieldError {
-            path: shorten(path, 200),
-            message,
-        })
-        .collect()
-}
-
 /// Walks `spec` once, checking every rule of [`validate`] and noting every `${env:NAME}`.
 fn run(spec: &LoadTestSpec) -> Validator {
     let mut v = Validator::default();
     v.spec(spec);
     v
-}
-
-/// The [`undeclared_env`] problems among `env_refs`, each as (path, message), in order.
-fn undeclared<'a>(
-    env_refs: &'a [(String, String)],
-    runners: &'a Runners,
-) -> impl Iterator<Item = (&'a str, String)> + 'a {
-    let declared: BTreeSet<&str> = runners.env.iter().map(|e| e.name.as_str()).collect();
-    // With any envFrom source the names cannot be known offline: nothing to report.
-    let refs = if runners.env_from.is_empty() {
-        env_refs
-    } else {
-        &[]
-    };
-    refs.iter()
-        .filter(move |(_, name)| !declared.contains(name.as_str()) && name != TOKEN_ENV)
-        .map(|(path, name)| {
-            (
-                path.as_str(),
-                format!(
-                    "${{env:{name}}} is not declared in spec.runners.env and spec.runners.envFrom is empty, so runner pods will not have it; add it to runners.env (e.g. with valueFrom.secretKeyRef)"
-                ),
-            )
-        })
 }
 
 #[derive(Default)]
@@ -199,11 +159,23 @@ impl Validator {
                 );
             }
         }
-        let env_refs = std::mem::take(&mut self.env_refs);
-        for (path, message) in undeclared(&env_refs, &spec.runners) {
-            self.err(path, message);
+        // `${env:NAME}` a runner pod cannot resolve: NAME is not in runners.env, so the run
+        // would fail after its pods started. Cluster-only: `volley run` resolves it from the
+        // shell's environment. With any envFrom source the names cannot be known offline.
+        if spec.runners.env_from.is_empty() {
+            let declared: BTreeSet<String> =
+                spec.runners.env.iter().map(|e| e.name.clone()).collect();
+            for (path, name) in std::mem::take(&mut self.env_refs) {
+                if !declared.contains(&name) && name != TOKEN_ENV {
+                    self.err(
+                        path,
+                        format!(
+                            "${{env:{name}}} is not declared in spec.runners.env and spec.runners.envFrom is empty, so runner pods will not have it; add it to runners.env (e.g. with valueFrom.secretKeyRef)"
+                        ),
+                    );
+                }
+            }
         }
-        self.env_refs = env_refs;
     }
 
     fn spec(&mut self, spec: &LoadTestSpec) {

@@ -35,7 +35,7 @@ use volley_crds::metrics::{
     new_latency_histogram, record_latency,
 };
 use volley_crds::threshold::parse_threshold;
-use volley_crds::validate::{undeclared_env, validate, validate_for_cluster};
+use volley_crds::validate::{validate, validate_for_cluster};
 
 /// Longest one case may take (a debug build on a busy CI machine).
 const CASE_LIMIT: Duration = Duration::from_secs(10);
@@ -289,7 +289,6 @@ fn check_manifest(bytes: Vec<u8>) -> Result<(), TestCaseError> {
                 prop_assert!(e.to_string().len() < 2_000, "{e}");
             }
         }
-        let _ = undeclared_env(&lt.spec);
         if let Err(errors) = validate_for_cluster(&lt.spec) {
             prop_assert!(errors.len() <= volley_crds::validate::MAX_ERRORS + 1);
         }

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use volley_crds::manifest::{parse_manifest, parse_manifest_bytes};
-use volley_crds::validate::{MAX_ERRORS, undeclared_env, validate, validate_for_cluster};
+use volley_crds::validate::{MAX_ERRORS, validate, validate_for_cluster};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(lt) = parse_manifest_bytes(data) else {
@@ -18,7 +18,6 @@ fuzz_target!(|data: &[u8]| {
             errors.len()
         );
     }
-    let _ = undeclared_env(&lt.spec);
     if let Err(errors) = validate_for_cluster(&lt.spec) {
         assert!(
             errors.len() <= MAX_ERRORS + 1,

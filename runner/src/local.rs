@@ -462,16 +462,6 @@ impl RunWatch {
         let overall = view.merged.overall();
         let c = &overall.counters;
         let point = view.series.last();
-        let iterations: u64 = view
-            .merged
-            .load_scenarios()
-            .map(|s| s.iterations.iterations)
-            .sum();
-        let dropped: u64 = view
-            .merged
-            .load_scenarios()
-            .map(|s| s.iterations.dropped_iterations)
-            .sum();
         let line = format!(
             "running {}/{}  {:.1} req/s  p95 {}  errors {}  runners {}/{}  iterations {} (dropped {})",
             volley_crds::Duration::from(Duration::from_secs(second)),
@@ -483,8 +473,8 @@ impl RunWatch {
             format_percent(c.failures, c.requests),
             view.running,
             view.runners,
-            iterations,
-            dropped,
+            c.iterations,
+            c.dropped_iterations,
         );
         let mut err = std::io::stderr().lock();
         if self.progress == Progress::Live {
