@@ -7,7 +7,7 @@
 //! run is forgotten.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
@@ -68,7 +68,7 @@ impl AggregatorRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunName>> {
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.runs)
     }
 }
 

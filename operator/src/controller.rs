@@ -31,6 +31,7 @@ use volley_crds::status::{Phase, ReportRef};
 use volley_crds::{LoadTest, LoadTestStatus};
 
 use crate::config::{Config, RunnerDefaults, Timing};
+use crate::lock;
 use crate::metrics::OperatorMetrics;
 use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, RunRef};
 use crate::observed::RunnerPod;
@@ -115,10 +116,6 @@ impl Context {
         self.clock = clock;
         self
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The HTTP status code of an error the API server returned; `None` for any other error.
@@ -236,11 +233,11 @@ async fn apply(
 async fn finish_applying(
     facts: &Observed<'_>,
     run: &RunRef,
-    d: Decision,
+    mut d: Decision,
     ctx: &Context,
 ) -> Result<Action, Error> {
     let lt = facts.loadtest;
-    let mut status = d.status.clone();
+    let mut status = d.status.take();
     if let Some(status) = status.as_mut()
         && status.phase.is_some_and(Phase::is_finished)
         && let Some(name) = write_report(run, status, ctx).await?

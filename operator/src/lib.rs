@@ -42,3 +42,9 @@ pub mod status_patch;
 
 #[cfg(test)]
 mod fixtures;
+
+/// Locks `m`, also after a panic elsewhere poisoned it: every lock here guards plain
+/// bookkeeping (maps of runs and times) that a panic cannot leave half-written.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -188,18 +188,12 @@ impl OperatorMetrics {
             }
             names.push(s.scenario.clone());
         }
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((namespace.into(), loadtest.into()), names);
+        crate::lock(&self.known).insert((namespace.into(), loadtest.into()), names);
     }
 
     /// Removes every series of the run of `namespace/loadtest`.
     pub fn remove_run(&self, namespace: &str, loadtest: &str) {
-        let names = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let names = crate::lock(&self.known)
             .remove(&(namespace.to_string(), loadtest.to_string()))
             .unwrap_or_default();
         for scenario in names {

@@ -151,12 +151,19 @@ struct Ending {
     abort: Option<String>,
 }
 
+/// The LoadTest's status as read, or the empty one before the first write; borrowed, since a
+/// running test's status (metrics, steps, thresholds) is read on every reconcile.
+fn old_status(lt: &LoadTest) -> &LoadTestStatus {
+    static NONE: std::sync::LazyLock<LoadTestStatus> = std::sync::LazyLock::new(Default::default);
+    lt.status.as_ref().unwrap_or(&NONE)
+}
+
 /// The next step for the observed state.
 pub fn next_step(facts: &Observed<'_>) -> Decision {
     let lt = facts.loadtest;
-    let old = lt.status.clone().unwrap_or_default();
+    let old = old_status(lt);
     if let Some(phase) = old.phase.filter(|p| p.is_finished()) {
-        return after_finish(facts, phase, &old);
+        return after_finish(facts, phase, old);
     }
     let mut d = Decision::default();
     let not_begun = matches!(old.phase, None | Some(Phase::Pending));
@@ -169,7 +176,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
                 message: format!("the spec is invalid: {}", list.join("; ")),
                 abort: None,
             };
-            return finish(facts, &old, ending, &BTreeMap::new(), d);
+            return finish(facts, old, ending, &BTreeMap::new(), d);
         }
         if let Err(refusal) = spec_check::admit(&lt.spec, &facts.defaults) {
             let ending = Ending {
@@ -178,7 +185,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
                 message: refusal.message,
                 abort: None,
             };
-            return finish(facts, &old, ending, &BTreeMap::new(), d);
+            return finish(facts, old, ending, &BTreeMap::new(), d);
         }
     }
 
@@ -191,7 +198,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
             .map(|(i, f)| (*i, f.clone()))
             .collect();
     }
-    d.events.extend(new_failure_events(&old, &failures));
+    d.events.extend(new_failure_events(old, &failures));
     // A runner pod gone while the run runs (the cleanup only deletes after the finish): someone
     // deleted it. The aggregator hears of it (and ignores it for a runner that had finished);
     // its failure then comes back through the progress, with an event.
@@ -204,8 +211,8 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
         }
     }
 
-    if let Some(ending) = ending(facts, &old, not_begun, &failures) {
-        return finish(facts, &old, ending, &failures, d);
+    if let Some(ending) = ending(facts, old, not_begun, &failures) {
+        return finish(facts, old, ending, &failures, d);
     }
 
     let started = facts
@@ -242,7 +249,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
             ),
         )
     };
-    let status = build_status(facts, &old, phase, reason, &message, counts, None);
+    let status = build_status(facts, old, phase, reason, &message, counts, None);
     if old.phase != Some(phase) {
         let note = if started {
             format!("all {desired} runners started the load")
@@ -263,11 +270,11 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
             &note,
         ));
     }
-    if should_write(&old, &status, facts) {
+    if should_write(old, &status, facts) {
         d.status = Some(status);
     }
     let mut next = facts.timing.status_interval;
-    if let Some(deadline) = deadline_ms(facts, &old) {
+    if let Some(deadline) = deadline_ms(facts, old) {
         next = next.min(until(facts.now, deadline));
     }
     for pod in &facts.pods {
@@ -285,7 +292,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
 /// Ends the run now in `phase` with `reason` and `message`, e.g. when the API server rejected
 /// a runner pod: final status, event, stop in the aggregator, cleanup.
 pub fn fail_now(facts: &Observed<'_>, phase: Phase, reason: &str, message: &str) -> Decision {
-    let old = facts.loadtest.status.clone().unwrap_or_default();
+    let old = old_status(facts.loadtest);
     let ending = Ending {
         phase,
         reason: reason.to_string(),
@@ -294,7 +301,7 @@ pub fn fail_now(facts: &Observed<'_>, phase: Phase, reason: &str, message: &str)
     };
     finish(
         facts,
-        &old,
+        old,
         ending,
         &runner_failures(facts),
         Decision::default(),
@@ -356,7 +363,10 @@ fn ending(
         let set = if lt.spec.timeout.is_some() {
             "spec.timeout"
         } else {
-            "the default timeout (the plan plus 10m)"
+            &format!(
+                "the default timeout (the plan plus {})",
+                volley_crds::Duration(volley_crds::plan::DEFAULT_TIMEOUT_MARGIN)
+            )
         };
         let message =
             format!("the run did not finish within {timeout} ({set}), start barrier included");
@@ -1766,5 +1776,23 @@ mod tests {
             ..facts
         });
         assert_eq!(d.status.unwrap().reason.as_deref(), Some("Timeout"));
+    }
+
+    #[test]
+    fn the_default_timeout_is_named_with_its_margin() {
+        let mut lt = fixtures::loadtest("web", 1);
+        lt.spec.timeout = None;
+        let first = next_step(&observe(&lt, at(0)));
+        lt.status = first.status;
+        let limit = volley_crds::plan::timeout(&lt.spec).as_secs() as i64;
+        let d = next_step(&observe(&lt, at(limit)));
+        let status = d.status.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("Timeout"));
+        assert!(
+            status
+                .message
+                .unwrap()
+                .contains("(the default timeout (the plan plus 10m))"),
+        );
     }
 }

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use volley_crds::LoadTest;
 use volley_crds::protocol::TOKEN_ENV;
+use volley_crds::spec::Runners;
 
 use crate::config::RunnerDefaults;
 use crate::names::{RUN_LABEL, RUNNER_INDEX_LABEL, RunRef, label_value, runner_pod_name};
@@ -108,13 +109,7 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
 
     let container = Container {
         name: CONTAINER_NAME.to_string(),
-        image: Some(
-            runners
-                .image
-                .clone()
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(|| defaults.image.clone()),
-        ),
+        image: Some(runner_image(runners, defaults).to_string()),
         image_pull_policy: runners
             .image_pull_policy
             .clone()
@@ -159,11 +154,14 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
     }
 }
 
-/// Every runner pod of the run, index 0 to `parallelism - 1`.
-pub fn runner_pods(lt: &LoadTest, defaults: &RunnerDefaults, run: &RunRef) -> Vec<Pod> {
-    (0..lt.spec.runners.parallelism)
-        .map(|i| runner_pod(lt, i, defaults, run))
-        .collect()
+/// The image runner pods run: `runners.image`, or the operator's runner image when it is
+/// unset or empty.
+pub fn runner_image<'a>(runners: &'a Runners, defaults: &'a RunnerDefaults) -> &'a str {
+    runners
+        .image
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .unwrap_or(&defaults.image)
 }
 
 /// Names of the ConfigMaps the spec reads (data feeders, multipart parts of setup and scenario
@@ -552,8 +550,8 @@ mod tests {
     fn one_pod_per_runner() {
         let lt = fixtures::loadtest("web", 3);
         let run = RunRef::of(&lt).unwrap();
-        let names: Vec<_> = runner_pods(&lt, &fixtures::defaults(), &run)
-            .into_iter()
+        let names: Vec<_> = (0..lt.spec.runners.parallelism)
+            .map(|i| runner_pod(&lt, i, &fixtures::defaults(), &run))
             .map(|p| p.metadata.name.unwrap())
             .collect();
         assert_eq!(names, ["web-runner-0", "web-runner-1", "web-runner-2"]);

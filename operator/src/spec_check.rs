@@ -10,6 +10,7 @@ use volley_crds::text::shorten;
 use volley_crds::validate::FieldError;
 
 use crate::config::RunnerDefaults;
+use crate::pods::runner_image;
 
 /// Reason of a run refused because the spec aims at a host outside the allowed targets.
 pub const TARGET_NOT_ALLOWED: &str = "TargetNotAllowed";
@@ -56,9 +57,8 @@ pub fn admit(spec: &LoadTestSpec, defaults: &RunnerDefaults) -> Result<(), Refus
             message: targets_message(&refused),
         });
     }
-    if let Some(image) = spec.runners.image.as_deref().filter(|i| !i.is_empty())
-        && image != defaults.image
-    {
+    let image = runner_image(&spec.runners, defaults);
+    if image != defaults.image {
         let message = format!(
             "spec.runners.image: `{}` is not allowed: while the cluster administrator limits \
              the load targets (--allowed-targets), runners must run the operator's runner image \
