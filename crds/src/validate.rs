@@ -262,40 +262,27 @@ impl Validator {
         self.positive_duration(t.timeout, "spec.target.timeout");
         self.headers(&t.headers, "spec.target.headers");
         for (name, value) in &t.headers {
-            if let Err(e) = Template::parse(value) {
-                self.err(format!("spec.target.headers.{name}"), e.message);
-            } else if let Ok(tpl) = Template::parse(value) {
-                for r in tpl.references() {
-                    if let Reference::Env(env) = r {
-                        self.env_refs
-                            .push((format!("spec.target.headers.{name}"), env.clone()));
-                        if env == TOKEN_ENV {
-                            self.err(format!("spec.target.headers.{name}"), token_message());
-                        }
+            let p = format!("spec.target.headers.{name}");
+            let tpl = match Template::parse(value) {
+                Ok(tpl) => tpl,
+                Err(e) => {
+                    self.err(p, e.message);
+                    continue;
+                }
+            };
+            for r in tpl.references() {
+                let problem = match r {
+                    Reference::Env(env) => self.env_reference(&p, env),
+                    Reference::Setup(value) if !setup_values.contains(value) => {
+                        Some(not_extracted_by_setup(r, setup_values))
                     }
-                    if let Reference::Setup(value) = r
-                        && !setup_values.contains(value)
-                    {
-                        self.err(
-                            format!("spec.target.headers.{name}"),
-                            format!(
-                                "{r} is not extracted by any setup step{}",
-                                known_list(setup_values, "setup extracts")
-                            ),
-                        );
-                    }
-                    if !matches!(
-                        r,
-                        Reference::Env(_)
-                            | Reference::Setup(_)
-                            | Reference::Uuid
-                            | Reference::Runner
-                    ) {
-                        self.err(
-                            format!("spec.target.headers.{name}"),
-                            format!("{r} cannot be used in target headers; only ${{env:NAME}}, ${{setup.NAME}}, ${{uuid}} and ${{runner}} can"),
-                        );
-                    }
+                    Reference::Setup(_) | Reference::Uuid | Reference::Runner => None,
+                    _ => Some(format!(
+                        "{r} cannot be used in target headers; only ${{env:NAME}}, ${{setup.NAME}}, ${{uuid}} and ${{runner}} can"
+                    )),
+                };
+                if let Some(message) = problem {
+                    self.err(p.clone(), message);
                 }
             }
         }
@@ -726,6 +713,13 @@ impl Validator {
         }
     }
 
+    /// Notes `${env:NAME}` at `p` for the cluster check; the operator's token variable is
+    /// refused.
+    fn env_reference(&mut self, p: &str, name: &str) -> Option<String> {
+        self.env_refs.push((p.to_string(), name.to_string()));
+        (name == TOKEN_ENV).then(token_message)
+    }
+
     fn template(&mut self, text: &str, p: &str, scope: &Scope<'_>, extracted: &BTreeSet<String>) {
         let tpl = match Template::parse(text) {
             Ok(t) => t,
@@ -735,12 +729,9 @@ impl Validator {
             }
         };
         for r in tpl.references() {
-            if let Reference::Env(name) = r {
-                self.env_refs.push((p.to_string(), name.clone()));
-            }
             let problem = match r {
-                Reference::Env(name) if name == TOKEN_ENV => Some(token_message()),
-                Reference::Env(_) | Reference::Uuid | Reference::Runner => None,
+                Reference::Env(name) => self.env_reference(p, name),
+                Reference::Uuid | Reference::Runner => None,
                 Reference::Vu | Reference::Iteration if scope.in_setup => Some(format!(
                     "{r} does not exist in setup, which runs once outside any VU"
                 )),
@@ -748,10 +739,9 @@ impl Validator {
                 Reference::Setup(name) if scope.in_setup => Some(format!(
                     "{r} is not available inside setup itself; refer to a value extracted by an earlier setup step as ${{{name}}}"
                 )),
-                Reference::Setup(name) if !scope.setup_values.contains(name) => Some(format!(
-                    "{r} is not extracted by any setup step{}",
-                    known_list(scope.setup_values, "setup extracts")
-                )),
+                Reference::Setup(name) if !scope.setup_values.contains(name) => {
+                    Some(not_extracted_by_setup(r, scope.setup_values))
+                }
                 Reference::Setup(_) => None,
                 Reference::Extracted(name) if !extracted.contains(name) => Some(format!(
                     "{r} is used before any earlier step extracts `{name}`{}",
@@ -1038,6 +1028,14 @@ fn executor_list(list: &[Executor]) -> String {
         .map(|e| e.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `${setup.NAME}` that no setup step extracts.
+fn not_extracted_by_setup(r: &Reference, setup_values: &BTreeSet<String>) -> String {
+    format!(
+        "{r} is not extracted by any setup step{}",
+        known_list(setup_values, "setup extracts")
+    )
 }
 
 fn known_list(names: &BTreeSet<String>, label: &str) -> String {
