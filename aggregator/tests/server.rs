@@ -1,6 +1,7 @@
 //! The aggregator over real HTTP on 127.0.0.1: every refusal has its status code and leaves
 //! the run unchanged (auth, unknown runs and runners, oversized and malformed bodies, stale
-//! reports), and the start long-poll is answered as soon as the barrier completes.
+//! reports), and the start long-poll is answered as soon as the barrier completes. Attacks by
+//! hostile peers are in `hostile.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use volley_aggregator::server::MAX_BODY_BYTES;
+use volley_aggregator::server::{MAX_BODY_BYTES, runner_credential};
 use volley_aggregator::{Aggregator, RunConfig};
 use volley_crds::manifest::parse_manifest;
 use volley_crds::metrics::{Report, RunMetrics, record_latency};
@@ -41,8 +42,11 @@ async fn serve(runs: &[(&str, &str, u32)]) -> Served {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let router = agg.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        agg.router(),
+        std::future::pending(),
+    ));
     Served {
         agg,
         base: format!("http://{addr}"),
@@ -50,15 +54,26 @@ async fn serve(runs: &[(&str, &str, u32)]) -> Served {
     }
 }
 
+/// Runner `index`'s credential in the run of `token`.
+fn cred(token: &str, index: u32) -> String {
+    runner_credential(token, index)
+}
+
 impl Served {
-    async fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
+    /// Posts `body` with `credential` as the bearer token (none: no `Authorization`).
+    async fn post(
+        &self,
+        path: &str,
+        credential: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
         let mut req = self
             .http
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        if let Some(c) = credential {
+            req = req.bearer_auth(c);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
@@ -71,9 +86,13 @@ impl Served {
             host: format!("h{index}"),
         })
         .unwrap();
-        self.post(&protocol::ready_path(run, index), Some(token), body)
-            .await
-            .0
+        self.post(
+            &protocol::ready_path(run, index),
+            Some(&cred(token, index)),
+            body,
+        )
+        .await
+        .0
     }
 
     async fn report(
@@ -85,8 +104,13 @@ impl Served {
         requests: u64,
     ) -> (StatusCode, String) {
         let body = serde_json::to_vec(&runner_report(index, seq, requests)).unwrap();
-        self.post(&protocol::report_path(run, index), token, body)
-            .await
+        let credential = token.map(|t| cred(t, index));
+        self.post(
+            &protocol::report_path(run, index),
+            credential.as_deref(),
+            body,
+        )
+        .await
     }
 
     fn requests(&self, run: &str) -> u64 {
@@ -134,9 +158,8 @@ async fn reports_without_the_runs_token_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn unknown_runs_and_runners_are_404_and_stale_reports_409() {
+async fn unknown_runners_are_404_and_stale_reports_409() {
     let s = serve(&[("a", "t", 2)]).await;
-    assert_eq!(s.ready("nope", "t", 0).await, StatusCode::NOT_FOUND);
     assert_eq!(s.ready("a", "t", 2).await, StatusCode::NOT_FOUND);
     s.ready("a", "t", 0).await;
     s.ready("a", "t", 1).await;
@@ -158,7 +181,7 @@ async fn unknown_runs_and_runners_are_404_and_stale_reports_409() {
     // A report for runner 1 posted on runner 0's path.
     let body = serde_json::to_vec(&runner_report(1, 9, 5)).unwrap();
     let (status, text) = s
-        .post(&protocol::report_path("a", 0), Some("t"), body)
+        .post(&protocol::report_path("a", 0), Some(&cred("t", 0)), body)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert_eq!(s.requests("a"), 40);
@@ -170,21 +193,27 @@ async fn malformed_and_oversized_bodies_are_refused() {
     s.ready("a", "t", 0).await;
     let path = protocol::report_path("a", 0);
 
-    let (status, body) = s.post(&path, Some("t"), b"{not json".to_vec()).await;
+    let (status, body) = s
+        .post(&path, Some(&cred("t", 0)), b"{not json".to_vec())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("malformed body"), "{body}");
 
     let mut report = runner_report(0, 1, 3);
     report.report.scenarios[0].steps[0].latency = "AAAA".into();
     let (status, body) = s
-        .post(&path, Some("t"), serde_json::to_vec(&report).unwrap())
+        .post(
+            &path,
+            Some(&cred("t", 0)),
+            serde_json::to_vec(&report).unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("malformed report"), "{body}");
     assert!(body.contains("main"), "names the scenario: {body}");
 
     let huge = vec![b' '; MAX_BODY_BYTES + 1];
-    let (status, _) = s.post(&path, Some("t"), huge).await;
+    let (status, _) = s.post(&path, Some(&cred("t", 0)), huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     assert_eq!(s.requests("a"), 0);
@@ -201,7 +230,7 @@ async fn the_start_poll_is_answered_when_the_barrier_completes() {
     let answer: StartResponse = s
         .http
         .get(&url)
-        .bearer_auth("t")
+        .bearer_auth(cred("t", 0))
         .send()
         .await
         .unwrap()
@@ -213,14 +242,17 @@ async fn the_start_poll_is_answered_when_the_barrier_completes() {
     let agg = s.agg.clone().with_poll_hold(Duration::from_secs(10));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = agg.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        agg.router(),
+        std::future::pending(),
+    ));
     let http = s.http.clone();
     let poll = tokio::spawn(async move {
         let began = std::time::Instant::now();
         let answer: StartResponse = http
             .get(format!("{base}{}", protocol::start_path("a", 0)))
-            .bearer_auth("t")
+            .bearer_auth(cred("t", 0))
             .send()
             .await
             .unwrap()
