@@ -636,6 +636,8 @@ impl RunState {
         now: Instant,
     ) -> Result<(), ProtocolError> {
         if self.stage == Stage::Barrier {
+            // No run started longer ago than its timeout allows.
+            let elapsed = elapsed.min(self.config.timeout);
             let claim = self.wall_ms(now).saturating_sub(millis(elapsed));
             let slot = &mut self.slots[index as usize];
             slot.registered = true;
@@ -666,7 +668,9 @@ impl RunState {
             at,
             reason: shorten(reason, MAX_RUNNER_ERROR_CHARS),
         };
-        tracing::warn!(run = %self.config.run, runner = index, reason = %failure.reason, "runner failed");
+        // The reason may come from the runner's report: one escaped line.
+        let logged = volley_crds::text::for_log(&failure.reason, MAX_RUNNER_ERROR_CHARS);
+        tracing::warn!(run = %self.config.run, runner = index, reason = %logged, "runner failed");
         slot.failure = Some(failure.clone());
         self.version += 1;
         if matches!(self.stage, Stage::Barrier | Stage::Setup) {

@@ -5,138 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use volley_aggregator::server::{MAX_BODY_BYTES, runner_credential};
-use volley_aggregator::{Aggregator, RunConfig};
-use volley_crds::manifest::parse_manifest;
-use volley_crds::metrics::{Report, RunMetrics, record_latency};
-use volley_crds::protocol::{
-    self, PROTOCOL_VERSION, ReadyRequest, ReportResponse, RunnerReport, StartResponse,
-};
-use volley_crds::spec::LoadTestSpec;
-
-fn spec() -> LoadTestSpec {
-    let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\n\
-        spec:\n  target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  \
-        - {name: main, executor: constant-vus, vus: 1, duration: 10s,\n     \
-        steps: [{name: get, request: {url: /}}]}\n";
-    parse_manifest(yaml).unwrap().spec
-}
-
-struct Served {
-    agg: Aggregator,
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn serve(runs: &[(&str, &str, u32)]) -> Served {
-    let agg = Aggregator::new().with_poll_hold(Duration::from_millis(300));
-    for (run, token, runners) in runs {
-        agg.add_run(RunConfig {
-            runners: *runners,
-            ..RunConfig::new(run, token, "t", spec())
-        });
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(volley_aggregator::server::serve(
-        listener,
-        agg.router(),
-        std::future::pending(),
-    ));
-    Served {
-        agg,
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// Runner `index`'s credential in the run of `token`.
-fn cred(token: &str, index: u32) -> String {
-    runner_credential(token, index)
-}
-
-impl Served {
-    /// Posts `body` with `credential` as the bearer token (none: no `Authorization`).
-    async fn post(
-        &self,
-        path: &str,
-        credential: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, String) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(c) = credential {
-            req = req.bearer_auth(c);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.text().await.unwrap_or_default())
-    }
-
-    async fn ready(&self, run: &str, token: &str, index: u32) -> StatusCode {
-        let body = serde_json::to_vec(&ReadyRequest {
-            protocol: PROTOCOL_VERSION,
-            host: format!("h{index}"),
-        })
-        .unwrap();
-        self.post(
-            &protocol::ready_path(run, index),
-            Some(&cred(token, index)),
-            body,
-        )
-        .await
-        .0
-    }
-
-    async fn report(
-        &self,
-        run: &str,
-        token: Option<&str>,
-        index: u32,
-        seq: u64,
-        requests: u64,
-    ) -> (StatusCode, String) {
-        let body = serde_json::to_vec(&runner_report(index, seq, requests)).unwrap();
-        let credential = token.map(|t| cred(t, index));
-        self.post(
-            &protocol::report_path(run, index),
-            credential.as_deref(),
-            body,
-        )
-        .await
-    }
-
-    fn requests(&self, run: &str) -> u64 {
-        self.agg
-            .view(run)
-            .unwrap()
-            .merged
-            .overall()
-            .counters
-            .requests
-    }
-}
-
-fn runner_report(index: u32, seq: u64, requests: u64) -> RunnerReport {
-    let mut run = RunMetrics::for_spec(&spec());
-    let m = &mut run.scenarios[0].steps[0].m;
-    m.counters.requests = requests;
-    for _ in 0..requests {
-        record_latency(&mut m.latency, Duration::from_millis(3));
-    }
-    RunnerReport {
-        report: Report::from_metrics(index, seq, Duration::from_secs(seq), false, &run).unwrap(),
-        first_request_unix_ms: None,
-        error: None,
-    }
-}
+use support::{cred, runner_report, serve};
+use volley_aggregator::server::MAX_BODY_BYTES;
+use volley_crds::protocol::{self, ReportResponse, StartResponse};
 
 #[tokio::test]
 async fn reports_without_the_runs_token_are_refused_and_change_nothing() {
