@@ -22,6 +22,10 @@ use volley_aggregator::server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_BODY
 use volley_crds::metrics::MAX_REPORT_STEPS;
 use volley_crds::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
 
+/// Held by the tests that allocate tens of MiB (the RSS measurement, the 400k error kinds),
+/// so one does not measure the other: the tests of this file run side by side.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reads what the server sends until it closes the connection (or `limit` passes: `None`).
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
     let mut got = Vec::new();
@@ -125,6 +129,7 @@ async fn slow_headers_and_slow_bodies_are_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_without_a_valid_credential_are_not_read_and_memory_stays_bounded() {
+    let _heavy = HEAVY.lock().await;
     let s = serve(&[("a", "t", 1)]).await;
     assert_eq!(s.ready("a", "t", 0).await, StatusCode::OK);
     // Warm up allocator and server with one legitimate report.
@@ -207,6 +212,7 @@ async fn post_report(s: &Served, report: &RunnerReport) -> (StatusCode, String) 
 
 #[tokio::test]
 async fn reports_outside_the_runs_spec_are_refused_and_change_nothing() {
+    let _heavy = HEAVY.lock().await;
     let s = started().await;
     let legit = runner_report(0, 2, 9);
     let mut attacks: Vec<(&str, RunnerReport)> = Vec::new();
@@ -279,6 +285,13 @@ async fn reports_outside_the_runs_spec_are_refused_and_change_nothing() {
             "{what}"
         );
         assert!(view.merged.overall().counters.errors.is_empty(), "{what}");
+        // What the status is made of stays the size the spec gives it.
+        let status = serde_json::to_string(&view.scenario_statuses()).unwrap();
+        assert!(
+            status.len() < 2000,
+            "{what}: {} bytes of status",
+            status.len()
+        );
     }
     // The known error kinds are taken; the run goes on exactly.
     let mut r = legit.clone();
