@@ -183,9 +183,16 @@ async fn bodies_without_a_valid_credential_are_not_read_and_memory_stays_bounded
         grown >> 20
     );
     assert!(grown < 64 << 20, "the server grew by {} MiB", grown >> 20);
-    for (head, _) in &held {
+    for (head, c) in &mut held {
         let head = head.as_deref().expect("answered before the body was sent");
         assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+        // And the connection is closed rather than kept for the rest of the body.
+        assert!(
+            read_until_closed(c, HEADER_READ_TIMEOUT + Duration::from_secs(10))
+                .await
+                .is_some(),
+            "a refused upload stayed connected"
+        );
     }
     drop(held);
     // The legitimate run still counts exactly.
