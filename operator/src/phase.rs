@@ -1902,6 +1902,7 @@ mod tests {
         };
         // (case, LoadTest, pods, progress at the end, when, phase, reason, operator stops it)
         let abort_on_fail = measured(800, Some((Phase::Failed, "ThresholdAborted")));
+        #[allow(clippy::type_complexity)]
         let cases: [(
             &str,
             &LoadTest,
