@@ -59,6 +59,13 @@ impl RunRegistry for FakeRegistry {
     fn forget(&self, run: &str) {
         self.calls.lock().unwrap().push(format!("forget {run}"));
     }
+    fn loadtest_gone(&self, namespace: &str, loadtest: &str, uid: Option<&str>) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("gone {namespace}/{loadtest} {uid:?}"));
+        Vec::new()
+    }
     fn report(&self, _run: &str) -> Option<Value> {
         self.report.lock().unwrap().clone()
     }

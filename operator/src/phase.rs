@@ -761,19 +761,22 @@ fn should_write(old: &LoadTestStatus, new: &LoadTestStatus, facts: &Observed<'_>
 /// when `Complete` turned False (the first status write); failing that, at the LoadTest's
 /// creation.
 fn deadline_ms(facts: &Observed<'_>, old: &LoadTestStatus) -> Option<i64> {
-    let began = conditions::find(&old.conditions, COMPLETE)
-        .filter(|c| c.status == "False")
-        .map(|c| c.last_transition_time.0)
-        .or_else(|| {
-            facts
-                .loadtest
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-        })?;
+    let began = began(facts.loadtest, old)?;
     let timeout = ms(volley_crds::plan::timeout(&facts.loadtest.spec));
     Some(began.as_millisecond().saturating_add(timeout))
+}
+
+/// When `lt`'s run began: when `Complete` turned False (the first status write), failing that
+/// the LoadTest's creation. The run's timeout and the runners' start timeout count from it.
+pub fn run_began(lt: &LoadTest) -> Option<Timestamp> {
+    began(lt, old_status(lt))
+}
+
+fn began(lt: &LoadTest, old: &LoadTestStatus) -> Option<Timestamp> {
+    conditions::find(&old.conditions, COMPLETE)
+        .filter(|c| c.status == "False")
+        .map(|c| c.last_transition_time.0)
+        .or_else(|| lt.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 fn ms(d: Duration) -> i64 {
