@@ -13,6 +13,10 @@
 //! 4. record events, tell the aggregator to stop or forget runs;
 //! 5. delete pods and the Secret when cleanup is due.
 //!
+//! A LoadTest that is deleted comes back once more as a reconcile of an object no longer in the
+//! store (a requeue, or its pods going): [`loadtest_gone`] stops its run and lets it go, with no
+//! warning.
+//!
 //! Any other API error is returned, and [`error_policy`] requeues with exponential backoff.
 
 use std::collections::HashMap;

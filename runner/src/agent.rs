@@ -1241,6 +1241,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_is_lost_after_the_limit_without_an_accepted_report_whatever_the_failure() {
+        let unknown = ClientError::Unavailable {
+            call: Call::Report,
+            detail: "the aggregator answered 404 Not Found".into(),
+            status: Some(StatusCode::NOT_FOUND),
+        };
+        let refused = ClientError::Refused {
+            call: Call::Report,
+            status: StatusCode::UNAUTHORIZED,
+            hint: String::new(),
+            body: String::new(),
+        };
+        for e in [&unknown, &refused] {
+            // An aggregator that restarted re-learns its runs within seconds: ridden out.
+            assert_eq!(lost_run(e, Duration::from_secs(5)), None);
+            assert_eq!(lost_run(e, LOST_RUN_LIMIT - Duration::from_millis(1)), None);
+            let why = lost_run(e, LOST_RUN_LIMIT).unwrap();
+            assert!(why.contains("no report accepted for 30s"), "{why}");
+        }
+    }
+
+    #[test]
     fn retry_delays_double_up_to_the_cap() {
         let p = RetryPolicy {
             first_delay: Duration::from_millis(200),
