@@ -551,6 +551,11 @@ fn drained_status(facts: &Observed<'_>, old: &LoadTestStatus, phase: Phase) -> L
     status.message.clone_from(&old.message);
     status.completion_time.clone_from(&old.completion_time);
     status.observed_generation = old.observed_generation;
+    if status.report_ref.is_none() {
+        // Set by the controller once the report is written; a drained run whose figures did
+        // not change is not written again for it.
+        status.report_ref.clone_from(&old.report_ref);
+    }
     status
 }
 
@@ -2067,6 +2072,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_run_the_aggregator_ended_is_forgotten_without_writing_the_same_status_again() {
+        let lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let ended = outcome(Phase::Succeeded, "ThresholdsPassed", Some(Verdict::Passed));
+        let d = next_step(&Observed {
+            progress: Some(ended.clone()),
+            ..observe(&lt, at(40))
+        });
+        assert!(!d.forget_run);
+        let mut finished = lt.clone();
+        let mut status = d.status.unwrap();
+        status.report_ref = Some(volley_crds::status::ReportRef {
+            config_map_name: "web-report".into(),
+        });
+        finished.status = Some(status);
+        let d = next_step(&Observed {
+            progress: Some(ended),
+            ..observe(&finished, at(41))
+        });
+        assert!(d.forget_run);
+        assert_eq!(d.status, None, "nothing new to write");
     }
 
     #[test]
