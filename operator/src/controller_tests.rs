@@ -749,3 +749,40 @@ async fn an_aborted_run_is_forgotten_only_after_its_runners_acknowledged() {
     );
     expect_no_more(handle, ctx).await;
 }
+
+/// A new leader after a failover: its aggregator registered the run as started and has heard
+/// from no runner yet. The status it writes keeps the requests already shown, never zero.
+#[tokio::test]
+async fn a_new_leader_does_not_write_zero_requests_over_the_status() {
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        running: 0,
+        started_at: Some(fixtures::at(20)),
+        results: Some(crate::observed::RunResults {
+            metrics: Some(volley_crds::status::MetricsStatus::default()),
+            ..Default::default()
+        }),
+        ..RunProgress::default()
+    });
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = in_phase(fixtures::loadtest("web", 2), Phase::Running);
+    lt.status.as_mut().unwrap().metrics = Some(volley_crds::status::MetricsStatus {
+        requests: 1350,
+        ..Default::default()
+    });
+    let lt = Arc::new(lt);
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    // The runner counts changed (none has reported to this aggregator yet): a write is due.
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    assert_eq!(patch.body["status"]["metrics"]["requests"], 1350);
+    task.await.unwrap().unwrap();
+    expect_no_more(handle, ctx).await;
+}
