@@ -4,7 +4,8 @@
 //!
 //! It also feeds the live per-run gauges of [`OperatorMetrics`]
 //! ([`AggregatorRegistry::refresh_metrics`], called on every scrape) and removes them when a
-//! run is forgotten.
+//! run is forgotten, or at once when its LoadTest is deleted (the run itself is then retired:
+//! stopped, and dropped by the aggregator's ticker once its runners acknowledged).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
