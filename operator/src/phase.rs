@@ -10,7 +10,9 @@
 //! - Starting → **Running**: the aggregator gave the runners their common start.
 //! - → **Succeeded | Failed | Aborted | Error**, first match wins:
 //!   1. the aggregator decided the outcome (all runners done, thresholds, abortOnFail, setup);
-//!   2. `spec.abort` is set: Aborted, the aggregator stops the runners, results so far are kept;
+//!   2. the LoadTest is being deleted (a finalizer or foreground deletion keeps it a while):
+//!      Aborted with reason `Deleted`, as `spec.abort` does; `spec.abort` is set: Aborted, the
+//!      aggregator stops the runners, results so far are kept;
 //!   3. the run (start barrier included) exceeded its timeout (`spec.timeout`, or the plan
 //!      plus a margin): Failed with reason `Timeout`;
 //!   4. a runner pod cannot start (image pull errors, unschedulable, container configuration,
@@ -351,6 +353,18 @@ fn ending(
             reason: outcome.reason.clone(),
             message: outcome.message.clone(),
             abort: None,
+        });
+    }
+    if lt.metadata.deletion_timestamp.is_some() {
+        // Deleted with finalizers or foreground propagation, so still here for a while: the
+        // run stops now rather than when its pods are taken from under it. (A plain delete
+        // removes it at once: see `controller::loadtest_gone`.)
+        let reason = "the LoadTest is being deleted".to_string();
+        return Some(Ending {
+            phase: Phase::Aborted,
+            reason: "Deleted".into(),
+            message: format!("{reason}; the results are those measured until then"),
+            abort: Some(reason),
         });
     }
     if lt.spec.abort {
@@ -1893,6 +1907,8 @@ mod tests {
         let running = in_phase(fixtures::loadtest("web", 3), Phase::Running);
         let mut aborted = running.clone();
         aborted.spec.abort = true;
+        let mut deleting = running.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(at(19)));
         let mut timed_out = running.clone();
         timed_out.spec.timeout = Some(volley_crds::Duration::from_secs(60));
         let killed = RunnerPod {
@@ -1920,7 +1936,17 @@ mod tests {
             Phase,
             &str,
             bool,
-        ); 4] = [
+        ); 5] = [
+            (
+                "deletion",
+                &deleting,
+                vec![live(0), live(1), live(2)],
+                measured(240, None),
+                20,
+                Phase::Aborted,
+                "Deleted",
+                true,
+            ),
             (
                 "abort",
                 &aborted,
