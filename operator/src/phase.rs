@@ -497,8 +497,9 @@ fn finish(
 /// A finished run whose runners may still be stopping: the aggregator keeps answering `stop`
 /// until every runner acknowledged (its final report) or is gone ([`RunProgress::outcome`] is
 /// set then), so the run is forgotten only once drained, or [`drain_limit`] after the finish
-/// at the latest. Until then the stop is repeated (an aggregator that registered the run
-/// again after a failover does not know it) and the run is looked at again every second; once
+/// at the latest. Until then the stop is repeated (it changes nothing for a run already
+/// stopping, and makes sure of it whatever happened between the finish and now) and the run is
+/// looked at again every second; once
 /// drained, the final figures (every report the runners made before they stopped) are
 /// written, with the phase, reason and message the finish wrote. Then only cleanup remains.
 fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Decision {
