@@ -436,7 +436,7 @@ async fn an_abort_stops_every_runner_within_the_bound_and_counts_all_it_served()
 async fn a_timeout_stops_every_runner_within_the_bound_and_counts_all_it_served() {
     let mut run = early_end(
         "timeout",
-        "timeout: 4s",
+        "timeout: 8s",
         (Phase::Failed, "Timeout"),
         |_, _| true,
     )
