@@ -10,6 +10,14 @@
 //! highest sequence number of each runner counts. The merged result is the exact sum of those
 //! latest reports, so a lost report is made up for by the next, a repeated or late one changes
 //! nothing, and an aggregator that lost its state rebuilds it from the next round of reports.
+//!
+//! A run that is stopped (abort, timeout, abortOnFail, a deleted LoadTest) answers `stop` to
+//! every report, and counts every report it receives until each runner has acknowledged
+//! with its final report, failed (its pod gone, an error report), or stayed silent past the
+//! stop's grace; only then is it finished and [`RunState::drained`], so the final figures hold
+//! every report the runners made before they stopped. Whoever holds the run forgets it only
+//! once drained: a runner told the run is unknown cannot hear `stop`. A report that arrives
+//! after the finish changes nothing (the result is final) and is answered `stop`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -402,6 +410,8 @@ pub struct RunState {
     next_point: u64,
     plateaus: PlateauWatch,
     version: u64,
+    /// Its LoadTest is gone: the run is dropped once drained ([`RunState::retired`]).
+    retiring: bool,
 }
 
 impl RunState {
@@ -430,6 +440,7 @@ impl RunState {
             next_point: 1,
             plateaus: PlateauWatch::new(&config.spec),
             version: 0,
+            retiring: false,
             config: RunConfig { runners, ..config },
         };
         if let Some(unix_ms) = state.config.started_at_unix_ms {
@@ -694,6 +705,27 @@ impl RunState {
         } else {
             self.request_stop(end, now);
         }
+    }
+
+    /// Whether every runner is through with the run: it finished, which a run that was
+    /// stopped only does once every runner acknowledged the stop with its final report, failed
+    /// (its pod gone, an error report), was released before its start, or stayed silent past
+    /// the stop's grace (the longest `gracefulStop`, two report intervals and 10 s). Until
+    /// then the run must stay: a runner that is told the run is unknown cannot hear `stop`.
+    pub fn drained(&self) -> bool {
+        self.stage == Stage::Finished
+    }
+
+    /// The run's LoadTest is gone: stop the run (`reason`, `message`, as [`RunState::abort`])
+    /// and let it go once drained ([`RunState::retired`]).
+    pub fn retire(&mut self, reason: &str, message: &str, now: Instant) {
+        self.retiring = true;
+        self.abort(reason, message, now);
+    }
+
+    /// Retired and drained: nothing is owed to anyone any more, the run can be dropped.
+    pub fn retired(&self) -> bool {
+        self.retiring && self.drained()
     }
 
     /// Moves time forward: the barrier and run timeouts, silent runners, abortOnFail on the

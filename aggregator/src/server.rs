@@ -164,6 +164,12 @@ impl Aggregator {
         self.with_run(run, |s, now| s.abort(reason, message, now));
     }
 
+    /// Stops a run whose LoadTest is gone and drops it once drained (see
+    /// [`RunState::retire`]); the ticker drops it.
+    pub fn retire(&self, run: &str, reason: &str, message: &str) {
+        self.with_run(run, |s, now| s.retire(reason, message, now));
+    }
+
     /// Records that a runner died (see [`RunState::runner_failed`]).
     pub fn runner_failed(&self, run: &str, index: u32, reason: &str) {
         self.with_run(run, |s, now| s.runner_failed(index, reason, now));
@@ -174,11 +180,13 @@ impl Aggregator {
         let now = Instant::now();
         let changed = {
             let mut runs = self.lock();
-            runs.values_mut().fold(false, |changed, s| {
+            let changed = runs.values_mut().fold(false, |changed, s| {
                 let before = s.version();
                 s.tick(now);
                 changed | (s.version() != before)
-            })
+            });
+            runs.retain(|_, s| !s.retired());
+            changed
         };
         if changed {
             self.wake();

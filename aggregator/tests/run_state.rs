@@ -828,3 +828,148 @@ fn a_probe_is_judged_plateau_by_plateau_on_the_merged_reports() {
         "{message}"
     );
 }
+
+/// A stopped run keeps answering `stop` to every runner until each acknowledged with its final
+/// report or is known gone; only then is it drained (and may be forgotten). Reports made
+/// before the stop that arrive while it is stopping still count.
+#[test]
+fn a_stopped_run_answers_stop_until_every_runner_acknowledged_then_is_drained() {
+    let clock = Clock::new();
+    let sp = spec("");
+    let mut s = started(sp.clone(), 3, &clock);
+    for i in 0..3 {
+        s.report(
+            i,
+            report(i, 1, 1000, false, metrics(&sp, &[5; 10], 0)),
+            clock.at(2010),
+        )
+        .unwrap();
+    }
+    s.abort("Aborted", "spec.abort", clock.at(2100));
+    assert_eq!(s.stage(), Stage::Stopping);
+    assert!(!s.drained(), "stopping is not drained");
+    // Runner 0 acknowledges; runner 1's last periodic report (made before the stop) arrives
+    // late and counts; runner 2's pod dies.
+    let a = s
+        .report(
+            0,
+            report(0, 2, 2300, true, metrics(&sp, &[5; 13], 0)),
+            clock.at(2400),
+        )
+        .unwrap();
+    assert!(a.stop);
+    let b = s
+        .report(
+            1,
+            report(1, 2, 2000, false, metrics(&sp, &[5; 12], 0)),
+            clock.at(2500),
+        )
+        .unwrap();
+    assert!(
+        b.stop,
+        "a runner that has not acknowledged is told stop again"
+    );
+    assert!(!s.drained(), "runner 1 has not acknowledged");
+    assert_eq!(requests(&mut s), 13 + 12 + 10);
+    s.runner_failed(2, "its pod was deleted", clock.at(2600));
+    assert!(!s.drained(), "runner 1 still owes its final report");
+    s.tick(clock.at(3000));
+    assert!(!s.drained());
+    let c = s
+        .report(
+            1,
+            report(1, 3, 2600, true, metrics(&sp, &[5; 14], 0)),
+            clock.at(3100),
+        )
+        .unwrap();
+    assert!(c.stop);
+    assert!(s.drained(), "every runner acknowledged or is gone");
+    assert_eq!(requests(&mut s), 13 + 14 + 10);
+    let view = s.view();
+    assert_eq!(view.end.unwrap().phase, Phase::Aborted);
+    assert_eq!((view.done, view.failures.len(), view.running), (2, 1, 0));
+    // After the end, a runner is still told to stop (until the run is forgotten).
+    assert!(
+        s.report(
+            1,
+            report(1, 4, 2700, true, metrics(&sp, &[5; 14], 0)),
+            clock.at(3200)
+        )
+        .unwrap()
+        .stop
+    );
+}
+
+/// A runner that never acknowledges holds the drain back for the stop's grace at most.
+#[test]
+fn a_runner_that_never_acknowledges_the_stop_is_given_up_after_the_grace() {
+    let clock = Clock::new();
+    let sp = spec("");
+    let mut s = started(sp.clone(), 2, &clock);
+    s.report(
+        0,
+        report(0, 1, 1000, false, metrics(&sp, &[5; 3], 0)),
+        clock.at(2000),
+    )
+    .unwrap();
+    s.abort("Aborted", "spec.abort", clock.at(2000));
+    s.report(
+        0,
+        report(0, 2, 1100, true, metrics(&sp, &[5; 4], 0)),
+        clock.at(2100),
+    )
+    .unwrap();
+    // Runner 1 keeps reporting without ever acknowledging (so it is not silent either).
+    for (seq, at) in (1..).zip((3_000..43_000).step_by(10_000)) {
+        let answer = s
+            .report(
+                1,
+                report(1, seq, at - 1000, false, metrics(&sp, &[5; 2], 0)),
+                clock.at(at),
+            )
+            .unwrap();
+        assert!(answer.stop);
+        s.tick(clock.at(at));
+    }
+    // The grace: the longest gracefulStop (30 s by default) + 2 report intervals + 10 s.
+    s.tick(clock.at(2000 + 41_000));
+    assert!(!s.drained());
+    s.tick(clock.at(2000 + 42_000));
+    assert!(s.drained());
+}
+
+/// A run whose LoadTest is gone is stopped and dropped once drained, not before.
+#[test]
+fn a_retired_run_is_stopped_and_released_once_drained() {
+    let clock = Clock::new();
+    let sp = spec("");
+    let mut s = started(sp.clone(), 1, &clock);
+    s.report(
+        0,
+        report(0, 1, 1000, false, metrics(&sp, &[5; 3], 0)),
+        clock.at(2000),
+    )
+    .unwrap();
+    s.retire("Deleted", "the LoadTest was deleted", clock.at(2100));
+    assert!(!s.retired(), "runner 0 has not heard stop yet");
+    let a = s
+        .report(
+            0,
+            report(0, 2, 2000, false, metrics(&sp, &[5; 5], 0)),
+            clock.at(3000),
+        )
+        .unwrap();
+    assert!(a.stop);
+    assert!(!s.retired());
+    s.report(
+        0,
+        report(0, 3, 2100, true, metrics(&sp, &[5; 5], 0)),
+        clock.at(3200),
+    )
+    .unwrap();
+    assert!(s.retired());
+    // Before the start, a retired run ends at once.
+    let mut early = state(sp, 2, &clock);
+    early.retire("Deleted", "the LoadTest was deleted", clock.at(10));
+    assert!(early.retired());
+}

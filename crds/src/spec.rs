@@ -663,7 +663,7 @@ pub struct Cleanup {
     /// When to delete runner pods and the run's Secret: Always, OnSuccess (default) or Never.
     #[serde(default)]
     pub runners: CleanupPolicy,
-    /// Delete runner pods and the Secret this long after the run finished, whatever the policy.
+    /// Delete the runner pods and the Secret that the policy kept (Never, or OnSuccess after a run that did not succeed) this long after the run finished. A policy that deletes (Always, or OnSuccess after a success) deletes at the finish, without waiting for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<u32>,
 }

@@ -4,7 +4,8 @@
 //!
 //! It also feeds the live per-run gauges of [`OperatorMetrics`]
 //! ([`AggregatorRegistry::refresh_metrics`], called on every scrape) and removes them when a
-//! run is forgotten.
+//! run is forgotten, or at once when its LoadTest is deleted (the run itself is then retired:
+//! stopped, and dropped by the aggregator's ticker once its runners acknowledged).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,9 @@ pub fn run_config(registration: &RunRegistration) -> RunConfig {
         &registration.loadtest,
         registration.spec.clone(),
     );
+    if let Some(limit) = registration.start_timeout {
+        config.barrier_timeout = limit;
+    }
     config.started_at_unix_ms = registration
         .started_at
         .and_then(|t| u64::try_from(t.as_millisecond()).ok());
@@ -175,6 +179,32 @@ impl RunRegistry for AggregatorRegistry {
             self.metrics.remove_run(&name.namespace, &name.loadtest);
         }
         self.aggregator.remove_run(run);
+    }
+
+    fn loadtest_gone(&self, namespace: &str, loadtest: &str, uid: Option<&str>) -> Vec<String> {
+        let gone: Vec<String> = {
+            let mut runs = self.lock();
+            let ids: Vec<String> = runs
+                .iter()
+                .filter(|(run, name)| match uid {
+                    Some(uid) => run.as_str() == uid,
+                    None => name.namespace == namespace && name.loadtest == loadtest,
+                })
+                .map(|(run, _)| run.clone())
+                .collect();
+            for run in &ids {
+                runs.remove(run);
+            }
+            ids
+        };
+        if !gone.is_empty() {
+            self.metrics.remove_run(namespace, loadtest);
+        }
+        for run in &gone {
+            self.aggregator
+                .retire(run, "Deleted", "the LoadTest was deleted");
+        }
+        gone
     }
 
     fn report(&self, run: &str) -> Option<serde_json::Value> {

@@ -28,6 +28,7 @@ fn registration(extra: &str) -> RunRegistration {
         spec: lt.spec,
         token: Token::generate(),
         started_at: None,
+        start_timeout: None,
     }
 }
 
@@ -262,4 +263,60 @@ fn a_registration_after_a_restart_resumes_the_start() {
     );
     assert_eq!(config.name, "web");
     assert_eq!(config.token, reg.token.expose());
+}
+
+/// A deleted LoadTest's run: its gauges leave `/metrics` at once, its runner is told `stop`
+/// and the run is let go once the runner acknowledged, not before.
+#[tokio::test]
+async fn a_deleted_loadtests_run_is_stopped_its_gauges_dropped_and_let_go_once_drained() {
+    let h = harness(registration("runners: {parallelism: 1}")).await;
+    h.ready(0).await;
+    assert!(matches!(h.start(0).await, StartResponse::Start { .. }));
+    h.report(0, 1, 4, 0, false).await;
+    h.registry.refresh_metrics();
+    assert!(h.metrics.encode().contains("loadtest=\"web\""));
+
+    // Another LoadTest of the same name elsewhere is not concerned; a wrong uid neither.
+    assert!(h.registry.loadtest_gone("team-b", "web", None).is_empty());
+    assert!(
+        h.registry
+            .loadtest_gone("team-a", "web", Some("other-uid"))
+            .is_empty()
+    );
+    assert_eq!(h.registry.loadtest_gone("team-a", "web", Some(RUN)), [RUN]);
+    let text = h.metrics.encode();
+    assert!(!text.contains("loadtest=\"web\""), "{text}");
+    h.registry.refresh_metrics();
+    assert!(
+        !h.metrics.encode().contains("loadtest=\"web\""),
+        "a scrape does not bring the gauges back"
+    );
+    h.registry.aggregator().tick();
+    assert!(
+        h.registry.progress(RUN).is_some(),
+        "kept until the runner acknowledged the stop"
+    );
+    h.report(0, 2, 6, 0, true).await;
+    h.registry.aggregator().tick();
+    assert!(h.registry.progress(RUN).is_none(), "let go once drained");
+    assert!(h.registry.loadtest_gone("team-a", "web", None).is_empty());
+}
+
+#[test]
+fn the_start_barrier_follows_the_operators_timeout_from_the_runs_beginning() {
+    let began = fixtures::t0();
+    let later = |secs| fixtures::at(secs);
+    let reg = registration("").with_start_timeout(Duration::from_secs(30), Some(began), later(10));
+    assert_eq!(run_config(&reg).barrier_timeout, Duration::from_secs(20));
+    let restarted =
+        registration("").with_start_timeout(Duration::from_secs(30), Some(began), later(45));
+    assert_eq!(
+        run_config(&restarted).barrier_timeout,
+        Duration::ZERO,
+        "an operator that restarts after the limit does not wait again"
+    );
+    assert_eq!(
+        run_config(&registration("")).barrier_timeout,
+        volley_aggregator::run::DEFAULT_BARRIER_TIMEOUT
+    );
 }

@@ -13,6 +13,10 @@
 //! 4. record events, tell the aggregator to stop or forget runs;
 //! 5. delete pods and the Secret when cleanup is due.
 //!
+//! A LoadTest that is deleted comes back once more as a reconcile of an object no longer in the
+//! store (a requeue, or its pods going): [`loadtest_gone`] stops its run and lets it go, with no
+//! warning.
+//!
 //! Any other API error is returned, and [`error_policy`] requeues with exponential backoff.
 
 use std::collections::HashMap;
@@ -23,7 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -210,7 +214,11 @@ async fn apply(
     if d.register {
         let token = token.ok_or_else(|| Error::NoToken(run.secret_name.clone()))?;
         ctx.registry
-            .register(RunRegistration::for_run(lt, run, token));
+            .register(RunRegistration::for_run(lt, run, token).with_start_timeout(
+                ctx.timing.runner_start_timeout,
+                phase::run_began(lt),
+                facts.now,
+            ));
     }
     for index in &d.create_pods {
         let pod = runner_pod(lt, *index, &ctx.defaults, run);
@@ -407,15 +415,45 @@ pub async fn run(
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(loadtest = %object.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile error"),
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(loadtest = %object.name, "reconciled"),
+                    // A LoadTest that is no longer there: it was deleted (a requeue or its pods
+                    // being deleted brought it back). Not an error: its run is let go.
+                    Err(ControllerError::ObjectNotFound(object)) => loadtest_gone(
+                        &ctx,
+                        object.namespace.as_deref().unwrap_or_default(),
+                        &object.name,
+                        object.extra.uid.as_deref(),
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "reconcile error"),
+                }
             }
         })
         .await;
     Ok(())
+}
+
+/// The LoadTest `namespace/name` (uid `uid` when known) was deleted: its run is stopped (its
+/// runners are told `stop` at their next report), its gauges leave `/metrics` at once, the
+/// aggregator lets the run go once its runners acknowledged, and this controller forgets what
+/// it kept about it. Its pods and Secret go with it (owner references).
+pub fn loadtest_gone(ctx: &Context, namespace: &str, name: &str, uid: Option<&str>) {
+    let runs = ctx.registry.loadtest_gone(namespace, name, uid);
+    let mut writes = lock(&ctx.status_writes);
+    for run in &runs {
+        writes.remove(run);
+    }
+    drop(writes);
+    lock(&ctx.failures).remove(&format!("{namespace}/{name}"));
+    if runs.is_empty() {
+        tracing::debug!(%namespace, loadtest = %name, "LoadTest gone; it had no run here");
+    } else {
+        tracing::info!(%namespace, loadtest = %name, runs = ?runs, "LoadTest deleted: its run is stopped and let go");
+    }
 }
 
 #[cfg(test)]

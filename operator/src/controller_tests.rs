@@ -59,6 +59,13 @@ impl RunRegistry for FakeRegistry {
     fn forget(&self, run: &str) {
         self.calls.lock().unwrap().push(format!("forget {run}"));
     }
+    fn loadtest_gone(&self, namespace: &str, loadtest: &str, uid: Option<&str>) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("gone {namespace}/{loadtest} {uid:?}"));
+        uid.map(str::to_string).into_iter().collect()
+    }
     fn report(&self, _run: &str) -> Option<Value> {
         self.report.lock().unwrap().clone()
     }
@@ -637,5 +644,148 @@ async fn an_own_runner_image_is_refused_while_targets_are_limited() {
     assert_eq!(event.body["reason"], "Error");
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     assert!(registry.calls.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}
+
+#[tokio::test]
+async fn a_deleted_loadtest_is_let_go_with_the_state_kept_for_it() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, handle) = setup(registry.clone());
+    super::lock(&ctx.status_writes).insert(UID.to_string(), now());
+    super::lock(&ctx.failures).insert("team-a/web".to_string(), 3);
+    super::loadtest_gone(&ctx, "team-a", "web", Some(UID));
+    assert_eq!(
+        registry.calls.lock().unwrap().as_slice(),
+        [format!("gone team-a/web Some({UID:?})")]
+    );
+    assert!(
+        super::lock(&ctx.failures).is_empty(),
+        "no backoff kept for it"
+    );
+    assert!(
+        super::lock(&ctx.status_writes).is_empty(),
+        "no write time kept for it"
+    );
+    drop(handle);
+}
+
+/// After an abort, the runners are still stopping: the next reconciles repeat the stop, write
+/// nothing and do not forget the run; once every runner acknowledged, the final figures are
+/// written (phase and reason unchanged) and only then is the run forgotten.
+#[tokio::test]
+async fn an_aborted_run_is_forgotten_only_after_its_runners_acknowledged() {
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        running: 2,
+        started_at: Some(fixtures::at(20)),
+        ..RunProgress::default()
+    });
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = in_phase(fixtures::loadtest("web", 2), Phase::Aborted);
+    lt.spec.abort = true;
+    let status = lt.status.as_mut().unwrap();
+    status.reason = Some("Aborted".into());
+    status.message = Some("stopped by spec.abort".into());
+    status.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        fixtures::at(29),
+    ));
+    let lt = Arc::new(lt);
+
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        *registry.calls.lock().unwrap(),
+        [format!("abort {UID}: stopped by spec.abort")],
+        "the stop is repeated, the run is not forgotten"
+    );
+
+    // Both runners sent their final reports.
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        done: 2,
+        started_at: Some(fixtures::at(20)),
+        outcome: Some(crate::observed::RunOutcome {
+            phase: Phase::Aborted,
+            reason: "Aborted".into(),
+            message: "stopped by spec.abort".into(),
+        }),
+        results: Some(crate::observed::RunResults {
+            metrics: Some(volley_crds::status::MetricsStatus {
+                requests: 1040,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..RunProgress::default()
+    });
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    let s = &patch.body["status"];
+    assert_eq!(s["metrics"]["requests"], 1040);
+    assert_eq!(
+        (s["phase"].clone(), s["reason"].clone()),
+        (json!("Aborted"), json!("Aborted"))
+    );
+    assert_eq!(s["runners"]["succeeded"], 2);
+    assert_eq!(s["runners"]["running"], 0);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(
+        registry.calls.lock().unwrap().last().unwrap(),
+        &format!("forget {UID}")
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+/// A new leader after a failover: its aggregator registered the run as started and has heard
+/// from no runner yet. The status it writes keeps the requests already shown, never zero.
+#[tokio::test]
+async fn a_new_leader_does_not_write_zero_requests_over_the_status() {
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        running: 0,
+        started_at: Some(fixtures::at(20)),
+        results: Some(crate::observed::RunResults {
+            metrics: Some(volley_crds::status::MetricsStatus::default()),
+            ..Default::default()
+        }),
+        ..RunProgress::default()
+    });
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = in_phase(fixtures::loadtest("web", 2), Phase::Running);
+    lt.status.as_mut().unwrap().metrics = Some(volley_crds::status::MetricsStatus {
+        requests: 1350,
+        ..Default::default()
+    });
+    let lt = Arc::new(lt);
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    // The runner counts changed (none has reported to this aggregator yet): a write is due.
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    assert_eq!(patch.body["status"]["metrics"]["requests"], 1350);
+    task.await.unwrap().unwrap();
     expect_no_more(handle, ctx).await;
 }

@@ -245,6 +245,20 @@ impl LeaseLock {
     }
 }
 
+/// What a failed leader-label write means, for the warning: the API server's answer says
+/// which of the usual causes it is.
+pub fn label_failure(e: &kube::Error, pod: &str) -> String {
+    match api_code(e) {
+        Some(403) => "the operator may not patch pods (RBAC needs `patch` on pods)".into(),
+        Some(404) => format!(
+            "there is no pod `{pod}` in the operator's namespace (is POD_NAME/POD_NAMESPACE, \
+             from the downward API, this replica's own pod?)"
+        ),
+        Some(code) => format!("the API server answered {code}"),
+        None => "the API server could not be reached".into(),
+    }
+}
+
 /// The label the leader sets on its own pod. The aggregator Service selects it (with the app
 /// labels), so runners report to the replica that holds the runs.
 pub const LEADER_LABEL: &str = "volley.dev/leader";
@@ -380,7 +394,8 @@ async fn keep_label(
                     leading,
                     attempt = failures,
                     retry_in = ?delay,
-                    "cannot write this replica's leader label (RBAC needs `patch` on pods)"
+                    "cannot write this replica's leader label: {}",
+                    label_failure(&e, &pod.name)
                 );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

@@ -654,3 +654,26 @@ async fn stopped_while_campaigning_it_never_leads() {
         assert_eq!(call.method, "GET", "only reads: no label, no Lease write");
     }
 }
+
+#[test]
+fn a_failed_leader_label_write_says_what_actually_happened() {
+    let api = |code: u16| {
+        kube::Error::Api(
+            kube::core::Status {
+                code,
+                ..Default::default()
+            }
+            .boxed(),
+        )
+    };
+    let not_found = label_failure(&api(404), "op-a");
+    assert!(
+        not_found.contains("no pod `op-a`") && !not_found.contains("RBAC"),
+        "{not_found}"
+    );
+    assert!(label_failure(&api(403), "op-a").contains("RBAC needs `patch` on pods"));
+    assert_eq!(
+        label_failure(&api(500), "op-a"),
+        "the API server answered 500"
+    );
+}

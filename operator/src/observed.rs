@@ -61,6 +61,10 @@ pub struct RunnerPod {
     /// The scheduler's message when the pod cannot be placed (`PodScheduled=False`,
     /// reason `Unschedulable`).
     pub unschedulable: Option<String>,
+    /// What the pod's conditions that are not True say (`PodScheduled=False (reason):
+    /// message`, joined by `; `), or `None` when it has no such condition: why a Pending pod
+    /// has not started, when nothing else says.
+    pub conditions: Option<String>,
     /// How the runner container ended, if it has.
     pub terminated: Option<Terminated>,
     /// The pod is being deleted.
@@ -101,6 +105,22 @@ impl RunnerPod {
                 })
             })
             .map(|c| c.message.clone().unwrap_or_else(|| "Unschedulable".into()));
+        let conditions: Vec<String> = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.status != "True")
+            .map(|c| {
+                let mut text = format!("{}={}", c.type_, c.status);
+                if let Some(reason) = c.reason.as_deref().filter(|r| !r.is_empty()) {
+                    text.push_str(&format!(" ({reason})"));
+                }
+                if let Some(message) = c.message.as_deref().filter(|m| !m.is_empty()) {
+                    text.push_str(&format!(": {message}"));
+                }
+                text
+            })
+            .collect();
         let phase = match status.and_then(|s| s.phase.as_deref()) {
             Some("Running") => PodPhase::Running,
             Some("Succeeded") => PodPhase::Succeeded,
@@ -119,6 +139,7 @@ impl RunnerPod {
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             waiting,
             unschedulable,
+            conditions: (!conditions.is_empty()).then(|| conditions.join("; ")),
             terminated,
             deleting: meta.deletion_timestamp.is_some(),
         }
@@ -133,6 +154,7 @@ impl RunnerPod {
             created: Some(created),
             waiting: None,
             unschedulable: None,
+            conditions: None,
             terminated: None,
             deleting: false,
         }
@@ -175,6 +197,28 @@ impl RunnerPod {
         self.unschedulable
             .as_ref()
             .map(|m| format!("Unschedulable: {m}"))
+    }
+
+    /// Why this pod, still Pending, has not started, when [`RunnerPod::start_problem`] has
+    /// nothing to say (no container status, no scheduler verdict): its conditions, or that it
+    /// has none (no scheduler took it: e.g. a `schedulerName` nobody serves). `None` for a pod
+    /// that is not Pending.
+    pub fn pending_reason(&self) -> Option<String> {
+        if self.phase != PodPhase::Pending || self.terminated.is_some() {
+            return None;
+        }
+        let waiting = self
+            .waiting
+            .as_ref()
+            .map(|w| format!("container waiting ({}); ", w.reason))
+            .unwrap_or_default();
+        Some(match &self.conditions {
+            Some(c) => format!("still Pending: {waiting}{c}"),
+            None => format!(
+                "still Pending: {waiting}no condition reported (no scheduler or node has taken \
+                 the pod: check its schedulerName, nodeSelector and the nodes)"
+            ),
+        })
     }
 
     /// The start problem cannot go away by waiting (e.g. an invalid image name).

@@ -10,12 +10,16 @@
 //! - Starting → **Running**: the aggregator gave the runners their common start.
 //! - → **Succeeded | Failed | Aborted | Error**, first match wins:
 //!   1. the aggregator decided the outcome (all runners done, thresholds, abortOnFail, setup);
-//!   2. `spec.abort` is set: Aborted, the aggregator stops the runners, results so far are kept;
+//!   2. the LoadTest is being deleted (a finalizer or foreground deletion keeps it a while):
+//!      Aborted with reason `Deleted`, as `spec.abort` does; `spec.abort` is set: Aborted, the
+//!      aggregator stops the runners, results so far are kept;
 //!   3. the run (start barrier included) exceeded its timeout (`spec.timeout`, or the plan
 //!      plus a margin): Failed with reason `Timeout`;
-//!   4. a runner pod cannot start (image pull errors, unschedulable, container configuration)
-//!      for longer than [`Timing::runner_start_timeout`], or for a reason waiting cannot fix:
-//!      Error with reason `RunnerCannotStart` and the pod's own reason in the message;
+//!   4. a runner pod cannot start (image pull errors, unschedulable, container configuration,
+//!      or Pending with no reason at all: no scheduler for its `schedulerName`, a node that
+//!      never runs it) for longer than [`Timing::runner_start_timeout`], or for a reason
+//!      waiting cannot fix: Error with reason `RunnerCannotStart` and the pod's own reason (or
+//!      its conditions) in the message;
 //!   5. a runner failed (its pod exited non-zero, or the aggregator says so) and
 //!      `runners.failurePolicy` is Fail: Failed with reason `RunnerFailed`.
 //!
@@ -24,11 +28,16 @@
 //!   refuse ([`spec_check::admit`]) ends it in Error with reason `TargetNotAllowed` (a URL
 //!   outside `--allowed-targets`) or `ImageNotAllowed` (its own runner image while targets are
 //!   limited). Either way no Secret and no pod is created and nothing is registered.
-//! - A finished run is final: no pod or Secret is ever created for it again, its status is not
-//!   rewritten, and only cleanup remains: runner pods and the Secret are deleted at the finish
-//!   when `cleanup.runners` says so (Always; OnSuccess and the run succeeded), otherwise
-//!   `ttlSecondsAfterFinished` after it when set, otherwise never. The LoadTest itself is never
-//!   deleted.
+//! - A finished run is final: no pod or Secret is ever created for it again, and its phase,
+//!   reason and message are never rewritten. Its runners may still be stopping (a run the
+//!   operator ends: abort, timeout, a runner failure, a pod that cannot start): the aggregator
+//!   keeps answering `stop` until every runner acknowledged with its final report or is gone,
+//!   and only then is the run forgotten and its final figures written (every report the
+//!   runners made before they stopped), or [`drain_limit`] after the finish at the latest.
+//! - Cleanup: runner pods and the Secret are deleted at the finish when `cleanup.runners` says
+//!   so (Always; OnSuccess and the run succeeded), so the pods of a run that ended early go at
+//!   once under Always; what the policy keeps is deleted `ttlSecondsAfterFinished` after the
+//!   finish when that is set, otherwise never. The LoadTest itself is never deleted.
 //!
 //! Status writes: every change of phase, reason, message, runner counts, conditions or
 //! generation is written at once; changes of the metrics alone at most once per
@@ -42,7 +51,7 @@ use k8s_openapi::jiff::Timestamp;
 use volley_crds::LoadTest;
 use volley_crds::LoadTestStatus;
 use volley_crds::spec::{CleanupPolicy, FailurePolicy};
-use volley_crds::status::{Phase, RunnerCounts};
+use volley_crds::status::{Phase, RunnerCounts, Verdict};
 use volley_crds::text::{shorten, shorten_bytes};
 
 use crate::conditions::{self, COMPLETE, ConditionInputs};
@@ -278,7 +287,7 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
         next = next.min(until(facts.now, deadline));
     }
     for pod in &facts.pods {
-        if let (Some(_), Some(created)) = (pod.start_problem(), pod.created) {
+        if let (Some(_), Some(created)) = (pod.pending_reason(), pod.created) {
             let limit = created
                 .as_millisecond()
                 .saturating_add(ms(facts.timing.runner_start_timeout));
@@ -346,6 +355,18 @@ fn ending(
             abort: None,
         });
     }
+    if lt.metadata.deletion_timestamp.is_some() {
+        // Deleted with finalizers or foreground propagation, so still here for a while: the
+        // run stops now rather than when its pods are taken from under it. (A plain delete
+        // removes it at once: see `controller::loadtest_gone`.)
+        let reason = "the LoadTest is being deleted".to_string();
+        return Some(Ending {
+            phase: Phase::Aborted,
+            reason: "Deleted".into(),
+            message: format!("{reason}; the results are those measured until then"),
+            abort: Some(reason),
+        });
+    }
     if lt.spec.abort {
         let reason = "stopped by spec.abort".to_string();
         return Some(Ending {
@@ -378,9 +399,6 @@ fn ending(
         });
     }
     for pod in &facts.pods {
-        let Some(problem) = pod.start_problem() else {
-            continue;
-        };
         let waited = pod.created.map(|c| {
             facts
                 .now
@@ -388,7 +406,21 @@ fn ending(
                 .saturating_sub(c.as_millisecond())
         });
         let limit = ms(facts.timing.runner_start_timeout);
-        if pod.start_problem_is_permanent() || waited.is_some_and(|w| w >= limit) {
+        let waited_out = waited.is_some_and(|w| w >= limit);
+        // A pod Pending for no reason anyone gives (no scheduler for its schedulerName, a node
+        // that never runs it) is stuck too once the timeout has passed.
+        let problem = match pod.start_problem() {
+            Some(problem) => problem,
+            None if waited_out => match pod.pending_reason() {
+                Some(pending) => format!(
+                    "{pending} after {}",
+                    volley_crds::Duration(facts.timing.runner_start_timeout)
+                ),
+                None => continue,
+            },
+            None => continue,
+        };
+        if pod.start_problem_is_permanent() || waited_out {
             let runner = pod
                 .index
                 .map(|i| format!("runner {i} "))
@@ -462,20 +494,84 @@ fn finish(
     d
 }
 
-/// A finished run: forget it in the aggregator, clean up when due, write nothing.
+/// A finished run whose runners may still be stopping: the aggregator keeps answering `stop`
+/// until every runner acknowledged (its final report) or is gone ([`RunProgress::outcome`] is
+/// set then), so the run is forgotten only once drained, or [`drain_limit`] after the finish
+/// at the latest. Until then the stop is repeated (it changes nothing for a run already
+/// stopping, and makes sure of it whatever happened between the finish and now) and the run is
+/// looked at again every second; once
+/// drained, the final figures (every report the runners made before they stopped) are
+/// written, with the phase, reason and message the finish wrote. Then only cleanup remains.
 fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Decision {
-    let mut d = Decision {
-        forget_run: facts.progress.is_some(),
-        ..Decision::default()
-    };
+    let mut d = Decision::default();
     let completion = old
         .completion_time
         .as_ref()
         .map(|t| t.0)
         .or_else(|| conditions::find(&old.conditions, COMPLETE).map(|c| c.last_transition_time.0))
         .unwrap_or(facts.now);
+    let mut drain_requeue = None;
+    if let Some(progress) = &facts.progress {
+        let limit = completion
+            .as_millisecond()
+            .saturating_add(ms(drain_limit(&facts.loadtest.spec)));
+        if progress.outcome.is_some() || facts.now.as_millisecond() >= limit {
+            d.forget_run = true;
+            let status = drained_status(facts, old, phase);
+            if status != *old {
+                d.status = Some(status);
+            }
+        } else {
+            d.abort = Some(
+                old.message
+                    .clone()
+                    .unwrap_or_else(|| format!("the run ended: {phase}")),
+            );
+            drain_requeue = Some(DRAIN_POLL);
+        }
+    }
     cleanup(facts, phase, completion, &mut d);
+    d.requeue = match (d.requeue, drain_requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     d
+}
+
+/// How often a finished run whose runners are still stopping is looked at.
+pub const DRAIN_POLL: Duration = Duration::from_secs(1);
+
+/// The longest a finished run waits for its runners to acknowledge the stop before it is
+/// forgotten anyway: the aggregator's own bound on a stop (the longest `gracefulStop`, two
+/// report intervals and 10 s) plus a margin. Runners that still send after it are told the
+/// run is unknown and stop by themselves (see `volley agent`).
+pub fn drain_limit(spec: &volley_crds::LoadTestSpec) -> Duration {
+    volley_crds::plan::longest_graceful_stop(spec) + Duration::from_secs(30)
+}
+
+/// The finished status `old` with the final figures and runner counts of the drained run.
+fn drained_status(facts: &Observed<'_>, old: &LoadTestStatus, phase: Phase) -> LoadTestStatus {
+    let failures = runner_failures(facts);
+    let counts = runner_counts(facts, phase, failures.len());
+    let mut status = build_status(
+        facts,
+        old,
+        phase,
+        old.reason.as_deref().unwrap_or_default(),
+        old.message.as_deref().unwrap_or_default(),
+        counts,
+        None,
+    );
+    status.reason.clone_from(&old.reason);
+    status.message.clone_from(&old.message);
+    status.completion_time.clone_from(&old.completion_time);
+    status.observed_generation = old.observed_generation;
+    if status.report_ref.is_none() {
+        // Set by the controller once the report is written; a drained run whose figures did
+        // not change is not written again for it.
+        status.report_ref.clone_from(&old.report_ref);
+    }
+    status
 }
 
 /// Deletes pods and Secret when the cleanup policy says so, or asks to come back when due.
@@ -563,6 +659,10 @@ fn runner_counts(facts: &Observed<'_>, phase: Phase, failed: usize) -> RunnerCou
             (running + done, load, done)
         }
     };
+    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+    // The counts add up: a runner whose failure the aggregator has not heard of yet (its pod
+    // just died) is counted failed, not running too.
+    let running = running.min(desired.saturating_sub(failed).saturating_sub(succeeded));
     let shown = match phase {
         Phase::Pending | Phase::Starting => ready,
         Phase::Running => running,
@@ -573,7 +673,7 @@ fn runner_counts(facts: &Observed<'_>, phase: Phase, failed: usize) -> RunnerCou
         ready,
         running,
         succeeded,
-        failed: u32::try_from(failed).unwrap_or(u32::MAX),
+        failed,
         summary: format!("{shown}/{desired}"),
     }
 }
@@ -592,7 +692,14 @@ fn build_status(
         .and_then(|p| p.started_at)
         .map(Time)
         .or_else(|| old.start_time.clone());
-    let results: RunResults = match progress.and_then(|p| p.results.clone()) {
+    let requests = |m: &Option<volley_crds::status::MetricsStatus>| m.as_ref().map(|m| m.requests);
+    // Totals are cumulative and never go down within a run: fewer requests than the status
+    // already shows means an aggregator that is rebuilding them (a new leader after a failover,
+    // a restart) and has not heard from every runner yet. The status keeps what it had.
+    let fresh = progress
+        .and_then(|p| p.results.clone())
+        .filter(|r| requests(&r.metrics) >= requests(&old.metrics));
+    let mut results: RunResults = match fresh {
         Some(r) => r,
         None => RunResults {
             metrics: old.metrics.clone(),
@@ -603,6 +710,19 @@ fn build_status(
             report_ref: old.report_ref.clone(),
         },
     };
+    if results.verdict.is_none()
+        && phase.is_finished()
+        && phase != Phase::Error
+        && !results.thresholds.is_empty()
+    {
+        // A run the operator ends (abort, timeout, a failed runner) is judged on the
+        // thresholds it shows, so that ThresholdsPassed agrees with `status.thresholds`.
+        results.verdict = Some(if results.thresholds.iter().all(|t| t.passed) {
+            Verdict::Passed
+        } else {
+            Verdict::Failed
+        });
+    }
     let conditions = conditions::conditions(
         &old.conditions,
         &ConditionInputs {
@@ -661,19 +781,22 @@ fn should_write(old: &LoadTestStatus, new: &LoadTestStatus, facts: &Observed<'_>
 /// when `Complete` turned False (the first status write); failing that, at the LoadTest's
 /// creation.
 fn deadline_ms(facts: &Observed<'_>, old: &LoadTestStatus) -> Option<i64> {
-    let began = conditions::find(&old.conditions, COMPLETE)
-        .filter(|c| c.status == "False")
-        .map(|c| c.last_transition_time.0)
-        .or_else(|| {
-            facts
-                .loadtest
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-        })?;
+    let began = began(facts.loadtest, old)?;
     let timeout = ms(volley_crds::plan::timeout(&facts.loadtest.spec));
     Some(began.as_millisecond().saturating_add(timeout))
+}
+
+/// When `lt`'s run began: when `Complete` turned False (the first status write), failing that
+/// the LoadTest's creation. The run's timeout and the runners' start timeout count from it.
+pub fn run_began(lt: &LoadTest) -> Option<Timestamp> {
+    began(lt, old_status(lt))
+}
+
+fn began(lt: &LoadTest, old: &LoadTestStatus) -> Option<Timestamp> {
+    conditions::find(&old.conditions, COMPLETE)
+        .filter(|c| c.status == "False")
+        .map(|c| c.last_transition_time.0)
+        .or_else(|| lt.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 fn ms(d: Duration) -> i64 {
@@ -689,7 +812,7 @@ fn until(now: Timestamp, deadline_ms: i64) -> Duration {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use volley_crds::status::{MetricsStatus, Verdict};
+    use volley_crds::status::MetricsStatus;
 
     use super::*;
     use crate::fixtures::{self, at};
@@ -1571,7 +1694,8 @@ mod tests {
         assert_eq!(s.runners.as_ref().unwrap().failed, 2);
         assert_eq!(
             s.message.as_deref(),
-            Some("3/3 runners sending load; 2 failed")
+            Some("1/3 runners sending load; 2 failed"),
+            "the counts add up: 1 running + 2 failed of 3"
         );
         lt.status = Some(s);
         let again = next_step(&Observed {
@@ -1631,6 +1755,22 @@ mod tests {
         }
         let cases = [
             (CleanupPolicy::Always, Phase::Failed, None, 10, Some(true)),
+            // The TTL is for what the policy keeps: Always deletes at the finish (a run that
+            // ended early included), and the TTL does not hold it back.
+            (
+                CleanupPolicy::Always,
+                Phase::Failed,
+                Some(10),
+                0,
+                Some(true),
+            ),
+            (
+                CleanupPolicy::OnSuccess,
+                Phase::Succeeded,
+                Some(10),
+                0,
+                Some(true),
+            ),
             (
                 CleanupPolicy::OnSuccess,
                 Phase::Succeeded,
@@ -1714,7 +1854,366 @@ mod tests {
             ..observe(&lt, at(10))
         });
         assert!(d.forget_run);
-        assert_eq!(d.status, None);
+        // The final figures replace those of the finish; nothing else changes.
+        let s = d.status.expect("the final figures are written");
+        assert_eq!(s.metrics.unwrap().requests, 1200);
+        let old = lt.status.clone().unwrap();
+        assert_eq!(
+            (s.phase, s.reason, s.message, s.completion_time),
+            (old.phase, old.reason, old.message, old.completion_time)
+        );
+    }
+
+    /// A running run's progress with `requests` measured so far and two thresholds that hold.
+    fn measured(requests: u64, outcome: Option<(Phase, &str)>) -> RunProgress {
+        let threshold = |expr: &str| volley_crds::status::ThresholdStatus {
+            expr: expr.into(),
+            scope: "all".into(),
+            actual: "1".into(),
+            passed: true,
+            aborted: false,
+        };
+        let finished = outcome.is_some();
+        RunProgress {
+            registered: 3,
+            running: if finished { 0 } else { 3 },
+            done: if finished { 3 } else { 0 },
+            started_at: Some(at(5)),
+            outcome: outcome.map(|(phase, reason)| RunOutcome {
+                phase,
+                reason: reason.into(),
+                message: format!("{reason} message"),
+            }),
+            results: Some(RunResults {
+                metrics: Some(MetricsStatus {
+                    requests,
+                    ..MetricsStatus::default()
+                }),
+                thresholds: vec![threshold("error_rate < 1%"), threshold("p(95) < 2s")],
+                verdict: finished.then_some(Verdict::Passed),
+                ..RunResults::default()
+            }),
+            ..RunProgress::default()
+        }
+    }
+
+    /// Every early end, from the finish to the forget: the finish stops the runners and writes
+    /// the phase at once; while the runners stop, the run is not forgotten (the aggregator
+    /// keeps answering `stop`) and the stop is repeated every second; once every runner
+    /// acknowledged, the final figures are written (with a verdict that agrees with the
+    /// thresholds, and runner counts that add up) and the run is forgotten; an aggregator
+    /// that never drains is forgotten after [`drain_limit`].
+    #[test]
+    fn every_early_end_stops_the_runners_and_is_forgotten_only_once_drained() {
+        let running = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let mut aborted = running.clone();
+        aborted.spec.abort = true;
+        let mut deleting = running.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(at(19)));
+        let mut timed_out = running.clone();
+        timed_out.spec.timeout = Some(volley_crds::Duration::from_secs(60));
+        let killed = RunnerPod {
+            phase: PodPhase::Failed,
+            terminated: Some(Terminated {
+                exit_code: 137,
+                reason: "Error".into(),
+                message: String::new(),
+            }),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+        let live = |i: u32| RunnerPod {
+            phase: PodPhase::Running,
+            ..RunnerPod::pending(&format!("web-runner-{i}"), i, fixtures::t0())
+        };
+        // (case, LoadTest, pods, progress at the end, when, phase, reason, operator stops it)
+        let abort_on_fail = measured(800, Some((Phase::Failed, "ThresholdAborted")));
+        #[allow(clippy::type_complexity)]
+        let cases: [(
+            &str,
+            &LoadTest,
+            Vec<RunnerPod>,
+            RunProgress,
+            i64,
+            Phase,
+            &str,
+            bool,
+        ); 5] = [
+            (
+                "deletion",
+                &deleting,
+                vec![live(0), live(1), live(2)],
+                measured(240, None),
+                20,
+                Phase::Aborted,
+                "Deleted",
+                true,
+            ),
+            (
+                "abort",
+                &aborted,
+                vec![live(0), live(1), live(2)],
+                measured(240, None),
+                20,
+                Phase::Aborted,
+                "Aborted",
+                true,
+            ),
+            (
+                "timeout",
+                &timed_out,
+                vec![live(0), live(1), live(2)],
+                measured(800, None),
+                61,
+                Phase::Failed,
+                "Timeout",
+                true,
+            ),
+            (
+                "runner failure under Fail",
+                &running,
+                vec![live(0), killed, live(2)],
+                measured(1350, None),
+                20,
+                Phase::Failed,
+                "RunnerFailed",
+                true,
+            ),
+            (
+                "abortOnFail",
+                &running,
+                vec![live(0), live(1), live(2)],
+                abort_on_fail,
+                20,
+                Phase::Failed,
+                "ThresholdAborted",
+                false,
+            ),
+        ];
+        for (case, lt, pods, at_end, now, phase, reason, stops) in cases {
+            let end = next_step(&Observed {
+                pods: pods.clone(),
+                progress: Some(at_end.clone()),
+                ..observe(lt, at(now))
+            });
+            let status = end.status.clone().expect(case);
+            assert_eq!(
+                (status.phase, status.reason.as_deref()),
+                (Some(phase), Some(reason)),
+                "{case}"
+            );
+            assert_eq!(
+                end.abort.is_some(),
+                stops,
+                "{case}: the operator stops the runners"
+            );
+            assert!(!end.forget_run, "{case}: not forgotten at the finish");
+            let counts = status.runners.clone().unwrap();
+            assert!(
+                counts.running + counts.succeeded + counts.failed <= counts.desired,
+                "{case}: the counts add up: {counts:?}"
+            );
+            assert_eq!(
+                conditions::find(&status.conditions, conditions::THRESHOLDS_PASSED)
+                    .map(|c| c.status.as_str()),
+                Some("True"),
+                "{case}: ThresholdsPassed agrees with status.thresholds at once"
+            );
+            let mut finished = (*lt).clone();
+            finished.status = Some(status.clone());
+
+            if stops {
+                // The runners are still stopping: not forgotten, the stop is repeated.
+                let stopping = next_step(&Observed {
+                    pods: pods.clone(),
+                    progress: Some(measured(
+                        at_end
+                            .results
+                            .as_ref()
+                            .unwrap()
+                            .metrics
+                            .as_ref()
+                            .unwrap()
+                            .requests
+                            + 50,
+                        None,
+                    )),
+                    ..observe(&finished, at(now + 1))
+                });
+                assert!(
+                    !stopping.forget_run,
+                    "{case}: forgotten before the runners stopped"
+                );
+                assert!(stopping.abort.is_some(), "{case}: the stop is repeated");
+                assert_eq!(stopping.requeue, Some(DRAIN_POLL), "{case}");
+                assert_eq!(stopping.status, None, "{case}: no status while stopping");
+            }
+
+            // Every runner acknowledged: the final figures, then forgotten.
+            let mut acknowledged = measured(1500, Some((Phase::Aborted, "Aborted")));
+            let failed: Vec<(u32, String)> = pods
+                .iter()
+                .filter_map(|p| Some((p.index?, p.failure()?)))
+                .collect();
+            acknowledged.done -= u32::try_from(failed.len()).unwrap();
+            acknowledged.failed = failed;
+            let drained = next_step(&Observed {
+                pods: pods.clone(),
+                progress: Some(acknowledged),
+                ..observe(&finished, at(now + 2))
+            });
+            assert!(drained.forget_run, "{case}: forgotten once drained");
+            assert_eq!(drained.abort, None, "{case}");
+            let last = drained.status.expect(case);
+            assert_eq!(
+                last.metrics.as_ref().unwrap().requests,
+                1500,
+                "{case}: every report before the stop counts"
+            );
+            assert_eq!(
+                (last.phase, last.reason.as_deref()),
+                (Some(phase), Some(reason)),
+                "{case}: the end stays"
+            );
+            assert_eq!(last.completion_time, status.completion_time, "{case}");
+            let counts = last.runners.unwrap();
+            assert_eq!(counts.running, 0, "{case}: {counts:?}");
+            assert_eq!(
+                counts.succeeded + counts.failed,
+                counts.desired,
+                "{case}: {counts:?}"
+            );
+            assert_eq!(last.verdict, Some(Verdict::Passed), "{case}");
+
+            if stops {
+                // An aggregator that never drains: forgotten after the bound, not before.
+                let limit = i64::try_from(drain_limit(&lt.spec).as_secs()).unwrap();
+                let completed = status.completion_time.as_ref().unwrap().0.as_second()
+                    - fixtures::t0().as_second();
+                for (secs, forget) in [(completed + limit - 1, false), (completed + limit, true)] {
+                    let d = next_step(&Observed {
+                        pods: pods.clone(),
+                        progress: Some(measured(900, None)),
+                        ..observe(&finished, at(secs))
+                    });
+                    assert_eq!(d.forget_run, forget, "{case} at {secs}s");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_the_aggregator_ended_is_forgotten_without_writing_the_same_status_again() {
+        let lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let ended = outcome(Phase::Succeeded, "ThresholdsPassed", Some(Verdict::Passed));
+        let d = next_step(&Observed {
+            progress: Some(ended.clone()),
+            ..observe(&lt, at(40))
+        });
+        assert!(!d.forget_run);
+        let mut finished = lt.clone();
+        let mut status = d.status.unwrap();
+        status.report_ref = Some(volley_crds::status::ReportRef {
+            config_map_name: "web-report".into(),
+        });
+        finished.status = Some(status);
+        let d = next_step(&Observed {
+            progress: Some(ended),
+            ..observe(&finished, at(41))
+        });
+        assert!(d.forget_run);
+        assert_eq!(d.status, None, "nothing new to write");
+    }
+
+    #[test]
+    fn a_new_leader_never_writes_fewer_requests_than_the_status_shows() {
+        // The status shows 1350 requests; the new leader's aggregator has just registered the
+        // run as started and heard from no runner yet (or from one of three).
+        let mut lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let mut status = lt.status.clone().unwrap();
+        status.metrics = Some(MetricsStatus {
+            requests: 1350,
+            ..MetricsStatus::default()
+        });
+        lt.status = Some(status);
+        for rebuilt in [0, 400] {
+            let d = next_step(&Observed {
+                progress: Some(measured(rebuilt, None)),
+                last_status_write: None,
+                ..observe(&lt, at(40))
+            });
+            if let Some(s) = &d.status {
+                assert_eq!(
+                    s.metrics.as_ref().unwrap().requests,
+                    1350,
+                    "rebuilding from {rebuilt}"
+                );
+            }
+        }
+        // Once every runner has reported again, the totals go on.
+        let d = next_step(&Observed {
+            progress: Some(measured(4053, None)),
+            ..observe(&lt, at(40))
+        });
+        assert_eq!(d.status.unwrap().metrics.unwrap().requests, 4053);
+    }
+
+    #[test]
+    fn a_pod_pending_for_no_reason_ends_the_run_after_the_start_timeout() {
+        let lt = in_phase(fixtures::loadtest("web", 2), Phase::Starting);
+        let timing = Timing {
+            runner_start_timeout: Duration::from_secs(30),
+            ..Timing::default()
+        };
+        let no_scheduler = RunnerPod::pending("web-runner-0", 0, fixtures::t0());
+        let not_ready = RunnerPod {
+            conditions: Some("PodScheduled=False (SchedulerError): no scheduler".into()),
+            ..RunnerPod::pending("web-runner-1", 1, fixtures::t0())
+        };
+        for (pod, says) in [
+            (no_scheduler, "no condition reported"),
+            (
+                not_ready,
+                "PodScheduled=False (SchedulerError): no scheduler",
+            ),
+        ] {
+            let before = next_step(&Observed {
+                pods: vec![pod.clone()],
+                progress: Some(progress(0, false)),
+                timing,
+                ..observe(&lt, at(29))
+            });
+            assert_ne!(
+                before.status.as_ref().and_then(|s| s.phase),
+                Some(Phase::Error)
+            );
+            assert_eq!(
+                before.requeue,
+                Some(Duration::from_secs(1)),
+                "comes back at the timeout"
+            );
+            let after = next_step(&Observed {
+                pods: vec![pod.clone()],
+                progress: Some(progress(0, false)),
+                timing,
+                ..observe(&lt, at(30))
+            });
+            let s = after.status.expect("the run ends");
+            assert_eq!(
+                (s.phase, s.reason.as_deref()),
+                (Some(Phase::Error), Some("RunnerCannotStart"))
+            );
+            let message = s.message.unwrap();
+            assert!(
+                message.contains(&pod.name)
+                    && message.contains(says)
+                    && message.contains("after 30s"),
+                "{message}"
+            );
+            assert!(
+                after.abort.is_some(),
+                "the aggregator's barrier is ended too"
+            );
+        }
     }
 
     #[test]

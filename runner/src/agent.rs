@@ -18,6 +18,11 @@
 //! 5. sends a final report (`done`), retried with backoff because it carries the last figures,
 //!    and exits 0 (1 if it could not be delivered).
 //!
+//! A runner that has had no report accepted for [`LOST_RUN_LIMIT`] (the aggregator unreachable,
+//! or answering that it does not know the run, e.g. a run forgotten while this runner was cut
+//! off) stops its load the same way: a run nobody measures any more must not go on loading the
+//! target.
+//!
 //! SIGTERM or Ctrl-C (a pod being deleted) during the run acts like a `stop` answer: graceful
 //! stop, final report, exit 0. Before the load starts it ends the agent with a final report
 //! carrying the reason, and exit 1 (this runner's share did not run). A second signal exits at
@@ -69,6 +74,14 @@ const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const START_POLL_TIMEOUT: Duration = Duration::from_millis(START_POLL_HOLD_MS + 15_000);
 /// Least time between two start polls, in case an aggregator answers `wait` without holding.
 const MIN_POLL_SPACING: Duration = Duration::from_millis(100);
+/// How long a runner sending load goes on without any report accepted (the aggregator
+/// unreachable, or saying it does not know the run) before it stops its load by itself. An
+/// aggregator that restarts, or a new operator leader, registers the run again within seconds
+/// and the reports go on; past this, the aggregator has counted the runner as failed anyway
+/// (its silence timeout is as long), so more load would only reach a target nobody measures
+/// and that may have been meant to be spared (a run that was aborted, or whose LoadTest was
+/// deleted, while the operator was away).
+pub const LOST_RUN_LIMIT: Duration = Duration::from_secs(30);
 /// How much of an answer's body goes into an error message.
 const ANSWER_EXCERPT_CHARS: usize = 300;
 
@@ -1101,6 +1114,8 @@ impl Agent {
         let mut seq = 0u64;
         let mut stopped: Option<String> = None;
         let mut signalled: Option<String> = None;
+        // Since when no report has been accepted (none yet: the start).
+        let mut last_accepted = start;
         loop {
             tokio::select! {
                 biased;
@@ -1130,7 +1145,11 @@ impl Agent {
                         first_request_unix_ms: engine.first_request_unix_ms(),
                         error: None,
                     };
-                    match self.client.report(&report, timeout).await {
+                    let answer = self.client.report(&report, timeout).await;
+                    if answer.is_ok() {
+                        last_accepted = Instant::now();
+                    }
+                    match answer {
                         Ok(ReportResponse { stop: true, reason }) if stopped.is_none() => {
                             let why = reason.unwrap_or_else(|| "no reason given".into());
                             self.say(format_args!(
@@ -1141,15 +1160,41 @@ impl Agent {
                             let _ = stop_tx.send(true);
                         }
                         Ok(_) => {}
-                        Err(e) => self.say(format_args!(
-                            "report {seq} not delivered ({e}); the next one makes up for it"
-                        )),
+                        Err(e) => {
+                            let lost = lost_run(&e, last_accepted.elapsed());
+                            match lost {
+                                Some(why) if stopped.is_none() => {
+                                    self.say(format_args!(
+                                        "{why}; stopping, in-flight iterations get their \
+                                         gracefulStop"
+                                    ));
+                                    stopped = Some(why);
+                                    let _ = stop_tx.send(true);
+                                }
+                                _ => self.say(format_args!(
+                                    "report {seq} not delivered ({e}); the next one makes up for it"
+                                )),
+                            }
+                        }
                     }
                 }
             }
         }
         (seq, stopped, signalled)
     }
+}
+
+/// Whether a runner whose report just failed with `error`, `since` its last accepted one, has
+/// lost its run and must stop its load: no report went through for [`LOST_RUN_LIMIT`], whatever
+/// the failure (the aggregator unreachable, a run it does not know: one that restarted
+/// re-learns its runs within seconds, so a shorter loss is ridden out). Says why, for the log.
+pub fn lost_run(error: &ClientError, since: Duration) -> Option<String> {
+    (since >= LOST_RUN_LIMIT).then(|| {
+        format!(
+            "no report accepted for {}s ({error}): the run is lost, its load stops here",
+            since.as_secs()
+        )
+    })
 }
 
 /// Waits until `rx` holds `true`; never returns if its sender is gone without sending it.
@@ -1200,6 +1245,28 @@ pub fn start_instant(start_at_unix_ms: u64, now_wall: SystemTime, now: Instant) 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_lost_after_the_limit_without_an_accepted_report_whatever_the_failure() {
+        let unknown = ClientError::Unavailable {
+            call: Call::Report,
+            detail: "the aggregator answered 404 Not Found".into(),
+            status: Some(StatusCode::NOT_FOUND),
+        };
+        let refused = ClientError::Refused {
+            call: Call::Report,
+            status: StatusCode::UNAUTHORIZED,
+            hint: String::new(),
+            body: String::new(),
+        };
+        for e in [&unknown, &refused] {
+            // An aggregator that restarted re-learns its runs within seconds: ridden out.
+            assert_eq!(lost_run(e, Duration::from_secs(5)), None);
+            assert_eq!(lost_run(e, LOST_RUN_LIMIT - Duration::from_millis(1)), None);
+            let why = lost_run(e, LOST_RUN_LIMIT).unwrap();
+            assert!(why.contains("no report accepted for 30s"), "{why}");
+        }
+    }
 
     #[test]
     fn retry_delays_double_up_to_the_cap() {
