@@ -163,9 +163,11 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = aggregator.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let server = tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
     let agents = (0..RUNNERS)
@@ -173,7 +175,10 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
             tokio::process::Command::new(&volley)
                 .args(["agent", "--aggregator", &url, "--run", &run_id, "--index"])
                 .arg(index.to_string())
-                .env(TOKEN_ENV, token.expose())
+                .env(
+                    TOKEN_ENV,
+                    volley_aggregator::server::runner_credential(token.expose(), index),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
