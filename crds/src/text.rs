@@ -1,4 +1,5 @@
-//! Quoting user text in error messages without echoing megabytes back.
+//! Quoting user text in error messages without echoing megabytes back, and whether logs are
+//! coloured.
 
 /// `s` cut to at most `max_chars` characters, with `…` when something was cut.
 pub fn shorten(s: &str, max_chars: usize) -> String {
@@ -28,9 +29,26 @@ pub fn shorten_bytes(s: &str, max_bytes: usize) -> String {
     format!("{}…", &s[..cut])
 }
 
+/// Whether logs written to a stream get ANSI colours: only when the stream is a terminal (a
+/// log file or CI's captured output would hold escape codes) and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>). `no_color` is the value of `NO_COLOR`.
+pub fn colour_logs(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stream_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{shorten, shorten_bytes};
+    use super::{colour_logs, shorten, shorten_bytes};
+
+    #[test]
+    fn colours_only_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn cuts_on_characters_not_bytes() {

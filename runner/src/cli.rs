@@ -112,6 +112,16 @@ pub fn print_crd() -> ExitCode {
     }
 }
 
+/// The directory `file:` paths of the manifest at `path` are relative to. A bare file name
+/// (`quickstart.yaml`) has the empty path as its parent, which is no directory a runner can
+/// be given: it is the current directory.
+fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// `volley run`'s options besides the file.
 #[derive(Debug)]
 pub struct RunOptions {
@@ -148,7 +158,7 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         return ExitCode::from(EXIT_ERROR);
     }
     let roots = FileRoots {
-        manifest_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        manifest_dir: manifest_dir(path),
         configmaps: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {
