@@ -404,8 +404,32 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Phase", "Verdict", "Runners", "RPS", "P95", "Errors", "Age"]
+            [
+                "Phase", "Verdict", "Runners", "RPS", "P95", "Errors", "Reason", "Age", "Duration",
+                "Started", "Message"
+            ]
         );
+        // `kubectl get` shows a rounded rate, not 29.993334814485667; `-o wide` adds the
+        // rest; every column points at a field the status has.
+        let columns = v.additional_printer_columns.as_ref().unwrap();
+        let by_name = |n: &str| columns.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(by_name("RPS").json_path, ".status.metrics.throughput");
+        assert_eq!(by_name("RPS").type_, "string");
+        for wide in ["Duration", "Started", "Message"] {
+            assert_eq!(by_name(wide).priority, Some(1), "{wide}");
+        }
+        assert_eq!(by_name("Reason").priority, None);
+        let status = &schema()["properties"]["status"];
+        for c in columns
+            .iter()
+            .filter(|c| c.json_path.starts_with(".status."))
+        {
+            let mut node = status;
+            for key in c.json_path.trim_start_matches(".status.").split('.') {
+                node = &node["properties"][key];
+            }
+            assert!(node.is_object(), "{} points nowhere", c.json_path);
+        }
     }
 
     #[test]
