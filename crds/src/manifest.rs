@@ -146,14 +146,14 @@ pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
     let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
     check_flow_depth(yaml)?;
     check_header(yaml)?;
-    check_duplicate_keys(yaml)?;
+    let values = check_duplicate_keys(yaml)?;
     let mut unknown = Vec::new();
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut record =
         |path: serde_ignored::Path<'_>| unknown.push(bracket_indexes(&path.to_string()));
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let parsed: Result<LoadTest, _> = serde_path_to_error::deserialize(ignored);
-    let lt = parsed.map_err(|first| type_errors(yaml, first))?;
+    let lt = parsed.map_err(|first| type_errors(yaml, values, first))?;
     // `status` is the operator's to write; keys under it are not the author's typos.
     // apiVersion and kind were checked by `check_header`.
     unknown.retain(|p| !p.starts_with("status") && p != "apiVersion" && p != "kind");
@@ -174,11 +174,16 @@ pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
 /// Most values of the wrong type reported for one manifest.
 pub const MAX_TYPE_ERRORS: usize = 20;
 /// Largest manifest whose type errors are all looked for: each one after the first costs a
-/// read of the document, and a real LoadTest is a few kilobytes.
+/// few reads of the document, and a real LoadTest is a few kilobytes with a few hundred
+/// values (aliases can make a small file hold many more).
 const MAX_RECOVERY_BYTES: usize = 256 * 1024;
+/// Most values (as [`MAX_MANIFEST_VALUES`] counts them) of a manifest whose type errors are all
+/// looked for.
+const MAX_RECOVERY_VALUES: usize = 20_000;
 
 /// Every value of the wrong type, not only the `first` that serde stopped at, each at its own
-/// line and column (serde places an error in a flow mapping at the mapping's `{`).
+/// line and column (serde places an error in a flow mapping at the mapping's `{`). `values`
+/// is how many values the document holds.
 ///
 /// serde stops at the first error, so the document is read again as a YAML tree with each bad
 /// value replaced by one of the right type (a stand-in found by trying a few), until it reads or
@@ -186,11 +191,13 @@ const MAX_RECOVERY_BYTES: usize = 256 * 1024;
 /// different mapping) ends the search there.
 fn type_errors(
     yaml: &str,
+    values: usize,
     first: serde_path_to_error::Error<serde_norway::Error>,
 ) -> ManifestError {
     let first_path: Vec<Segment> = first.path().iter().cloned().collect();
     let mut found = vec![located(yaml, &first_path, path_error(first))];
     if yaml.len() <= MAX_RECOVERY_BYTES
+        && values <= MAX_RECOVERY_VALUES
         && let Ok(mut tree) = serde_norway::from_str::<serde_norway::Value>(yaml)
     {
         let mut at = first_path;
@@ -472,7 +479,7 @@ pub const MAX_MANIFEST_VALUES: usize = 1_000_000;
 /// Struct fields get serde's own "duplicate field" error, but maps (`headers`, `labels`, a
 /// `json` body, ...) keep the last value without a word, so `{X-Env: prod, X-Env: staging}`
 /// would quietly test staging.
-fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
+fn check_duplicate_keys(yaml: &str) -> Result<usize, ManifestError> {
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut track = serde_path_to_error::Track::new();
     let values = std::cell::Cell::new(0);
@@ -482,7 +489,7 @@ fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
     }
     .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
     walked
-        .map(|_| ())
+        .map(|_| values.get())
         .map_err(|e| path_error(serde_path_to_error::Error::new(track.path(), e)))
 }
 
