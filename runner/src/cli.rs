@@ -253,6 +253,11 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         if let Some(url) = options.base_url {
             lt.spec.target.base_url = url;
         }
+        // Validated with the count it runs with: `vus: 1` split across `--runners 2` would
+        // leave runner 1 without a VU and its share of the iterations undone.
+        if let Some(n) = options.runners {
+            lt.spec.runners.parallelism = n;
+        }
     });
     let lt = match loaded {
         Ok(lt) => lt,

@@ -691,6 +691,47 @@ spec:
     target.shutdown().await;
 }
 
+/// `--runners` is validated like `runners.parallelism`: 1 VU cannot be split across 2 runners
+/// (runner 1 would get none, and its half of the shared iterations would silently not run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_from_the_command_line_are_validated_like_the_manifests() {
+    let target = demo(DemoConfig::default()).await;
+    let dir = tempdir("runners");
+    let file = write_manifest(
+        &dir,
+        "one-vu.yaml",
+        r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: one-vu}
+spec:
+  target: {baseUrl: "@BASE@", timeout: 5s}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 1
+      iterations: 4
+      steps:
+        - {name: item, request: {url: /api/items}}
+"#,
+        &target.base_url(),
+    );
+    let out = output(
+        volley(&["run", file.to_str().unwrap(), "-q", "--runners", "2"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("spec.scenarios[0].vus: vus 1 cannot be split across 2 runners"),
+        "{stderr}"
+    );
+    assert_eq!(target.stats().requests, 0, "nothing is sent");
+    std::fs::remove_dir_all(&dir).ok();
+    target.shutdown().await;
+}
+
 /// Logs written to a pipe (CI, a file) carry no ANSI colour codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_to_a_pipe_have_no_colour_codes() {
