@@ -36,7 +36,7 @@ pub fn load_manifest_with(
 ) -> Result<LoadTest, ManifestProblems> {
     // Bytes, not a String: text that is not UTF-8 gets a line and column, not an I/O error.
     let bytes = read_source(path)?;
-    let mut lt = parse_manifest_bytes(&bytes).map_err(ManifestProblems::Parse)?;
+    let mut lt = parse_one(&bytes).map_err(ManifestProblems::Parse)?;
     overrides(&mut lt);
     validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
     Ok(lt)
@@ -127,7 +127,7 @@ fn validate_source(name: &str, path: &Path, cluster: bool) -> Result<usize, ()> 
     };
     if docs.len() <= 1 {
         // One document: exactly what `volley run` reads.
-        let lt = match parse_manifest_bytes(&bytes) {
+        let lt = match parse_one(&bytes) {
             Ok(lt) => lt,
             Err(e) => return fail(ManifestProblems::Parse(e)),
         };
@@ -172,6 +172,19 @@ fn validate_source(name: &str, path: &Path, cluster: bool) -> Result<usize, ()> 
         ))))
     } else {
         Ok(ok)
+    }
+}
+
+/// The LoadTest of a file holding one YAML document, possibly between `---` markers (an
+/// empty document before or after it is no second document). Text that is not UTF-8 gets the
+/// line and column of its first bad byte.
+fn parse_one(bytes: &[u8]) -> Result<LoadTest, ManifestError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return parse_manifest_bytes(bytes);
+    };
+    match documents(text.strip_prefix('\u{feff}').unwrap_or(text)) {
+        Some(docs) if docs.len() == 1 => parse_manifest(&docs[0]),
+        _ => parse_manifest(text),
     }
 }
 

@@ -351,3 +351,21 @@ fn validate_cluster_applies_the_operators_rules_offline() {
         "--cluster skips nothing"
     );
 }
+
+/// A LoadTest between `---` markers (as `kubectl get -o yaml` and many editors write it) is one
+/// document: the empty ones around it are not a second.
+#[test]
+fn validate_reads_one_loadtest_between_document_markers() {
+    let dir = tempdir("validate-markers");
+    let file = dir.join("marked.yaml");
+    let example = std::fs::read_to_string(repo("examples/quickstart.yaml")).unwrap();
+    std::fs::write(&file, format!("---\n{example}---\n")).unwrap();
+    let out = volley(&["validate", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": ok (LoadTest quickstart"), "{stdout}");
+}
