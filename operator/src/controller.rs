@@ -190,7 +190,10 @@ async fn apply(
     if d.create_secret {
         let fresh = Token::generate();
         match secrets
-            .create(&PostParams::default(), &run_secret(run, &fresh))
+            .create(
+                &PostParams::default(),
+                &run_secret(run, &fresh, lt.spec.runners.parallelism),
+            )
             .await
         {
             Ok(_) => token = Some(fresh),
