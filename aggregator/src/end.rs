@@ -148,7 +148,7 @@ mod tests {
     fn threshold(passed: bool, message: &str) -> ThresholdResult {
         ThresholdResult {
             status: ThresholdStatus {
-                expr: "p(95) < 500".into(),
+                expr: "p(95) < 500ms".into(),
                 scope: "all".into(),
                 actual: "612ms".into(),
                 passed,

@@ -27,6 +27,7 @@ pub fn crd() -> CustomResourceDefinition {
         // infallible for a schema that came from serde in the first place.
         if let Ok(mut value) = serde_json::to_value(&*schema) {
             normalize_integer_formats(&mut value);
+            join_description_lines(&mut value);
             if let Ok(fixed) = serde_json::from_value(value) {
                 *schema = fixed;
             }
@@ -65,6 +66,46 @@ fn normalize_integer_formats(node: &mut serde_json::Value) {
             _ => {}
         }
     }
+}
+
+/// Descriptions come from doc comments, which schemars keeps line by line; `kubectl explain`
+/// wraps text itself, so a kept newline breaks a sentence in the middle ("one row per /
+/// iteration"). Lines of a paragraph are joined with a space; blank-line paragraph breaks and
+/// list items (`- `, `* `) keep their line.
+fn join_description_lines(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(obj) => {
+            for (key, child) in obj.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = join_lines(text);
+                    }
+                    _ => join_description_lines(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(join_description_lines),
+        _ => {}
+    }
+}
+
+/// `text` with each paragraph's lines joined; see [`join_description_lines`].
+fn join_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            let mut joined = String::with_capacity(paragraph.len());
+            for (i, line) in paragraph.lines().enumerate() {
+                let line = line.trim();
+                if i > 0 {
+                    let list_item = line.starts_with("- ") || line.starts_with("* ");
+                    joined.push(if list_item { '\n' } else { ' ' });
+                }
+                joined.push_str(line);
+            }
+            joined
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// The CRD as YAML, with a header saying where it comes from.
@@ -253,6 +294,50 @@ mod tests {
         );
     }
 
+    /// `kubectl explain` wraps text itself: a description keeps a line break only between
+    /// paragraphs and before a list item, never in the middle of a sentence.
+    #[test]
+    fn descriptions_break_lines_only_between_paragraphs() {
+        let s = schema();
+        let data = s["properties"]["spec"]["properties"]["data"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(data.contains("one row per iteration"), "{data}");
+        fn walk(node: &serde_json::Value, path: &str, broken: &mut Vec<String>) {
+            match node {
+                serde_json::Value::Object(obj) => {
+                    for (key, child) in obj {
+                        if key == "description"
+                            && let Some(text) = child.as_str()
+                        {
+                            let mid_sentence = text.split("\n\n").any(|p| {
+                                p.lines()
+                                    .skip(1)
+                                    .any(|l| !l.starts_with("- ") && !l.starts_with("* "))
+                            });
+                            if mid_sentence {
+                                broken.push(format!("{path}: {text:?}"));
+                            }
+                        } else {
+                            walk(child, &format!("{path}.{key}"), broken);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|i| walk(i, path, broken));
+                }
+                _ => {}
+            }
+        }
+        let mut broken = Vec::new();
+        walk(&s, "", &mut broken);
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+        assert_eq!(
+            join_lines("one row per\n  iteration.\n\nNext:\n- a\n- b"),
+            "one row per iteration.\n\nNext:\n- a\n- b"
+        );
+    }
+
     #[test]
     fn schema_is_structural() {
         let problems = structural_problems(&schema());
@@ -319,8 +404,32 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Phase", "Verdict", "Runners", "RPS", "P95", "Errors", "Age"]
+            [
+                "Phase", "Verdict", "Runners", "RPS", "P95", "Errors", "Reason", "Age", "Duration",
+                "Started", "Message"
+            ]
         );
+        // `kubectl get` shows a rounded rate, not 29.993334814485667; `-o wide` adds the
+        // rest; every column points at a field the status has.
+        let columns = v.additional_printer_columns.as_ref().unwrap();
+        let by_name = |n: &str| columns.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(by_name("RPS").json_path, ".status.metrics.throughput");
+        assert_eq!(by_name("RPS").type_, "string");
+        for wide in ["Duration", "Started", "Message"] {
+            assert_eq!(by_name(wide).priority, Some(1), "{wide}");
+        }
+        assert_eq!(by_name("Reason").priority, None);
+        let status = &schema()["properties"]["status"];
+        for c in columns
+            .iter()
+            .filter(|c| c.json_path.starts_with(".status."))
+        {
+            let mut node = status;
+            for key in c.json_path.trim_start_matches(".status.").split('.') {
+                node = &node["properties"][key];
+            }
+            assert!(node.is_object(), "{} points nowhere", c.json_path);
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum ManifestError {
     /// The document is not a `volley.dev/v1alpha1` LoadTest.
     #[error("{0}")]
     WrongKind(String),
+    /// Several values of the wrong type, each an [`ManifestError::Invalid`] at its own line
+    /// and column, in document order.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ManifestError>),
     /// The file is too large to be a LoadTest.
     #[error("the manifest is {0} bytes; a LoadTest is at most {MAX_MANIFEST_BYTES} bytes")]
     TooLarge(usize),
@@ -53,6 +57,51 @@ fn location(line: &Option<usize>, column: &Option<usize>) -> String {
         (Some(l), None) => format!(" (line {l})"),
         _ => String::new(),
     }
+}
+
+/// Most YAML documents one file may hold.
+pub const MAX_DOCUMENTS: usize = 100;
+
+/// The YAML documents of a file (split at `---` lines), each as text that keeps the file's
+/// line numbers: the lines before it are blank, so an error's line is the file's line. Empty
+/// documents (only comments or whitespace) are left out; `None` when there are more than
+/// [`MAX_DOCUMENTS`].
+pub fn documents(yaml: &str) -> Option<Vec<String>> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut has_content = false;
+    let mut finish = |text: &mut String, has_content: bool| {
+        if has_content {
+            docs.push(std::mem::take(text));
+        }
+        text.clear();
+        docs.len() <= MAX_DOCUMENTS
+    };
+    for (i, line) in yaml.split_inclusive('\n').enumerate() {
+        let marker = line
+            .strip_prefix("---")
+            .filter(|rest| rest.trim().is_empty() || rest.starts_with([' ', '\t']));
+        if let Some(rest) = marker {
+            if !finish(&mut current, has_content) {
+                return None;
+            }
+            has_content = false;
+            current.push_str(&"\n".repeat(i));
+            // `--- {a: 1}` starts a document on the marker's line.
+            current.push_str("   ");
+            current.push_str(rest);
+        } else {
+            current.push_str(line);
+        }
+        let content = line.trim_start_matches("---");
+        if !content.trim().is_empty() && !content.trim_start().starts_with('#') {
+            has_content = true;
+        }
+    }
+    if !finish(&mut current, has_content) {
+        return None;
+    }
+    Some(docs)
 }
 
 /// Parses one LoadTest from the bytes of a file: like [`parse_manifest`], and text that is not
@@ -97,14 +146,14 @@ pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
     let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
     check_flow_depth(yaml)?;
     check_header(yaml)?;
-    check_duplicate_keys(yaml)?;
+    let values = check_duplicate_keys(yaml)?;
     let mut unknown = Vec::new();
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut record =
         |path: serde_ignored::Path<'_>| unknown.push(bracket_indexes(&path.to_string()));
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let parsed: Result<LoadTest, _> = serde_path_to_error::deserialize(ignored);
-    let lt = parsed.map_err(path_error)?;
+    let lt = parsed.map_err(|first| type_errors(yaml, values, first))?;
     // `status` is the operator's to write; keys under it are not the author's typos.
     // apiVersion and kind were checked by `check_header`.
     unknown.retain(|p| !p.starts_with("status") && p != "apiVersion" && p != "kind");
@@ -120,6 +169,287 @@ pub fn parse_manifest(yaml: &str) -> Result<LoadTest, ManifestError> {
         return Err(ManifestError::UnknownFields(unknown));
     }
     Ok(lt)
+}
+
+/// Most values of the wrong type reported for one manifest.
+pub const MAX_TYPE_ERRORS: usize = 20;
+/// Largest manifest whose type errors are all looked for: each one after the first costs a
+/// few reads of the document, and a real LoadTest is a few kilobytes with a few hundred
+/// values (aliases can make a small file hold many more).
+const MAX_RECOVERY_BYTES: usize = 256 * 1024;
+/// Most values (as [`MAX_MANIFEST_VALUES`] counts them) of a manifest whose type errors are all
+/// looked for.
+const MAX_RECOVERY_VALUES: usize = 20_000;
+
+/// Every value of the wrong type, not only the `first` that serde stopped at, each at its own
+/// line and column (serde places an error in a flow mapping at the mapping's `{`). `values`
+/// is how many values the document holds.
+///
+/// serde stops at the first error, so the document is read again as a YAML tree with each bad
+/// value replaced by one of the right type (a stand-in found by trying a few), until it reads or
+/// [`MAX_TYPE_ERRORS`] are found. A value no stand-in fixes (a mapping that should be a
+/// different mapping) ends the search there.
+fn type_errors(
+    yaml: &str,
+    values: usize,
+    first: serde_path_to_error::Error<serde_norway::Error>,
+) -> ManifestError {
+    let first_path: Vec<Segment> = first.path().iter().cloned().collect();
+    let mut found = vec![located(yaml, &first_path, path_error(first))];
+    if yaml.len() <= MAX_RECOVERY_BYTES
+        && values <= MAX_RECOVERY_VALUES
+        && let Ok(mut tree) = serde_norway::from_str::<serde_norway::Value>(yaml)
+    {
+        let mut at = first_path;
+        let mut message = message_of(&found[0]);
+        while found.len() < MAX_TYPE_ERRORS {
+            let Some(next) = stand_in(&mut tree, &at, &message) else {
+                break;
+            };
+            let Err(e) = next else { break };
+            let path: Vec<Segment> = e.path().iter().cloned().collect();
+            let error = path_error(e);
+            if found.iter().any(|f| same_path(f, &error)) {
+                break;
+            }
+            message = message_of(&error);
+            found.push(located(yaml, &path, error));
+            at = path;
+        }
+    }
+    if found.len() == 1 {
+        found.remove(0)
+    } else {
+        ManifestError::Several(found)
+    }
+}
+
+type Segment = serde_path_to_error::Segment;
+type Reread = Result<LoadTest, serde_path_to_error::Error<serde_norway::Error>>;
+
+/// Replaces the bad value at `at` in `tree` (adds it, when `message` says it is missing) with
+/// the first stand-in after which the document reads or fails elsewhere; that reading. `None`
+/// when no stand-in does.
+fn stand_in(tree: &mut serde_norway::Value, at: &[Segment], message: &str) -> Option<Reread> {
+    use serde_norway::Value;
+    let mut at = at.to_vec();
+    if let Some(name) = quoted_after(message, "missing field `") {
+        at.push(Segment::Map { key: name });
+    }
+    let mut candidates = Vec::new();
+    // `unknown variant `x`, expected one of `a`, `b``: the first allowed value.
+    if let Some(allowed) =
+        quoted_after(message, "expected one of `").or_else(|| quoted_after(message, "expected `"))
+    {
+        candidates.push(Value::String(allowed));
+    }
+    candidates.extend([
+        Value::String("1s".into()),
+        Value::Number(1.into()),
+        Value::String("x".into()),
+        Value::Bool(true),
+        Value::Mapping(serde_norway::Mapping::new()),
+        Value::Sequence(Vec::new()),
+        Value::Null,
+    ]);
+    for candidate in candidates {
+        let mut patched = tree.clone();
+        if !put(&mut patched, &at, candidate) {
+            return None;
+        }
+        let reread: Reread = serde_path_to_error::deserialize(patched.clone());
+        let still_here = reread.as_ref().err().is_some_and(|e| {
+            let path: Vec<Segment> = e.path().iter().cloned().collect();
+            same_segments(&path, &at) || same_segments(&path, &at[..at.len().saturating_sub(1)])
+        });
+        if !still_here {
+            *tree = patched;
+            return Some(reread);
+        }
+    }
+    None
+}
+
+/// Sets the value at `at` (adding the last key to its mapping when missing); false when the
+/// path does not lead there.
+fn put(tree: &mut serde_norway::Value, at: &[Segment], value: serde_norway::Value) -> bool {
+    let Some((last, parents)) = at.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => node.as_mapping_mut().and_then(|m| m.get_mut(key.as_str())),
+            Segment::Seq { index } => node.as_sequence_mut().and_then(|s| s.get_mut(*index)),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match last {
+        Segment::Map { key } => match node.as_mapping_mut() {
+            Some(m) => {
+                m.insert(serde_norway::Value::String(key.clone()), value);
+                true
+            }
+            None => false,
+        },
+        Segment::Seq { index } => match node.as_sequence_mut().and_then(|s| s.get_mut(*index)) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn same_segments(a: &[Segment], b: &[Segment]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Segment::Map { key: k1 }, Segment::Map { key: k2 }) => k1 == k2,
+            (Segment::Seq { index: i1 }, Segment::Seq { index: i2 }) => i1 == i2,
+            _ => false,
+        })
+}
+
+fn same_path(a: &ManifestError, b: &ManifestError) -> bool {
+    match (a, b) {
+        (ManifestError::Invalid { path: p1, .. }, ManifestError::Invalid { path: p2, .. }) => {
+            p1 == p2
+        }
+        _ => false,
+    }
+}
+
+fn message_of(e: &ManifestError) -> String {
+    match e {
+        ManifestError::Invalid { message, .. } => message.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// The text between `prefix` and the next backtick in `message`.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = &message[message.find(prefix)? + prefix.len()..];
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// `error` placed at the line and column of the value at `path` in `yaml`, where it has one.
+fn located(yaml: &str, path: &[Segment], error: ManifestError) -> ManifestError {
+    match (error, locate(yaml, path)) {
+        (
+            ManifestError::Invalid {
+                path: p, message, ..
+            },
+            Some((line, column)),
+        ) => ManifestError::Invalid {
+            path: p,
+            message,
+            line: Some(line),
+            column: Some(column),
+        },
+        (error, _) => error,
+    }
+}
+
+/// The line and column of the value at `path`: the document is walked until that value,
+/// which answers with an error, and the YAML parser places an error at the value it was
+/// raised in.
+fn locate(yaml: &str, path: &[Segment]) -> Option<(usize, usize)> {
+    if path.is_empty() {
+        return None;
+    }
+    let de = serde_norway::Deserializer::from_str(yaml);
+    let e = Locate { path }.deserialize(de).err()?;
+    if e.to_string().contains(HERE) {
+        e.location().map(|l| (l.line(), l.column()))
+    } else {
+        None
+    }
+}
+
+const HERE: &str = "volley: the value looked for";
+
+/// Walks down `path`, ignoring everything beside it; at its end, fails with [`HERE`].
+struct Locate<'p> {
+    path: &'p [Segment],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Locate<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Err(serde::de::Error::custom(HERE));
+        };
+        let Segment::Seq { index } = first else {
+            return Ok(());
+        };
+        let mut i = 0;
+        while i < *index {
+            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+        seq.next_element_seed(Locate { path: rest })?;
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Err(serde::de::Error::custom(HERE));
+        };
+        let Segment::Map { key: wanted } = first else {
+            return Ok(());
+        };
+        while let Some(key) = map.next_key::<serde_norway::Value>()? {
+            if key.as_str() == Some(wanted.as_str()) {
+                return map.next_value_seed(Locate { path: rest });
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+impl Locate<'_> {
+    /// A scalar: the place when the path ends here.
+    fn leaf<E: serde::de::Error>(self) -> Result<(), E> {
+        if self.path.is_empty() {
+            Err(E::custom(HERE))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 fn path_error(e: serde_path_to_error::Error<serde_norway::Error>) -> ManifestError {
@@ -149,7 +479,7 @@ pub const MAX_MANIFEST_VALUES: usize = 1_000_000;
 /// Struct fields get serde's own "duplicate field" error, but maps (`headers`, `labels`, a
 /// `json` body, ...) keep the last value without a word, so `{X-Env: prod, X-Env: staging}`
 /// would quietly test staging.
-fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
+fn check_duplicate_keys(yaml: &str) -> Result<usize, ManifestError> {
     let de = serde_norway::Deserializer::from_str(yaml);
     let mut track = serde_path_to_error::Track::new();
     let values = std::cell::Cell::new(0);
@@ -159,7 +489,7 @@ fn check_duplicate_keys(yaml: &str) -> Result<(), ManifestError> {
     }
     .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
     walked
-        .map(|_| ())
+        .map(|_| values.get())
         .map_err(|e| path_error(serde_path_to_error::Error::new(track.path(), e)))
 }
 
@@ -457,6 +787,41 @@ spec:
       duration: 1s
       steps: [{request: {url: /health}}]
 "#;
+
+    #[test]
+    fn documents_keep_the_files_line_numbers() {
+        let yaml = "# head\na: 1\n---\nb: 2\n--- {c: 3}\n---\n# only a comment\n";
+        let docs = documents(yaml).unwrap();
+        assert_eq!(docs.len(), 3, "{docs:?}");
+        assert_eq!(docs[0], "# head\na: 1\n");
+        assert_eq!(docs[1], "\n\n   \nb: 2\n");
+        assert_eq!(docs[2], "\n\n\n\n    {c: 3}\n");
+        assert_eq!(documents("").unwrap().len(), 0);
+        assert!(documents(&"---\na: 1\n".repeat(MAX_DOCUMENTS + 1)).is_none());
+    }
+
+    #[test]
+    fn every_type_error_is_reported_at_its_value() {
+        let yaml = MINIMAL
+            .replace("vus: 1", "vus: many")
+            .replace("duration: 1s", "duration: 1y")
+            .replace("executor: constant-vus", "executor: constant-vu");
+        let Err(ManifestError::Several(errors)) = parse_manifest(&yaml) else {
+            panic!("{:?}", parse_manifest(&yaml));
+        };
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("spec.scenarios[0].executor: unknown variant `constant-vu`"));
+        assert!(got[0].ends_with("(line 9, column 17)"), "{}", got[0]);
+        assert!(
+            got[1].starts_with("spec.scenarios[0].vus: invalid type"),
+            "{}",
+            got[1]
+        );
+        assert!(got[1].ends_with("(line 10, column 12)"), "{}", got[1]);
+        assert!(got[2].starts_with("spec.scenarios[0].duration: invalid duration `1y`"));
+        assert!(got[2].ends_with("(line 11, column 17)"), "{}", got[2]);
+    }
 
     #[test]
     fn minimal_manifest_gets_defaults() {

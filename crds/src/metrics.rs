@@ -841,7 +841,14 @@ pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
         data_received_bytes: c.bytes_received,
         data_sent_bytes: c.bytes_sent,
         errors: format_percent(c.failures, c.requests),
+        throughput: format_rate(per_second(c.requests, elapsed)),
+        duration: crate::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string(),
     }
+}
+
+/// A rate for `kubectl get`, to 3 significant digits: `30/s`, `1235/s`, `0.5/s`.
+pub fn format_rate(per_second: f64) -> String {
+    format!("{}/s", significant(per_second, 3))
 }
 
 /// One row per scenario but setup, in order. `rps` is over the run's `elapsed`.
@@ -2706,6 +2713,20 @@ mod tests {
         );
         assert_eq!(s.p95, "950ms");
         assert_eq!(s.errors, "1%");
+        assert_eq!(
+            (s.throughput.as_str(), s.duration.as_str()),
+            ("100/s", "10s")
+        );
+
+        // `kubectl get` once showed the rate as 29.993334814485667.
+        let odd = metrics_status(&m, Duration::from_micros(33_340_741));
+        assert_eq!(odd.rps, 1000.0 / 33.340741);
+        assert_eq!(
+            (odd.throughput.as_str(), odd.duration.as_str()),
+            ("30/s", "33s")
+        );
+        assert_eq!(format_rate(1234.6), "1235/s");
+        assert_eq!(format_rate(0.4567), "0.457/s");
 
         // Nothing yet.
         let empty = metrics_status(&Measurements::default(), Duration::ZERO);
@@ -2714,6 +2735,10 @@ mod tests {
         assert_eq!(empty.checks_pass_rate, None);
         assert_eq!(empty.latency_ms, LatencyMs::default());
         assert_eq!((empty.p95.as_str(), empty.errors.as_str()), ("-", "0%"));
+        assert_eq!(
+            (empty.throughput.as_str(), empty.duration.as_str()),
+            ("0/s", "0s")
+        );
         // Status and thresholds agree on the figure.
         let t = parse_threshold("p(95) < 1s").unwrap();
         let outcome = t.evaluate(&m.scope(Duration::from_secs(10)));

@@ -30,10 +30,14 @@ use crate::status::LoadTestStatus;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the run is: Pending, Starting, Running, Succeeded, Failed, Aborted or Error"}"#,
     printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict","description":"Passed or Failed once the thresholds are known"}"#,
     printcolumn = r#"{"name":"Runners","type":"string","jsonPath":".status.runners.summary","description":"Runner pods, e.g. 4/4"}"#,
-    printcolumn = r#"{"name":"RPS","type":"number","jsonPath":".status.metrics.rps","description":"Requests per second, all runners merged"}"#,
+    printcolumn = r#"{"name":"RPS","type":"string","jsonPath":".status.metrics.throughput","description":"Requests per second, all runners merged, to 3 significant digits"}"#,
     printcolumn = r#"{"name":"P95","type":"string","jsonPath":".status.metrics.p95","description":"95th percentile latency, all runners merged"}"#,
     printcolumn = r#"{"name":"Errors","type":"string","jsonPath":".status.metrics.errors","description":"Share of failed requests"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","description":"Why the run is in its phase, e.g. ThresholdsFailed, RunnerFailed, InvalidSpec"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","priority":1,"jsonPath":".status.metrics.duration","description":"How long the load has run"}"#,
+    printcolumn = r#"{"name":"Started","type":"date","priority":1,"jsonPath":".status.startTime","description":"When load started"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.message","description":"What happened, in a sentence: the failed threshold, the runner error, the field to fix"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LoadTestSpec {

@@ -165,6 +165,14 @@ pub struct MetricsStatus {
     pub p95: String,
     /// Error rate as a percentage, for `kubectl get` (e.g. `0.01%`).
     pub errors: String,
+    /// Requests per second to 3 significant digits, for `kubectl get` (e.g. `30/s`, where
+    /// `rps` holds 29.993334814485667).
+    #[serde(default)]
+    pub throughput: String,
+    /// How long the load has run so far, in whole seconds, for `kubectl get -o wide` (e.g.
+    /// `2m30s`).
+    #[serde(default)]
+    pub duration: String,
 }
 
 /// Latency statistics in milliseconds.

@@ -1,4 +1,5 @@
-//! Quoting user text in error messages and logs without echoing megabytes back.
+//! Quoting user text in error messages and logs without echoing megabytes back, and whether
+//! logs are coloured.
 
 /// `s` cut to at most `max_chars` characters, with `…` when something was cut.
 pub fn shorten(s: &str, max_chars: usize) -> String {
@@ -45,9 +46,16 @@ pub fn for_log(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Whether logs written to a stream get ANSI colours: only when the stream is a terminal (a
+/// log file or CI's captured output would hold escape codes) and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>). `no_color` is the value of `NO_COLOR`.
+pub fn colour_logs(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stream_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{for_log, shorten, shorten_bytes};
+    use super::{colour_logs, for_log, shorten, shorten_bytes};
 
     #[test]
     fn log_text_is_one_bounded_line_without_escape_sequences() {
@@ -58,6 +66,16 @@ mod tests {
         );
         assert_eq!(for_log("\u{202e}abc", 100), "\\u{202e}abc");
         assert_eq!(for_log(&"x".repeat(1000), 5), "xxxxx…");
+    }
+
+    #[test]
+    fn colours_only_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsStr::new("1"))));
     }
 
     #[test]

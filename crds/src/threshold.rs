@@ -5,7 +5,7 @@
 //! thresholds:
 //!
 //! ```text
-//! threshold := metric operator number unit?
+//! threshold := metric operator number unit?      (the unit is required where the metric has one)
 //! metric    := "p" "(" number ")" | "avg" | "med" | "min" | "max"
 //!            | "error_rate" | "checks" | "rps"
 //!            | "requests" | "iterations" | "dropped_iterations"
@@ -19,10 +19,14 @@
 //!
 //! | metric                                  | accepts                                   | stored as       |
 //! |-----------------------------------------|-------------------------------------------|-----------------|
-//! | `p(N)`, `avg`, `med`, `min`, `max`      | `us`/`µs`, `ms`, `s`, `m`; bare = ms      | milliseconds    |
-//! | `error_rate`, `checks`                  | `N%` or a bare fraction in `[0, 1]`       | fraction        |
+//! | `p(N)`, `avg`, `med`, `min`, `max`      | `us`/`µs`, `ms`, `s`, `m` (required)      | milliseconds    |
+//! | `error_rate`, `checks`                  | `N%` with `0 <= N <= 100` (required)      | fraction        |
 //! | `rps`                                   | a bare number                             | per second      |
 //! | `requests`, `iterations`, `dropped_iterations` | a bare whole number                | count           |
+//!
+//! A bare number where a unit belongs is refused with the threshold to write instead: it was
+//! once read as milliseconds or as a fraction, so `error_rate < 1` meant 100% and passed
+//! every run.
 //!
 //! Parsing converts every value to that one canonical unit, so evaluation and
 //! comparison never have to think about units again, and [`fmt::Display`]
@@ -470,10 +474,17 @@ fn exact_text(kind: Kind, value: f64) -> String {
             }
             best
         }
-        Kind::Ratio => match shortest(value, value * 100.0, percent_to_fraction) {
-            Some(p) => format!("{p}%"),
-            None => format!("{value}"),
-        },
+        // Every ratio limit was parsed from `p%`, so some percentage reads back as exactly
+        // `value`; `value * 100` can be an ulp away from that `p`, so its neighbours are tried.
+        Kind::Ratio => {
+            let approx = value * 100.0;
+            let up = approx.next_up();
+            let down = approx.next_down();
+            [approx, up, down, up.next_up(), down.next_down()]
+                .into_iter()
+                .find_map(|a| shortest(value, a, percent_to_fraction))
+                .map_or_else(|| format!("{approx}%"), |p| format!("{p}%"))
+        }
         Kind::Rate | Kind::Count => format!("{value}"),
     }
 }
@@ -571,6 +582,13 @@ impl<'a> Parser<'a> {
 
     fn at_end(&self) -> bool {
         self.pos >= self.chars.len()
+    }
+
+    /// Whether only whitespace is left.
+    fn rest_is_blank(&self) -> bool {
+        self.chars
+            .get(self.pos..)
+            .is_none_or(|rest| rest.iter().all(|c| c.is_whitespace()))
     }
 
     fn error<T>(&self, at: usize, message: impl Into<String>) -> Result<T, ThresholdParseError> {
@@ -791,10 +809,29 @@ impl<'a> Parser<'a> {
         let unit = self.unit();
         let unit_str = unit.as_ref().map(|(u, _)| u.as_str());
         let unit_at = unit.as_ref().map_or(self.pos, |(_, at)| *at);
+        // `p(95) < 500 parsecs`: the unknown word is what is wrong, and the trailing-text
+        // error after this says so better than "needs a unit"; the value is never used.
+        if unit.is_none()
+            && matches!(metric.kind(), Kind::Latency | Kind::Ratio)
+            && !self.rest_is_blank()
+        {
+            return Ok(0.0);
+        }
         match metric.kind() {
             Kind::Latency => {
                 let unit = match unit_str {
-                    None | Some("ms") => LatencyUnit::Millis,
+                    // A bare number was once read as milliseconds; `p(95) < 2` meaning 2ms
+                    // (not 2s) passed silently, so the unit is required.
+                    None => {
+                        return self.error(
+                            unit_at,
+                            format!(
+                                "{metric} is a latency and needs a unit: write \
+                                 `{metric} {comparison} {number_text}ms` (or us, s, m)"
+                            ),
+                        );
+                    }
+                    Some("ms") => LatencyUnit::Millis,
                     Some("us" | "µs" | "μs") => LatencyUnit::Micros,
                     Some("s") => LatencyUnit::Seconds,
                     Some("m") => LatencyUnit::Minutes,
@@ -810,8 +847,7 @@ impl<'a> Parser<'a> {
                         return self.error(
                             unit_at,
                             format!(
-                                "unknown unit `{other}` for {metric}: use us, ms, s or m \
-                                 (a plain number means milliseconds)"
+                                "unknown unit `{other}` for {metric}: use us, ms, s or m"
                             ),
                         );
                     }
@@ -820,27 +856,23 @@ impl<'a> Parser<'a> {
             }
             Kind::Ratio => {
                 let fraction = match unit_str {
-                    None => number,
+                    // A bare number was once a fraction: `error_rate < 1` meant 100% and
+                    // let every run pass, so the `%` is required.
+                    None => {
+                        return self.error(unit_at, bare_ratio_message(metric, comparison, number, &number_text));
+                    }
                     Some("%") => percent_to_fraction(number),
                     Some(_) => {
                         return self.error(
                             unit_at,
                             format!(
-                                "{metric} is a ratio: write a percentage like 1% or a fraction like 0.01"
+                                "{metric} is a percentage: write it like `{metric} {comparison} 1%`"
                             ),
                         );
                     }
                 };
                 if fraction > 1.0 {
-                    let message = if unit_str.is_some() {
-                        format!("{metric} cannot be more than 100%")
-                    } else {
-                        format!(
-                            "{metric} is a ratio between 0 and 1: write {number_text}% or {}",
-                            percent_to_fraction(number)
-                        )
-                    };
-                    return self.error(number_at, message);
+                    return self.error(number_at, format!("{metric} cannot be more than 100%"));
                 }
                 Ok(fraction)
             }
@@ -869,6 +901,22 @@ impl<'a> Parser<'a> {
                 Ok(number)
             }
         }
+    }
+}
+
+/// Why `error_rate < 0.01` is refused, with what to write instead: the number as a
+/// percentage, and, when it could have been meant as a fraction, that fraction as one.
+fn bare_ratio_message(metric: Metric, comparison: Comparison, number: f64, text: &str) -> String {
+    let as_percent = format!("`{metric} {comparison} {text}%`");
+    let percent_of_fraction = number * 100.0;
+    if number > 0.0 && number <= 1.0 {
+        format!(
+            "{metric} is a percentage and needs the `%`: write {as_percent}, or \
+             `{metric} {comparison} {}%` if {text} was meant as a fraction",
+            significant(percent_of_fraction, 15)
+        )
+    } else {
+        format!("{metric} is a percentage and needs the `%`: write {as_percent}")
     }
 }
 
@@ -1044,7 +1092,6 @@ mod tests {
             ("p(95) < 250µs", 0.25), // micro sign U+00B5
             ("p(95) < 250μs", 0.25), // Greek mu U+03BC, which keyboards often produce
             ("p(95) < 250ms", 250.0),
-            ("p(95) < 250", 250.0), // bare number: milliseconds, as in k6
             ("p(95) < 250 ms", 250.0),
             ("p(95) < 2s", 2000.0),
             ("p(95) < 1.5s", 1500.0),
@@ -1059,16 +1106,43 @@ mod tests {
     }
 
     #[test]
-    fn ratios_accept_percentages_and_fractions() {
+    fn ratios_are_percentages() {
         use Comparison::*;
         assert_parses("error_rate < 1%", Metric::ErrorRate, Lt, 0.01);
-        assert_parses("error_rate < 0.01", Metric::ErrorRate, Lt, 0.01);
         assert_parses("error_rate < 0.5 %", Metric::ErrorRate, Lt, 0.005);
-        assert_parses("error_rate <= 0", Metric::ErrorRate, Le, 0.0);
+        assert_parses("error_rate <= 0%", Metric::ErrorRate, Le, 0.0);
         assert_parses("error_rate <= 100%", Metric::ErrorRate, Le, 1.0);
         assert_parses("checks > 99%", Metric::Checks, Gt, 0.99);
-        assert_parses("checks >= 1", Metric::Checks, Ge, 1.0);
         assert_parses("checks > 99.95%", Metric::Checks, Gt, 0.9995);
+    }
+
+    /// `error_rate < 1` once meant 100% and `p(95) < 500` meant milliseconds: a number
+    /// without its unit is refused, with the threshold to write instead.
+    #[test]
+    fn a_bare_number_needs_its_unit() {
+        assert_eq!(
+            err("error_rate < 1").message,
+            "error_rate is a percentage and needs the `%`: write `error_rate < 1%`, \
+             or `error_rate < 100%` if 1 was meant as a fraction"
+        );
+        assert_eq!(err("error_rate < 1").position, 15);
+        assert_err(
+            "error_rate < 0.01",
+            18,
+            &[
+                "write `error_rate < 0.01%`",
+                "`error_rate < 1%` if 0.01 was meant as a fraction",
+            ],
+        );
+        assert_err("checks >= 99", 13, &["write `checks >= 99%`"]);
+        assert_err("error_rate <= 0", 16, &["write `error_rate <= 0%`"]);
+        assert_eq!(
+            err("p(95) < 500").message,
+            "p(95) is a latency and needs a unit: write `p(95) < 500ms` (or us, s, m)"
+        );
+        assert_err("avg<2", 6, &["write `avg < 2ms`"]);
+        // The unit-less metrics stay unit-less.
+        assert_parses("rps > 100", Metric::Rps, Comparison::Gt, 100.0);
     }
 
     #[test]
@@ -1253,10 +1327,10 @@ mod tests {
         let e = err("error_rate < 5ms");
         assert_eq!(
             e.message,
-            "error_rate is a ratio: write a percentage like 1% or a fraction like 0.01"
+            "error_rate is a percentage: write it like `error_rate < 1%`"
         );
         assert_eq!(e.position, 15);
-        assert_err("checks > 1s", 11, &["checks is a ratio"]);
+        assert_err("checks > 1s", 11, &["checks is a percentage"]);
         assert_err(
             "rps > 10%",
             9,
@@ -1283,13 +1357,8 @@ mod tests {
 
     #[test]
     fn ratios_cannot_exceed_one() {
-        assert_err(
-            "error_rate < 5",
-            14,
-            &["between 0 and 1", "write 5% or 0.05"],
-        );
         assert_err("checks > 150%", 10, &["cannot be more than 100%"]);
-        assert_err("error_rate < 1.0000001", 14, &["between 0 and 1"]);
+        assert_err("error_rate < 100.0001%", 14, &["cannot be more than 100%"]);
     }
 
     #[test]
@@ -1346,7 +1415,6 @@ mod tests {
             ("p(99.9) <= 1s", "p(99.9) <= 1s"),
             ("p(95.0) < 0.5s", "p(95) < 500ms"),
             ("avg < 1500ms", "avg < 1.5s"),
-            ("avg < 1500", "avg < 1.5s"),
             ("med < 1234ms", "med < 1234ms"),
             ("max < 90s", "max < 90s"),
             ("max < 120s", "max < 2m"),
@@ -1354,12 +1422,11 @@ mod tests {
             ("min > 0.25ms", "min > 250us"),
             ("min > 250µs", "min > 250us"),
             ("min > 0.5ms", "min > 0.5ms"),
-            ("p(95) < 0", "p(95) < 0ms"),
-            ("error_rate < 0.01", "error_rate < 1%"),
+            ("p(95) < 0s", "p(95) < 0ms"),
+            ("error_rate < 1.0%", "error_rate < 1%"),
             ("error_rate<5%", "error_rate < 5%"),
-            ("error_rate <= 0", "error_rate <= 0%"),
             ("checks > 99.9%", "checks > 99.9%"),
-            ("checks >= 1", "checks >= 100%"),
+            ("checks >= 100.00%", "checks >= 100%"),
             ("rps > 100", "rps > 100"),
             ("rps >= 12.50", "rps >= 12.5"),
             ("requests >= 1000", "requests >= 1000"),
@@ -1384,9 +1451,9 @@ mod tests {
             "max == 17m",
             "med < 0.3ms",
             "error_rate < 0.3%",
-            "error_rate < 0.123456789",
+            "error_rate < 12.3456789%",
             "checks > 99.99%",
-            "checks >= 0.333333333333",
+            "checks >= 33.3333333333%",
             "rps > 1234.5678",
             "requests >= 9007199254740992",
             "iterations > 0",
@@ -1430,9 +1497,10 @@ mod tests {
         }
 
         #[test]
-        fn any_ratio_round_trips(fraction in 0.0f64..=1.0, percent in 0u32..=10_000) {
-            round_trips(Metric::ErrorRate, fraction)?;
-            round_trips(Metric::Checks, f64::from(percent) / 10_000.0)?;
+        fn any_ratio_round_trips(percent_f in 0.0f64..=100.0, percent in 0u32..=10_000) {
+            // Every ratio limit is parsed from a percentage.
+            round_trips(Metric::ErrorRate, percent_to_fraction(percent_f))?;
+            round_trips(Metric::Checks, percent_to_fraction(f64::from(percent) / 100.0))?;
         }
 
         #[test]
@@ -1486,7 +1554,7 @@ mod tests {
                 ("med < 490ms", false),
                 ("min > 500us", true),
                 ("max < 2s", true),
-                ("max < 900", false),
+                ("max < 900ms", false),
             ],
         );
     }
@@ -1537,7 +1605,7 @@ mod tests {
             &[
                 ("error_rate < 1%", false),
                 ("error_rate <= 1%", true),
-                ("error_rate == 0.01", true),
+                ("error_rate == 1%", true),
                 ("error_rate < 1.1%", true),
                 ("error_rate > 0.9%", true),
                 ("error_rate > 1%", false),
@@ -1551,7 +1619,7 @@ mod tests {
         let clean = ScopeMetrics { failures: 0, ..m };
         assert_verdicts(
             &clean,
-            &[("error_rate == 0", true), ("error_rate < 0.0001%", true)],
+            &[("error_rate == 0%", true), ("error_rate < 0.0001%", true)],
         );
     }
 
@@ -1573,7 +1641,7 @@ mod tests {
                 ("error_rate >= 0.7%", true),
                 ("error_rate < 0.7%", false),
                 ("error_rate > 0.7%", false),
-                ("error_rate <= 0.007", true),
+                ("error_rate <= 0.70%", true),
             ],
         );
         let outcome = parse("error_rate < 1%").evaluate(&ScopeMetrics {
@@ -1598,9 +1666,9 @@ mod tests {
                 ("checks > 99%", false),
                 ("checks >= 99%", true),
                 ("checks > 98.9%", true),
-                ("checks == 0.99", true),
+                ("checks == 99%", true),
                 ("checks < 99%", false),
-                ("checks <= 0.99", true),
+                ("checks <= 99.0%", true),
             ],
         );
         assert_eq!(parse("checks > 99%").evaluate(&m).actual_display, "99%");
@@ -1720,10 +1788,10 @@ mod tests {
         let cases: Vec<(&str, ScopeMetrics<'_>)> = vec![
             ("p(95) >= 0ms", scope(&empty)),
             ("p(95) < 1m", scope(&empty)),
-            ("avg >= 0", scope(&empty)),
-            ("min >= 0", scope(&empty)),
-            ("max >= 0", scope(&empty)),
-            ("med >= 0", scope(&empty)),
+            ("avg >= 0ms", scope(&empty)),
+            ("min >= 0us", scope(&empty)),
+            ("max >= 0s", scope(&empty)),
+            ("med >= 0ms", scope(&empty)),
             (
                 "error_rate <= 100%",
                 ScopeMetrics {

@@ -65,10 +65,17 @@ pub fn validate(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
 ///
 /// One walk of the spec, and one [`MAX_ERRORS`] cap over all of it.
 pub fn validate_for_cluster(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
+    // CLUSTER_RULES below names these rules for `volley validate`; keep the two together.
     let mut v = run(spec);
     v.cluster(spec);
     v.finish()
 }
+
+/// The rules [`validate_for_cluster`] adds to [`validate`], as `volley validate` names them
+/// when it skips them (without `--cluster`).
+pub const CLUSTER_RULES: &str = "no local `file:` sources (data, multipart; a cluster uses \
+     configMapRef), no runners.env named VOLLEY_TOKEN, every ${env:NAME} declared in \
+     runners.env (unless runners.envFrom is set)";
 
 /// Walks `spec` once, checking every rule of [`validate`] and noting every `${env:NAME}`.
 fn run(spec: &LoadTestSpec) -> Validator {

@@ -47,6 +47,7 @@ fn parse_errors(e: ManifestError) -> Vec<String> {
             .iter()
             .map(|f| format!("{f}: unknown field"))
             .collect(),
+        ManifestError::Several(errors) => errors.iter().map(ToString::to_string).collect(),
         e => vec![e.to_string()],
     }
 }

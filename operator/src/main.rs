@@ -1,6 +1,7 @@
 //! `volley-operator`: the Kubernetes controller for LoadTests, with the runner aggregator,
 //! Prometheus metrics, probes and leader election ([`volley_operator::serve::run`]).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,7 +13,13 @@ use volley_operator::serve::{self, Exit};
 async fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stdout; colours only when a person reads them on a terminal.
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(
+        volley_crds::text::colour_logs(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ),
+    );
     match config.log_format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Plain => subscriber.init(),

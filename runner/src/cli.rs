@@ -3,9 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
+use std::fmt::Display;
+use std::io::Read;
+
+use volley_crds::manifest::{
+    KIND, MAX_DOCUMENTS, MAX_MANIFEST_BYTES, ManifestError, documents, parse_manifest,
+    parse_manifest_bytes,
+};
 use volley_crds::target_policy::{TargetPolicy, check_spec};
-use volley_crds::validate::{FieldError, validate};
+use volley_crds::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
 use volley_crds::{LoadTest, crd};
 use volley_runner::engine::FileRoots;
 use volley_runner::local::{EXIT_ERROR, Launch, LocalOptions, Progress, exit_code, run_with};
@@ -22,34 +28,22 @@ pub enum ManifestProblems {
     Invalid(Vec<FieldError>),
 }
 
-/// Reads, parses and validates one manifest.
-pub fn load_manifest(path: &Path) -> Result<LoadTest, ManifestProblems> {
-    load_manifest_with(path, |_| {})
-}
-
-/// Like [`load_manifest`], with command-line overrides applied before validation so they are
-/// checked like the rest of the manifest.
+/// Reads, parses and validates one manifest, with command-line overrides applied before
+/// validation so they are checked like the rest of the manifest.
 pub fn load_manifest_with(
     path: &Path,
     overrides: impl FnOnce(&mut LoadTest),
 ) -> Result<LoadTest, ManifestProblems> {
-    let meta = std::fs::metadata(path).map_err(ManifestProblems::Io)?;
-    if meta.len() > MAX_MANIFEST_BYTES as u64 {
-        return Err(ManifestProblems::Parse(ManifestError::TooLarge(
-            usize::try_from(meta.len()).unwrap_or(usize::MAX),
-        )));
-    }
     // Bytes, not a String: text that is not UTF-8 gets a line and column, not an I/O error.
-    let bytes = std::fs::read(path).map_err(ManifestProblems::Io)?;
-    let mut lt = parse_manifest_bytes(&bytes).map_err(ManifestProblems::Parse)?;
+    let bytes = read_source(path)?;
+    let mut lt = parse_one(&bytes).map_err(ManifestProblems::Parse)?;
     overrides(&mut lt);
     validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
     Ok(lt)
 }
 
-/// Prints the problems of one file, one per line, each starting with the file name.
-pub fn print_problems(path: &Path, problems: &ManifestProblems) {
-    let file = path.display();
+/// Prints the problems of one file (or document), one per line, each starting with `file`.
+pub fn print_problems(file: impl Display, problems: &ManifestProblems) {
     match problems {
         ManifestProblems::Io(e) => eprintln!("{file}: cannot read: {e}"),
         ManifestProblems::Parse(ManifestError::UnknownFields(fields)) => {
@@ -57,6 +51,11 @@ pub fn print_problems(path: &Path, problems: &ManifestProblems) {
                 eprintln!(
                     "{file}: {f}: unknown field (check the spelling; `volley crd` shows every field)"
                 );
+            }
+        }
+        ManifestProblems::Parse(ManifestError::Several(errors)) => {
+            for e in errors {
+                eprintln!("{file}: {e}");
             }
         }
         ManifestProblems::Parse(e) => eprintln!("{file}: {e}"),
@@ -68,27 +67,27 @@ pub fn print_problems(path: &Path, problems: &ManifestProblems) {
     }
 }
 
-/// `volley validate FILE...`: exit 0 when every file is valid, 1 otherwise.
-pub fn validate_files(files: &[PathBuf]) -> ExitCode {
+/// `volley validate FILE...` (`-` is stdin): exit 0 when every file is valid, 1 otherwise. A
+/// file may hold several YAML documents: each LoadTest among them is validated, the others
+/// are skipped with a note. `cluster` adds the operator's cluster-only rules
+/// ([`validate_for_cluster`]); without it, the output says which rules were skipped.
+pub fn validate_files(files: &[PathBuf], cluster: bool) -> ExitCode {
     let mut failed = 0;
+    let mut checked = 0;
     for path in files {
-        match load_manifest(path) {
-            Ok(lt) => println!(
-                "{}: ok (LoadTest {}, {} scenario{})",
-                path.display(),
-                lt.metadata.name.as_deref().unwrap_or("<unnamed>"),
-                lt.spec.scenarios.len(),
-                if lt.spec.scenarios.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                }
-            ),
-            Err(problems) => {
-                failed += 1;
-                print_problems(path, &problems);
-            }
+        let name = if path == Path::new("-") {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
+        match validate_source(&name, path, cluster) {
+            Ok(0) => {}
+            Ok(n) => checked += n,
+            Err(()) => failed += 1,
         }
+    }
+    if checked > 0 && !cluster {
+        println!("not checked without --cluster (the operator's rules): {CLUSTER_RULES}");
     }
     if failed == 0 {
         ExitCode::SUCCESS
@@ -96,6 +95,132 @@ pub fn validate_files(files: &[PathBuf]) -> ExitCode {
         eprintln!("{failed} of {} manifest(s) invalid", files.len());
         ExitCode::FAILURE
     }
+}
+
+/// Validates every LoadTest document of one file, printing each result: the number of valid
+/// LoadTests, or `Err` when anything in the file is wrong.
+fn validate_source(name: &str, path: &Path, cluster: bool) -> Result<usize, ()> {
+    let check = |spec: &volley_crds::LoadTestSpec| {
+        if cluster {
+            validate_for_cluster(spec)
+        } else {
+            validate(spec)
+        }
+    };
+    let fail = |problems: ManifestProblems| {
+        print_problems(name, &problems);
+        Err(())
+    };
+    let bytes = match read_source(path) {
+        Ok(bytes) => bytes,
+        Err(problems) => return fail(problems),
+    };
+    // Text that is not UTF-8 gets its line and column from the one-document reader.
+    let docs = match std::str::from_utf8(&bytes) {
+        Ok(text) => documents(text.strip_prefix('\u{feff}').unwrap_or(text)),
+        Err(_) => Some(Vec::new()),
+    };
+    let Some(docs) = docs else {
+        return fail(ManifestProblems::Parse(ManifestError::WrongKind(format!(
+            "more than {MAX_DOCUMENTS} YAML documents in one file"
+        ))));
+    };
+    if docs.len() <= 1 {
+        // One document: exactly what `volley run` reads.
+        let lt = match parse_one(&bytes) {
+            Ok(lt) => lt,
+            Err(e) => return fail(ManifestProblems::Parse(e)),
+        };
+        return match check(&lt.spec) {
+            Ok(()) => {
+                println!("{name}: ok ({})", describe(&lt));
+                Ok(1)
+            }
+            Err(errors) => fail(ManifestProblems::Invalid(errors)),
+        };
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for (i, doc) in docs.iter().enumerate() {
+        let label = format!("{name}: document {}", i + 1);
+        let kind = serde_norway::from_str::<DocumentKind>(doc)
+            .ok()
+            .and_then(|d| d.kind);
+        if let Some(kind) = kind.filter(|k| k != KIND) {
+            println!("{label}: skipped (a {kind}, not a {KIND})");
+            continue;
+        }
+        let problems = match parse_manifest(doc) {
+            Ok(lt) => match check(&lt.spec) {
+                Ok(()) => {
+                    println!("{label}: ok ({})", describe(&lt));
+                    ok += 1;
+                    continue;
+                }
+                Err(errors) => ManifestProblems::Invalid(errors),
+            },
+            Err(e) => ManifestProblems::Parse(e),
+        };
+        print_problems(&label, &problems);
+        bad += 1;
+    }
+    if bad > 0 {
+        Err(())
+    } else if ok == 0 {
+        fail(ManifestProblems::Parse(ManifestError::WrongKind(format!(
+            "none of its {} YAML documents is a {KIND}",
+            docs.len()
+        ))))
+    } else {
+        Ok(ok)
+    }
+}
+
+/// The LoadTest of a file holding one YAML document, possibly between `---` markers (an
+/// empty document before or after it is no second document). Text that is not UTF-8 gets the
+/// line and column of its first bad byte.
+fn parse_one(bytes: &[u8]) -> Result<LoadTest, ManifestError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return parse_manifest_bytes(bytes);
+    };
+    match documents(text.strip_prefix('\u{feff}').unwrap_or(text)) {
+        Some(docs) if docs.len() == 1 => parse_manifest(&docs[0]),
+        _ => parse_manifest(text),
+    }
+}
+
+/// The `kind` of a YAML document, to skip what is not a LoadTest.
+#[derive(serde::Deserialize)]
+struct DocumentKind {
+    kind: Option<String>,
+}
+
+/// `LoadTest NAME, N scenarios`.
+fn describe(lt: &LoadTest) -> String {
+    let n = lt.spec.scenarios.len();
+    format!(
+        "LoadTest {}, {n} scenario{}",
+        lt.metadata.name.as_deref().unwrap_or("<unnamed>"),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// The bytes of a manifest file, or of stdin for `-`, refusing more than
+/// [`MAX_MANIFEST_BYTES`] before reading them all.
+fn read_source(path: &Path) -> Result<Vec<u8>, ManifestProblems> {
+    let limit = MAX_MANIFEST_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(ManifestProblems::Io)?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestProblems::Parse(ManifestError::TooLarge(
+            bytes.len(),
+        )));
+    }
+    Ok(bytes)
 }
 
 /// `volley crd`: the CRD YAML on stdout.
@@ -109,6 +234,16 @@ pub fn print_crd() -> ExitCode {
             eprintln!("cannot render the CRD: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The directory `file:` paths of the manifest at `path` are relative to. A bare file name
+/// (`quickstart.yaml`) has the empty path as its parent, which is no directory a runner can
+/// be given: it is the current directory.
+fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -131,11 +266,16 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         if let Some(url) = options.base_url {
             lt.spec.target.base_url = url;
         }
+        // Validated with the count it runs with: `vus: 1` split across `--runners 2` would
+        // leave runner 1 without a VU and its share of the iterations undone.
+        if let Some(n) = options.runners {
+            lt.spec.runners.parallelism = n;
+        }
     });
     let lt = match loaded {
         Ok(lt) => lt,
         Err(problems) => {
-            print_problems(path, &problems);
+            print_problems(path.display(), &problems);
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -143,12 +283,12 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     // host is written out. Hosts from templates are checked by the runners.
     let refused = check_spec(&lt.spec, &options.allowed_targets);
     if !refused.is_empty() {
-        print_problems(path, &ManifestProblems::Invalid(refused));
+        print_problems(path.display(), &ManifestProblems::Invalid(refused));
         eprintln!("nothing was sent: the run needs targets outside --allowed-targets");
         return ExitCode::from(EXIT_ERROR);
     }
     let roots = FileRoots {
-        manifest_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        manifest_dir: manifest_dir(path),
         configmaps: None,
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -176,6 +176,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
+    let mut interrupt = std::pin::pin!(interrupt());
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(u32, String)>();
     let (stop_tx, stop_rx) = watch::channel::<Option<String>>(None);
     let mut fleet = Fleet::default();
@@ -212,7 +213,6 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     let mut watch = RunWatch::new(options.progress, volley_crds::plan::planned_duration(spec));
     let mut looks = tokio::time::interval(WATCH_INTERVAL);
     looks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut interrupted = false;
     let view = loop {
         tokio::select! {
@@ -235,13 +235,13 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
             Some((index, why)) = exits.recv() => {
                 aggregator.runner_failed(LOCAL_RUN, index, &why);
             }
-            _ = &mut ctrl_c, if !interrupted => {
+            signal = &mut interrupt, if !interrupted => {
                 interrupted = true;
-                let _ = stop_tx.send(Some("Ctrl-C".into()));
+                let _ = stop_tx.send(Some(signal.into()));
                 aggregator.abort(
                     LOCAL_RUN,
                     "Interrupted",
-                    "interrupted (Ctrl-C); results so far are kept",
+                    &format!("interrupted ({signal}); results so far are kept"),
                 );
             }
         }
@@ -258,6 +258,30 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
     };
     summarize(&name, &view)
+}
+
+/// Listens for Ctrl-C (SIGINT) and SIGTERM, which CI timeouts and `docker stop` send and
+/// which ends the run the same way. The handlers are installed now, so a signal that comes
+/// while the runners start is not lost; the future yields the first signal's name. A signal
+/// whose handler cannot be installed never comes.
+fn interrupt() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            Some(()) = recv(&mut int) => "Ctrl-C",
+            Some(()) = recv(&mut term) => "SIGTERM",
+        }
+    }
+}
+
+/// The next delivery of `signal`; pending forever when it has no handler.
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.
@@ -361,7 +385,7 @@ impl Fleet {
             }
             let mut why = describe_exit(status);
             let said = said.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(last) = said.iter().rev().find(|l| !l.trim().is_empty()) {
+            if let Some(last) = telling_line(&said) {
                 why = format!(
                     "{why}; it last said: {}",
                     volley_crds::text::shorten(last, 300)
@@ -418,6 +442,17 @@ impl Fleet {
             }
         }
     }
+}
+
+/// The line of a dead runner's stderr that says why it died: the last `error: ...` line when
+/// there is one (a command-line error ends with clap's usage and its "For more information,
+/// try '--help'." hint, which say nothing), else the last line that is not blank.
+fn telling_line(said: &VecDeque<String>) -> Option<&str> {
+    said.iter()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .or_else(|| said.iter().rev().find(|l| !l.trim().is_empty()))
+        .map(String::as_str)
 }
 
 /// `exited with code 1`, `killed by signal 9`.
@@ -498,5 +533,36 @@ impl RunWatch {
             let _ = writeln!(std::io::stderr());
             self.live_line_open = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::telling_line;
+
+    fn lines(text: &[&str]) -> VecDeque<String> {
+        text.iter().map(|l| l.to_string()).collect()
+    }
+
+    /// A command-line error names the problem on its `error:` line, not on clap's last one.
+    #[test]
+    fn a_runner_death_is_told_by_its_error_line() {
+        let clap = lines(&[
+            "error: a value is required for '--manifest-dir <DIR>' but none was supplied",
+            "",
+            "For more information, try '--help'.",
+        ]);
+        assert_eq!(
+            telling_line(&clap),
+            Some("error: a value is required for '--manifest-dir <DIR>' but none was supplied")
+        );
+        let agent = lines(&["volley agent (run local, runner 0): refused", "  "]);
+        assert_eq!(
+            telling_line(&agent),
+            Some("volley agent (run local, runner 0): refused")
+        );
+        assert_eq!(telling_line(&lines(&["", " "])), None);
     }
 }

@@ -1,5 +1,6 @@
 //! `volley`: run LoadTests locally, validate manifests, print the CRD.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,10 +52,16 @@ enum Command {
         allowed_targets: Option<volley_crds::target_policy::TargetPolicy>,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
+    /// A file may hold several YAML documents (a ConfigMap beside a LoadTest): each LoadTest
+    /// is checked, the others skipped with a note.
     Validate {
-        /// Manifest files (YAML).
+        /// Manifest files (YAML); `-` reads standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also apply the rules the operator adds in a cluster (no local `file:` sources,
+        /// every `${env:NAME}` given to runner pods, ...), which `volley run` does not need.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Print the LoadTest CustomResourceDefinition (YAML).
     Crd,
@@ -73,6 +80,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(volley_crds::text::colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     match cli.command {
         Command::Run {
@@ -92,7 +103,7 @@ fn main() -> ExitCode {
                 allowed_targets: allowed_targets.unwrap_or_default(),
             },
         ),
-        Command::Validate { files } => cli::validate_files(&files),
+        Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd => cli::print_crd(),
         Command::Agent(args) => volley_runner::agent::run_cli(args),
     }

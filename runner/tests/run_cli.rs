@@ -565,8 +565,32 @@ spec:
 /// the results so far are kept in the summary and `--out`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_aborts_and_keeps_the_results() {
+    let (stdout, json) = interrupt_a_long_run("INT").await;
+    assert!(
+        json["message"].as_str().unwrap().contains("Ctrl-C"),
+        "{json}"
+    );
+    assert!(stdout.contains("Ctrl-C"), "{stdout}");
+}
+
+/// SIGTERM (what CI timeouts and `docker stop` send) ends a run like Ctrl-C: the runners
+/// stop, the summary is printed and written, exit 1 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_aborts_and_keeps_the_results_like_ctrl_c() {
+    let (stdout, json) = interrupt_a_long_run("TERM").await;
+    assert!(
+        json["message"].as_str().unwrap().contains("SIGTERM"),
+        "{json}"
+    );
+    assert!(stdout.contains("SIGTERM"), "{stdout}");
+}
+
+/// Starts a 60-second run, sends it `signal` once load flows, and checks what every
+/// interrupted run must give: exit 1, verdict ABORTED, `--out` written with the results so
+/// far. Returns stdout and the `--out` JSON.
+async fn interrupt_a_long_run(signal: &str) -> (String, Value) {
     let target = demo(DemoConfig::default()).await;
-    let dir = tempdir("sigint");
+    let dir = tempdir(&format!("sig{signal}"));
     let file = write_manifest(
         &dir,
         "long.yaml",
@@ -606,13 +630,13 @@ spec:
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
-        .expect("volley did not stop after SIGINT")
+        .unwrap_or_else(|_| panic!("volley did not stop after SIG{signal}"))
         .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
@@ -624,4 +648,117 @@ spec:
     assert!(json["durationSeconds"].as_f64().unwrap() < 20.0);
     std::fs::remove_dir_all(&dir).ok();
     target.shutdown().await;
+    (stdout, json)
+}
+
+/// `cd examples && volley run quickstart.yaml`: a bare file name runs like `./quickstart.yaml`
+/// (the runners once got an empty `--manifest-dir` and died on it), and a `file:` path in it
+/// is read relative to the current directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_file_name_runs_from_the_current_directory() {
+    let target = demo(DemoConfig::default()).await;
+    let dir = tempdir("bare");
+    std::fs::write(dir.join("ids.csv"), "id\n1\n2\n").unwrap();
+    write_manifest(
+        &dir,
+        "bare.yaml",
+        r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: bare}
+spec:
+  target: {baseUrl: "@BASE@", timeout: 5s}
+  data:
+    - {name: ids, file: ids.csv}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 2
+      iterations: 4
+      steps:
+        - {name: item, request: {url: "/api/items/${ids.id}"}}
+"#,
+        &target.base_url(),
+    );
+    let mut cmd = volley(&["run", "bare.yaml", "-q", "--runners", "2"]);
+    cmd.current_dir(&dir);
+    let out = output(cmd, Duration::from_secs(30)).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("verdict: PASSED"), "{stdout}");
+    assert_eq!(target.stats().requests, 4, "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+    target.shutdown().await;
+}
+
+/// `--runners` is validated like `runners.parallelism`: 1 VU cannot be split across 2 runners
+/// (runner 1 would get none, and its half of the shared iterations would silently not run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_from_the_command_line_are_validated_like_the_manifests() {
+    let target = demo(DemoConfig::default()).await;
+    let dir = tempdir("runners");
+    let file = write_manifest(
+        &dir,
+        "one-vu.yaml",
+        r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: one-vu}
+spec:
+  target: {baseUrl: "@BASE@", timeout: 5s}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 1
+      iterations: 4
+      steps:
+        - {name: item, request: {url: /api/items}}
+"#,
+        &target.base_url(),
+    );
+    let out = output(
+        volley(&["run", file.to_str().unwrap(), "-q", "--runners", "2"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("spec.scenarios[0].vus: vus 1 cannot be split across 2 runners"),
+        "{stderr}"
+    );
+    assert_eq!(target.stats().requests, 0, "nothing is sent");
+    std::fs::remove_dir_all(&dir).ok();
+    target.shutdown().await;
+}
+
+/// Logs written to a pipe (CI, a file) carry no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let port = support::closed_port();
+    let mut cmd = volley(&[
+        "agent",
+        "--aggregator",
+        &format!("http://127.0.0.1:{port}"),
+        "--run",
+        "r",
+        "--index",
+        "0",
+    ]);
+    // The agent retries an unreachable aggregator, logging at debug level as it goes.
+    cmd.env("RUST_LOG", "debug")
+        .env("VOLLEY_TOKEN", "t")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("DEBUG"), "no log lines: {stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
 }

@@ -172,7 +172,7 @@ spec:
   scenarios:
     - name: s
       executor: shared-iterations
-      vus: 1
+      vus: 2
       iterations: 5
       steps:
         - name: items
