@@ -62,30 +62,38 @@ async fn main() -> anyhow::Result<()> {
     let target = DemoTarget::start(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Watch the signals before saying we listen: a harness may send SIGTERM as soon as it reads
+    // that line, and a signal with no handler yet would kill the process instead.
+    let stop = stop_signal()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", target.base_url())?;
     stdout.flush()?;
     drop(stdout);
 
-    let signal = stop_signal().await;
+    let signal = stop.await;
     tracing::info!("stopping");
     target.shutdown().await;
     signal
 }
 
-/// Resolves on Ctrl-C, or SIGTERM (what Kubernetes and test harnesses send).
-async fn stop_signal() -> anyhow::Result<()> {
+/// Resolves on Ctrl-C, or SIGTERM (what Kubernetes and test harnesses send). The handlers are
+/// in place when this returns, before the future is first polled.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot watch Ctrl-C"),
-            _ = term.recv() => Ok(()),
-        }
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch Ctrl-C")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            Ok(())
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
+        Ok(async { tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C") })
     }
 }
