@@ -134,12 +134,17 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Builds the HTTP client a runner shares between all its VUs: connection pool, TLS
-/// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no proxy, no cookie store
+/// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no cookie store
 /// (cookies are per VU, see [`VuContext::cookies`]), no client-wide timeout (each request gets
 /// the step's or target's), and no automatic redirects: [`run_step`] follows up to 10 itself,
 /// so redirect responses' cookies reach the VU's jar.
+///
+/// Proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, any case) are ignored: requests
+/// go straight to the host the allow-list checked. Through a proxy every request would reach
+/// the proxy's host instead, whatever the list says (issue #19).
 pub fn build_client(target: &Target) -> Result<reqwest::Client, StepError> {
     reqwest::Client::builder()
+        .no_proxy()
         .user_agent(USER_AGENT)
         .tls_danger_accept_invalid_certs(target.insecure_skip_tls_verify)
         .redirect(reqwest::redirect::Policy::none())

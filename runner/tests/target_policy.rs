@@ -42,6 +42,9 @@ async fn volley(args: &[&str], env: &[(&str, &str)]) -> (Output, String, String)
         .env_remove("VOLLEY_ALLOWED_TARGETS")
         .env_remove("VOLLEY_TP_HOST")
         .kill_on_drop(true);
+    for proxy in PROXY_VARS {
+        cmd.env_remove(proxy);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -52,6 +55,65 @@ async fn volley(args: &[&str], env: &[(&str, &str)]) -> (Output, String, String)
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
+}
+
+/// Every proxy variable reqwest (and curl) honour, in both spellings.
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// A "proxy" on 127.0.0.1 that counts the connections it accepts and answers each with an
+/// empty `200 OK`, the way an attacker's proxy would let a run look healthy.
+struct CountingProxy {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start() -> CountingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        CountingProxy {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn manifest(dir: &Path, yaml: &str) -> PathBuf {
@@ -389,4 +451,79 @@ async fn a_redirect_to_a_host_outside_the_list_is_not_followed() {
     assert_eq!(demo.stats().requests, 0);
     server.abort();
     demo.shutdown().await;
+}
+
+/// Issue #19, finding 1: proxy variables in the runner's environment (here every spelling,
+/// pointing at a counting listener) must not divert anything. `volley run --runners 2` starts
+/// two `volley agent` processes, which inherit the environment: neither their load requests
+/// nor their calls to the aggregator (with the run's bearer token) may reach the proxy, and
+/// the allowed target gets every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_do_not_divert_load_or_the_protocol() {
+    let target = demo().await;
+    let proxy = CountingProxy::start().await;
+    let dir = tempdir("proxy");
+    let file = manifest(
+        &dir,
+        &format!(
+            r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {{name: proxied}}
+spec:
+  target: {{baseUrl: "{}"}}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 2
+      iterations: 10
+      steps:
+        - request: {{url: /api/items}}
+  thresholds:
+    - "error_rate < 1%"
+"#,
+            target.base_url()
+        ),
+    );
+    let host = format!("127.0.0.1:{}", target.addr().port());
+    let proxy_url = format!("http://{}", proxy.addr);
+    let mut env: Vec<(&str, &str)> = PROXY_VARS
+        .iter()
+        .filter(|v| !v.eq_ignore_ascii_case("no_proxy"))
+        .map(|v| (*v, proxy_url.as_str()))
+        .collect();
+    // An empty NO_PROXY exempts nothing (not even loopback).
+    env.push(("NO_PROXY", ""));
+    let out_json = dir.join("summary.json");
+    let (out, stdout, stderr) = volley(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--runners",
+            "2",
+            "--out",
+            out_json.to_str().unwrap(),
+            "--allowed-targets",
+            &host,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(
+        proxy.connections(),
+        0,
+        "the proxy was used; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    assert_eq!(summary["metrics"]["requests"], 10, "{summary}");
+    assert_eq!(summary["metrics"]["failures"], 0, "{summary}");
+    assert_eq!(target.stats().requests, 10);
+    let _ = std::fs::remove_dir_all(&dir);
+    target.shutdown().await;
 }
