@@ -636,3 +636,35 @@ async fn an_own_runner_image_is_refused_while_targets_are_limited() {
     assert!(registry.calls.lock().unwrap().is_empty());
     expect_no_more(handle, ctx).await;
 }
+
+/// Issue #19, finding 1: `runners.env` with a proxy variable under an allow-list is refused
+/// before any Secret or pod exists, naming the field.
+#[tokio::test]
+async fn a_proxy_variable_is_refused_while_targets_are_limited() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup_with(registry.clone(), fixtures::guarded("*.team-a.svc"));
+    let lt = Arc::new(fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 1, env: [{name: http_proxy, value: 'http://169.254.169.254:80'}]}",
+    ));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.method, "PATCH", "no Secret or pod is created first");
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "ProxyNotAllowed");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.runners.env[0].name: `http_proxy` is not allowed"),
+        "{}",
+        s["message"]
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(registry.calls.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}
