@@ -15,14 +15,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use volley_crds::metrics::{self, MetricsError, RunMetrics, SeriesPoint, ThresholdResult};
+use volley_crds::metrics::{
+    self, Counters, MetricsError, Report, RunMetrics, SeriesPoint, ThresholdResult, error_kind_name,
+};
 use volley_crds::plan;
 use volley_crds::plateau::{self, PlateauResult, SustainableRate};
 use volley_crds::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
-use volley_crds::spec::LoadTestSpec;
+use volley_crds::spec::{ErrorKind, LoadTestSpec};
 use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;
 
@@ -41,6 +43,19 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RUNNER_ERROR_CHARS: usize = 500;
 /// Longest host name kept.
 const MAX_HOST_CHARS: usize = 253;
+/// Every kind a runner counts errors by (`Counters::errors` keys are their
+/// [`error_kind_name`]s): a report naming another is refused, so error keys stay a closed set.
+const ERROR_KINDS: [ErrorKind; 7] = [
+    ErrorKind::Connect,
+    ErrorKind::Timeout,
+    ErrorKind::Status4xx,
+    ErrorKind::Status5xx,
+    ErrorKind::Check,
+    ErrorKind::Extract,
+    ErrorKind::Blocked,
+];
+/// Longest name quoted back in a refusal.
+const MAX_QUOTED_CHARS: usize = 80;
 
 /// What the aggregator needs to know about a run.
 #[derive(Clone, Debug)]
@@ -154,6 +169,15 @@ pub enum ProtocolError {
     /// The histograms could not be decoded or merged.
     #[error("malformed report: {0}")]
     BadReport(#[from] MetricsError),
+    /// The report names a scenario, step or error kind the run's spec does not have.
+    #[error("the report does not fit the run's spec: {0}")]
+    NotInSpec(String),
+    /// A report before every runner registered: it does not move the run.
+    #[error(
+        "the run has not started: reports are accepted once every runner has registered \
+         (and setup, if any, is done)"
+    )]
+    NotStarted,
     /// The body is not the expected JSON.
     #[error("malformed body: {0}")]
     BadBody(String),
@@ -181,7 +205,13 @@ pub struct DecodedReport {
 impl DecodedReport {
     /// Decodes `report` and checks that it merges into a result of the run's `shape`
     /// ([`RunState::shape`]), so applying it later cannot fail half-way.
+    ///
+    /// The report may carry only the scenarios and steps of the run's spec, each once, and
+    /// only the closed set of error kinds: anything else is refused before a histogram is
+    /// decoded, so a report can neither grow the run's result nor its status beyond what the
+    /// spec shapes.
     pub fn decode(report: &RunnerReport, shape: &RunMetrics) -> Result<Self, ProtocolError> {
+        fits_shape(&report.report, shape).map_err(ProtocolError::NotInSpec)?;
         let metrics = report.report.to_metrics()?;
         shape.check_merge(&metrics)?;
         Ok(DecodedReport {
@@ -196,6 +226,69 @@ impl DecodedReport {
                 .as_deref()
                 .map(|e| shorten(e, MAX_RUNNER_ERROR_CHARS)),
         })
+    }
+}
+
+/// Checks that `report` names only the scenarios and steps of `shape`, each at most once, and
+/// only error kinds of [`ERROR_KINDS`]; says what does not fit.
+fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
+    let quote = |name: &str| format!("{:?}", shorten(name, MAX_QUOTED_CHARS));
+    let mut seen_scenarios = Vec::with_capacity(report.scenarios.len());
+    for scenario in &report.scenarios {
+        let Some(expected) = shape.scenario(&scenario.name) else {
+            return Err(format!("no scenario {}", quote(&scenario.name)));
+        };
+        if seen_scenarios.contains(&scenario.name.as_str()) {
+            return Err(format!("scenario {} twice", quote(&scenario.name)));
+        }
+        seen_scenarios.push(scenario.name.as_str());
+        known_error_kinds(&scenario.iterations).map_err(|kind| {
+            format!(
+                "error kind {} in scenario {}",
+                quote(kind),
+                quote(&scenario.name)
+            )
+        })?;
+        let mut seen_steps = Vec::with_capacity(scenario.steps.len());
+        for step in &scenario.steps {
+            if !expected.steps.iter().any(|s| s.name == step.name) {
+                return Err(format!(
+                    "no step {} in scenario {}",
+                    quote(&step.name),
+                    quote(&scenario.name)
+                ));
+            }
+            if seen_steps.contains(&step.name.as_str()) {
+                return Err(format!(
+                    "step {} twice in scenario {}",
+                    quote(&step.name),
+                    quote(&scenario.name)
+                ));
+            }
+            seen_steps.push(step.name.as_str());
+            known_error_kinds(&step.counters).map_err(|kind| {
+                format!(
+                    "error kind {} in step {} of scenario {} (known: {})",
+                    quote(kind),
+                    quote(&step.name),
+                    quote(&scenario.name),
+                    ERROR_KINDS.map(error_kind_name).join(", ")
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The first error kind of `counters` outside [`ERROR_KINDS`], if any.
+fn known_error_kinds(counters: &Counters) -> Result<(), &str> {
+    match counters.errors.keys().find(|k| {
+        !ERROR_KINDS
+            .iter()
+            .any(|kind| error_kind_name(*kind) == k.as_str())
+    }) {
+        Some(unknown) => Err(unknown.as_str()),
+        None => Ok(()),
     }
 }
 
@@ -257,6 +350,9 @@ struct Slot {
     last_heard: Option<Instant>,
     /// Reported since thresholds were last judged for abortOnFail.
     fresh: bool,
+    /// When a report refused at the barrier says the run started (ms since the Unix epoch):
+    /// this state is new and the run was already under way.
+    claimed_start_unix_ms: Option<u64>,
 }
 
 impl Slot {
@@ -481,6 +577,9 @@ impl RunState {
         if self.stage == Stage::Finished {
             return Ok(self.answer());
         }
+        if report.error.is_none() && matches!(self.stage, Stage::Barrier | Stage::Setup) {
+            self.early_report(index, report.elapsed, now)?;
+        }
         let slot = &mut self.slots[index as usize];
         if let Some(latest) = &slot.latest {
             if report.seq < latest.seq {
@@ -515,18 +614,41 @@ impl RunState {
                 self.runner_failed(index, &error, now);
             }
         } else {
-            if matches!(self.stage, Stage::Barrier | Stage::Setup) {
-                // Only a runner that has started reports without an error: this aggregator
-                // lost its state (a restart) and the run is already under way.
-                let started = self.wall_ms(now).saturating_sub(millis(report.elapsed));
-                self.resume_at(started, now);
-            }
             if report.done {
                 self.slots[index as usize].done = true;
             }
         }
         self.finish_if_settled();
         Ok(self.answer())
+    }
+
+    /// A report without an error before the barrier completed. Only a runner that has started
+    /// sends one: either this state is new (the aggregator restarted while the run was under
+    /// way) or the runner jumps the gun. It counts as the runner's ready and its claim of when
+    /// the run started, and is refused ([`ProtocolError::NotStarted`]) unless it completes
+    /// the barrier: no runner moves the run on its own. Once every runner has registered or
+    /// reported, the run resumes from the earliest claim, and the next reports count (they are
+    /// cumulative, so nothing is lost).
+    fn early_report(
+        &mut self,
+        index: u32,
+        elapsed: Duration,
+        now: Instant,
+    ) -> Result<(), ProtocolError> {
+        if self.stage == Stage::Barrier {
+            // No run started longer ago than its timeout allows.
+            let elapsed = elapsed.min(self.config.timeout);
+            let claim = self.wall_ms(now).saturating_sub(millis(elapsed));
+            let slot = &mut self.slots[index as usize];
+            slot.registered = true;
+            slot.last_heard = Some(now);
+            slot.claimed_start_unix_ms = Some(claim);
+            self.complete_barrier(now);
+        }
+        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+            return Err(ProtocolError::NotStarted);
+        }
+        Ok(())
     }
 
     /// Runner `index` died or could not start (a process exit, a failed pod, an error
@@ -546,7 +668,9 @@ impl RunState {
             at,
             reason: shorten(reason, MAX_RUNNER_ERROR_CHARS),
         };
-        tracing::warn!(run = %self.config.run, runner = index, reason = %failure.reason, "runner failed");
+        // The reason may come from the runner's report: one escaped line.
+        let logged = volley_crds::text::for_log(&failure.reason, MAX_RUNNER_ERROR_CHARS);
+        tracing::warn!(run = %self.config.run, runner = index, reason = %logged, "runner failed");
         slot.failure = Some(failure.clone());
         self.version += 1;
         if matches!(self.stage, Stage::Barrier | Stage::Setup) {
@@ -690,7 +814,15 @@ impl RunState {
     /// Once every runner has registered: setup first if there is one, else the start.
     fn complete_barrier(&mut self, now: Instant) {
         if self.stage == Stage::Barrier && self.slots.iter().all(|s| s.registered) {
-            if self.config.spec.setup.is_empty() {
+            let claimed = self
+                .slots
+                .iter()
+                .filter_map(|s| s.claimed_start_unix_ms)
+                .min();
+            if let Some(started) = claimed {
+                // Some runner is under way (see `early_report`): everyone joins its start.
+                self.resume_at(started, now);
+            } else if self.config.spec.setup.is_empty() {
                 self.start_load(now);
             } else {
                 self.set_stage(Stage::Setup);

@@ -1,23 +1,40 @@
 //! The aggregator's HTTP side: the routes of `DESIGN.md` §4 over every registered run, with
-//! bearer-token checks, body limits and the start long-poll. Each handler decodes, takes the
-//! lock briefly, calls [`RunState`] and answers; histogram decoding happens outside the lock.
+//! per-runner credentials, body limits and the start long-poll. Each handler checks the
+//! caller's credential before it reads a byte of the body, decodes, takes the lock briefly,
+//! calls [`RunState`] and answers; histogram decoding happens outside the lock.
+//!
+//! The peers are untrusted (any pod of a shared cluster can reach the port), so what one
+//! costs is bounded before it is known who it is: [`serve`] holds at most
+//! [`MAX_CONNECTIONS`] connections and closes one that does not send a request's headers
+//! within [`HEADER_READ_TIMEOUT`]; a request without a valid credential is answered 401
+//! whatever the run (existing or not) without its body being read; an authorized body is
+//! read only within [`BODY_READ_TIMEOUT`], up to [`MAX_BODY_BYTES`], and at most
+//! [`MAX_BODIES_IN_FLIGHT`] at once. Every peer-supplied string reaching a log line is
+//! escaped and bounded ([`volley_crds::text::for_log`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lc_rs::hmac;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use volley_crds::protocol::{
     ReadyRequest, RunnerReport, START_POLL_HOLD_MS, SetupResult, StartResponse,
 };
+use volley_crds::text::for_log;
 
 use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView, Stage};
 
@@ -25,8 +42,44 @@ use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView, Sta
 /// steps with three histograms each fits; anything larger is answered 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection is kept: a connection that sends nothing (or headers a byte at a time) is
+/// closed after it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an authorized client may take to send a request's body (a report of the largest
+/// size over a slow link takes a fraction of it). Slower: 408.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Most connections [`serve`] holds at once; further ones wait in the listen backlog until
+/// one closes. With [`HEADER_READ_BUFFER`] this bounds what idle or slow clients can hold
+/// (about 32 MiB), while leaving room for a thousand runners' long-polls and reports.
+pub const MAX_CONNECTIONS: usize = 2048;
+
+/// Largest buffer a connection reads headers into (hyper's `max_buf_size`): the protocol's
+/// headers take a few hundred bytes.
+pub const HEADER_READ_BUFFER: usize = 16 * 1024;
+
+/// Most authorized request bodies read at once; a further request waits (up to
+/// [`BODY_READ_TIMEOUT`], then 503) before its body is read. With [`MAX_BODY_BYTES`] this
+/// bounds the memory held by bodies.
+pub const MAX_BODIES_IN_FLIGHT: usize = 8;
+
 /// How often [`Aggregator::run_ticker`] moves every run's time forward.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Longest peer-supplied string (host name, run id, error text) written to a log line.
+const MAX_LOGGED_CHARS: usize = 200;
+
+/// The credential runner `index` of a run presents (`Authorization: Bearer CREDENTIAL`):
+/// HMAC-SHA256 of `runner/INDEX` keyed with the run's token, as 64 hex digits. Each runner
+/// gets only its own, so it can speak only for itself; the run's token never leaves the
+/// operator (or `volley run`).
+pub fn runner_credential(token: &str, index: u32) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
+    let tag = hmac::sign(&key, format!("runner/{index}").as_bytes());
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Every run's state behind one endpoint; cheap to clone (shared).
 #[derive(Clone, Debug)]
@@ -40,6 +93,8 @@ struct Inner {
     runs: Mutex<HashMap<String, RunState>>,
     /// Bumped whenever some run's stage changes, to wake start long-polls.
     changed: watch::Sender<u64>,
+    /// One permit per request body being read ([`MAX_BODIES_IN_FLIGHT`]).
+    bodies: Semaphore,
 }
 
 impl Default for Aggregator {
@@ -55,6 +110,7 @@ impl Aggregator {
             inner: Arc::new(Inner {
                 runs: Mutex::new(HashMap::new()),
                 changed: watch::Sender::new(0),
+                bodies: Semaphore::new(MAX_BODIES_IN_FLIGHT),
             }),
             hold: Duration::from_millis(START_POLL_HOLD_MS),
         }
@@ -147,7 +203,6 @@ impl Aggregator {
             .route("/v1/runs/{run}/start", get(start))
             .route("/v1/runs/{run}/setup", post(setup))
             .route("/v1/runs/{run}/runners/{index}/report", post(report))
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }
 
@@ -177,32 +232,182 @@ impl Aggregator {
         Some(out)
     }
 
-    /// Like [`Aggregator::with_run`] after checking the caller's token.
+    /// Like [`Aggregator::with_run`] after checking that the caller holds runner `index`'s
+    /// credential. A run that does not exist is answered like a wrong credential (401), so
+    /// whether a run exists cannot be probed without one.
     fn authorized<T>(
         &self,
         run: &str,
+        index: u32,
         headers: &HeaderMap,
         f: impl FnOnce(&mut RunState, Instant) -> Result<T, ProtocolError>,
     ) -> Result<T, ProtocolError> {
         self.with_run(run, |state, now| {
-            check_token(state.config(), headers)?;
+            check_credential(state.config(), index, headers)?;
             f(state, now)
         })
-        .unwrap_or_else(|| Err(ProtocolError::UnknownRun(run.to_owned())))
+        .unwrap_or_else(|| {
+            // The same work as for a known run, so the answer's timing does not tell either.
+            drop(runner_credential("", index));
+            Err(unauthorized(run))
+        })
+    }
+
+    /// Reads an authorized request's body within the limits of the module documentation.
+    async fn read_body(&self, body: Body) -> Result<Bytes, BodyError> {
+        let _permit = tokio::time::timeout(BODY_READ_TIMEOUT, self.inner.bodies.acquire())
+            .await
+            .map_err(|_| BodyError::Busy)?
+            .map_err(|_| BodyError::Busy)?;
+        match tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            axum::body::to_bytes(body, MAX_BODY_BYTES),
+        )
+        .await
+        {
+            Err(_) => Err(BodyError::TooSlow),
+            Ok(Err(_)) => Err(BodyError::TooLarge),
+            Ok(Ok(bytes)) => Ok(bytes),
+        }
     }
 }
 
-fn check_token(config: &RunConfig, headers: &HeaderMap) -> Result<(), ProtocolError> {
+fn unauthorized(run: &str) -> ProtocolError {
+    ProtocolError::Unauthorized(for_log(run, MAX_LOGGED_CHARS))
+}
+
+fn check_credential(
+    config: &RunConfig,
+    index: u32,
+    headers: &HeaderMap,
+) -> Result<(), ProtocolError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !config.token.is_empty() && constant_time_eq(given.as_bytes(), config.token.as_bytes()) {
+    let expected = runner_credential(&config.token, index);
+    if !config.token.is_empty() && constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err(ProtocolError::Unauthorized(config.run.clone()))
+        Err(unauthorized(&config.run))
     }
+}
+
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyError {
+    /// [`MAX_BODIES_IN_FLIGHT`] bodies were being read for all of [`BODY_READ_TIMEOUT`].
+    Busy,
+    /// Not all of it within [`BODY_READ_TIMEOUT`].
+    TooSlow,
+    /// Larger than [`MAX_BODY_BYTES`] (or cut short).
+    TooLarge,
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            BodyError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies are being read; try again".to_string(),
+            ),
+            BodyError::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}",
+                    volley_crds::Duration::from(BODY_READ_TIMEOUT)
+                ),
+            ),
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes (or was cut short)"),
+            ),
+        };
+        tracing::debug!(status = status.as_u16(), "request body refused");
+        (status, message).into_response()
+    }
+}
+
+/// A refused call: by the protocol, or before its body was read.
+#[derive(Debug)]
+enum Refusal {
+    Protocol(ProtocolError),
+    Body(BodyError),
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Self {
+        Refusal::Protocol(e)
+    }
+}
+
+impl From<BodyError> for Refusal {
+    fn from(e: BodyError) -> Self {
+        Refusal::Body(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Protocol(e) => e.into_response(),
+            Refusal::Body(e) => e.into_response(),
+        }
+    }
+}
+
+/// Serves `router` (the aggregator's, see [`Aggregator::router`]) on `listener` until
+/// `shutdown` resolves, then lets open requests finish. Unlike `axum::serve` it bounds what a
+/// client can hold before it says who it is: at most [`MAX_CONNECTIONS`] connections, each
+/// closed when its request headers do not arrive within [`HEADER_READ_TIMEOUT`] and limited
+/// to a [`HEADER_READ_BUFFER`] of them. HTTP/1.1 only, as the runners speak it.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(HEADER_READ_BUFFER);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    let _ = closing_tx.send(true);
+    // Every connection holds a permit until it ends: all of them back means all ended.
+    let _ = connections.acquire_many(MAX_CONNECTIONS as u32).await;
 }
 
 /// Compares without stopping at the first difference, so response times do not tell how much
@@ -220,13 +425,17 @@ impl IntoResponse for ProtocolError {
             ProtocolError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProtocolError::ProtocolMismatch { .. }
             | ProtocolError::NotInSetup
+            | ProtocolError::NotStarted
             | ProtocolError::StaleReport { .. } => StatusCode::CONFLICT,
             ProtocolError::WrongRunner { .. }
             | ProtocolError::BadReport(_)
+            | ProtocolError::NotInSpec(_)
             | ProtocolError::BadBody(_) => StatusCode::BAD_REQUEST,
         };
         if status != StatusCode::CONFLICT {
-            tracing::debug!(status = status.as_u16(), error = %self, "protocol call refused");
+            // The message quotes what the peer sent (names, JSON errors): escaped and bounded.
+            let error = for_log(&self.to_string(), MAX_LOGGED_CHARS);
+            tracing::debug!(status = status.as_u16(), %error, "protocol call refused");
         }
         (status, self.to_string()).into_response()
     }
@@ -244,12 +453,20 @@ async fn ready(
     State(agg): State<Aggregator>,
     Path((run, index)): Path<(String, u32)>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ProtocolError> {
-    agg.authorized(&run, &headers, |_, _| Ok(()))?;
+    body: Body,
+) -> Result<Response, Refusal> {
+    agg.authorized(&run, index, &headers, |_, _| Ok(()))?;
+    let body = agg.read_body(body).await?;
     let request: ReadyRequest = parse(&body)?;
-    let answer = agg.authorized(&run, &headers, |s, now| s.ready(index, &request, now))?;
-    tracing::info!(run = %run, runner = index, host = %request.host, "runner registered");
+    let answer = agg.authorized(&run, index, &headers, |s, now| {
+        s.ready(index, &request, now)
+    })?;
+    tracing::info!(
+        run = %for_log(&run, MAX_LOGGED_CHARS),
+        runner = index,
+        host = %for_log(&request.host, MAX_LOGGED_CHARS),
+        "runner registered"
+    );
     Ok(json(&answer))
 }
 
@@ -268,7 +485,9 @@ async fn start(
     let mut changed = agg.inner.changed.subscribe();
     loop {
         drop(changed.borrow_and_update());
-        let answer = agg.authorized(&run, &headers, |s, now| s.poll_start(query.runner, now))?;
+        let answer = agg.authorized(&run, query.runner, &headers, |s, now| {
+            s.poll_start(query.runner, now)
+        })?;
         if answer != StartResponse::Wait {
             return Ok(json(&answer));
         }
@@ -279,13 +498,15 @@ async fn start(
     }
 }
 
+/// Setup runs on runner 0: only its credential may post the result.
 async fn setup(
     State(agg): State<Aggregator>,
     Path(run): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ProtocolError> {
-    let shape = agg.authorized(&run, &headers, |s, _| Ok(s.shape()))?;
+    body: Body,
+) -> Result<Response, Refusal> {
+    let shape = agg.authorized(&run, 0, &headers, |s, _| Ok(s.shape()))?;
+    let body = agg.read_body(body).await?;
     let result: SetupResult = parse(&body)?;
     let report = match &result.report {
         Some(report) => {
@@ -298,7 +519,7 @@ async fn setup(
         }
         None => None,
     };
-    agg.authorized(&run, &headers, |s, now| s.setup(&result, report, now))?;
+    agg.authorized(&run, 0, &headers, |s, now| s.setup(&result, report, now))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -306,18 +527,32 @@ async fn report(
     State(agg): State<Aggregator>,
     Path((run, index)): Path<(String, u32)>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ProtocolError> {
-    let shape = agg.authorized(&run, &headers, |s, _| Ok(s.shape()))?;
+    body: Body,
+) -> Result<Response, Refusal> {
+    let shape = agg.authorized(&run, index, &headers, |s, _| Ok(s.shape()))?;
+    let body = agg.read_body(body).await?;
     let report: RunnerReport = parse(&body)?;
     let decoded = DecodedReport::decode(&report, &shape)?;
-    let answer = agg.authorized(&run, &headers, |s, now| s.report(index, decoded, now))?;
+    let answer = agg.authorized(&run, index, &headers, |s, now| {
+        s.report(index, decoded, now)
+    })?;
     Ok(json(&answer))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, runner_credential};
+
+    #[test]
+    fn each_runner_has_its_own_credential() {
+        let a0 = runner_credential("token-a", 0);
+        assert_eq!(a0.len(), 64);
+        assert!(a0.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a0, runner_credential("token-a", 0), "derived, not random");
+        assert_ne!(a0, runner_credential("token-a", 1));
+        assert_ne!(a0, runner_credential("token-b", 0));
+        assert!(!a0.contains("token-a"));
+    }
 
     #[test]
     fn token_comparison() {

@@ -592,17 +592,30 @@ fn a_fresh_state_rebuilds_a_running_run_from_the_next_reports() {
     let sp = spec("");
     // The aggregator restarted 5 s into the run: its state is new, the runners go on.
     let mut s = state(sp.clone(), 2, &clock);
-    s.report(
-        0,
-        report(0, 5, 5000, false, metrics(&sp, &[5; 50], 0)),
-        clock.at(10),
-    )
-    .unwrap();
-    assert_eq!(s.stage(), Stage::Running);
+    // One runner alone does not move the run from the barrier: its report is refused, and
+    // counts as its ready.
+    assert!(matches!(
+        s.report(
+            0,
+            report(0, 5, 5000, false, metrics(&sp, &[5; 50], 0)),
+            clock.at(10),
+        ),
+        Err(ProtocolError::NotStarted)
+    ));
+    assert_eq!(s.stage(), Stage::Barrier);
+    assert_eq!(requests(&mut s), 0);
+    // The last one completes the barrier; the run resumes from the earliest claim.
     s.report(
         1,
         report(1, 5, 5000, false, metrics(&sp, &[7; 50], 0)),
         clock.at(20),
+    )
+    .unwrap();
+    assert_eq!(s.stage(), Stage::Running);
+    s.report(
+        0,
+        report(0, 6, 6000, false, metrics(&sp, &[5; 50], 0)),
+        clock.at(1010),
     )
     .unwrap();
     assert_eq!(requests(&mut s), 100);

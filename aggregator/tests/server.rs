@@ -1,118 +1,18 @@
 //! The aggregator over real HTTP on 127.0.0.1: every refusal has its status code and leaves
 //! the run unchanged (auth, unknown runs and runners, oversized and malformed bodies, stale
-//! reports), and the start long-poll is answered as soon as the barrier completes.
+//! reports), and the start long-poll is answered as soon as the barrier completes. Attacks by
+//! hostile peers are in `hostile.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use support::{cred, runner_report, serve};
 use volley_aggregator::server::MAX_BODY_BYTES;
-use volley_aggregator::{Aggregator, RunConfig};
-use volley_crds::manifest::parse_manifest;
-use volley_crds::metrics::{Report, RunMetrics, record_latency};
-use volley_crds::protocol::{
-    self, PROTOCOL_VERSION, ReadyRequest, ReportResponse, RunnerReport, StartResponse,
-};
-use volley_crds::spec::LoadTestSpec;
-
-fn spec() -> LoadTestSpec {
-    let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\n\
-        spec:\n  target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  \
-        - {name: main, executor: constant-vus, vus: 1, duration: 10s,\n     \
-        steps: [{name: get, request: {url: /}}]}\n";
-    parse_manifest(yaml).unwrap().spec
-}
-
-struct Served {
-    agg: Aggregator,
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn serve(runs: &[(&str, &str, u32)]) -> Served {
-    let agg = Aggregator::new().with_poll_hold(Duration::from_millis(300));
-    for (run, token, runners) in runs {
-        agg.add_run(RunConfig {
-            runners: *runners,
-            ..RunConfig::new(run, token, "t", spec())
-        });
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let router = agg.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Served {
-        agg,
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Served {
-    async fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.text().await.unwrap_or_default())
-    }
-
-    async fn ready(&self, run: &str, token: &str, index: u32) -> StatusCode {
-        let body = serde_json::to_vec(&ReadyRequest {
-            protocol: PROTOCOL_VERSION,
-            host: format!("h{index}"),
-        })
-        .unwrap();
-        self.post(&protocol::ready_path(run, index), Some(token), body)
-            .await
-            .0
-    }
-
-    async fn report(
-        &self,
-        run: &str,
-        token: Option<&str>,
-        index: u32,
-        seq: u64,
-        requests: u64,
-    ) -> (StatusCode, String) {
-        let body = serde_json::to_vec(&runner_report(index, seq, requests)).unwrap();
-        self.post(&protocol::report_path(run, index), token, body)
-            .await
-    }
-
-    fn requests(&self, run: &str) -> u64 {
-        self.agg
-            .view(run)
-            .unwrap()
-            .merged
-            .overall()
-            .counters
-            .requests
-    }
-}
-
-fn runner_report(index: u32, seq: u64, requests: u64) -> RunnerReport {
-    let mut run = RunMetrics::for_spec(&spec());
-    let m = &mut run.scenarios[0].steps[0].m;
-    m.counters.requests = requests;
-    for _ in 0..requests {
-        record_latency(&mut m.latency, Duration::from_millis(3));
-    }
-    RunnerReport {
-        report: Report::from_metrics(index, seq, Duration::from_secs(seq), false, &run).unwrap(),
-        first_request_unix_ms: None,
-        error: None,
-    }
-}
+use volley_crds::protocol::{self, ReportResponse, StartResponse};
 
 #[tokio::test]
 async fn reports_without_the_runs_token_are_refused_and_change_nothing() {
@@ -134,9 +34,8 @@ async fn reports_without_the_runs_token_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn unknown_runs_and_runners_are_404_and_stale_reports_409() {
+async fn unknown_runners_are_404_and_stale_reports_409() {
     let s = serve(&[("a", "t", 2)]).await;
-    assert_eq!(s.ready("nope", "t", 0).await, StatusCode::NOT_FOUND);
     assert_eq!(s.ready("a", "t", 2).await, StatusCode::NOT_FOUND);
     s.ready("a", "t", 0).await;
     s.ready("a", "t", 1).await;
@@ -158,7 +57,7 @@ async fn unknown_runs_and_runners_are_404_and_stale_reports_409() {
     // A report for runner 1 posted on runner 0's path.
     let body = serde_json::to_vec(&runner_report(1, 9, 5)).unwrap();
     let (status, text) = s
-        .post(&protocol::report_path("a", 0), Some("t"), body)
+        .post(&protocol::report_path("a", 0), Some(&cred("t", 0)), body)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert_eq!(s.requests("a"), 40);
@@ -170,21 +69,27 @@ async fn malformed_and_oversized_bodies_are_refused() {
     s.ready("a", "t", 0).await;
     let path = protocol::report_path("a", 0);
 
-    let (status, body) = s.post(&path, Some("t"), b"{not json".to_vec()).await;
+    let (status, body) = s
+        .post(&path, Some(&cred("t", 0)), b"{not json".to_vec())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("malformed body"), "{body}");
 
     let mut report = runner_report(0, 1, 3);
     report.report.scenarios[0].steps[0].latency = "AAAA".into();
     let (status, body) = s
-        .post(&path, Some("t"), serde_json::to_vec(&report).unwrap())
+        .post(
+            &path,
+            Some(&cred("t", 0)),
+            serde_json::to_vec(&report).unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.starts_with("malformed report"), "{body}");
     assert!(body.contains("main"), "names the scenario: {body}");
 
     let huge = vec![b' '; MAX_BODY_BYTES + 1];
-    let (status, _) = s.post(&path, Some("t"), huge).await;
+    let (status, _) = s.post(&path, Some(&cred("t", 0)), huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     assert_eq!(s.requests("a"), 0);
@@ -201,7 +106,7 @@ async fn the_start_poll_is_answered_when_the_barrier_completes() {
     let answer: StartResponse = s
         .http
         .get(&url)
-        .bearer_auth("t")
+        .bearer_auth(cred("t", 0))
         .send()
         .await
         .unwrap()
@@ -213,14 +118,17 @@ async fn the_start_poll_is_answered_when_the_barrier_completes() {
     let agg = s.agg.clone().with_poll_hold(Duration::from_secs(10));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = agg.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        agg.router(),
+        std::future::pending(),
+    ));
     let http = s.http.clone();
     let poll = tokio::spawn(async move {
         let began = std::time::Instant::now();
         let answer: StartResponse = http
             .get(format!("{base}{}", protocol::start_path("a", 0)))
-            .bearer_auth("t")
+            .bearer_auth(cred("t", 0))
             .send()
             .await
             .unwrap()

@@ -2,8 +2,13 @@
 //! `volley agent` (the client), the aggregator (the server, inside `volley run` and the
 //! operator), and their tests.
 //!
-//! Every request carries `Authorization: Bearer TOKEN`, the run's token; anything else is
-//! answered 401. Paths:
+//! Every request carries `Authorization: Bearer CREDENTIAL`, the calling runner's own
+//! credential: HMAC-SHA256 of `runner/INDEX` keyed with the run's secret token, in hex (see
+//! `volley_aggregator::server::runner_credential`). The aggregator checks it against the runner
+//! index of the call (the path's `{index}`, the start poll's `runner`, runner 0 for `setup`),
+//! before reading the body; a missing or wrong credential, or a run the aggregator does not
+//! know, is answered 401 alike. So a runner can speak only for itself, and the run's token
+//! itself never reaches a runner. Paths:
 //!
 //! | method | path | body → answer |
 //! |---|---|---|
@@ -22,7 +27,8 @@ use crate::spec::LoadTestSpec;
 /// Version of these messages; a runner and an aggregator must agree on it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Environment variable carrying the run's bearer token into a runner.
+/// Environment variable carrying a runner's bearer token (its own credential, see the module
+/// documentation) into the runner.
 pub const TOKEN_ENV: &str = "VOLLEY_TOKEN";
 
 /// How long a start long-poll is held before the aggregator answers [`StartResponse::Wait`].

@@ -784,6 +784,23 @@ mod tests {
         }
     }
 
+    /// The shrunk cases of issue #21: `xn--` followed by something that is not Punycode is
+    /// refused with the reason, and a real A-label is kept as written.
+    #[test]
+    fn a_labels_must_be_valid_punycode() {
+        for list in ["xn--0.example", "ii-5.xn--0vw-d5.com"] {
+            let err = TargetPolicy::parse(list).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("invalid international domain name"),
+                "{list}: {err}"
+            );
+        }
+        let p = policy("a.xn--bcher-kva.example");
+        assert_eq!(p.to_string(), "a.xn--bcher-kva.example");
+        assert!(allows(&p, "http://a.bücher.example/"));
+    }
+
     #[test]
     fn idn_entries_match_punycoded_urls() {
         let p = policy("bücher.example");
@@ -888,8 +905,27 @@ mod tests {
         assert!(check_spec(&fine, &p).is_empty());
     }
 
-    fn label() -> impl Strategy<Value = String> {
+    /// An ASCII host label that is not an A-label: `xn--` starts only Punycode, and a random
+    /// tail after it is almost never valid Punycode, which the parser rightly refuses.
+    fn ascii_label() -> impl Strategy<Value = String> {
         "[a-z][a-z0-9-]{0,8}[a-z0-9]"
+            .prop_filter("`xn--` starts an A-label", |l| !l.starts_with("xn--"))
+    }
+
+    /// A real A-label: a Unicode label (Latin, Greek and Cyrillic letters) encoded by the
+    /// same IDNA code the parser uses, so the properties cover international names too.
+    fn idn_label() -> impl Strategy<Value = String> {
+        "[a-zà-öø-ÿα-ωа-я]{1,8}"
+            .prop_filter("not all ASCII", |l| !l.is_ascii())
+            .prop_filter_map("IDNA refuses the label", |l| match url::Host::parse(&l) {
+                Ok(url::Host::Domain(a)) if a.starts_with("xn--") => Some(a),
+                _ => None,
+            })
+    }
+
+    /// A valid host label: mostly ASCII, sometimes an A-label.
+    fn label() -> impl Strategy<Value = String> {
+        prop_oneof![4 => ascii_label(), 1 => idn_label()]
     }
 
     fn name() -> impl Strategy<Value = String> {
@@ -954,7 +990,9 @@ mod tests {
 
         #[test]
         fn names_match_exactly_and_wildcards_by_whole_labels(
-            host in name(), sub in label(), upper in any::<bool>(), dot in any::<bool>()
+            // `sub` stays ASCII: glued to `host` it must still be a valid label, and an A-label
+            // followed by more letters is not valid Punycode.
+            host in name(), sub in ascii_label(), upper in any::<bool>(), dot in any::<bool>()
         ) {
             let written = format!("{host}.example{}", if dot { "." } else { "" });
             let written = if upper { written.to_uppercase() } else { written };

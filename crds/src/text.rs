@@ -1,4 +1,4 @@
-//! Quoting user text in error messages without echoing megabytes back.
+//! Quoting user text in error messages and logs without echoing megabytes back.
 
 /// `s` cut to at most `max_chars` characters, with `…` when something was cut.
 pub fn shorten(s: &str, max_chars: usize) -> String {
@@ -28,9 +28,37 @@ pub fn shorten_bytes(s: &str, max_bytes: usize) -> String {
     format!("{}…", &s[..cut])
 }
 
+/// `s` made safe for one log line: cut to `max_chars` characters (see [`shorten`]), and every
+/// control character (newline, ESC of ANSI/OSC sequences, ...), bidirectional override and
+/// backslash escaped (`\n`, `\u{1b}`, `\\`), so text from a peer can neither forge a line,
+/// nor drive a terminal, nor fill the log.
+pub fn for_log(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)));
+    for c in shorten(s, max_chars).chars() {
+        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || invisible || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{shorten, shorten_bytes};
+    use super::{for_log, shorten, shorten_bytes};
+
+    #[test]
+    fn log_text_is_one_bounded_line_without_escape_sequences() {
+        assert_eq!(for_log("pod-1", 10), "pod-1");
+        assert_eq!(
+            for_log("a\nINFO forged\u{1b}]0;x\u{7}\\", 100),
+            "a\\nINFO forged\\u{1b}]0;x\\u{7}\\\\"
+        );
+        assert_eq!(for_log("\u{202e}abc", 100), "\\u{202e}abc");
+        assert_eq!(for_log(&"x".repeat(1000), 5), "xxxxx…");
+    }
 
     #[test]
     fn cuts_on_characters_not_bytes() {

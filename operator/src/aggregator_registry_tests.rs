@@ -15,6 +15,7 @@ use volley_crds::status::{Phase, Verdict};
 use super::*;
 use crate::fixtures;
 use crate::secret::Token;
+use volley_aggregator::server::runner_credential;
 
 const RUN: &str = "run-1";
 
@@ -55,9 +56,11 @@ async fn harness(reg: RunRegistration) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = aggregator.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let server = tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     Harness {
         registry,
         metrics,
@@ -73,7 +76,7 @@ impl Harness {
         let r = self
             .http
             .post(format!("{}{}", self.base, ready_path(RUN, index)))
-            .bearer_auth(&self.token)
+            .bearer_auth(runner_credential(&self.token, index))
             .json(&ReadyRequest {
                 protocol: PROTOCOL_VERSION,
                 host: format!("web-runner-{index}"),
@@ -89,7 +92,7 @@ impl Harness {
             let r: StartResponse = self
                 .http
                 .get(format!("{}{}", self.base, start_path(RUN, index)))
-                .bearer_auth(&self.token)
+                .bearer_auth(runner_credential(&self.token, index))
                 .send()
                 .await
                 .unwrap()
@@ -121,7 +124,7 @@ impl Harness {
         let r = self
             .http
             .post(format!("{}{}", self.base, report_path(RUN, index)))
-            .bearer_auth(&self.token)
+            .bearer_auth(runner_credential(&self.token, index))
             .json(&RunnerReport {
                 report,
                 first_request_unix_ms: None,

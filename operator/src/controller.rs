@@ -221,7 +221,10 @@ async fn apply(
         }
         let fresh = Token::generate();
         match secrets
-            .create(&PostParams::default(), &run_secret(run, &fresh))
+            .create(
+                &PostParams::default(),
+                &run_secret(run, &fresh, lt.spec.runners.parallelism),
+            )
             .await
         {
             Ok(_) => token = Some(fresh),

@@ -269,8 +269,11 @@ async fn the_first_reconcile_creates_secret_pods_and_writes_starting() {
     assert_eq!(pod0.body["spec"]["containers"][0]["command"][7], "0");
     assert_eq!(
         pod0.body["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"],
-        json!({"name": "web-run-token", "key": "token", "optional": false})
+        json!({"name": "web-run-token", "key": "runner-0", "optional": false})
     );
+    // Runner 0's pod gets runner 0's credential, which the Secret holds, not the run's token.
+    assert!(secret.body["data"]["runner-0"].is_string());
+    assert!(secret.body["data"]["runner-1"].is_string());
     // The second pod exists already (e.g. a reconcile raced this one): 409 is fine.
     let pod1 = serve(&mut handle, 409, |_| {
         status(409, "AlreadyExists", "pods \"web-runner-1\" already exists")

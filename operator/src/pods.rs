@@ -4,9 +4,9 @@
 //! Each pod runs `volley agent --aggregator URL --run RUN --index N` (see the runner's
 //! `agent` module), with `--allowed-targets=LIST` when the administrator limits the load
 //! targets (an argument, not only the variable: it beats `VOLLEY_ALLOWED_TARGETS`, so a
-//! tenant's `runners.env` cannot loosen the list), gets the run's bearer token from the run's
-//! Secret through the
-//! `VOLLEY_TOKEN` variable, and has a restrictive security context. ConfigMaps that data
+//! tenant's `runners.env` cannot loosen the list), gets its own credential (not the run's
+//! token) from the run's Secret through the `VOLLEY_TOKEN` variable, and has a restrictive
+//! security context. ConfigMaps that data
 //! feeders or multipart parts refer to are mounted read-only under [`CONFIGMAP_ROOT`] as
 //! `NAME/KEY`, the layout `volley agent --configmaps` reads.
 
@@ -24,7 +24,7 @@ use volley_crds::spec::Runners;
 
 use crate::config::RunnerDefaults;
 use crate::names::{RUN_LABEL, RUNNER_INDEX_LABEL, RunRef, label_value, runner_pod_name};
-use crate::secret::TOKEN_KEY;
+use crate::secret::runner_key;
 
 /// Name of the runner container.
 pub const CONTAINER_NAME: &str = "runner";
@@ -62,15 +62,15 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
         command.push(format!("--allowed-targets={}", defaults.allowed_targets));
     }
 
-    // The token first: `env` entries beat `envFrom`, so a user's envFrom cannot replace it
-    // (validation rejects a user `env` entry of the same name).
+    // The credential first: `env` entries beat `envFrom`, so a user's envFrom cannot replace
+    // it (validation rejects a user `env` entry of the same name). Only this runner's own.
     let mut env = vec![EnvVar {
         name: TOKEN_ENV.to_string(),
         value: None,
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: run.secret_name.clone(),
-                key: TOKEN_KEY.to_string(),
+                key: runner_key(index),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
@@ -310,7 +310,7 @@ mod tests {
             c["env"],
             serde_json::json!([{
                 "name": "VOLLEY_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": "checkout-run-token", "key": "token", "optional": false}},
+                "valueFrom": {"secretKeyRef": {"name": "checkout-run-token", "key": "runner-2", "optional": false}},
             }])
         );
         assert_eq!(

@@ -1,7 +1,9 @@
-//! The per-run Secret: the bearer token every runner of the run presents to the aggregator.
+//! The per-run Secret: the run's token, and each runner's credential derived from it.
 //!
-//! The token is 32 random bytes written as 64 hex digits. It lives in the Secret, in the
-//! aggregator's memory and in the runner pods' environment; [`Token`] never prints it.
+//! The token is 32 random bytes written as 64 hex digits. It lives in the Secret and in the
+//! aggregator's memory; [`Token`] never prints it. Runner pods get only their own credential
+//! (key [`runner_key`], see [`volley_aggregator::server::runner_credential`]) in their
+//! environment, so a runner can speak to the aggregator only for itself.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +17,11 @@ use crate::names::RunRef;
 
 /// Key of the token in the run's Secret.
 pub const TOKEN_KEY: &str = "token";
+
+/// Key of runner `index`'s credential in the run's Secret: `runner-INDEX`.
+pub fn runner_key(index: u32) -> String {
+    format!("runner-{index}")
+}
 
 /// Random bytes in a token.
 const TOKEN_BYTES: usize = 32;
@@ -57,8 +64,17 @@ impl fmt::Display for Token {
     }
 }
 
-/// The Secret of `run` holding `token`, owned by the LoadTest.
-pub fn run_secret(run: &RunRef, token: &Token) -> Secret {
+/// The Secret of `run` holding `token` and the credentials of its `runners` runners, owned by
+/// the LoadTest.
+pub fn run_secret(run: &RunRef, token: &Token, runners: u32) -> Secret {
+    let mut data = BTreeMap::from([(
+        TOKEN_KEY.to_string(),
+        ByteString(token.expose().as_bytes().to_vec()),
+    )]);
+    for index in 0..runners {
+        let credential = volley_aggregator::server::runner_credential(token.expose(), index);
+        data.insert(runner_key(index), ByteString(credential.into_bytes()));
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(run.secret_name.clone()),
@@ -69,10 +85,7 @@ pub fn run_secret(run: &RunRef, token: &Token) -> Secret {
         },
         type_: Some("Opaque".to_string()),
         immutable: Some(true),
-        data: Some(BTreeMap::from([(
-            TOKEN_KEY.to_string(),
-            ByteString(token.expose().as_bytes().to_vec()),
-        )])),
+        data: Some(data),
         ..Secret::default()
     }
 }
@@ -99,7 +112,7 @@ mod tests {
     fn the_secret_is_owned_labelled_and_round_trips_the_token() {
         let run = RunRef::of(&fixtures::loadtest("web", 2)).unwrap();
         let token = Token::generate();
-        let secret = run_secret(&run, &token);
+        let secret = run_secret(&run, &token, 2);
         assert_eq!(secret.metadata.name.as_deref(), Some("web-run-token"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -117,5 +130,14 @@ mod tests {
             "base64 of 64 characters"
         );
         assert_eq!(Token::from_secret(&Secret::default()), None);
+        // One credential per runner, derived from the token, and not the token.
+        let data = secret.data.as_ref().unwrap();
+        let runner_1 = std::str::from_utf8(&data["runner-1"].0).unwrap();
+        assert_eq!(
+            runner_1,
+            volley_aggregator::server::runner_credential(token.expose(), 1)
+        );
+        assert_ne!(runner_1, token.expose());
+        assert!(!data.contains_key("runner-2"));
     }
 }

@@ -72,13 +72,15 @@ async fn readyz(State(o): State<Observability>) -> impl IntoResponse {
     }
 }
 
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Serves `router` on `listener` until `stop` turns true.
-pub async fn serve_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+pub async fn serve_until(listener: TcpListener, router: Router, stop: watch::Receiver<bool>) {
     if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopped(stop))
         .await
     {
         tracing::error!(error = %e, "HTTP server failed");
@@ -135,10 +137,12 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     let obs_listener = bind(config.metrics_listen, "metrics and probes").await?;
     tracing::info!(aggregator = %config.aggregator_listen, metrics = %config.metrics_listen, "listening");
     let servers = [
-        tokio::spawn(serve_until(
+        // The runner protocol faces untrusted pods: its own server bounds connections, header
+        // and body time (see volley_aggregator::server::serve).
+        tokio::spawn(volley_aggregator::server::serve(
             agg_listener,
             aggregator.router(),
-            stop_rx.clone(),
+            stopped(stop_rx.clone()),
         )),
         tokio::spawn(serve_until(
             obs_listener,

@@ -64,7 +64,11 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(axum::serve(listener, aggregator.router()).into_future());
+    let server = tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        aggregator.router(),
+        std::future::pending(),
+    ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
     let mut agents: Vec<tokio::process::Child> = (0..2u32)
@@ -72,7 +76,10 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
             tokio::process::Command::new(&volley)
                 .args(["agent", "--aggregator", &url, "--run", RUN, "--index"])
                 .arg(index.to_string())
-                .env(TOKEN_ENV, token.expose())
+                .env(
+                    TOKEN_ENV,
+                    volley_aggregator::server::runner_credential(token.expose(), index),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())

@@ -325,7 +325,10 @@ impl Runner {
         for var in container.env.iter().flatten() {
             let value = match (&var.value, var.name.as_str()) {
                 (Some(v), _) => v.clone(),
-                (None, TOKEN_ENV) => token.expose().to_string(),
+                // The runner's own credential, from its key of the run's Secret.
+                (None, TOKEN_ENV) => {
+                    volley_aggregator::server::runner_credential(token.expose(), index)
+                }
                 (None, SECRET_ENV) => secret.to_string(),
                 (None, other) => panic!("unexpected variable {other} in the runner pod"),
             };

@@ -24,8 +24,9 @@
 //! once.
 //!
 //! The HTTP side (paths, bearer token, timeouts, retry policy) is [`AggregatorClient`]; the
-//! run logic is [`Agent`]. The token comes from an environment variable, never from the command
-//! line (which `ps` shows), and is never printed.
+//! run logic is [`Agent`]. The token is this runner's own credential (derived from the run's
+//! secret and the runner's index: it lets the runner speak only for itself); it comes from an
+//! environment variable, never from the command line (which `ps` shows), and is never printed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,8 +88,8 @@ pub struct AgentArgs {
     /// This runner's index among the run's runners, 0-based.
     #[arg(long, value_name = "N")]
     pub index: u32,
-    /// Environment variable holding the run's bearer token. The token itself is never a
-    /// command-line argument: `ps` would show it.
+    /// Environment variable holding this runner's bearer token (its own credential, from the
+    /// run's Secret). The token itself is never a command-line argument: `ps` would show it.
     #[arg(long, value_name = "NAME", default_value = TOKEN_ENV)]
     pub token_env: String,
     /// Directory that `file:` paths in the spec are relative to.
@@ -172,11 +173,11 @@ fn read_token(name: &str) -> Result<String, String> {
     match std::env::var(name) {
         Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
         Ok(_) | Err(std::env::VarError::NotPresent) => Err(format!(
-            "the run's bearer token is missing: the environment variable {name} is not set \
+            "this runner's bearer token is missing: the environment variable {name} is not set \
              (in a runner pod it comes from the run's Secret)"
         )),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "the run's bearer token in the environment variable {name} is not valid UTF-8"
+            "this runner's bearer token in the environment variable {name} is not valid UTF-8"
         )),
     }
 }
@@ -453,7 +454,7 @@ impl AggregatorClient {
         }
         let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             ClientError::Config(
-                "the run's bearer token contains characters an HTTP header cannot carry".into(),
+                "the bearer token contains characters an HTTP header cannot carry".into(),
             )
         })?;
         auth.set_sensitive(true);
@@ -670,9 +671,11 @@ impl AggregatorClient {
         let body = excerpt(&answer);
         // A report for a run the aggregator does not know comes from an aggregator that has
         // just restarted and not yet re-registered its runs (the operator does that within
-        // seconds): worth retrying, unlike a 404 at registration.
-        let restarted =
-            status == StatusCode::NOT_FOUND && matches!(call, Call::Report | Call::FinalReport);
+        // seconds): worth retrying, unlike a refusal at registration. The aggregator answers
+        // an unknown run like a wrong credential (401, so runs cannot be probed); after this
+        // credential was accepted at registration, a 401 means the run is unknown.
+        let restarted = matches!(status, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED)
+            && matches!(call, Call::Report | Call::FinalReport);
         if status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -685,7 +688,10 @@ impl AggregatorClient {
             });
         }
         let hint = match status {
-            StatusCode::UNAUTHORIZED => "the run's bearer token was not accepted".to_string(),
+            StatusCode::UNAUTHORIZED => format!(
+                "the bearer token was not accepted: it is not runner {}'s credential for run `{}`",
+                self.index, self.run
+            ),
             StatusCode::FORBIDDEN => "this runner may not make this call".to_string(),
             StatusCode::NOT_FOUND => format!(
                 "the aggregator at {} does not know run `{}` or its runner {}",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
+use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunView, Stage};
 use volley_crds::LoadTest;
 use volley_crds::metrics::{RunMetrics, format_latency_ms, format_percent};
@@ -168,19 +169,25 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         }
     };
     let router = aggregator.router();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(volley_aggregator::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(u32, String)>();
     let (stop_tx, stop_rx) = watch::channel::<Option<String>>(None);
     let mut fleet = Fleet::default();
     for index in 0..runners {
+        // Each runner gets only its own credential, derived from the run's token.
+        let credential = runner_credential(&token, index);
         let spawned = match &options.launch {
             Launch::Processes { program } => fleet.spawn_process(
                 program,
                 &url,
                 index,
-                &token,
+                &credential,
                 roots,
                 &options.allowed_targets,
                 exits_tx.clone(),
@@ -188,7 +195,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
             Launch::Tasks => fleet.spawn_task(
                 &url,
                 index,
-                &token,
+                &credential,
                 roots,
                 &options.allowed_targets,
                 stop_rx.clone(),
@@ -295,7 +302,7 @@ impl Fleet {
         program: &PathBuf,
         url: &str,
         index: u32,
-        token: &str,
+        credential: &str,
         roots: &FileRoots,
         allowed_targets: &TargetPolicy,
         exits: mpsc::UnboundedSender<(u32, String)>,
@@ -305,7 +312,7 @@ impl Fleet {
             .arg(index.to_string())
             .arg("--manifest-dir")
             .arg(&roots.manifest_dir)
-            .env(TOKEN_ENV, token)
+            .env(TOKEN_ENV, credential)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -371,14 +378,14 @@ impl Fleet {
         &mut self,
         url: &str,
         index: u32,
-        token: &str,
+        credential: &str,
         roots: &FileRoots,
         allowed_targets: &TargetPolicy,
         stop: watch::Receiver<Option<String>>,
         exits: mpsc::UnboundedSender<(u32, String)>,
     ) -> Result<(), String> {
         let client =
-            AggregatorClient::new(url, LOCAL_RUN, index, token).map_err(|e| e.to_string())?;
+            AggregatorClient::new(url, LOCAL_RUN, index, credential).map_err(|e| e.to_string())?;
         let agent = Agent::new(client, roots.clone(), format!("task-{index}"))
             .with_allowed_targets(allowed_targets.clone());
         self.kills.push(None);

@@ -91,7 +91,7 @@ impl Fake {
         f(&self.seen.lock().unwrap())
     }
 
-    /// 401 for a wrong token, 404 for another run.
+    /// 401 for a wrong token or another run, as the aggregator answers.
     fn refuse(&self, headers: &HeaderMap, run: &str) -> Option<Response> {
         let expected = format!("Bearer {TOKEN}");
         let ok = headers
@@ -103,7 +103,7 @@ impl Fake {
             return Some((StatusCode::UNAUTHORIZED, "invalid token").into_response());
         }
         if run != RUN {
-            return Some((StatusCode::NOT_FOUND, format!("no run {run}")).into_response());
+            return Some((StatusCode::UNAUTHORIZED, format!("no run {run}")).into_response());
         }
         None
     }
@@ -835,8 +835,9 @@ async fn the_client_classifies_refusals_and_gives_up_on_an_unreachable_aggregato
 
     let client = AggregatorClient::new(&server.url, "other-run", 0, TOKEN).unwrap();
     let e = client.ready(&request).await.unwrap_err();
-    assert_eq!(e.status().map(|s| s.as_u16()), Some(404));
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(401));
     assert!(e.to_string().contains("other-run"), "{e}");
+    assert!(!e.is_transient(), "a refused registration is fatal");
 
     let client = AggregatorClient::new(&server.url, RUN, 0, TOKEN).unwrap();
     let answer = client.ready(&request).await.unwrap();

@@ -25,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hdrhistogram::Histogram;
 use serde_json::Value;
+use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
 use volley_crds::metrics::{Measurements, RunMetrics};
 use volley_crds::protocol::RunnerReport;
@@ -203,7 +204,11 @@ impl Harness {
         };
         harness.start_aggregator().await;
         for index in 0..runners {
-            harness.agents.push(spawn_agent(&proxy_url, index, TOKEN));
+            harness.agents.push(spawn_agent(
+                &proxy_url,
+                index,
+                &runner_credential(TOKEN, index),
+            ));
         }
         harness
     }
@@ -212,7 +217,14 @@ impl Harness {
     async fn start_aggregator(&mut self) {
         let aggregator = Aggregator::new();
         aggregator.add_run(self.config.clone());
-        let url = serve(aggregator.router()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        self.aggregator_tasks
+            .push(tokio::spawn(volley_aggregator::server::serve(
+                listener,
+                aggregator.router(),
+                std::future::pending(),
+            )));
         let server_ticker = tokio::spawn(aggregator.clone().run_ticker());
         self.aggregator_tasks.push(server_ticker);
         *self.aggregator.lock().unwrap() = aggregator;
@@ -357,6 +369,15 @@ async fn three_runners_merge_exactly_like_one_histogram_of_all_samples() {
     let intruder = intruder.await.unwrap();
     assert_eq!(intruder.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&intruder.stderr).contains("401"));
+    // So is a runner of this run speaking for another: runner 1's credential as runner 0.
+    let impostor = spawn_agent(
+        &h.proxy.upstream.lock().unwrap().clone().unwrap(),
+        0,
+        &runner_credential(TOKEN, 1),
+    );
+    let impostor = impostor.await.unwrap();
+    assert_eq!(impostor.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&impostor.stderr).contains("401"));
 
     let (view, outputs, proxy) = h.finish(Duration::from_secs(60)).await;
     for out in &outputs {

@@ -574,7 +574,7 @@ async fn slow_response_times_out_at_the_step_timeout() {
         assert_eq!((s.status, s.error), (None, Some(ErrorKind::Timeout)));
         assert!(
             s.latency_sent >= Duration::from_millis(195)
-                && s.latency_sent < Duration::from_millis(700),
+                && s.latency_sent < Duration::from_millis(1500),
             "{:?}",
             s.latency_sent
         );
@@ -583,7 +583,7 @@ async fn slow_response_times_out_at_the_step_timeout() {
         t.timeout = volley_crds::Duration::from_millis(150);
         let out = run("{request: {url: '/api/items?delay=2s'}}", &t, &mut ctx).await;
         assert_eq!(out.error, Some(ErrorKind::Timeout));
-        assert!(out.step_latency < Duration::from_millis(700));
+        assert!(out.step_latency < Duration::from_millis(1500));
         server.shutdown().await;
     })
     .await;
@@ -600,7 +600,7 @@ async fn not_before_in_the_past_counts_in_latency_only() {
             &t,
         );
         let mut ctx = ctx();
-        let lag = Duration::from_millis(500);
+        let lag = Duration::from_secs(2);
         let due = Instant::now().checked_sub(lag).unwrap();
         let out = run_step(&step, &client, &mut ctx, due).await;
         assert_eq!(out.error, Some(ErrorKind::Status5xx));
@@ -608,7 +608,7 @@ async fn not_before_in_the_past_counts_in_latency_only() {
             panic!("{out:#?}")
         };
         assert!(first.latency >= lag && first.latency >= first.latency_sent + lag);
-        assert!(first.latency_sent < Duration::from_millis(400));
+        assert!(first.latency_sent < Duration::from_millis(1500));
         // Later attempts are measured from their own send.
         assert_eq!(second.latency, second.latency_sent);
         assert!(out.step_latency >= lag + first.latency_sent + second.latency_sent);

@@ -385,25 +385,26 @@ async fn admin_config_changes_knobs_at_runtime() {
         json!({ "delay": "0s", "failRate": 0.0, "jobDelay": "200ms" })
     );
 
-    // Stall the server...
+    // Stall the server (by a second: a request that is not stalled stays well below that
+    // even on a busy machine)...
     let response = client
         .post(&admin)
-        .json(&json!({ "delay": "150ms" }))
+        .json(&json!({ "delay": "1s" }))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(json_of(response).await["delay"], "150ms");
+    assert_eq!(json_of(response).await["delay"], "1s");
     let started = Instant::now();
     assert_eq!(
         client.get(&items).send().await.unwrap().status(),
         StatusCode::OK
     );
-    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     // ...while health and admin stay reachable...
     let started = Instant::now();
     client.get(format!("{base}/health")).send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(150));
+    assert!(started.elapsed() < Duration::from_secs(1));
 
     // ...then make it fail, with a partial update that keeps the delay...
     let config = json_of(
@@ -415,7 +416,7 @@ async fn admin_config_changes_knobs_at_runtime() {
             .unwrap(),
     )
     .await;
-    assert_eq!(config["delay"], "150ms");
+    assert_eq!(config["delay"], "1s");
     let response = client.get(&items).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
@@ -432,7 +433,7 @@ async fn admin_config_changes_knobs_at_runtime() {
         client.get(&items).send().await.unwrap().status(),
         StatusCode::OK
     );
-    assert!(started.elapsed() < Duration::from_millis(150));
+    assert!(started.elapsed() < Duration::from_secs(1));
 
     // Invalid updates change nothing.
     for bad in [
