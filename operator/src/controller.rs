@@ -4,11 +4,18 @@
 //!
 //! 1. create the Secret (an existing one is kept: 409 is fine) and register the run with the
 //!    aggregator;
+//!
+//!    Only objects the operator created for this LoadTest are used, replaced or deleted
+//!    ([`RunRef::ownership`]): a Secret `{loadtest}-run-token` or ConfigMap `{loadtest}-report`
+//!    someone else created first ends the run in Error with reason [`NAME_TAKEN`], naming it,
+//!    before any pod exists; one left by an earlier LoadTest of the same name is waited for
+//!    (the garbage collector deletes it);
 //! 2. create the missing runner pods (409 AlreadyExists is fine; a pod the API server refuses,
 //!    e.g. 403 from PodSecurity or a quota, or 422, ends the run in Error with the API server's
 //!    message);
 //! 3. at the end of a run, write its full report to the ConfigMap `{loadtest}-report`
-//!    ([`crate::report`]; created, or replaced when it exists) and set `status.reportRef`;
+//!    ([`crate::report`]; created, or replaced when it exists and is the run's own) and set
+//!    `status.reportRef`;
 //!    then write the status (JSON merge patch of the status subresource);
 //! 4. record events, tell the aggregator to stop or forget runs;
 //! 5. delete pods and the Secret when cleanup is due.
@@ -37,12 +44,12 @@ use volley_crds::{LoadTest, LoadTestStatus};
 use crate::config::{Config, RunnerDefaults, Timing};
 use crate::lock;
 use crate::metrics::OperatorMetrics;
-use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, RunRef};
+use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, Ownership, RunRef};
 use crate::observed::RunnerPod;
 use crate::phase::{self, Decision, EventKind, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{RunRegistration, RunRegistry};
-use crate::report::final_report;
+use crate::report::{final_report, report_name};
 use crate::secret::{Token, run_secret};
 use crate::status_patch::status_patch;
 
@@ -52,6 +59,11 @@ pub const CONTROLLER_NAME: &str = "volley-operator";
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait after repeated failed reconciles.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Reason of a run that cannot start because its Secret's or report ConfigMap's name is taken
+/// by an object the operator did not create for it.
+pub const NAME_TAKEN: &str = "NameTaken";
+/// How often to look again for an object an earlier LoadTest of the same name left behind.
+const EARLIER_OBJECT_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why a reconcile failed; it is retried after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +174,12 @@ async fn reconcile_once(lt: Arc<LoadTest>, ctx: Arc<Context>) -> Result<Action, 
     let listed = pods
         .list(&ListParams::default().labels(&run.selector()))
         .await?;
-    let secret = secrets.get_opt(&run.secret_name).await?;
+    // A Secret of that name the operator did not create for this run is not the run's: never
+    // read, deleted or counted as existing.
+    let (secret, other_secret) = match secrets.get_opt(&run.secret_name).await? {
+        Some(s) if run.ownership(&s.metadata) != Ownership::Ours => (None, Some(s)),
+        found => (found, None),
+    };
     let facts = Observed {
         loadtest: &lt,
         now: (ctx.clock)(),
@@ -174,7 +191,13 @@ async fn reconcile_once(lt: Arc<LoadTest>, ctx: Arc<Context>) -> Result<Action, 
         defaults: ctx.defaults.clone(),
     };
     let decision = phase::next_step(&facts);
-    let action = apply(&facts, &run, decision, secret.as_ref(), &ctx).await?;
+    let action = match other_secret {
+        // Only a run that wants its Secret cares; cleanup ignores the stranger.
+        Some(other) if decision.create_secret => {
+            name_taken(&facts, &run, "Secret", &other.metadata, &ctx).await?
+        }
+        _ => apply(&facts, &run, decision, secret.as_ref(), &ctx).await?,
+    };
     lock(&ctx.failures).remove(&object_key(&lt));
     Ok(action)
 }
@@ -192,6 +215,14 @@ async fn apply(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let mut token = secret.and_then(Token::from_secret);
     if d.create_secret {
+        // The run's report will need its ConfigMap's name: find out now, before any load,
+        // whether someone else holds it.
+        let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
+        if let Some(cm) = configmaps.get_opt(&report_name(&run.loadtest)).await?
+            && run.ownership(&cm.metadata) != Ownership::Ours
+        {
+            return name_taken(facts, run, "ConfigMap", &cm.metadata, ctx).await;
+        }
         let fresh = Token::generate();
         match secrets
             .create(
@@ -202,11 +233,15 @@ async fn apply(
         {
             Ok(_) => token = Some(fresh),
             Err(e) if api_code(&e) == Some(409) => {
-                token = secrets
-                    .get_opt(&run.secret_name)
-                    .await?
-                    .as_ref()
-                    .and_then(Token::from_secret);
+                // Created since this reconcile read it: by an earlier attempt, or by someone
+                // else.
+                let existing = secrets.get_opt(&run.secret_name).await?;
+                if let Some(other) = &existing
+                    && run.ownership(&other.metadata) != Ownership::Ours
+                {
+                    return name_taken(facts, run, "Secret", &other.metadata, ctx).await;
+                }
+                token = existing.as_ref().and_then(Token::from_secret);
             }
             Err(e) => return Err(e.into()),
         }
@@ -238,6 +273,37 @@ async fn apply(
         }
     }
     finish_applying(facts, run, d, ctx).await
+}
+
+/// A `kind` object named as the run's own exists but is not ([`RunRef::ownership`]): one of an
+/// earlier LoadTest of the same name is waited for; anyone else's ends the run in Error with
+/// reason [`NAME_TAKEN`]. Either way it is neither used, replaced nor deleted.
+async fn name_taken(
+    facts: &Observed<'_>,
+    run: &RunRef,
+    kind: &str,
+    other: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = other.name.as_deref().unwrap_or_default();
+    if run.ownership(other) == Ownership::EarlierLoadTest {
+        tracing::info!(
+            namespace = %run.namespace,
+            loadtest = %run.loadtest,
+            kind,
+            name,
+            "waiting for the garbage collector to delete what an earlier LoadTest of this name left"
+        );
+        return Ok(Action::requeue(EARLIER_OBJECT_RECHECK));
+    }
+    let message = format!(
+        "{kind} {}/{name} already exists and was not created by the operator for this \
+         LoadTest, so the run cannot use that name; the operator neither uses, replaces nor \
+         deletes it: delete it, or give the LoadTest another name",
+        run.namespace
+    );
+    let failed = phase::fail_now(facts, Phase::Error, NAME_TAKEN, &message);
+    finish_applying(facts, run, failed, ctx).await
 }
 
 /// Status, events, aggregator calls and deletes of `d`.
@@ -327,9 +393,11 @@ async fn finish_applying(
 }
 
 /// Writes the report of the finished run to its ConfigMap (created, or replaced when it
-/// exists) and returns the ConfigMap's name; `None` when the aggregator has no report (e.g. the
-/// run never started) or the API server refuses the ConfigMap (the status is written anyway,
-/// without `reportRef`). Transient API errors are returned, so the reconcile is retried.
+/// exists and is the run's own, at the version read) and returns the ConfigMap's name; `None`
+/// when the aggregator has no report (e.g. the run never started), the name is taken by a
+/// ConfigMap the operator did not create for this run (left alone), or the API server refuses
+/// the ConfigMap (the status is written anyway, without `reportRef`). Transient API errors are
+/// returned, so the reconcile is retried.
 async fn write_report(
     run: &RunRef,
     status: &LoadTestStatus,
@@ -338,13 +406,28 @@ async fn write_report(
     let Some(summary) = ctx.registry.report(&run.run_id) else {
         return Ok(None);
     };
-    let cm = final_report(run, summary, status);
+    let mut cm = final_report(run, summary, status);
     let name = cm.metadata.name.clone().unwrap_or_default();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let written = match api.create(&PostParams::default(), &cm).await {
-        Err(e) if api_code(&e) == Some(409) => {
-            api.replace(&name, &PostParams::default(), &cm).await
-        }
+        Err(e) if api_code(&e) == Some(409) => match api.get_opt(&name).await? {
+            Some(existing) if run.ownership(&existing.metadata) == Ownership::Ours => {
+                // Replaced only at the version checked: a 409 means it changed since.
+                cm.metadata.resource_version = existing.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &cm).await
+            }
+            Some(_) => {
+                tracing::warn!(
+                    namespace = %run.namespace,
+                    loadtest = %run.loadtest,
+                    configmap = %name,
+                    "the report's ConfigMap name is taken by one the operator did not create for this run; left alone, the status is written without the report"
+                );
+                return Ok(None);
+            }
+            // Deleted since: the next attempt creates it.
+            None => Err(e),
+        },
         other => other,
     };
     match written {

@@ -156,11 +156,38 @@ fn running_pod(index: u32) -> Value {
     })
 }
 
+/// The ownerReference and labels the operator gives the run's objects.
+fn owned_metadata(name: &str) -> Value {
+    json!({"name": name, "namespace": "team-a", "resourceVersion": "41",
+           "labels": {"volley.dev/run": UID, "app.kubernetes.io/managed-by": "volley-operator"},
+           "ownerReferences": [{"apiVersion": "volley.dev/v1alpha1", "kind": "LoadTest",
+                                "name": "web", "uid": UID, "controller": true,
+                                "blockOwnerDeletion": true}]})
+}
+
 fn token_secret() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret",
-           "metadata": {"name": "web-run-token", "namespace": "team-a"},
+           "metadata": owned_metadata("web-run-token"),
            "data": {"token": "c2VjcmV0LXRva2Vu"}})
 }
+
+/// A Secret of the run's name that someone else created (issue #19, finding 5): a chosen
+/// token and an unrelated key, no owner.
+fn planted_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "web-run-token", "namespace": "team-a", "resourceVersion": "7"},
+           "data": {"token": "Y2hvc2Vu", "unrelated": "a2VlcA=="}})
+}
+
+/// A ConfigMap of the report's name that someone else created.
+fn planted_report() -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "web-report", "namespace": "team-a", "resourceVersion": "9",
+                        "labels": {"volley.dev/run": UID}},
+           "data": {"precious": "yes"}})
+}
+
+const REPORT: &str = "/api/v1/namespaces/team-a/configmaps/web-report";
 
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
 const SECRET: &str = "/api/v1/namespaces/team-a/secrets/web-run-token";
@@ -181,6 +208,15 @@ async fn expect_reads(handle: &mut Handle, pods: Vec<Value>, secret: Option<Valu
     })
     .await;
     assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", SECRET));
+}
+
+/// Expects the look for a report ConfigMap someone else created, before the run's Secret: none.
+async fn expect_no_report(handle: &mut Handle) {
+    let get = serve(handle, 404, |_| {
+        status(404, "NotFound", "configmaps \"web-report\" not found")
+    })
+    .await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", REPORT));
 }
 
 /// After the reconcile: nothing else was sent.
@@ -218,6 +254,7 @@ async fn the_first_reconcile_creates_secret_pods_and_writes_starting() {
     let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
 
     expect_reads(&mut handle, Vec::new(), None).await;
+    expect_no_report(&mut handle).await;
     let secret = serve(&mut handle, 201, |s| s.body.clone()).await;
     assert_eq!(secret.method, "POST");
     assert_eq!(secret.uri, "/api/v1/namespaces/team-a/secrets?");
@@ -527,12 +564,20 @@ async fn the_end_of_a_run_writes_the_report_configmap_and_its_ref() {
         summary["reason"], "ThresholdsPassed",
         "the final status's reason"
     );
+    // Replaced only after checking it is the run's own, at the version read.
+    let get = serve(&mut handle, 200, |_| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": owned_metadata("web-report"),
+               "data": {"summary.json": "{}"}})
+    })
+    .await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", REPORT));
     let replace = serve(&mut handle, 200, |s| s.body.clone()).await;
     assert_eq!(
         (replace.method.as_str(), replace.uri.as_str()),
         ("PUT", "/api/v1/namespaces/team-a/configmaps/web-report?")
     );
     assert_eq!(replace.body["data"], create.body["data"]);
+    assert_eq!(replace.body["metadata"]["resourceVersion"], "41");
     let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
     assert_eq!(patch.uri, format!("{STATUS}?"));
     let s = &patch.body["status"];
@@ -787,5 +832,252 @@ async fn a_new_leader_does_not_write_zero_requests_over_the_status() {
     assert_eq!(patch.uri, format!("{STATUS}?"));
     assert_eq!(patch.body["status"]["metrics"]["requests"], 1350);
     task.await.unwrap().unwrap();
+    expect_no_more(handle, ctx).await;
+}
+
+/// Issue #19, finding 1: `runners.env` with a proxy variable under an allow-list is refused
+/// before any Secret or pod exists, naming the field.
+#[tokio::test]
+async fn a_proxy_variable_is_refused_while_targets_are_limited() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup_with(registry.clone(), fixtures::guarded("*.team-a.svc"));
+    let lt = Arc::new(fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 1, env: [{name: http_proxy, value: 'http://169.254.169.254:80'}]}",
+    ));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.method, "PATCH", "no Secret or pod is created first");
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "ProxyNotAllowed");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.runners.env[0].name: `http_proxy` is not allowed"),
+        "{}",
+        s["message"]
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(registry.calls.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}
+
+/// Issue #19, finding 5: a Secret `web-run-token` someone else created before the run (a
+/// chosen token, an unrelated key, no owner) is never adopted: the run ends in Error naming it,
+/// nothing is registered with the aggregator, and no request writes or deletes it.
+#[tokio::test]
+async fn a_planted_run_secret_is_never_adopted_or_touched() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 2));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), Some(planted_secret())).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(
+        (patch.method.as_str(), patch.uri.as_str()),
+        ("PATCH", format!("{STATUS}?").as_str()),
+        "no Secret, ConfigMap or pod request first"
+    );
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "NameTaken");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Secret team-a/web-run-token already exists and was not created by the operator for this LoadTest"),
+        "{}",
+        s["message"]
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.uri, format!("{EVENTS}?"));
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(
+        registry.registered.lock().unwrap().is_empty(),
+        "the planted token never reaches the aggregator"
+    );
+    expect_no_more(handle, ctx).await;
+
+    // The run, now in Error and due for cleanup (Always), still leaves the Secret alone.
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 2}\n  cleanup: {runners: Always}",
+    );
+    let lt = Arc::new(in_phase(lt, Phase::Error));
+    let task = tokio::spawn(reconcile(lt, ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), Some(planted_secret())).await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    expect_no_more(handle, ctx).await;
+}
+
+/// The control of the test above: the run's own Secret is deleted by the same cleanup.
+#[tokio::test]
+async fn the_runs_own_secret_is_deleted_by_the_cleanup() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 2}\n  cleanup: {runners: Always}",
+    );
+    let lt = Arc::new(in_phase(lt, Phase::Error));
+    let task = tokio::spawn(reconcile(lt, ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), Some(token_secret())).await;
+    let delete = serve(&mut handle, 200, |_| token_secret()).await;
+    assert_eq!(
+        (delete.method.as_str(), delete.uri.as_str()),
+        ("DELETE", format!("{SECRET}?").as_str())
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    expect_no_more(handle, ctx).await;
+}
+
+/// A Secret planted between the reconcile's read and its create (409): read again, found to
+/// be someone else's, and the run ends in Error; no pod is created with it.
+#[tokio::test]
+async fn a_secret_planted_during_the_reconcile_is_not_adopted() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 1));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    expect_no_report(&mut handle).await;
+    let create = serve(&mut handle, 409, |_| {
+        status(
+            409,
+            "AlreadyExists",
+            "secrets \"web-run-token\" already exists",
+        )
+    })
+    .await;
+    assert_eq!(create.method, "POST");
+    let get = serve(&mut handle, 200, |_| planted_secret()).await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", SECRET));
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.method, "PATCH", "no pod");
+    assert_eq!(patch.body["status"]["reason"], "NameTaken");
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(registry.registered.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}
+
+/// A report ConfigMap someone else created before the run: found before any Secret or pod
+/// exists, the run ends in Error naming it, and it is never written.
+#[tokio::test]
+async fn a_planted_report_configmap_stops_the_run_before_it_starts() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 2));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    let get = serve(&mut handle, 200, |_| planted_report()).await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", REPORT));
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.method, "PATCH", "no Secret or pod is created");
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Error");
+    assert_eq!(s["reason"], "NameTaken");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap team-a/web-report already exists and was not created"),
+        "{}",
+        s["message"]
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Error");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(registry.registered.lock().unwrap().is_empty());
+    expect_no_more(handle, ctx).await;
+}
+
+/// A report ConfigMap planted while the run ran: at the end the create meets 409, the read
+/// finds someone else's, and it is neither replaced nor given an ownerReference; the status is
+/// written without `reportRef`.
+#[tokio::test]
+async fn a_report_configmap_planted_during_the_run_is_not_replaced() {
+    use crate::observed::RunOutcome;
+    let registry = Arc::new(FakeRegistry::default());
+    *registry.progress.lock().unwrap() = Some(RunProgress {
+        registered: 2,
+        done: 2,
+        started_at: Some(fixtures::at(20)),
+        outcome: Some(RunOutcome {
+            phase: Phase::Succeeded,
+            reason: "Completed".into(),
+            message: "done".into(),
+        }),
+        ..RunProgress::default()
+    });
+    *registry.report.lock().unwrap() = Some(json!({"name": "web", "phase": "Succeeded"}));
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 2}\n  cleanup: {runners: Never}",
+    );
+    let lt = Arc::new(in_phase(lt, Phase::Running));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(
+        &mut handle,
+        vec![running_pod(0), running_pod(1)],
+        Some(token_secret()),
+    )
+    .await;
+    let create = serve(&mut handle, 409, |_| {
+        status(
+            409,
+            "AlreadyExists",
+            "configmaps \"web-report\" already exists",
+        )
+    })
+    .await;
+    assert_eq!(create.method, "POST");
+    let get = serve(&mut handle, 200, |_| planted_report()).await;
+    assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", REPORT));
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(
+        (patch.method.as_str(), patch.uri.as_str()),
+        ("PATCH", format!("{STATUS}?").as_str()),
+        "no PUT of the planted ConfigMap"
+    );
+    assert_eq!(patch.body["status"]["phase"], "Succeeded");
+    assert!(
+        patch.body["status"].get("reportRef").is_none(),
+        "{}",
+        patch.body
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Succeeded");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    expect_no_more(handle, ctx).await;
+}
+
+/// A Secret an earlier LoadTest of the same name left (its owner, by UID, is gone, so the
+/// garbage collector deletes it): waited for, without a status write or any other request.
+#[tokio::test]
+async fn a_secret_of_an_earlier_loadtest_of_the_same_name_is_waited_for() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let lt = Arc::new(fixtures::loadtest("web", 1));
+    let task = tokio::spawn(reconcile(lt, ctx.clone()));
+    let mut earlier = token_secret();
+    earlier["metadata"]["ownerReferences"][0]["uid"] = json!("0ld-0000");
+    earlier["metadata"]["labels"]["volley.dev/run"] = json!("0ld-0000");
+    expect_reads(&mut handle, Vec::new(), Some(earlier)).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert!(registry.registered.lock().unwrap().is_empty());
     expect_no_more(handle, ctx).await;
 }

@@ -6,7 +6,7 @@
 //! prefix and ends in a short hash of the full name, so two long names that share a prefix still
 //! get different objects.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use volley_crds::LoadTest;
 
@@ -139,6 +139,50 @@ impl RunRef {
     pub fn selector(&self) -> String {
         format!("{RUN_LABEL}={}", label_value(&self.run_id))
     }
+
+    /// Who made an existing object that bears one of the run's names (its token Secret, its
+    /// report ConfigMap). Names are predictable, so anyone who may create Secrets or
+    /// ConfigMaps in the namespace can create one first; the operator only uses, replaces or
+    /// deletes an object whose controller owner is this LoadTest (by UID) and that carries
+    /// the run's label.
+    pub fn ownership(&self, meta: &ObjectMeta) -> Ownership {
+        let controller = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let labelled = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RUN_LABEL))
+            .is_some_and(|v| *v == label_value(&self.run_id));
+        match controller {
+            Some(o) if o.kind == self.owner.kind && o.uid == self.run_id && labelled => {
+                Ownership::Ours
+            }
+            Some(o)
+                if o.kind == self.owner.kind
+                    && o.api_version == self.owner.api_version
+                    && o.name == self.loadtest
+                    && o.uid != self.run_id =>
+            {
+                Ownership::EarlierLoadTest
+            }
+            _ => Ownership::Foreign,
+        }
+    }
+}
+
+/// What [`RunRef::ownership`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Created by the operator for this run.
+    Ours,
+    /// Owned by an earlier LoadTest of the same name (deleted and created again): the garbage
+    /// collector deletes it shortly, since its owner is gone. Never touched; waited for.
+    EarlierLoadTest,
+    /// Anything else: never used, replaced or deleted.
+    Foreign,
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@
 //!   Before the first pod, an invalid spec ends the run in Error with reason `InvalidSpec`
 //!   and every field error in the message; then a spec the cluster administrator's limits
 //!   refuse ([`spec_check::admit`]) ends it in Error with reason `TargetNotAllowed` (a URL
-//!   outside `--allowed-targets`) or `ImageNotAllowed` (its own runner image while targets are
+//!   outside `--allowed-targets`), `ImageNotAllowed` (its own runner image while targets are
+//!   limited) or `ProxyNotAllowed` (a proxy variable in `runners.env` while targets are
 //!   limited). Either way no Secret and no pod is created and nothing is registered.
 //! - A finished run is final: no pod or Secret is ever created for it again, and its phase,
 //!   reason and message are never rewritten. Its runners may still be stopping (a run the

@@ -2,7 +2,7 @@
 //! `volley_crds::validate::validate_for_cluster`: local `file:` sources cannot work in a pod,
 //! the token variable is the operator's, every `${env:...}` must be declared). Then the cluster administrator's limits
 //! ([`admit`]): the allow-list of load targets (`--allowed-targets`, see docs/security.md) and,
-//! while it is set, the operator's own runner image.
+//! while it is set, the operator's own runner image and no proxy variable in `runners.env`.
 
 use volley_crds::LoadTestSpec;
 use volley_crds::target_policy::{RefusedUrl, refused_urls};
@@ -16,6 +16,12 @@ use crate::pods::runner_image;
 pub const TARGET_NOT_ALLOWED: &str = "TargetNotAllowed";
 /// Reason of a run refused because it brings its own runner image while targets are limited.
 pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
+/// Reason of a run refused because `runners.env` sets a proxy variable while targets are
+/// limited.
+pub const PROXY_NOT_ALLOWED: &str = "ProxyNotAllowed";
+/// Variables that make HTTP clients send everything to a proxy (compared without case).
+/// `NO_PROXY` only exempts hosts from a proxy, so it is not among them.
+const PROXY_VARIABLES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
 /// Longest refusal message, in characters (all but the image name are ASCII): it is the
 /// status message and, behind the reason, the note of an event, which the API server limits
 /// to 1024 bytes. The same bound as every finished run's message
@@ -28,7 +34,7 @@ const URL_LIST_CHARS: usize = 400;
 /// Why the administrator's limits refuse a spec: the run's reason and its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// [`TARGET_NOT_ALLOWED`] or [`IMAGE_NOT_ALLOWED`].
+    /// [`TARGET_NOT_ALLOWED`], [`IMAGE_NOT_ALLOWED`] or [`PROXY_NOT_ALLOWED`].
     pub reason: &'static str,
     /// What is refused and why, at most [`MAX_REFUSAL_CHARS`] characters.
     pub message: String,
@@ -42,7 +48,14 @@ pub struct Refusal {
 ///    target; otherwise [`TARGET_NOT_ALLOWED`], naming each refused field and host;
 /// 2. while a list is set, `spec.runners.image` may only be empty or the operator's runner
 ///    image: the runners enforce the list for the URLs only they can see, and another image
-///    could ignore it. Otherwise [`IMAGE_NOT_ALLOWED`].
+///    could ignore it. Otherwise [`IMAGE_NOT_ALLOWED`];
+/// 3. while a list is set, `spec.runners.env` may not name a proxy variable (`HTTP_PROXY`,
+///    `HTTPS_PROXY`, `ALL_PROXY`, any case): through a proxy every request reaches the proxy's
+///    host, whatever the list says. Volley's runner ignores these variables anyway; the
+///    refusal tells the author so instead of a run that silently goes direct. Otherwise
+///    [`PROXY_NOT_ALLOWED`]. Names from `runners.envFrom` cannot be known without reading
+///    the tenant's ConfigMaps and Secrets, which the operator does not do: there the
+///    runner's own disregard of proxies is the guard.
 ///
 /// Without a list (allow-all) everything is admitted.
 pub fn admit(spec: &LoadTestSpec, defaults: &RunnerDefaults) -> Result<(), Refusal> {
@@ -68,6 +81,24 @@ pub fn admit(spec: &LoadTestSpec, defaults: &RunnerDefaults) -> Result<(), Refus
         );
         return Err(Refusal {
             reason: IMAGE_NOT_ALLOWED,
+            message: shorten(&message, MAX_REFUSAL_CHARS),
+        });
+    }
+    let proxy = spec.runners.env.iter().enumerate().find(|(_, var)| {
+        PROXY_VARIABLES
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&var.name))
+    });
+    if let Some((i, var)) = proxy {
+        let message = format!(
+            "spec.runners.env[{i}].name: `{}` is not allowed: while the cluster administrator \
+             limits the load targets (--allowed-targets), runners send load straight to the \
+             allowed hosts and never through a proxy (a proxy would receive every request, \
+             whatever the list says); remove it",
+            shorten(&var.name, 100),
+        );
+        return Err(Refusal {
+            reason: PROXY_NOT_ALLOWED,
             message: shorten(&message, MAX_REFUSAL_CHARS),
         });
     }
@@ -367,6 +398,31 @@ mod tests {
             "{}",
             message.len()
         );
+    }
+
+    #[test]
+    fn proxy_variables_are_refused_while_targets_are_limited() {
+        for name in ["HTTP_PROXY", "https_proxy", "All_Proxy"] {
+            let lt = fixtures::loadtest_yaml(
+                "web",
+                &format!(
+                    "runners: {{env: [{{name: TOKEN_URL, value: x}}, {{name: {name}, value: 'http://169.254.169.254:80'}}]}}"
+                ),
+            );
+            let (reason, message) = refusal(&lt, &fixtures::guarded("*.team-a.svc")).unwrap();
+            assert_eq!(reason, PROXY_NOT_ALLOWED, "{name}");
+            assert!(
+                message.starts_with(&format!(
+                    "spec.runners.env[1].name: `{name}` is not allowed"
+                )),
+                "{message}"
+            );
+            // Without a list the guard is off (and the runner ignores proxies anyway).
+            assert_eq!(refusal(&lt, &fixtures::defaults()), None, "{name}");
+        }
+        // NO_PROXY only exempts hosts from a proxy: harmless.
+        let lt = fixtures::loadtest_yaml("web", "runners: {env: [{name: NO_PROXY, value: '*'}]}");
+        assert_eq!(refusal(&lt, &fixtures::guarded("*.team-a.svc")), None);
     }
 
     #[test]

@@ -471,7 +471,9 @@ impl AggregatorClient {
             )
         })?;
         auth.set_sensitive(true);
+        // No proxy: the run's bearer token goes to the aggregator and nowhere else.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .user_agent(crate::step::USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

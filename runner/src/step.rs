@@ -30,7 +30,9 @@
 //! per execution and every redirect hop are checked right before they would be sent: a refused
 //! request is not sent and fails the step with kind `blocked` (never retried). Sending nothing
 //! to a host the administrator did not allow is the point, so the check sits in front of the
-//! client, not in a DNS resolver.
+//! client, not in a DNS resolver. A `Host` header is checked before each send too
+//! ([`TargetPolicy::check_host_header`]): a host-based router would deliver the request to
+//! the host it names. A refusal whose host comes from `${env:...}` does not show the host.
 //!
 //! # Byte counts (approximate)
 //! Sent: request line, the headers Volley sets plus `host`, `accept` and `user-agent`, a
@@ -47,7 +49,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{
-    AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE,
+    AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    SET_COOKIE,
 };
 use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
@@ -72,6 +75,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What a refusal shows instead of a host that holds an `${env:...}` value.
+const HIDDEN_HOST: &str = "(a host holding an ${env:...} value, not shown)";
+
+/// `refused` with its host hidden when `secret`: environment values are never printed, and
+/// the host of `http://${env:KEY}.example.com` is one.
+fn hide_host(mut refused: PolicyError, secret: bool) -> PolicyError {
+    if secret {
+        refused.target = HIDDEN_HOST.to_string();
+    }
+    refused
+}
 
 /// Why a step cannot be compiled (or the HTTP client built). Messages name the step and the
 /// field; they never contain environment values.
@@ -134,12 +149,17 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Builds the HTTP client a runner shares between all its VUs: connection pool, TLS
-/// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no proxy, no cookie store
+/// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no cookie store
 /// (cookies are per VU, see [`VuContext::cookies`]), no client-wide timeout (each request gets
 /// the step's or target's), and no automatic redirects: [`run_step`] follows up to 10 itself,
 /// so redirect responses' cookies reach the VU's jar.
+///
+/// Proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, any case) are ignored: requests
+/// go straight to the host the allow-list checked. Through a proxy every request would reach
+/// the proxy's host instead, whatever the list says (issue #19).
 pub fn build_client(target: &Target) -> Result<reqwest::Client, StepError> {
     reqwest::Client::builder()
+        .no_proxy()
         .user_agent(USER_AGENT)
         .tls_danger_accept_invalid_certs(target.insecure_skip_tls_verify)
         .redirect(reqwest::redirect::Policy::none())
@@ -341,7 +361,9 @@ impl CompiledStep {
             return Ok(());
         }
         if let UrlTemplate::Static(url) = &request.url {
-            policy.check_url(url)?;
+            policy
+                .check_url(url)
+                .map_err(|e| hide_host(e, request.url_text.has_secret()))?;
         }
         request.policy = Some(policy.clone());
         Ok(())
@@ -874,8 +896,13 @@ impl CompiledRequest {
             }
         };
         // A literal URL was checked once, in `restrict`; a rendered one is checked per send.
-        let rendered_url = !matches!(self.url, UrlTemplate::Static(_));
-        if rendered_url && let Err(refused) = self.allowed(&rendered.url) {
+        let check_url = !matches!(self.url, UrlTemplate::Static(_));
+        let secret_url = self.url_text.has_secret();
+        if let Err(refused) = self.allowed(
+            &rendered.url,
+            check_url.then_some(secret_url),
+            &rendered.headers,
+        ) {
             self.warn_refused(step_name, &refused);
             return StepOutcome {
                 samples: Vec::new(),
@@ -973,12 +1000,29 @@ impl CompiledRequest {
         }
     }
 
-    /// Whether `url` may be sent to.
-    fn allowed(&self, url: &Url) -> Result<(), PolicyError> {
-        match &self.policy {
-            Some(policy) => policy.check_url(url),
-            None => Ok(()),
+    /// Whether a request to `url` with `headers` may be sent: the URL, when `check_url` is set
+    /// (`Some(secret)`: whether its host may hold an `${env:...}` value, not to be shown), and
+    /// the `Host` header, if any.
+    fn allowed(
+        &self,
+        url: &Url,
+        check_url: Option<bool>,
+        headers: &HeaderMap,
+    ) -> Result<(), PolicyError> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        if let Some(secret) = check_url {
+            policy.check_url(url).map_err(|e| hide_host(e, secret))?;
         }
+        if let Some(host) = headers.get(HOST) {
+            // A value that is not visible ASCII is no host: refused like one.
+            let text = host.to_str().unwrap_or("\u{fffd}");
+            policy
+                .check_host_header(url, text)
+                .map_err(|e| hide_host(e, host.is_sensitive()))?;
+        }
+        Ok(())
     }
 
     /// Says once per step that a request was refused (the host is no secret; the rest of the
@@ -1226,7 +1270,7 @@ impl CompiledRequest {
                     break Some(ErrorKind::Connect);
                 }
                 // An allowed host must not be able to bounce the load to a forbidden one.
-                if let Err(refused) = self.allowed(&next) {
+                if let Err(refused) = self.allowed(&next, Some(false), &headers) {
                     self.warn_refused("(redirect)", &refused);
                     break Some(ErrorKind::Blocked);
                 }

@@ -555,3 +555,125 @@ fn the_manifest_is_valid() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #19, finding 9: a secret inside a host name (`http://${env:SECRET}.example.com`), or
+/// inside a `Host` header, refused by the allow-list. The refusal says what is refused without
+/// the host, in stdout, stderr and `--out`. Host names are lowercased when parsed, so the
+/// outputs are searched for the lowercased secret too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_refused_host_is_not_shown() {
+    let dir = tempdir("host-secret");
+    let port = closed_port();
+    let write = |step: &str| {
+        let file = dir.join("host-secret.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {{name: host-secret}}
+spec:
+  target: {{baseUrl: "http://127.0.0.1:{port}", timeout: 1s}}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 1
+      iterations: 2
+      steps:
+{step}
+  runners:
+    env:
+      - name: {SECRET_ENV}
+        valueFrom: {{secretKeyRef: {{name: e2e-credentials, key: password}}}}
+"#
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let in_url = write(&format!(
+        "        - name: tenant-host\n          request: {{url: \"http://${{env:{SECRET_ENV}}}.example.com/x\"}}"
+    ));
+    let out_file = dir.join("summary.json");
+    let run = |file: std::path::PathBuf, debug: bool| {
+        let out_file = out_file.clone();
+        async move {
+            let _ = std::fs::remove_file(&out_file);
+            let mut cmd = tokio::process::Command::new(VOLLEY);
+            cmd.arg("run")
+                .arg(&file)
+                .args(["--allowed-targets", &format!("127.0.0.1:{port}"), "--out"])
+                .arg(&out_file)
+                .env(SECRET_ENV, SECRET)
+                .env("RUST_LOG", if debug { "debug" } else { "warn" })
+                .kill_on_drop(true);
+            let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
+                .await
+                .expect("volley run is bounded")
+                .expect("run volley");
+            Ran {
+                summary: std::fs::read_to_string(&out_file).unwrap_or_default(),
+                out,
+                seen: Vec::new(),
+                demo_requests: 0,
+                demo_failures: 0,
+            }
+        }
+    };
+    let lower = SECRET.to_lowercase();
+    for debug in [false, true] {
+        let tag = if debug { "url, RUST_LOG=debug" } else { "url" };
+        let ran = run(in_url.clone(), debug).await;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&ran.out.stdout),
+            String::from_utf8_lossy(&ran.out.stderr)
+        );
+        assert_eq!(ran.out.status.code(), Some(1), "{tag}:\n{said}");
+        assert!(
+            said.contains("request.url") && said.contains("not shown"),
+            "{tag}: the refusal names the field:\n{said}"
+        );
+        assert!(
+            ran.summary.contains("TargetNotAllowed"),
+            "{tag}: {}",
+            ran.summary
+        );
+        assert_clean(tag, &ran);
+        for (place, text) in [("output", &said), ("--out", &ran.summary)] {
+            assert!(
+                !text.to_lowercase().contains(&lower),
+                "{tag}: the lowercased secret leaked into {place}:\n{text}"
+            );
+        }
+    }
+
+    // In a `Host` header: refused at each send; the warning does not show it either.
+    let in_header = write(&format!(
+        "        - name: tenant-vhost\n          request: {{url: /x, headers: {{Host: \"${{env:{SECRET_ENV}}}.example.com\"}}}}"
+    ));
+    for debug in [false, true] {
+        let tag = if debug {
+            "header, RUST_LOG=debug"
+        } else {
+            "header"
+        };
+        let ran = run(in_header.clone(), debug).await;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&ran.out.stdout),
+            String::from_utf8_lossy(&ran.out.stderr)
+        );
+        let summary: Value = serde_json::from_str(&ran.summary)
+            .unwrap_or_else(|e| panic!("{tag}: no summary ({e}):\n{said}"));
+        assert_eq!(counted(&summary, "blocked"), 2, "{tag}: {summary}");
+        assert_clean(tag, &ran);
+        for (place, text) in [("output", &said), ("--out", &ran.summary)] {
+            assert!(
+                !text.to_lowercase().contains(&lower),
+                "{tag}: the lowercased secret leaked into {place}:\n{text}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

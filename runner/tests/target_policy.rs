@@ -42,6 +42,9 @@ async fn volley(args: &[&str], env: &[(&str, &str)]) -> (Output, String, String)
         .env_remove("VOLLEY_ALLOWED_TARGETS")
         .env_remove("VOLLEY_TP_HOST")
         .kill_on_drop(true);
+    for proxy in PROXY_VARS {
+        cmd.env_remove(proxy);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -52,6 +55,65 @@ async fn volley(args: &[&str], env: &[(&str, &str)]) -> (Output, String, String)
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
+}
+
+/// Every proxy variable reqwest (and curl) honour, in both spellings.
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// A "proxy" on 127.0.0.1 that counts the connections it accepts and answers each with an
+/// empty `200 OK`, the way an attacker's proxy would let a run look healthy.
+struct CountingProxy {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start() -> CountingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        CountingProxy {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn manifest(dir: &Path, yaml: &str) -> PathBuf {
@@ -156,7 +218,8 @@ spec:
 
 /// The host comes from `${env:...}`: the static check cannot see it and lets the manifest
 /// through, the runner resolves it when compiling, refuses it before any load, and the run
-/// exits 1 naming the step's URL field and the host. The target sees nothing.
+/// exits 1 naming the step's URL field (not the host: it holds an environment value). The
+/// target sees nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_env_templated_host_passes_the_static_check_but_is_refused_before_sending() {
     let target = demo().await;
@@ -206,7 +269,8 @@ spec:
         all.contains("spec.scenarios[0].steps[0].request.url"),
         "{all}"
     );
-    assert!(all.contains(&host), "{all}");
+    // `${env:...}` values are secrets: the host is not shown (issue #19, finding 9).
+    assert!(all.contains("not shown") && !all.contains(&host), "{all}");
     let summary: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
     assert_eq!(summary["phase"], "Error", "{summary}");
     assert_eq!(summary["reason"], "TargetNotAllowed", "{summary}");
@@ -389,4 +453,181 @@ async fn a_redirect_to_a_host_outside_the_list_is_not_followed() {
     assert_eq!(demo.stats().requests, 0);
     server.abort();
     demo.shutdown().await;
+}
+
+/// Issue #19, finding 1: proxy variables in the runner's environment (here every spelling,
+/// pointing at a counting listener) must not divert anything. `volley run --runners 2` starts
+/// two `volley agent` processes, which inherit the environment: neither their load requests
+/// nor their calls to the aggregator (with the run's bearer token) may reach the proxy, and
+/// the allowed target gets every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_do_not_divert_load_or_the_protocol() {
+    let target = demo().await;
+    let proxy = CountingProxy::start().await;
+    let dir = tempdir("proxy");
+    let file = manifest(
+        &dir,
+        &format!(
+            r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {{name: proxied}}
+spec:
+  target: {{baseUrl: "{}"}}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 2
+      iterations: 10
+      steps:
+        - request: {{url: /api/items}}
+  thresholds:
+    - "error_rate < 1%"
+"#,
+            target.base_url()
+        ),
+    );
+    let host = format!("127.0.0.1:{}", target.addr().port());
+    let proxy_url = format!("http://{}", proxy.addr);
+    let mut env: Vec<(&str, &str)> = PROXY_VARS
+        .iter()
+        .filter(|v| !v.eq_ignore_ascii_case("no_proxy"))
+        .map(|v| (*v, proxy_url.as_str()))
+        .collect();
+    // An empty NO_PROXY exempts nothing (not even loopback).
+    env.push(("NO_PROXY", ""));
+    let out_json = dir.join("summary.json");
+    let (out, stdout, stderr) = volley(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--quiet",
+            "--runners",
+            "2",
+            "--out",
+            out_json.to_str().unwrap(),
+            "--allowed-targets",
+            &host,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(
+        proxy.connections(),
+        0,
+        "the proxy was used; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    assert_eq!(summary["metrics"]["requests"], 10, "{summary}");
+    assert_eq!(summary["metrics"]["failures"], 0, "{summary}");
+    assert_eq!(target.stats().requests, 10);
+    let _ = std::fs::remove_dir_all(&dir);
+    target.shutdown().await;
+}
+
+/// Issue #19, finding 8: a `Host` header sends a request to another virtual host behind an
+/// allowed address. Under a list that allows only the target's own address, a foreign `Host`
+/// header from `${env:...}` (invisible to the static check) is refused before each send and
+/// counted as `blocked`, and the target sees nothing; a literal one is refused up front,
+/// naming the header field. The control: the allowed host in the header goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_header_is_blocked() {
+    let target = demo().await;
+    let dir = tempdir("host-header");
+    let host = format!("127.0.0.1:{}", target.addr().port());
+    let yaml = |header: &str| {
+        format!(
+            r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {{name: host-header}}
+spec:
+  target: {{baseUrl: "{}"}}
+  scenarios:
+    - name: s
+      executor: shared-iterations
+      vus: 1
+      iterations: 4
+      steps:
+        - name: items
+          request:
+            url: /api/items
+            headers: {{Host: "{header}"}}
+          retry: {{attempts: 3, backoff: 10ms}}
+"#,
+            target.base_url()
+        )
+    };
+    let run = |file: PathBuf, out_json: PathBuf, env: Vec<(&'static str, String)>| {
+        let host = host.clone();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            volley(
+                &[
+                    "run",
+                    file.to_str().unwrap(),
+                    "--quiet",
+                    "--out",
+                    out_json.to_str().unwrap(),
+                    "--allowed-targets",
+                    &host,
+                ],
+                &env,
+            )
+            .await
+        }
+    };
+    let out_json = dir.join("summary.json");
+
+    // From the environment: known only to the runner, refused at each send.
+    let file = manifest(&dir, &yaml("${env:VOLLEY_TP_HOST}"));
+    let (out, stdout, stderr) = run(
+        file.clone(),
+        out_json.clone(),
+        vec![("VOLLEY_TP_HOST", "internal.other-team.svc".into())],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no threshold: the run itself completes; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    let m = &summary["metrics"];
+    assert_eq!(m["requests"], 4, "{m}");
+    assert_eq!(m["errorsByKind"]["blocked"], 4, "never retried: {m}");
+    assert_eq!(target.stats().requests, 0, "nothing reached the target");
+
+    // The control: the header names the allowed target itself.
+    let (out, stdout, stderr) = run(
+        file,
+        out_json.clone(),
+        vec![("VOLLEY_TP_HOST", host.clone())],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    assert_eq!(summary["metrics"]["failures"], 0, "{summary}");
+    assert_eq!(target.stats().requests, 4);
+
+    // Literal: refused before anything runs, naming the header field.
+    let file = manifest(&dir, &yaml("internal.other-team.svc"));
+    let (out, _, stderr) = run(file, out_json, Vec::new()).await;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("spec.scenarios[0].steps[0].request.headers.Host"),
+        "{stderr}"
+    );
+    assert_eq!(target.stats().requests, 4, "nothing more was sent");
+    let _ = std::fs::remove_dir_all(&dir);
+    target.shutdown().await;
 }

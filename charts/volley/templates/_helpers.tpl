@@ -65,7 +65,7 @@ CI checks they match). */}}
   verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "update"]
+  verbs: ["get", "create", "update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
