@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use volley_aggregator::Aggregator;
 use volley_crds::manifest::parse_manifest;
-use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::status::{Phase, Verdict};
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;
@@ -25,7 +23,7 @@ use volley_operator::metrics::OperatorMetrics;
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
 
-use common::volley_binary;
+use common::{spawn_agent, volley_binary};
 
 const RUN: &str = "6f1c1d2e-0000-4000-8000-0000000000e2";
 const RATE: u64 = 20;
@@ -73,21 +71,7 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
     let mut agents: Vec<tokio::process::Child> = (0..2u32)
-        .map(|index| {
-            tokio::process::Command::new(&volley)
-                .args(["agent", "--aggregator", &url, "--run", RUN, "--index"])
-                .arg(index.to_string())
-                .env(
-                    TOKEN_ENV,
-                    volley_aggregator::server::runner_credential(token.expose(), index),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap()
-        })
+        .map(|index| spawn_agent(&volley, &url, RUN, index, token.expose()))
         .collect();
 
     let deadline = Instant::now() + Duration::from_secs(60);

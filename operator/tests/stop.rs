@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,6 @@ use volley_aggregator::Aggregator;
 use volley_aggregator::run::Stage;
 use volley_crds::LoadTest;
 use volley_crds::manifest::parse_manifest;
-use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::status::Phase;
 use volley_crds::target_policy::TargetPolicy;
 use volley_demo_target::{DemoConfig, DemoTarget};
@@ -39,7 +37,7 @@ use volley_operator::phase::{self, Observed};
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
 
-use common::volley_binary;
+use common::{spawn_agent, volley_binary};
 
 const RUNNERS: u32 = 3;
 /// Iterations per second, all runners together.
@@ -171,21 +169,7 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
     let agents = (0..RUNNERS)
-        .map(|index| {
-            tokio::process::Command::new(&volley)
-                .args(["agent", "--aggregator", &url, "--run", &run_id, "--index"])
-                .arg(index.to_string())
-                .env(
-                    TOKEN_ENV,
-                    volley_aggregator::server::runner_credential(token.expose(), index),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap()
-        })
+        .map(|index| spawn_agent(&volley, &url, &run_id, index, token.expose()))
         .collect();
     Run {
         _target: target,

@@ -1,6 +1,6 @@
 //! Shared by the integration tests that run real `volley agent` processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
@@ -39,4 +39,30 @@ pub fn volley_binary() -> PathBuf {
                 .expect("cargo named no `volley` executable")
         })
         .clone()
+}
+
+/// Starts `volley agent` as runner `index` of `run` against the aggregator at `url`, with that
+/// runner's own credential derived from the run's `token`, as a runner pod would get it. Its
+/// stderr goes to the test's, so a failing test shows what the agent said.
+#[allow(dead_code)] // not every test binary that shares this module starts agents
+pub fn spawn_agent(
+    volley: &Path,
+    url: &str,
+    run: &str,
+    index: u32,
+    token: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new(volley)
+        .args(["agent", "--aggregator", url, "--run", run, "--index"])
+        .arg(index.to_string())
+        .env(
+            volley_crds::protocol::TOKEN_ENV,
+            volley_aggregator::server::runner_credential(token, index),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot start volley agent")
 }
