@@ -51,17 +51,6 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RUNNER_ERROR_CHARS: usize = 500;
 /// Longest host name kept.
 const MAX_HOST_CHARS: usize = 253;
-/// Every kind a runner counts errors by (`Counters::errors` keys are their
-/// [`error_kind_name`]s): a report naming another is refused, so error keys stay a closed set.
-const ERROR_KINDS: [ErrorKind; 7] = [
-    ErrorKind::Connect,
-    ErrorKind::Timeout,
-    ErrorKind::Status4xx,
-    ErrorKind::Status5xx,
-    ErrorKind::Check,
-    ErrorKind::Extract,
-    ErrorKind::Blocked,
-];
 /// Longest name quoted back in a refusal.
 const MAX_QUOTED_CHARS: usize = 80;
 
@@ -238,7 +227,7 @@ impl DecodedReport {
 }
 
 /// Checks that `report` names only the scenarios and steps of `shape`, each at most once, and
-/// only error kinds of [`ERROR_KINDS`]; says what does not fit.
+/// only error kinds of [`ErrorKind::ALL`]; says what does not fit.
 fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
     let quote = |name: &str| format!("{:?}", shorten(name, MAX_QUOTED_CHARS));
     let mut seen_scenarios = Vec::with_capacity(report.scenarios.len());
@@ -280,7 +269,7 @@ fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
                     quote(kind),
                     quote(&step.name),
                     quote(&scenario.name),
-                    ERROR_KINDS.map(error_kind_name).join(", ")
+                    ErrorKind::ALL.map(error_kind_name).join(", ")
                 )
             })?;
         }
@@ -288,10 +277,10 @@ fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
     Ok(())
 }
 
-/// The first error kind of `counters` outside [`ERROR_KINDS`], if any.
+/// The first error kind of `counters` outside [`ErrorKind::ALL`], if any.
 fn known_error_kinds(counters: &Counters) -> Result<(), &str> {
     match counters.errors.keys().find(|k| {
-        !ERROR_KINDS
+        !ErrorKind::ALL
             .iter()
             .any(|kind| error_kind_name(*kind) == k.as_str())
     }) {

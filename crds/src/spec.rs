@@ -462,6 +462,20 @@ pub enum ErrorKind {
     Blocked,
 }
 
+impl ErrorKind {
+    /// Every kind. Error counters are keyed by these alone (the aggregator refuses a report
+    /// naming another), so a new kind goes here too.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Status4xx,
+        ErrorKind::Status5xx,
+        ErrorKind::Check,
+        ErrorKind::Extract,
+        ErrorKind::Blocked,
+    ];
+}
+
 /// Retry policy of a request step.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
