@@ -11,7 +11,7 @@
 //! - [`series`]: the per-second series from cumulative snapshots.
 //! - [`probe`]: the plateau windows of rate probes, from cumulative snapshots.
 //! - [`summary`]: the summary document of a finished run (`summary.json`).
-//! - [`server`]: the HTTP routes of `DESIGN.md` §4 over all runs.
+//! - [`server`]: the HTTP routes of `docs/reference.md` §3 over all runs.
 
 pub mod end;
 pub mod probe;

@@ -1,5 +1,5 @@
-//! The aggregator's HTTP side: the routes of `DESIGN.md` §4 over every registered run, with
-//! per-runner credentials, body limits and the start long-poll. Each handler checks the
+//! The aggregator's HTTP side: the routes of `docs/reference.md` §3 over every registered run,
+//! with per-runner credentials, body limits and the start long-poll. Each handler checks the
 //! caller's credential before it reads a byte of the body, decodes, takes the lock briefly,
 //! calls [`RunState`] and answers; histogram decoding happens outside the lock.
 //!

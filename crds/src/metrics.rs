@@ -1,15 +1,15 @@
 //! The metrics model: what a runner records, what `volley run` summarises, and what the
 //! aggregator merges. Pure data in, data out: no I/O, no clocks, no async.
 //!
-//! - Latencies go into HdrHistograms with the bounds of `DESIGN.md` §3 (1 µs to 1 h, 3
-//!   significant digits), in microseconds. Histograms with equal bounds merge by adding their
+//! - Latencies go into HdrHistograms with the bounds of `docs/reference.md` §4.4 (1 µs to 1 h,
+//!   3 significant digits), in microseconds. Histograms with equal bounds merge by adding their
 //!   counts, so percentiles of a merge are *exactly* those of one histogram fed every sample.
 //! - [`RunMetrics`] holds everything a run measured, cumulative since its start: one
 //!   [`ScenarioMetrics`] per scenario (setup steps live in a scenario named [`SETUP_SCENARIO`]),
 //!   one [`StepMetrics`] per request step.
-//! - [`Report`] is the runner → aggregator body of `DESIGN.md` §4: the same data with each
-//!   histogram as base64 of HdrHistogram's V2 compressed format. [`decode_histogram`] treats its
-//!   input as hostile: every size is capped *before* anything is allocated from it.
+//! - [`Report`] is the runner → aggregator body (`docs/reference.md` §3.3): the same data with
+//!   each histogram as base64 of HdrHistogram's V2 compressed format. [`decode_histogram`]
+//!   treats its input as hostile: every size is capped *before* anything is allocated from it.
 //! - [`metrics_status`], [`scenario_statuses`], [`step_statuses`] and [`evaluate_thresholds`]
 //!   turn merged data into the status types of [`crate::status`]; [`series_point`] turns two
 //!   cumulative snapshots into one point of the per-second series.
@@ -34,7 +34,7 @@ use crate::status::{
 use crate::text::shorten;
 use crate::threshold::{ScopeMetrics, parse_threshold, significant};
 
-/// Lowest latency a histogram tells apart, in microseconds (`DESIGN.md` §3).
+/// Lowest latency a histogram tells apart, in microseconds (`docs/reference.md` §4.4).
 pub const LATENCY_LOW_US: u64 = 1;
 /// Highest latency a histogram tracks, in microseconds: one hour. Longer ones are recorded as
 /// one hour.
@@ -176,9 +176,9 @@ impl MetricsError {
 // Histograms
 // ---------------------------------------------------------------------------------------------
 
-/// An empty latency histogram with the bounds of `DESIGN.md` §3: 1 µs to 1 h, 3 significant
-/// digits, in microseconds. Auto-resize is off, so its memory is fixed (about 190 KiB);
-/// [`record_latency`] clamps what is longer than an hour.
+/// An empty latency histogram with the bounds of `docs/reference.md` §4.4: 1 µs to 1 h, 3
+/// significant digits, in microseconds. Auto-resize is off, so its memory is fixed (about
+/// 190 KiB); [`record_latency`] clamps what is longer than an hour.
 pub fn new_latency_histogram() -> Histogram<u64> {
     #[allow(
         clippy::expect_used,
@@ -1112,8 +1112,8 @@ pub fn series_point(
 // Wire encoding
 // ---------------------------------------------------------------------------------------------
 
-/// A runner's report to the aggregator (`DESIGN.md` §4): everything it measured since the
-/// start, so a lost or repeated report loses nothing.
+/// A runner's report to the aggregator (`docs/reference.md` §3.3): everything it measured since
+/// the start, so a lost or repeated report loses nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {

@@ -1,4 +1,4 @@
-//! The runner ↔ aggregator protocol of `DESIGN.md` section 4: HTTP/JSON messages, shared by
+//! The runner ↔ aggregator protocol (`docs/reference.md` §3): HTTP/JSON messages, shared by
 //! `volley agent` (the client), the aggregator (the server, inside `volley run` and the
 //! operator), and their tests.
 //!

@@ -1,8 +1,8 @@
 //! The `LoadTest` custom resource: what a user writes in `spec`.
 //!
 //! Every doc comment here becomes `kubectl explain` text, so they are written for the person
-//! authoring a manifest. Field shapes follow `DESIGN.md` section 2; cross-field rules that a
-//! schema cannot express live in [`crate::validate`].
+//! authoring a manifest. `docs/reference.md` §1 "Manifest fields" describes every field;
+//! cross-field rules that a schema cannot express live in [`crate::validate`].
 
 use std::collections::BTreeMap;
 

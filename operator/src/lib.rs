@@ -1,4 +1,5 @@
-//! `volley-operator`: the Kubernetes controller for LoadTests (`DESIGN.md` section 5).
+//! `volley-operator`: the Kubernetes controller for LoadTests (`docs/reference.md` §2.2
+//! "Phases" and §4 "Semantics").
 //!
 //! The decisions are pure functions over plain data, tested without a cluster; the
 //! [`controller`] gathers the facts from the API server and the aggregator and carries the

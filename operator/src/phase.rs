@@ -2,7 +2,7 @@
 //! observed ([`Observed`]) and says what to do ([`Decision`]). The controller only gathers the
 //! facts and carries the decision out, so every rule below is tested without a cluster.
 //!
-//! The phases (`DESIGN.md` section 5):
+//! The phases (`docs/reference.md` §2.2, with the reasons of §2.3):
 //!
 //! - *(none)* or Pending → **Starting**: the spec passes validation; the run's Secret and one
 //!   pod per runner are created (pods that already exist, e.g. after an operator restart, are

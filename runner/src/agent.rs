@@ -1,6 +1,6 @@
 //! `volley agent`: one runner of a distributed run, inside a runner pod (or a process of
-//! `volley run --runners N`), speaking the protocol of `DESIGN.md` section 4
-//! ([`volley_crds::protocol`]).
+//! `volley run --runners N`), speaking the protocol of `docs/reference.md` §3 "Runner
+//! protocol" ([`volley_crds::protocol`]).
 //!
 //! The agent:
 //!

@@ -242,7 +242,7 @@ spec:
     target.shutdown().await;
 }
 
-/// A rate probe (DESIGN §7, sustainable RPS) against a target that takes 150 requests/s and
+/// A rate probe (`docs/reference.md` §4.8) against a target that takes 150 requests/s and
 /// refuses the excess: two runner processes step 50/s → 100/s → 300/s. Each plateau is judged
 /// on its own window, so the summary names 100/s as the sustainable rate and 300/s as where
 /// it broke, although the whole run's error rate fails the threshold (exit 99). Every window

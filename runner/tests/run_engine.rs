@@ -1546,10 +1546,10 @@ spec:
     target.shutdown().await;
 }
 
-/// `spec.timeout` is the whole run, "start barrier included" (DESIGN.md §2), so a setup step
-/// that hangs must not outlive it: with a 2 s timeout and a 6 s setup request the run must end
-/// after ~2 s as Failed/Timeout (the bound leaves a busy machine 3 s of slack and is still
-/// below the 6 s a run that waited for setup would take).
+/// `spec.timeout` is the whole run, start barrier and setup included (`docs/reference.md`
+/// §4.5), so a setup step that hangs must not outlive it: with a 2 s timeout and a 6 s setup
+/// request the run must end after ~2 s as Failed/Timeout (the bound leaves a busy machine 3 s
+/// of slack and is still below the 6 s a run that waited for setup would take).
 ///
 /// ENGINE BUG (reported): local.rs awaits `engine.run_setup()` with no bound, then measures
 /// the timeout from the start of the load; here the run lasts ~5.5 s and Succeeds.
