@@ -3,8 +3,9 @@
 # `helm lint` and `helm template` pass with default and non-default values (charts/volley/ci/),
 # every rendered object has what a real API server requires, the operator understands every
 # VOLLEY_* variable the chart sets, and kubectl accepts the objects (client-side dry run).
-# Then the API server's own schemas: every rendered object against Kubernetes 1.33's OpenAPI
-# schemas with unknown fields refused (kubernetes-validate, which bundles them), and every
+# Then the API server's own schemas: every rendered object against the OpenAPI schemas of the
+# oldest Kubernetes the chart supports (Chart.yaml's kubeVersion, 1.25) and of 1.33, with
+# unknown fields refused (kubernetes-validate, which bundles them), and every
 # example LoadTest against the generated CRD's schema (.ci/check_crd_schema.py); and the
 # documented Argo CD health check, run in Lua 5.1 for every phase (.ci/check_argocd_health.py).
 set -euo pipefail
@@ -12,7 +13,12 @@ cd "$(dirname "$0")/.."
 bin=$(.ci/k8s-tools.sh | tail -n 1)
 helm="$bin/helm"
 kubectl="$bin/kubectl"
-kube_version=1.33.0
+# The oldest supported version (Chart.yaml's kubeVersion; docs/guide.md says why) and a recent one.
+kube_versions="1.25.0 1.33.0"
+if ! grep -qx 'kubeVersion: ">=1.25.0-0"' charts/volley/Chart.yaml; then
+  echo "Chart.yaml's kubeVersion changed: update kube_versions in $0 and docs/guide.md" >&2
+  exit 1
+fi
 venv=target/tools/schema-venv
 if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   python3 -m venv "$venv"
@@ -47,14 +53,38 @@ render() { # NAME [helm args...]
   "$kubectl" --server "$server" --cache-dir "$out/kube-cache" apply --dry-run=client \
     --validate=false -f "$out/$name.yaml" >"$out/$name.dry-run.txt"
   # ServiceMonitor has no bundled schema (a Prometheus Operator CRD): a warning, not an error.
-  "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube_version" "$out/$name.yaml"
-  echo "chart ($name): lint, template, object checks, kubectl dry run and Kubernetes $kube_version schemas passed"
+  for kube_version in $kube_versions; do
+    "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube_version" "$out/$name.yaml"
+  done
+  echo "chart ($name): lint, template, object checks, kubectl dry run and Kubernetes $kube_versions schemas passed"
 }
 render default
 for values in "$chart"/ci/*.yaml; do
   render "$(basename "$values" .yaml)" --values "$values"
 done
 
+# A PodDisruptionBudget exactly when asked for or with more than one replica.
+pdbs() { grep -c '^kind: PodDisruptionBudget$' "$out/$1.yaml" || true; }
+if [ "$(pdbs default)" != 0 ] || [ "$(pdbs namespaced-values)" != 1 ] ||
+  [ "$(pdbs openshift-values)" != 1 ]; then
+  echo "PodDisruptionBudget: expected none with 1 replica, one with 2 or when enabled" >&2
+  exit 1
+fi
+if "$helm" template volley "$chart" --set operator.replicas=2 \
+  --set operator.podDisruptionBudget.enabled=false | grep -q '^kind: PodDisruptionBudget$'; then
+  echo "operator.podDisruptionBudget.enabled=false still rendered a PodDisruptionBudget" >&2
+  exit 1
+fi
+# OpenShift values: no fixed UID, GID or fsGroup anywhere, the operator's pod or the runner
+# contexts it is given; runner pods get the pull secrets.
+if grep -nE 'runAsUser|runAsGroup|fsGroup' "$out/openshift-values.yaml"; then
+  echo "openshift-values: a fixed user or group is still set (above)" >&2
+  exit 1
+fi
+grep -q 'value: "regcred,mirror"' "$out/openshift-values.yaml" || {
+  echo "openshift-values: VOLLEY_RUNNER_IMAGE_PULL_SECRETS is not regcred,mirror" >&2
+  exit 1
+}
 # A value the schema forbids must be refused.
 if "$helm" template volley "$chart" --set operator.logFormat=xml >/dev/null 2>&1; then
   echo "values.schema.json accepted operator.logFormat=xml" >&2

@@ -29,6 +29,7 @@ RESOURCES = {
         ("rolebindings", "RoleBinding", True),
     ],
     "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True)],
+    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "coordination.k8s.io/v1": [("leases", "Lease", True)],
     "apiextensions.k8s.io/v1": [
         ("customresourcedefinitions", "CustomResourceDefinition", False)

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements, SecurityContext};
 use volley_crds::target_policy::TargetPolicy;
 
 /// Runner image used when a LoadTest does not set `runners.image`.
@@ -86,6 +86,37 @@ pub struct Config {
         value_parser = parse_resources,
     )]
     pub runner_resources: Option<ResourceRequirements>,
+    /// Image pull secrets of every runner pod, comma-separated Secret names in the LoadTest's
+    /// namespace (the chart's `runner.imagePullSecrets`), for a runner image in a private
+    /// registry. Default: none.
+    #[arg(
+        long,
+        env = "VOLLEY_RUNNER_IMAGE_PULL_SECRETS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub runner_image_pull_secrets: Vec<String>,
+    /// Pod security context of runner pods, as JSON, replacing the built-in one (non-root UID
+    /// 65532, RuntimeDefault seccomp); e.g. `{"runAsNonRoot":true,"seccompProfile":{"type":
+    /// "RuntimeDefault"}}` on OpenShift, which assigns the UID itself. A LoadTest cannot change
+    /// it.
+    #[arg(
+        long,
+        env = "VOLLEY_RUNNER_POD_SECURITY_CONTEXT",
+        value_name = "JSON",
+        value_parser = parse_pod_security_context,
+    )]
+    pub runner_pod_security_context: Option<PodSecurityContext>,
+    /// Security context of the runner container, as JSON, replacing the built-in one (non-root
+    /// UID 65532, read-only root filesystem, no privilege escalation, all capabilities
+    /// dropped). A LoadTest cannot change it.
+    #[arg(
+        long,
+        env = "VOLLEY_RUNNER_SECURITY_CONTEXT",
+        value_name = "JSON",
+        value_parser = parse_security_context,
+    )]
+    pub runner_security_context: Option<SecurityContext>,
 }
 
 /// How logs are written.
@@ -106,6 +137,15 @@ impl Config {
             aggregator_url: self.aggregator_url.clone(),
             allowed_targets: self.allowed_targets.clone().unwrap_or_default(),
             resources: self.runner_resources.clone(),
+            image_pull_secrets: self
+                .runner_image_pull_secrets
+                .iter()
+                .map(|name| name.trim())
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect(),
+            pod_security_context: self.runner_pod_security_context.clone(),
+            security_context: self.runner_security_context.clone(),
         }
     }
 
@@ -132,6 +172,24 @@ fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
     })
 }
 
+fn parse_pod_security_context(text: &str) -> Result<PodSecurityContext, String> {
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "the runner pod security context must be a Kubernetes PodSecurityContext object in \
+             JSON, e.g. {{\"runAsNonRoot\":true}}: {e}"
+        )
+    })
+}
+
+fn parse_security_context(text: &str) -> Result<SecurityContext, String> {
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "the runner security context must be a Kubernetes SecurityContext object in JSON, \
+             e.g. {{\"allowPrivilegeEscalation\":false}}: {e}"
+        )
+    })
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<volley_crds::Duration>()
         .map(|d| d.get())
@@ -153,6 +211,14 @@ pub struct RunnerDefaults {
     pub allowed_targets: TargetPolicy,
     /// Resources when the LoadTest sets none.
     pub resources: Option<ResourceRequirements>,
+    /// Names of the image pull secrets every runner pod gets.
+    pub image_pull_secrets: Vec<String>,
+    /// The administrator's pod security context of runner pods; `None` is the built-in
+    /// restrictive one ([`crate::pods`]).
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// The administrator's security context of the runner container; `None` is the built-in
+    /// restrictive one.
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Time bounds of the phase logic.
@@ -209,6 +275,9 @@ mod tests {
                 aggregator_url: "http://agg:8080".into(),
                 allowed_targets: TargetPolicy::allow_all(),
                 resources: None,
+                image_pull_secrets: Vec::new(),
+                pod_security_context: None,
+                security_context: None,
             }
         );
         assert_eq!(cfg.runner_start_timeout, Duration::from_secs(90));
@@ -233,6 +302,50 @@ mod tests {
         );
         let cfg = Config::try_parse_from(["volley-operator", "--log-format", "json"]).unwrap();
         assert_eq!(cfg.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn runner_pod_settings_of_the_administrator_are_parsed_at_startup() {
+        let cfg = Config::try_parse_from(["volley-operator"]).unwrap();
+        let d = cfg.runner_defaults();
+        assert!(d.image_pull_secrets.is_empty());
+        assert_eq!(d.pod_security_context, None, "the built-in one");
+        assert_eq!(d.security_context, None, "the built-in one");
+        // Blank entries (a trailing comma in a values file) are dropped.
+        let cfg = Config::try_parse_from([
+            "volley-operator",
+            "--runner-image-pull-secrets",
+            "regcred,,mirror,",
+            "--runner-pod-security-context",
+            "{}",
+            "--runner-security-context",
+            r#"{"readOnlyRootFilesystem":true}"#,
+        ])
+        .unwrap();
+        let d = cfg.runner_defaults();
+        assert_eq!(d.image_pull_secrets, ["regcred", "mirror"]);
+        assert_eq!(d.pod_security_context, Some(PodSecurityContext::default()));
+        assert_eq!(
+            d.security_context.and_then(|c| c.read_only_root_filesystem),
+            Some(true)
+        );
+        // A bad value refuses to start and says what is expected.
+        let err = Config::try_parse_from([
+            "volley-operator",
+            "--runner-pod-security-context",
+            "runAsUser=1000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PodSecurityContext object in JSON"), "{err}");
+        let err = Config::try_parse_from([
+            "volley-operator",
+            "--runner-security-context",
+            r#"{"privileged":"no"}"#,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SecurityContext object in JSON"), "{err}");
     }
 
     #[test]

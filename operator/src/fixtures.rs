@@ -43,6 +43,9 @@ pub fn defaults() -> RunnerDefaults {
         aggregator_url: "http://volley-operator.volley-system.svc:8080".into(),
         allowed_targets: TargetPolicy::allow_all(),
         resources: None,
+        image_pull_secrets: Vec::new(),
+        pod_security_context: None,
+        security_context: None,
     }
 }
 

@@ -6,16 +6,16 @@
 //! targets (an argument, not only the variable: it beats `VOLLEY_ALLOWED_TARGETS`, so a
 //! tenant's `runners.env` cannot loosen the list), gets its own credential (not the run's
 //! token) from the run's Secret through the `VOLLEY_TOKEN` variable, and has a restrictive
-//! security context. ConfigMaps that data
-//! feeders or multipart parts refer to are mounted read-only under [`CONFIGMAP_ROOT`] as
+//! security context (the administrator may replace it, e.g. on OpenShift, which assigns the
+//! UID itself; a LoadTest cannot). ConfigMaps that data feeders or multipart parts refer to are mounted read-only under [`CONFIGMAP_ROOT`] as
 //! `NAME/KEY`, the layout `volley agent --configmaps` reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    EnvVarSource, LocalObjectReference, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use volley_crds::LoadTest;
@@ -122,7 +122,12 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
             .clone()
             .or_else(|| defaults.resources.clone()),
         volume_mounts: Some(mounts),
-        security_context: Some(container_security_context()),
+        security_context: Some(
+            defaults
+                .security_context
+                .clone()
+                .unwrap_or_else(builtin_container_security_context),
+        ),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Container::default()
     };
@@ -146,7 +151,19 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
             tolerations: (!runners.tolerations.is_empty()).then(|| runners.tolerations.clone()),
             affinity: affinity(runners.affinity.clone(), runners.separate, run),
             priority_class_name: runners.priority_class_name.clone(),
-            security_context: Some(pod_security_context()),
+            security_context: Some(
+                defaults
+                    .pod_security_context
+                    .clone()
+                    .unwrap_or_else(builtin_pod_security_context),
+            ),
+            image_pull_secrets: (!defaults.image_pull_secrets.is_empty()).then(|| {
+                defaults
+                    .image_pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect()
+            }),
             volumes: Some(volumes),
             ..PodSpec::default()
         }),
@@ -214,7 +231,9 @@ fn runtime_default_seccomp() -> SeccompProfile {
     }
 }
 
-fn pod_security_context() -> PodSecurityContext {
+/// The pod security context of runner pods unless the administrator sets one
+/// (`--runner-pod-security-context`; the chart's `runner.podSecurityContext` default is the same).
+pub fn builtin_pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNNER_UID),
@@ -225,7 +244,9 @@ fn pod_security_context() -> PodSecurityContext {
     }
 }
 
-fn container_security_context() -> SecurityContext {
+/// The runner container's security context unless the administrator sets one
+/// (`--runner-security-context`; the chart's `runner.securityContext` default is the same).
+pub fn builtin_container_security_context() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNNER_UID),
@@ -353,6 +374,49 @@ mod tests {
         );
         let own = fixtures::loadtest_yaml("web", "runners: {resources: {limits: {cpu: '2'}}}");
         assert_eq!(resources(&own), serde_json::json!({"limits": {"cpu": "2"}}));
+    }
+
+    #[test]
+    fn the_administrators_security_contexts_and_pull_secrets_reach_every_runner_pod() {
+        // As the chart passes them for OpenShift: no UID, the platform assigns one.
+        let cfg = <crate::config::Config as clap::Parser>::try_parse_from([
+            "volley-operator",
+            "--runner-pod-security-context",
+            r#"{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}}"#,
+            "--runner-security-context",
+            r#"{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}"#,
+            "--runner-image-pull-secrets",
+            "regcred, mirror",
+        ])
+        .unwrap();
+        let defaults = RunnerDefaults {
+            image: "ghcr.io/volley-dev/volley:test".into(),
+            ..cfg.runner_defaults()
+        };
+        // A LoadTest has no field to change them; its own settings leave them alone.
+        let lt = fixtures::loadtest_yaml(
+            "web",
+            "runners: {parallelism: 1, serviceAccountName: runner-sa}",
+        );
+        let run = RunRef::of(&lt).unwrap();
+        let pod = serde_json::to_value(runner_pod(&lt, 0, &defaults, &run)).unwrap();
+        let spec = &pod["spec"];
+        assert_eq!(
+            spec["securityContext"],
+            serde_json::json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            spec["containers"][0]["securityContext"],
+            serde_json::json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+        );
+        assert_eq!(
+            spec["imagePullSecrets"],
+            serde_json::json!([{"name": "regcred"}, {"name": "mirror"}])
+        );
+        // Without them: the built-in contexts (a_plain_runner_pod) and no pull secrets.
+        let plain = pod_json(&lt, 0);
+        assert_eq!(plain["spec"]["securityContext"]["runAsUser"], RUNNER_UID);
+        assert!(plain["spec"].get("imagePullSecrets").is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The deploy manifests (`operator/deploy/`, `operator/rbac.yaml`) parse as the exact
 //! Kubernetes types (typos in field names fail), agree with each other, with the operator's
-//! flags and defaults, and with the routes the operator serves.
+//! flags and defaults, and with the routes the operator serves; the chart's default runner
+//! security contexts are the operator's built-in ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -143,6 +144,36 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
     assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
     let resources = c.resources.clone().unwrap();
     assert!(resources.requests.is_some() && resources.limits.is_some());
+}
+
+#[test]
+fn the_charts_default_runner_security_contexts_are_the_operators_built_in_ones() {
+    // The chart always passes runner.podSecurityContext and runner.securityContext (so that
+    // `--set runner.podSecurityContext.runAsUser=null` works on OpenShift); its defaults must
+    // not quietly differ from what the operator does without them (operator/deploy).
+    let values = &docs("../charts/volley/values.yaml")[0]["runner"];
+    assert_eq!(
+        values["podSecurityContext"],
+        serde_json::to_value(volley_operator::pods::builtin_pod_security_context()).unwrap()
+    );
+    assert_eq!(
+        values["securityContext"],
+        serde_json::to_value(volley_operator::pods::builtin_container_security_context()).unwrap()
+    );
+    // Both parse as the flags the chart sets them through.
+    let cfg = Config::try_parse_from([
+        "volley-operator".to_string(),
+        format!(
+            "--runner-pod-security-context={}",
+            values["podSecurityContext"]
+        ),
+        format!("--runner-security-context={}", values["securityContext"]),
+    ])
+    .unwrap();
+    assert_eq!(
+        cfg.runner_defaults().pod_security_context,
+        Some(volley_operator::pods::builtin_pod_security_context())
+    );
 }
 
 #[tokio::test]

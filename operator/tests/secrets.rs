@@ -489,6 +489,9 @@ async fn drive(variant: Variant, uid: &str, seen_out: &mut Vec<String>) -> (Prod
         // The administrator's guard is on; every target here is on 127.0.0.1.
         allowed_targets: TargetPolicy::parse("127.0.0.1").unwrap(),
         resources: None,
+        image_pull_secrets: Vec::new(),
+        pod_security_context: None,
+        security_context: None,
     };
     let timing = Timing {
         status_interval: Duration::from_millis(500),

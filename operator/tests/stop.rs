@@ -244,6 +244,9 @@ impl Run {
                 aggregator_url: "http://127.0.0.1:1".into(),
                 allowed_targets: TargetPolicy::allow_all(),
                 resources: None,
+                image_pull_secrets: Vec::new(),
+                pod_security_context: None,
+                security_context: None,
             },
         };
         let d = phase::next_step(&facts);

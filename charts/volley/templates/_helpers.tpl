@@ -40,6 +40,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Comma-separated names of image pull secrets given as `[{name: regcred}]`. */}}
+{{- define "volley.secretNames" -}}
+{{- $names := list }}
+{{- range . }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- join "," $names }}
+{{- end }}
+
 {{/* The aggregator URL as runner pods reach it: this release's Service. */}}
 {{- define "volley.aggregatorURL" -}}
 {{- printf "http://%s.%s.svc:%v" (include "volley.fullname" .) .Release.Namespace .Values.service.aggregatorPort }}
