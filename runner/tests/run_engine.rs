@@ -1343,9 +1343,8 @@ spec:
 /// `Idempotency-Key: k-${vu}-${iteration}`: 4 distinct keys are expected, 4 jobs, 0
 /// duplicates.
 ///
-/// ENGINE BUG (reported): every scenario numbers its VUs from 0 (engine.rs `make_vu`:
-/// `local * count + index`, with `local` the per-scenario executor index), so scenario `b`
-/// reuses scenario `a`'s keys: the server sees 2 jobs and 2 duplicates.
+/// Regression test of a fixed engine bug: every scenario numbered its VUs from 0, so scenario
+/// `b` reused scenario `a`'s keys and the server saw 2 jobs and 2 duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vu_numbers_are_unique_across_scenarios() {
     let target = demo(DemoConfig::default()).await;
@@ -1487,10 +1486,9 @@ spec:
 /// `${users.email}` (3 rows, 3 iterations); scenario `other` never does and must run its 10
 /// iterations regardless.
 ///
-/// ENGINE BUG (reported): `HttpVu::iterate` (engine.rs) takes a row from every feeder for
-/// every iteration of every scenario, and ends the iteration as `Exhausted` when any feeder is
-/// out of rows, so `other` consumes `users`' rows and both scenarios stop once the 3 rows are
-/// gone: 3 iterations in all instead of 13.
+/// Regression test of a fixed engine bug: an iteration took a row from every feeder and ended
+/// `Exhausted` when any feeder was out of rows, so `other` consumed `users`' rows and both
+/// scenarios stopped once the 3 rows were gone: 3 iterations in all instead of 13.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feeder_only_gates_the_scenarios_that_use_it() {
     let target = demo(DemoConfig::default()).await;
@@ -1551,8 +1549,8 @@ spec:
 /// request the run must end after ~2 s as Failed/Timeout (the bound leaves a busy machine 3 s
 /// of slack and is still below the 6 s a run that waited for setup would take).
 ///
-/// ENGINE BUG (reported): local.rs awaits `engine.run_setup()` with no bound, then measures
-/// the timeout from the start of the load; here the run lasts ~5.5 s and Succeeds.
+/// Regression test of a fixed bug: `volley run` awaited setup with no bound and measured the
+/// timeout from the start of the load, so the run outlived its timeout and Succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spec_timeout_bounds_setup_too() {
     let target = demo(DemoConfig::default()).await;
@@ -1592,11 +1590,10 @@ spec:
 /// The per-second series has one point per second: `second` strictly increases. A run that
 /// ends 0.3 s after its last tick gets a final point for that tail.
 ///
-/// ENGINE BUG (reported): local.rs `push_point` labels every point with
-/// `elapsed.round()`, so the final point of a run ending at 1.3 s is labelled 1 like the
-/// tick at 1.0 s: two points for second 1, the second one with a 300 ms interval (after an
-/// abortOnFail at ~1.005 s the tail is a few ms long and its rps is hundreds of times the
-/// real rate).
+/// Regression test of a fixed bug: every point was labelled with `elapsed.round()`, so the
+/// final point of a run ending at 1.3 s was labelled 1 like the tick at 1.0 s: two points for
+/// second 1, the second with a 300 ms interval (after an abortOnFail at ~1.005 s the tail was a
+/// few ms long and its rps hundreds of times the real rate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_seconds_strictly_increase() {
     let target = demo(DemoConfig::default()).await;
