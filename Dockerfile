@@ -15,19 +15,20 @@ WORKDIR /src
 # with empty crate roots, then with the real sources.
 COPY Cargo.toml Cargo.lock ./
 COPY crds/Cargo.toml crds/
+COPY core/Cargo.toml core/
 COPY aggregator/Cargo.toml aggregator/
 COPY runner/Cargo.toml runner/
 COPY operator/Cargo.toml operator/
 COPY examples/demo-target/Cargo.toml examples/demo-target/
 RUN set -eux; \
-    for c in crds aggregator runner operator examples/demo-target; do \
+    for c in crds core aggregator runner operator examples/demo-target; do \
       mkdir -p "$c/src"; touch "$c/src/lib.rs"; \
     done; \
     for c in runner operator examples/demo-target; do echo 'fn main() {}' > "$c/src/main.rs"; done; \
     mkdir -p aggregator/benches; echo 'fn main() {}' > aggregator/benches/merge.rs; \
     cargo build --release --locked -p volley-runner -p volley-operator || true
 COPY . .
-RUN touch crds/src/lib.rs aggregator/src/lib.rs runner/src/lib.rs runner/src/main.rs \
+RUN touch crds/src/lib.rs core/src/lib.rs aggregator/src/lib.rs runner/src/lib.rs runner/src/main.rs \
           operator/src/lib.rs operator/src/main.rs \
  && cargo build --release --locked -p volley-runner -p volley-operator \
  && install -D -m 0755 target/release/volley /out/volley \

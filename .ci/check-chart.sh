@@ -98,6 +98,6 @@ fi
 echo "chart: schema and guard checks passed"
 
 "$venv/bin/python" .ci/check_crd_schema.py crds/loadtests.volley.dev.yaml \
-  examples/*.yaml crds/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
+  examples/*.yaml core/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
   "$chart/templates/NOTES.txt"
 "$venv/bin/python" .ci/check_argocd_health.py crds/loadtests.volley.dev.yaml docs/guide.md

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use volley_aggregator::run::{DecodedReport, RunConfig, RunState};
-use volley_crds::metrics::{Report, RunMetrics, record_latency};
-use volley_crds::protocol::{PROTOCOL_VERSION, ReadyRequest, RunnerReport};
+use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::protocol::{PROTOCOL_VERSION, ReadyRequest, RunnerReport};
 use volley_crds::spec::LoadTestSpec;
 
 const STEPS: usize = 10;
@@ -30,7 +30,7 @@ fn spec() -> Result<LoadTestSpec, Box<dyn std::error::Error>> {
          - name: main\n    executor: constant-vus\n    vus: 10\n    duration: 10m\n    \
          steps:\n{steps}"
     );
-    Ok(volley_crds::manifest::parse_manifest(&yaml)?.spec)
+    Ok(volley_core::manifest::parse_manifest(&yaml)?.spec)
 }
 
 /// A runner's cumulative metrics after `seconds` at `per_step_rps` on every step.

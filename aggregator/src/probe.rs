@@ -1,4 +1,4 @@
-//! Measuring the plateaus of a rate probe while it runs ([`volley_crds::plateau`] says what a
+//! Measuring the plateaus of a rate probe while it runs ([`volley_core::plateau`] says what a
 //! plateau is and how it is judged).
 //!
 //! A plateau's window is the difference of two cumulative snapshots of its scenario: the first
@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use volley_core::metrics::{Measurements, RunMetrics};
+use volley_core::plateau::{Plateau, PlateauResult, judge_plateau, plateaus};
 use volley_crds::LoadTestSpec;
-use volley_crds::metrics::{Measurements, RunMetrics};
-use volley_crds::plateau::{Plateau, PlateauResult, judge_plateau, plateaus};
 
 /// A snapshot of one scenario, with how far the least and the most advanced runner had got.
 #[derive(Clone, Debug)]
@@ -119,8 +119,8 @@ impl PlateauWatch {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use volley_crds::manifest::parse_manifest;
-    use volley_crds::metrics::record_latency;
+    use volley_core::manifest::parse_manifest;
+    use volley_core::metrics::record_latency;
 
     /// Plateaus 100/s over 0–10 s and 200/s over 12–22 s.
     fn spec() -> LoadTestSpec {
@@ -193,7 +193,7 @@ mod tests {
             "only the window's requests: {second:?}"
         );
         assert_eq!(
-            volley_crds::plateau::sustainable_rates(&results)[0].rate,
+            volley_core::plateau::sustainable_rates(&results)[0].rate,
             Some(100.0)
         );
     }

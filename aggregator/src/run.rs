@@ -23,12 +23,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use volley_crds::metrics::{
+use volley_core::metrics::{
     self, Counters, MetricsError, Report, RunMetrics, SeriesPoint, ThresholdResult, error_kind_name,
 };
-use volley_crds::plan;
-use volley_crds::plateau::{self, PlateauResult, SustainableRate};
-use volley_crds::protocol::{
+use volley_core::plan;
+use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use volley_crds::metrics::{self, Measurements, SeriesPoint};
+use volley_core::metrics::{self, Measurements, SeriesPoint};
 
 /// A tail shorter than this after the last tick would be a noisy point of its own (a few
 /// requests over a few ms), so it is folded into the last point instead.
@@ -93,7 +93,7 @@ impl SeriesBuilder {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use volley_crds::metrics::record_latency;
+    use volley_core::metrics::record_latency;
 
     fn snapshot(requests: u64, latencies_ms: &[u64], base: &Measurements) -> Measurements {
         let mut m = base.clone();

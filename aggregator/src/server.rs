@@ -31,14 +31,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use volley_crds::protocol::{
+use volley_core::protocol::{
     ReadyRequest, RunnerReport, START_POLL_HOLD_MS, SetupResult, StartResponse,
 };
 use volley_crds::text::for_log;
 
 use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView, Stage};
 
-/// Largest request body accepted: a report of [`volley_crds::metrics::MAX_REPORT_STEPS`]
+/// Largest request body accepted: a report of [`volley_core::metrics::MAX_REPORT_STEPS`]
 /// steps with three histograms each fits; anything larger is answered 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use volley_crds::metrics::{
+use volley_core::metrics::{
     self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, latency_ms,
 };
-use volley_crds::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };

@@ -19,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley_aggregator::Stage;
 use volley_aggregator::server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
-use volley_crds::metrics::MAX_REPORT_STEPS;
-use volley_crds::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
+use volley_core::metrics::MAX_REPORT_STEPS;
+use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
 
 /// Held by the tests that allocate tens of MiB (the RSS measurement, the 400k error kinds),
 /// so one does not measure the other: the tests of this file run side by side.

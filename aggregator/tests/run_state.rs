@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use volley_aggregator::run::{DecodedReport, ProtocolError, RunConfig, RunState, Stage};
-use volley_crds::manifest::parse_manifest;
-use volley_crds::metrics::{RunMetrics, record_latency};
-use volley_crds::protocol::{PROTOCOL_VERSION, ReadyRequest, SetupResult, StartResponse};
+use volley_core::manifest::parse_manifest;
+use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::protocol::{PROTOCOL_VERSION, ReadyRequest, SetupResult, StartResponse};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::Phase;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::{cred, runner_report, serve};
 use volley_aggregator::server::MAX_BODY_BYTES;
-use volley_crds::protocol::{self, ReportResponse, StartResponse};
+use volley_core::protocol::{self, ReportResponse, StartResponse};
 
 #[tokio::test]
 async fn reports_without_the_runs_token_are_refused_and_change_nothing() {

@@ -2,7 +2,7 @@
 //!
 //! Every doc comment here becomes `kubectl explain` text, so they are written for the person
 //! authoring a manifest. `docs/reference.md` §1 "Manifest fields" describes every field;
-//! cross-field rules that a schema cannot express live in [`crate::validate`].
+//! cross-field rules that a schema cannot express live in `volley_core::validate`.
 
 use std::collections::BTreeMap;
 
@@ -455,7 +455,7 @@ pub enum ErrorKind {
     #[serde(rename = "extract")]
     Extract,
     /// The request was not sent: its host is outside the cluster administrator's allowed
-    /// targets (`--allowed-targets`, see [`crate::target_policy`]). Only runners produce it;
+    /// targets (`--allowed-targets`, see `volley_core::target_policy`). Only runners produce it;
     /// it cannot be written in a manifest (`retry.on`), and it is left out of the schema.
     #[serde(rename = "blocked", skip_deserializing)]
     #[schemars(skip)]

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volley_crds::manifest::{parse_manifest, parse_manifest_bytes};
-use volley_crds::validate::{MAX_ERRORS, validate, validate_for_cluster};
+use volley_core::manifest::{parse_manifest, parse_manifest_bytes};
+use volley_core::validate::{MAX_ERRORS, validate, validate_for_cluster};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(lt) = parse_manifest_bytes(data) else {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volley_crds::threshold::parse_threshold;
+use volley_core::threshold::parse_threshold;
 
 fuzz_target!(|text: &str| {
     if let Ok(t) = parse_threshold(text) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
-use volley_crds::metrics;
+use volley_core::metrics;
 use volley_crds::status::Phase;
 
 use crate::metrics::{OperatorMetrics, RunFigures};

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use volley_crds::metrics::{Report, RunMetrics, record_latency};
-use volley_crds::protocol::{
+use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, RunnerReport, StartResponse, ready_path, report_path,
     start_path,
 };

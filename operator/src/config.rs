@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements, SecurityContext};
-use volley_crds::target_policy::TargetPolicy;
+use volley_core::target_policy::TargetPolicy;
 
 /// Runner image used when a LoadTest does not set `runners.image`.
 pub const DEFAULT_RUNNER_IMAGE: &str =
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(
             env,
             Some(std::ffi::OsStr::new(
-                volley_crds::target_policy::ALLOWED_TARGETS_ENV
+                volley_core::target_policy::ALLOWED_TARGETS_ENV
             ))
         );
     }

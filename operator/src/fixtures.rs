@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use k8s_openapi::jiff::Timestamp;
+use volley_core::manifest::parse_manifest;
 use volley_crds::LoadTest;
-use volley_crds::manifest::parse_manifest;
 
-use volley_crds::target_policy::TargetPolicy;
+use volley_core::target_policy::TargetPolicy;
 
 use crate::config::RunnerDefaults;
 

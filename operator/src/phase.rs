@@ -381,13 +381,13 @@ fn ending(
         && let Some(deadline) = deadline_ms(facts, old)
         && facts.now.as_millisecond() >= deadline
     {
-        let timeout = volley_crds::Duration(volley_crds::plan::timeout(&lt.spec));
+        let timeout = volley_crds::Duration(volley_core::plan::timeout(&lt.spec));
         let set = if lt.spec.timeout.is_some() {
             "spec.timeout"
         } else {
             &format!(
                 "the default timeout (the plan plus {})",
-                volley_crds::Duration(volley_crds::plan::DEFAULT_TIMEOUT_MARGIN)
+                volley_crds::Duration(volley_core::plan::DEFAULT_TIMEOUT_MARGIN)
             )
         };
         let message =
@@ -547,7 +547,7 @@ pub const DRAIN_POLL: Duration = Duration::from_secs(1);
 /// report intervals and 10 s) plus a margin. Runners that still send after it are told the
 /// run is unknown and stop by themselves (see `volley agent`).
 pub fn drain_limit(spec: &volley_crds::LoadTestSpec) -> Duration {
-    volley_crds::plan::longest_graceful_stop(spec) + Duration::from_secs(30)
+    volley_core::plan::longest_graceful_stop(spec) + Duration::from_secs(30)
 }
 
 /// The finished status `old` with the final figures and runner counts of the drained run.
@@ -783,7 +783,7 @@ fn should_write(old: &LoadTestStatus, new: &LoadTestStatus, facts: &Observed<'_>
 /// creation.
 fn deadline_ms(facts: &Observed<'_>, old: &LoadTestStatus) -> Option<i64> {
     let began = began(facts.loadtest, old)?;
-    let timeout = ms(volley_crds::plan::timeout(&facts.loadtest.spec));
+    let timeout = ms(volley_core::plan::timeout(&facts.loadtest.spec));
     Some(began.as_millisecond().saturating_add(timeout))
 }
 
@@ -2284,7 +2284,7 @@ mod tests {
         lt.spec.timeout = None;
         let first = next_step(&observe(&lt, at(0)));
         lt.status = first.status;
-        let limit = volley_crds::plan::timeout(&lt.spec).as_secs() as i64;
+        let limit = volley_core::plan::timeout(&lt.spec).as_secs() as i64;
         let d = next_step(&observe(&lt, at(limit)));
         let status = d.status.unwrap();
         assert_eq!(status.reason.as_deref(), Some("Timeout"));

@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::{
     PodSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use volley_core::protocol::TOKEN_ENV;
 use volley_crds::LoadTest;
-use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::spec::Runners;
 
 use crate::config::RunnerDefaults;
@@ -576,7 +576,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(
-            volley_crds::target_policy::TargetPolicy::parse(&list).unwrap(),
+            volley_core::target_policy::TargetPolicy::parse(&list).unwrap(),
             defaults.allowed_targets,
             "the runner reads back the operator's list"
         );

@@ -1,13 +1,13 @@
 //! What the operator admits: the spec rules that hold in a cluster ([`check`], i.e.
-//! `volley_crds::validate::validate_for_cluster`: local `file:` sources cannot work in a pod,
+//! `volley_core::validate::validate_for_cluster`: local `file:` sources cannot work in a pod,
 //! the token variable is the operator's, every `${env:...}` must be declared). Then the cluster administrator's limits
 //! ([`admit`]): the allow-list of load targets (`--allowed-targets`, see docs/security.md) and,
 //! while it is set, the operator's own runner image and no proxy variable in `runners.env`.
 
+use volley_core::target_policy::{RefusedUrl, refused_urls};
+use volley_core::validate::FieldError;
 use volley_crds::LoadTestSpec;
-use volley_crds::target_policy::{RefusedUrl, refused_urls};
 use volley_crds::text::shorten;
-use volley_crds::validate::FieldError;
 
 use crate::config::RunnerDefaults;
 use crate::pods::runner_image;
@@ -146,9 +146,9 @@ fn targets_message(refused: &[RefusedUrl]) -> String {
 }
 
 /// Every problem that keeps `spec` from running in the cluster: the shared validation's, then
-/// the cluster-only ones ([`volley_crds::validate::validate_for_cluster`]).
+/// the cluster-only ones ([`volley_core::validate::validate_for_cluster`]).
 pub fn check(spec: &LoadTestSpec) -> Result<(), Vec<FieldError>> {
-    volley_crds::validate::validate_for_cluster(spec)
+    volley_core::validate::validate_for_cluster(spec)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use volley_aggregator::Aggregator;
-use volley_crds::manifest::parse_manifest;
+use volley_core::manifest::parse_manifest;
 use volley_crds::status::{Phase, Verdict};
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;

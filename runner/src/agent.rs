@@ -1,6 +1,6 @@
 //! `volley agent`: one runner of a distributed run, inside a runner pod (or a process of
 //! `volley run --runners N`), speaking the protocol of `docs/reference.md` §3 "Runner
-//! protocol" ([`volley_crds::protocol`]).
+//! protocol" ([`volley_core::protocol`]).
 //!
 //! The agent:
 //!
@@ -45,12 +45,12 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use volley_crds::metrics::{Report, RunMetrics};
-use volley_crds::protocol::{
+use volley_core::metrics::{Report, RunMetrics};
+use volley_core::protocol::{
     self, PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport,
     START_POLL_HOLD_MS, SetupResult, StartResponse, TOKEN_ENV,
 };
-use volley_crds::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
+use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::engine::{Engine, FileRoots, RunnerPlace};
 use crate::local::{EXIT_ERROR, EXIT_PASSED};
@@ -993,7 +993,7 @@ impl Agent {
                 ready.runners
             ));
         }
-        if let Err(errors) = volley_crds::validate::validate(&ready.spec) {
+        if let Err(errors) = volley_core::validate::validate(&ready.spec) {
             let listed = errors
                 .iter()
                 .map(ToString::to_string)

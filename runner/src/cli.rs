@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::fmt::Display;
 use std::io::Read;
 
-use volley_crds::manifest::{
+use volley_core::manifest::{
     KIND, MAX_DOCUMENTS, MAX_MANIFEST_BYTES, ManifestError, documents, parse_manifest,
     parse_manifest_bytes,
 };
-use volley_crds::target_policy::{TargetPolicy, check_spec};
-use volley_crds::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
+use volley_core::target_policy::{TargetPolicy, check_spec};
+use volley_core::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
 use volley_crds::{LoadTest, crd};
 use volley_runner::engine::FileRoots;
 use volley_runner::local::{EXIT_ERROR, Launch, LocalOptions, Progress, exit_code, run_with};

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_crds::metrics::{RunMetrics, record_latency};
+use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::split::split_spec;
+use volley_core::target_policy::{TargetPolicy, check_spec};
+use volley_core::template::{Reference, Template};
+use volley_core::validate::FieldError;
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
-use volley_crds::split::split_spec;
-use volley_crds::target_policy::{TargetPolicy, check_spec};
-use volley_crds::template::{Reference, Template};
-use volley_crds::validate::FieldError;
 
 use crate::executor::{self, ExecutorCounters, ExecutorSummary, IterationEnd, Ticket, Vu};
 use crate::feeder::{Feeder, FeederError};
@@ -303,7 +303,7 @@ impl Engine {
 /// its last attempt, or as one failed request when nothing was sent, so `failures <= requests`
 /// always holds.
 fn record_outcome(
-    m: &mut volley_crds::metrics::Measurements,
+    m: &mut volley_core::metrics::Measurements,
     outcome: &StepOutcome,
     end_to_end: bool,
 ) {
@@ -479,7 +479,7 @@ impl Vu for HttpVu {
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {
-    volley_crds::metrics::error_kind_name(kind)
+    volley_core::metrics::error_kind_name(kind)
 }
 
 #[cfg(test)]
@@ -488,7 +488,7 @@ mod tests {
     use super::*;
     use crate::step::RequestSample;
     use std::time::Duration;
-    use volley_crds::metrics::Measurements;
+    use volley_core::metrics::Measurements;
 
     fn sample(ms: u64, error: Option<ErrorKind>) -> RequestSample {
         RequestSample {

@@ -1,6 +1,6 @@
 //! Executors: *when* iterations start, independent of what an iteration does.
 //!
-//! A runner receives its share of each scenario (see `volley_crds::split`) and hands it to
+//! A runner receives its share of each scenario (see `volley_core::split`) and hands it to
 //! [`run_scenario`] together with a factory of virtual users ([`Vu`]). The executor decides
 //! when each iteration starts, with k6's semantics:
 //!
@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
-use volley_crds::plan::run_length;
+use volley_core::plan::run_length;
 use volley_crds::spec::{Executor, Scenario, Stage};
 
 /// Offsets are capped here so that adding them to an [`Instant`] cannot overflow; no load test
@@ -1747,7 +1747,7 @@ mod tests {
         ];
         for (sc, want) in cases {
             assert_eq!(
-                volley_crds::plan::scenario_duration(&sc),
+                volley_core::plan::scenario_duration(&sc),
                 want,
                 "{}",
                 sc.executor.as_str()

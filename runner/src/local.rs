@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunView, Stage};
+use volley_core::metrics::{RunMetrics, format_latency_ms, format_percent};
+use volley_core::protocol::TOKEN_ENV;
+use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use volley_crds::LoadTest;
-use volley_crds::metrics::{RunMetrics, format_latency_ms, format_percent};
-use volley_crds::protocol::TOKEN_ENV;
 use volley_crds::status::{Phase, Verdict};
-use volley_crds::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::agent::{Agent, AggregatorClient};
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
@@ -210,7 +210,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     }
     drop(exits_tx);
 
-    let mut watch = RunWatch::new(options.progress, volley_crds::plan::planned_duration(spec));
+    let mut watch = RunWatch::new(options.progress, volley_core::plan::planned_duration(spec));
     let mut looks = tokio::time::interval(WATCH_INTERVAL);
     looks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut interrupted = false;

@@ -46,10 +46,10 @@ enum Command {
         #[arg(
             long,
             value_name = "LIST",
-            env = volley_crds::target_policy::ALLOWED_TARGETS_ENV,
-            value_parser = volley_crds::target_policy::TargetPolicy::parse,
+            env = volley_core::target_policy::ALLOWED_TARGETS_ENV,
+            value_parser = volley_core::target_policy::TargetPolicy::parse,
         )]
-        allowed_targets: Option<volley_crds::target_policy::TargetPolicy>,
+        allowed_targets: Option<volley_core::target_policy::TargetPolicy>,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     /// A file may hold several YAML documents (a ConfigMap beside a LoadTest): each LoadTest

@@ -1,6 +1,6 @@
 //! Template rendering: `${...}` strings compiled once per run, rendered once per step execution.
 //!
-//! Strings are parsed with [`volley_crds::template::Template`] at compile time. `${env:NAME}`
+//! Strings are parsed with [`volley_core::template::Template`] at compile time. `${env:NAME}`
 //! is resolved at compile time too — the environment does not change during a run, and
 //! resolving early lets `volley run` report every unset variable before any load — and kept
 //! as a redacted piece so its value never shows up in `Debug` output or logs. Everything else
@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
-use volley_crds::template::{Reference, Segment, Template};
+use volley_core::template::{Reference, Segment, Template};
 
 use crate::step::{StepError, VuContext};
 

@@ -24,7 +24,7 @@
 //! `until` timeout, then `check`, then `extract`.
 //!
 //! # Allowed targets
-//! With a [`TargetPolicy`] (`--allowed-targets`, see [`volley_crds::target_policy`]) set by
+//! With a [`TargetPolicy`] (`--allowed-targets`, see [`volley_core::target_policy`]) set by
 //! [`CompiledStep::restrict`], a URL known once compiled (literal, or templated only with
 //! `${env:...}`) is checked then, and a refusal fails the run before any load. A URL rendered
 //! per execution and every redirect hop are checked right before they would be sent: a refused
@@ -55,9 +55,9 @@ use reqwest::header::{
 use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
+use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
+use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
-use volley_crds::target_policy::{PolicyError, TargetPolicy, has_scheme};
-use volley_crds::template::Reference;
 
 use crate::check::{Checks, Tally};
 use crate::cookies::CookieJar;

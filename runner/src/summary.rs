@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use volley_crds::metrics::{self, format_latency_ms, format_percent};
+use volley_core::metrics::{self, format_latency_ms, format_percent};
 use volley_crds::status::{LatencyMs, Phase, StepStatus, ThresholdStatus};
 
 pub use volley_aggregator::RunEnd;
@@ -250,8 +250,8 @@ fn bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use volley_crds::manifest::parse_manifest;
-    use volley_crds::metrics::{RunMetrics, record_latency};
+    use volley_core::manifest::parse_manifest;
+    use volley_core::metrics::{RunMetrics, record_latency};
     use volley_crds::status::Verdict;
 
     const SPEC: &str = r#"

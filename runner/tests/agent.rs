@@ -1,7 +1,7 @@
 //! `volley agent` against a fake aggregator: the real binary (and, for the protocol client, the
 //! library) over real HTTP on 127.0.0.1, with the demo target as the system under test.
 //!
-//! The fake implements the four calls of `volley_crds::protocol` with simple in-memory
+//! The fake implements the four calls of `volley_core::protocol` with simple in-memory
 //! behaviour: it registers runners, holds start polls until every runner is ready, asks
 //! runner 0 to run setup when the spec has one, answers `start` (or `abort` when setup
 //! failed), records every report and can answer `stop`. Every run is bounded (children are
@@ -21,12 +21,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use volley_crds::LoadTestSpec;
-use volley_crds::metrics::{Measurements, RunMetrics};
-use volley_crds::protocol::{
+use volley_core::metrics::{Measurements, RunMetrics};
+use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
+use volley_crds::LoadTestSpec;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::agent::{AggregatorClient, Call, ClientError, RetryPolicy};
 
@@ -303,7 +303,7 @@ fn spec(body: &str, base: &str) -> LoadTestSpec {
         "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: agent-test}}\nspec:\n{}",
         body.replace("@BASE@", base)
     );
-    volley_crds::manifest::parse_manifest(&yaml)
+    volley_core::manifest::parse_manifest(&yaml)
         .expect("test manifest")
         .spec
 }

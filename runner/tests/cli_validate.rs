@@ -134,13 +134,13 @@ fn volley_bounded(args: &[&str], limit: std::time::Duration) -> Output {
     }
 }
 
-/// The hostile corpus of crds/tests/manifests/invalid (wrong types, huge numbers, YAML bombs,
+/// The hostile corpus of core/tests/manifests/invalid (wrong types, huge numbers, YAML bombs,
 /// invalid UTF-8, ...), one file at a time: each is refused with exit code 1 and at least one
 /// line `FILE: PATH: MESSAGE` that contains its first `# expect:` text, quickly, and nothing
 /// panics.
 #[test]
 fn validate_refuses_every_hostile_manifest_with_the_field_named() {
-    let dir = repo("crds/tests/manifests/invalid");
+    let dir = repo("core/tests/manifests/invalid");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(Result::ok)

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use volley_core::manifest::parse_manifest;
+use volley_core::metrics::decode_histogram;
+use volley_core::validate::validate;
 use volley_crds::LoadTest;
-use volley_crds::manifest::parse_manifest;
-use volley_crds::metrics::decode_histogram;
 use volley_crds::status::{Phase, StepStatus, Verdict};
-use volley_crds::validate::validate;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::engine::{Engine, FileRoots, RunnerPlace};
 use volley_runner::local::{Progress, exit_code, run_local};

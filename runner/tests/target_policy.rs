@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
+use volley_core::target_policy::TargetPolicy;
 use volley_crds::spec::{ErrorKind, Step, Target};
-use volley_crds::target_policy::TargetPolicy;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::step::{CompiledStep, VuContext, build_client, run_step};
 

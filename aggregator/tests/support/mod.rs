@@ -10,9 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig};
-use volley_crds::manifest::parse_manifest;
-use volley_crds::metrics::{Report, RunMetrics, record_latency};
-use volley_crds::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport};
+use volley_core::manifest::parse_manifest;
+use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport};
 use volley_crds::spec::LoadTestSpec;
 
 pub fn spec() -> LoadTestSpec {

@@ -56,7 +56,7 @@ pub fn spawn_agent(
         .args(["agent", "--aggregator", url, "--run", run, "--index"])
         .arg(index.to_string())
         .env(
-            volley_crds::protocol::TOKEN_ENV,
+            volley_core::protocol::TOKEN_ENV,
             volley_aggregator::server::runner_credential(token, index),
         )
         .stdin(Stdio::null())

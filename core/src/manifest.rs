@@ -4,9 +4,9 @@
 //! run a test without its VU cap). The types themselves do not deny unknown fields, so an
 //! operator reading objects written by a newer CRD keeps working.
 
-use crate::spec::LoadTest;
-use crate::text::shorten;
 use serde::de::DeserializeSeed as _;
+use volley_crds::spec::LoadTest;
+use volley_crds::text::shorten;
 
 /// API version of the LoadTest resource.
 pub const API_VERSION: &str = "volley.dev/v1alpha1";

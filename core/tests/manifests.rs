@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use volley_core::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
+use volley_core::validate::{FieldError, MAX_ERRORS, validate, validate_for_cluster};
 use volley_crds::LoadTest;
-use volley_crds::manifest::{MAX_MANIFEST_BYTES, ManifestError, parse_manifest_bytes};
-use volley_crds::validate::{FieldError, MAX_ERRORS, validate, validate_for_cluster};
 
 /// Longest any one manifest may take to judge (a debug build on a loaded CI machine; the
 /// slowest case, 3 MiB of nesting, takes about a second).

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::text::shorten;
+use volley_crds::text::shorten;
 
 /// A parsed template: literal text and references, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //!   each histogram as base64 of HdrHistogram's V2 compressed format. [`decode_histogram`]
 //!   treats its input as hostile: every size is capped *before* anything is allocated from it.
 //! - [`metrics_status`], [`scenario_statuses`], [`step_statuses`] and [`evaluate_thresholds`]
-//!   turn merged data into the status types of [`crate::status`]; [`series_point`] turns two
+//!   turn merged data into the status types of [`volley_crds::status`]; [`series_point`] turns two
 //!   cumulative snapshots into one point of the per-second series.
 
 use std::collections::BTreeMap;
@@ -27,12 +27,12 @@ use hdrhistogram::serialization::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ErrorKind, LoadTestSpec, Step};
-use crate::status::{
+use crate::threshold::{ScopeMetrics, parse_threshold, significant};
+use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
+use volley_crds::status::{
     LatencyMs, MetricsStatus, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
-use crate::text::shorten;
-use crate::threshold::{ScopeMetrics, parse_threshold, significant};
+use volley_crds::text::shorten;
 
 /// Lowest latency a histogram tells apart, in microseconds (`docs/reference.md` §4.4).
 pub const LATENCY_LOW_US: u64 = 1;
@@ -842,7 +842,7 @@ pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
         data_sent_bytes: c.bytes_sent,
         errors: format_percent(c.failures, c.requests),
         throughput: format_rate(per_second(c.requests, elapsed)),
-        duration: crate::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string(),
+        duration: volley_crds::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string(),
     }
 }
 
@@ -938,7 +938,7 @@ pub fn evaluate_thresholds(
 }
 
 fn evaluate_one(
-    t: &crate::spec::Threshold,
+    t: &volley_crds::spec::Threshold,
     spec: &LoadTestSpec,
     run: &RunMetrics,
     elapsed: Duration,
@@ -1461,8 +1461,8 @@ fn check_counts(payload: &[u8], counts_len: usize) -> Result<(), MetricsError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::spec::{Request, Scenario, Sleep, Threshold, ThresholdSpec};
     use proptest::prelude::*;
+    use volley_crds::spec::{Request, Scenario, Sleep, Threshold, ThresholdSpec};
 
     // ---- helpers ----
 
@@ -1510,7 +1510,7 @@ mod tests {
 
     fn sleep_step() -> Step {
         Step {
-            sleep: Some(Sleep::Fixed(crate::Duration::from_secs(1))),
+            sleep: Some(Sleep::Fixed(volley_crds::Duration::from_secs(1))),
             ..Step::default()
         }
     }
@@ -3052,7 +3052,7 @@ mod tests {
                 scenario: Some("light".to_owned()),
                 step: Some("convert".to_owned()),
                 abort_on_fail: true,
-                delay_abort_eval: Some(crate::Duration::from_secs(30)),
+                delay_abort_eval: Some(volley_crds::Duration::from_secs(30)),
             }),
             ThresholdSpec::Expr("rps > 1".to_owned()),
         ]);

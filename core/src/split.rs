@@ -5,7 +5,7 @@
 //! total and differ by at most one. Leftovers start at a different runner for each scenario, so
 //! several small scenarios do not all land on runner 0.
 
-use crate::spec::{Executor, LoadTestSpec, Scenario, Stage};
+use volley_crds::spec::{Executor, LoadTestSpec, Scenario, Stage};
 
 /// Runner `index`'s share of `total` split across `runners`, with leftover units handed out
 /// starting at runner `offset`.
@@ -63,8 +63,8 @@ pub fn split_spec(spec: &LoadTestSpec, index: u32) -> LoadTestSpec {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::duration::Duration;
     use proptest::prelude::*;
+    use volley_crds::duration::Duration;
 
     #[test]
     fn remainders_are_spread() {

@@ -7,14 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
-use crate::duration::Duration;
 use crate::protocol::TOKEN_ENV;
-use crate::spec::{
+use crate::template::{Reference, Template, is_identifier};
+use crate::threshold::parse_threshold;
+use volley_crds::duration::Duration;
+use volley_crds::spec::{
     DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
 };
-use crate::template::{Reference, Template, is_identifier};
-use crate::text::shorten;
-use crate::threshold::parse_threshold;
+use volley_crds::text::shorten;
 
 /// Most runner pods one LoadTest may ask for.
 pub const MAX_PARALLELISM: u32 = 1_000;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::spec::{Executor, LoadTestSpec, Scenario};
+use volley_crds::spec::{Executor, LoadTestSpec, Scenario};
 
 /// `maxDuration` of iteration-based executors when a scenario does not set one (k6's 10m).
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);

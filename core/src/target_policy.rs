@@ -51,10 +51,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use url::{Host, Url};
 
-use crate::spec::{LoadTestSpec, Step};
 use crate::template::{Segment, Template};
-use crate::text::shorten;
 use crate::validate::FieldError;
+use volley_crds::spec::{LoadTestSpec, Step};
+use volley_crds::text::shorten;
 
 /// Environment variable read by `volley agent` and `volley run` (and, by convention, the
 /// operator) when `--allowed-targets` is not given.
@@ -633,8 +633,8 @@ pub fn static_host_url(url: &str) -> Option<Url> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::spec::{Request, Scenario, Target};
     use proptest::prelude::*;
+    use volley_crds::spec::{Request, Scenario, Target};
 
     fn policy(list: &str) -> TargetPolicy {
         TargetPolicy::parse(list).unwrap()
@@ -1026,7 +1026,7 @@ mod tests {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod host_header_tests {
     use super::*;
-    use crate::spec::{Request, Scenario, Target};
+    use volley_crds::spec::{Request, Scenario, Target};
 
     fn policy(list: &str) -> TargetPolicy {
         TargetPolicy::parse(list).unwrap()

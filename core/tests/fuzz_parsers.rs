@@ -14,7 +14,7 @@
 //!
 //! The default case counts keep the whole file to a few seconds (the CI smoke fuzz). For a
 //! longer local run set `PROPTEST_CASES`, e.g.
-//! `PROPTEST_CASES=20000 cargo test -p volley-crds --release --test fuzz_parsers`.
+//! `PROPTEST_CASES=20000 cargo test -p volley-core --release --test fuzz_parsers`.
 //! A failure is shrunk to a minimal input and saved under `proptest-regressions/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,14 +28,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use volley_crds::LoadTest;
-use volley_crds::manifest::{ManifestError, parse_manifest, parse_manifest_bytes};
-use volley_crds::metrics::{
+use volley_core::manifest::{ManifestError, parse_manifest, parse_manifest_bytes};
+use volley_core::metrics::{
     LATENCY_HIGH_US, MAX_HISTOGRAM_COUNT, Report, RunMetrics, decode_histogram, encode_histogram,
     new_latency_histogram, record_latency,
 };
-use volley_crds::threshold::parse_threshold;
-use volley_crds::validate::{validate, validate_for_cluster};
+use volley_core::threshold::parse_threshold;
+use volley_core::validate::{validate, validate_for_cluster};
+use volley_crds::LoadTest;
 
 /// Longest one case may take (a debug build on a busy CI machine).
 const CASE_LIMIT: Duration = Duration::from_secs(10);
@@ -284,13 +284,13 @@ fn check_manifest(bytes: Vec<u8>) -> Result<(), TestCaseError> {
             Ok(lt) => lt,
         };
         if let Err(errors) = validate(&lt.spec) {
-            prop_assert!(errors.len() <= volley_crds::validate::MAX_ERRORS + 1);
+            prop_assert!(errors.len() <= volley_core::validate::MAX_ERRORS + 1);
             for e in &errors {
                 prop_assert!(e.to_string().len() < 2_000, "{e}");
             }
         }
         if let Err(errors) = validate_for_cluster(&lt.spec) {
-            prop_assert!(errors.len() <= volley_crds::validate::MAX_ERRORS + 1);
+            prop_assert!(errors.len() <= volley_core::validate::MAX_ERRORS + 1);
         }
         // Through YAML again, as `kubectl get -o yaml` would print it.
         let yaml = serde_norway::to_string(&lt).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -735,7 +735,7 @@ proptest! {
         let step = report.scenarios[0].steps[0].clone();
         report.scenarios[0].steps = vec![step; copies];
         let result = report.to_metrics();
-        prop_assert_eq!(result.is_err(), copies > volley_crds::metrics::MAX_REPORT_STEPS);
+        prop_assert_eq!(result.is_err(), copies > volley_core::metrics::MAX_REPORT_STEPS);
     }
 }
 

@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Measurements, per_second, ratio};
-use crate::spec::{Executor, LoadTestSpec};
-use crate::status::ScenarioStatus;
 use crate::threshold::{Metric, parse_threshold};
+use volley_crds::spec::{Executor, LoadTestSpec};
+use volley_crds::status::ScenarioStatus;
 
 /// One plateau of a ramping-arrival-rate scenario: a stage that holds its rate.
 #[derive(Clone, Debug, PartialEq)]

@@ -228,14 +228,14 @@ pub struct ThresholdExpr {
 /// for the grammar.
 ///
 /// ```
-/// use volley_crds::threshold::{parse_threshold, Comparison, Metric};
+/// use volley_core::threshold::{parse_threshold, Comparison, Metric};
 ///
 /// let t = parse_threshold("p(95) < 1.5s")?;
 /// assert_eq!(t.metric, Metric::Percentile(95.0));
 /// assert_eq!(t.comparison, Comparison::Lt);
 /// assert_eq!(t.value, 1500.0); // milliseconds
 /// assert_eq!(t.to_string(), "p(95) < 1.5s");
-/// # Ok::<(), volley_crds::threshold::ThresholdParseError>(())
+/// # Ok::<(), volley_core::threshold::ThresholdParseError>(())
 /// ```
 pub fn parse_threshold(input: &str) -> Result<ThresholdExpr, ThresholdParseError> {
     Parser::new(input.trim()).threshold()
@@ -655,7 +655,7 @@ impl<'a> Parser<'a> {
             Some(s) => format!("unknown metric `{name}`: did you mean {s}? {known}"),
             None => format!(
                 "unknown metric `{}`. {known}",
-                crate::text::shorten(&name, 60)
+                volley_crds::text::shorten(&name, 60)
             ),
         };
         self.error(start, message)

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Report;
-use crate::spec::LoadTestSpec;
+use volley_crds::spec::LoadTestSpec;
 
 /// Version of these messages; a runner and an aggregator must agree on it.
 pub const PROTOCOL_VERSION: u32 = 1;

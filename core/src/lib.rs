@@ -1,0 +1,26 @@
+//! Volley's engine-independent logic: everything the runner, the aggregator and the operator
+//! agree on, as plain functions over the API types of `volley-crds`.
+//!
+//! - [`manifest`]: reading a LoadTest from YAML with errors that name the field.
+//! - [`validate`]: rules the CRD schema cannot express, as field errors.
+//! - [`threshold`]: the threshold language, its parser and evaluator.
+//! - [`template`]: the `${...}` references steps use.
+//! - [`target_policy`]: the cluster administrator's allow-list of load targets (hosts, wildcards,
+//!   IPs, CIDR blocks) and the static check of a spec's URLs against it.
+//! - [`plan`]: how long a run is planned to take, and its default timeout.
+//! - [`split`]: each runner's exact share of the load.
+//! - [`plateau`]: the rate probe's plateau search.
+//! - [`metrics`]: the metrics model (recording, exact merging, the runner report wire format,
+//!   status summaries and threshold evaluation on merged data).
+//! - [`protocol`]: the runner ↔ aggregator messages.
+
+pub mod manifest;
+pub mod metrics;
+pub mod plan;
+pub mod plateau;
+pub mod protocol;
+pub mod split;
+pub mod target_policy;
+pub mod template;
+pub mod threshold;
+pub mod validate;
