@@ -53,7 +53,7 @@ use volley_core::protocol::{
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 
 use crate::engine::{Engine, FileRoots, RunnerPlace};
-use crate::local::{EXIT_ERROR, EXIT_PASSED};
+use crate::exit::{EXIT_ERROR, EXIT_PASSED};
 
 /// Report interval used when the aggregator answers 0.
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);

@@ -14,7 +14,8 @@ use volley_core::target_policy::{TargetPolicy, check_spec};
 use volley_core::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
 use volley_crds::{LoadTest, crd};
 use volley_runner::engine::FileRoots;
-use volley_runner::local::{EXIT_ERROR, Launch, LocalOptions, Progress, exit_code, run_with};
+use volley_runner::exit::EXIT_ERROR;
+use volley_runner::local::{Launch, LocalOptions, Progress, exit_code, run_with};
 use volley_runner::summary::render_text;
 
 /// Everything wrong with one manifest file.

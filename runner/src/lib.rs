@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod engine;
 pub mod executor;
+pub mod exit;
 pub mod feeder;
 pub mod local;
 pub mod summary;

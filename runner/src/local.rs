@@ -24,14 +24,8 @@ use volley_crds::status::{Phase, Verdict};
 
 use crate::agent::{Agent, AggregatorClient};
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
+use crate::exit::{EXIT_ERROR, EXIT_PASSED, EXIT_THRESHOLDS_FAILED};
 use crate::summary::{RunSummary, build_summary, summarize};
-
-/// Exit code when every threshold passed.
-pub const EXIT_PASSED: u8 = 0;
-/// Exit code when the run could not be carried out.
-pub const EXIT_ERROR: u8 = 1;
-/// Exit code when a threshold failed.
-pub const EXIT_THRESHOLDS_FAILED: u8 = 99;
 
 /// The run id of a local run (each `volley run` has its own aggregator).
 const LOCAL_RUN: &str = "local";
