@@ -13,7 +13,7 @@ use volley_crds::spec::{self, ErrorKind};
 
 use crate::extract::{Received, compile_json_path, json_text};
 use crate::render::TemplateCompiler;
-use crate::step::StepError;
+use crate::step_error::StepError;
 
 /// The compiled `check` of a step (empty when the step has none).
 #[derive(Clone, Debug, Default)]

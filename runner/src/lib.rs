@@ -13,3 +13,5 @@ pub mod cookies;
 mod extract;
 mod render;
 pub mod step;
+mod step_error;
+mod vu;

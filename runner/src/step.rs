@@ -40,7 +40,6 @@
 //! delivered (chunked framing excluded; there is no decompression). TLS records, TCP/IP
 //! overhead, and the hops of followed redirects are not counted.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +62,10 @@ use crate::check::{Checks, Tally};
 use crate::cookies::CookieJar;
 use crate::extract::{BODY_CAP, Extractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+
+// Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
+pub use crate::step_error::StepError;
+pub use crate::vu::VuContext;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("volley/", env!("CARGO_PKG_VERSION"));
@@ -88,66 +91,6 @@ fn hide_host(mut refused: PolicyError, secret: bool) -> PolicyError {
     refused
 }
 
-/// Why a step cannot be compiled (or the HTTP client built). Messages name the step and the
-/// field; they never contain environment values.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// A field has a value Volley cannot use.
-    #[error("step `{step}`: {field}: {message}")]
-    Invalid {
-        /// The step's display name.
-        step: String,
-        /// Path of the field within the step (or `target.…`), e.g. `request.headers.X-Key`.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// `${env:NAME}` references to variables the runner's environment does not have.
-    #[error(
-        "step `{step}`: environment variable{} {} not set; the step refers to {} (in the cluster, provide {} through runners.env or runners.envFrom)",
-        plural(names.len()),
-        if names.len() == 1 { "is" } else { "are" },
-        names.iter().map(|n| format!("${{env:{n}}}")).collect::<Vec<_>>().join(", "),
-        if names.len() == 1 { "it" } else { "them" },
-    )]
-    MissingEnv {
-        /// The step's display name.
-        step: String,
-        /// The unset variables, sorted.
-        names: Vec<String>,
-    },
-    /// A multipart part reads a ConfigMap, which only exists in the cluster.
-    #[error(
-        "step `{step}`: request.multipart part `{part}` uses configMapRef, which needs the cluster: the operator mounts ConfigMaps into runner pods, `volley run` cannot read them; use `file:` (relative to the manifest) for local runs"
-    )]
-    ConfigMapPart {
-        /// The step's display name.
-        step: String,
-        /// The part's form field name.
-        part: String,
-    },
-    /// A multipart file that cannot be read.
-    #[error("step `{step}`: request.multipart part `{part}`: cannot read file {}: {source}", path.display())]
-    File {
-        /// The step's display name.
-        step: String,
-        /// The part's form field name.
-        part: String,
-        /// The file, resolved against the manifest's directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP client could not be built (e.g. the TLS backend failed to initialise).
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 /// Builds the HTTP client a runner shares between all its VUs: connection pool, TLS
 /// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no cookie store
 /// (cookies are per VU, see [`VuContext::cookies`]), no client-wide timeout (each request gets
@@ -167,41 +110,6 @@ pub fn build_client(target: &Target) -> Result<reqwest::Client, StepError> {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .map_err(StepError::Client)
-}
-
-/// Per-VU state that steps read and write.
-#[derive(Clone, Debug)]
-pub struct VuContext {
-    /// Global VU number (unique across runners): `${vu}`.
-    pub vu: u64,
-    /// The VU's iteration counter: `${iteration}`.
-    pub iteration: u64,
-    /// The runner's index: `${runner}`.
-    pub runner: u32,
-    /// Values extracted by setup: `${setup.NAME}`.
-    pub setup: Arc<BTreeMap<String, String>>,
-    /// Values extracted by earlier steps: `${NAME}`. The caller clears it at the start of each
-    /// iteration.
-    pub extracted: BTreeMap<String, String>,
-    /// Feeder name → the current row (column → value): `${FEEDER.COLUMN}`.
-    pub row: BTreeMap<String, Arc<BTreeMap<String, String>>>,
-    /// The VU's cookies; they persist across iterations (e.g. a CSRF cookie).
-    pub cookies: CookieJar,
-}
-
-impl VuContext {
-    /// A fresh VU at iteration 0 with no extracted values, rows or cookies.
-    pub fn new(vu: u64, runner: u32, setup: Arc<BTreeMap<String, String>>) -> Self {
-        Self {
-            vu,
-            iteration: 0,
-            runner,
-            setup,
-            extracted: BTreeMap::new(),
-            row: BTreeMap::new(),
-            cookies: CookieJar::new(),
-        }
-    }
 }
 
 /// One HTTP exchange (each retry attempt and each poll is one).
