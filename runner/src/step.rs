@@ -58,7 +58,7 @@ use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
-use crate::check::{Checks, Tally};
+use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
 use crate::extract::{BODY_CAP, Extractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
@@ -768,7 +768,7 @@ struct Exchange {
 
 /// What checks and extractors made of a response.
 struct Verdict {
-    tally: Tally,
+    tally: CheckTally,
     error: Option<ErrorKind>,
     values: Vec<(String, Option<String>)>,
 }
@@ -885,7 +885,7 @@ impl CompiledRequest {
         };
         // Always set without `until` (evaluated per attempt) and with it (evaluated above).
         let verdict = verdict.unwrap_or(Verdict {
-            tally: Tally::default(),
+            tally: CheckTally::default(),
             error: None,
             values: Vec::new(),
         });
