@@ -293,7 +293,7 @@ impl fmt::Display for Call {
 /// How a call is retried while the aggregator cannot be reached (connection errors, timeouts,
 /// 5xx, 408, 429). Refusals are never retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub struct AggregatorRetry {
     /// Pause after the first failure; it doubles after each further failure.
     pub first_delay: Duration,
     /// Longest pause.
@@ -302,16 +302,16 @@ pub struct RetryPolicy {
     pub budget: Duration,
 }
 
-impl RetryPolicy {
+impl AggregatorRetry {
     /// Registering, polling for the start, posting setup: the aggregator may come up after
     /// the pod, or restart; about a minute of patience.
-    pub const CONNECT: RetryPolicy = RetryPolicy {
+    pub const CONNECT: AggregatorRetry = AggregatorRetry {
         first_delay: Duration::from_millis(200),
         max_delay: Duration::from_secs(5),
         budget: Duration::from_secs(60),
     };
     /// The final report: a few attempts over about ten seconds (a pod being deleted has 30 s).
-    pub const FINAL_REPORT: RetryPolicy = RetryPolicy {
+    pub const FINAL_REPORT: AggregatorRetry = AggregatorRetry {
         first_delay: Duration::from_millis(250),
         max_delay: Duration::from_secs(2),
         budget: Duration::from_secs(10),
@@ -415,8 +415,8 @@ pub struct AggregatorClient {
     run: String,
     index: u32,
     auth: HeaderValue,
-    connect_retry: RetryPolicy,
-    final_retry: RetryPolicy,
+    connect_retry: AggregatorRetry,
+    final_retry: AggregatorRetry,
     log_prefix: String,
 }
 
@@ -486,14 +486,14 @@ impl AggregatorClient {
             run: run.to_string(),
             index,
             auth,
-            connect_retry: RetryPolicy::CONNECT,
-            final_retry: RetryPolicy::FINAL_REPORT,
+            connect_retry: AggregatorRetry::CONNECT,
+            final_retry: AggregatorRetry::FINAL_REPORT,
             log_prefix: format!("volley agent (run {run}, runner {index})"),
         })
     }
 
     /// Replaces the retry policies (tests use short ones).
-    pub fn with_retry(mut self, connect: RetryPolicy, final_report: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, connect: AggregatorRetry, final_report: AggregatorRetry) -> Self {
         self.connect_retry = connect;
         self.final_retry = final_report;
         self
@@ -599,7 +599,7 @@ impl AggregatorClient {
     async fn retrying<T, F, Fut>(
         &self,
         call: Call,
-        policy: RetryPolicy,
+        policy: AggregatorRetry,
         mut attempt: F,
     ) -> Result<T, ClientError>
     where
@@ -1272,7 +1272,7 @@ mod tests {
 
     #[test]
     fn retry_delays_double_up_to_the_cap() {
-        let p = RetryPolicy {
+        let p = AggregatorRetry {
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
             budget: Duration::from_secs(60),
@@ -1285,7 +1285,7 @@ mod tests {
 
     #[test]
     fn the_default_connect_policy_gives_about_a_minute() {
-        let p = RetryPolicy::CONNECT;
+        let p = AggregatorRetry::CONNECT;
         let mut total = Duration::ZERO;
         let mut attempts = 0;
         while total + p.delay(attempts + 1) <= p.budget {
