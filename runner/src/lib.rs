@@ -1,6 +1,7 @@
 //! Volley's load engine: executors, steps and metrics, used by the `volley` CLI.
 
 pub mod agent;
+pub mod aggregator_client;
 pub mod engine;
 pub mod executor;
 pub mod exit;

@@ -22,7 +22,8 @@ use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use volley_crds::LoadTest;
 use volley_crds::status::{Phase, Verdict};
 
-use crate::agent::{Agent, AggregatorClient};
+use crate::agent::Agent;
+use crate::aggregator_client::AggregatorClient;
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
 use crate::exit::{EXIT_ERROR, EXIT_PASSED, EXIT_THRESHOLDS_FAILED};
 use crate::summary::{RunSummary, build_summary, summarize};

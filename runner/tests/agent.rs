@@ -28,7 +28,7 @@ use volley_core::protocol::{
 };
 use volley_crds::LoadTestSpec;
 use volley_demo_target::{DemoConfig, DemoTarget};
-use volley_runner::agent::{AggregatorClient, AggregatorRetry, Call, ClientError};
+use volley_runner::aggregator_client::{AggregatorClient, AggregatorRetry, Call, ClientError};
 
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 const TOKEN: &str = "t0ken-of-the-Volley-agent-tests";
