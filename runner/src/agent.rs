@@ -52,6 +52,7 @@ use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use crate::aggregator_client::{AggregatorClient, ClientError};
 use crate::engine::{Engine, FileRoots, RunnerPlace};
 use crate::exit::{EXIT_ERROR, EXIT_PASSED};
+use crate::signals::shutdown_on_signals;
 
 /// Report interval used when the aggregator answers 0.
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -142,7 +143,7 @@ pub fn run_cli(args: AgentArgs) -> ExitCode {
     )
     .with_allowed_targets(args.allowed_targets.unwrap_or_default());
     let ended = runtime.block_on(async {
-        let shutdown = watch_signals(prefix.clone());
+        let shutdown = shutdown_on_signals(prefix.clone());
         agent.run(shutdown).await
     });
     match ended {
@@ -193,55 +194,6 @@ pub fn host_name() -> String {
         .map(|h| h.trim().chars().take(253).collect::<String>())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "local".to_string())
-}
-
-/// Turns SIGTERM and Ctrl-C into a shutdown request for [`Agent::run`]; a second signal exits
-/// the process at once (exit 1).
-fn watch_signals(prefix: String) -> watch::Receiver<Option<String>> {
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut seen = 0;
-        loop {
-            #[cfg(unix)]
-            let name = tokio::select! {
-                () = ctrl_c() => "Ctrl-C",
-                () = sigterm(&mut term) => "SIGTERM",
-            };
-            #[cfg(not(unix))]
-            let name = {
-                ctrl_c().await;
-                "Ctrl-C"
-            };
-            seen += 1;
-            if seen == 1 {
-                let _ = tx.send(Some(name.to_string()));
-            } else {
-                eprintln!("{prefix}: second signal ({name}): exiting at once");
-                std::process::exit(i32::from(EXIT_ERROR));
-            }
-        }
-    });
-    rx
-}
-
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-#[cfg(unix)]
-async fn sigterm(term: &mut Option<tokio::signal::unix::Signal>) {
-    let received = match term {
-        Some(signal) => signal.recv().await.is_some(),
-        None => false,
-    };
-    if !received {
-        std::future::pending::<()>().await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

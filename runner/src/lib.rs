@@ -7,6 +7,7 @@ pub mod executor;
 pub mod exit;
 pub mod feeder;
 pub mod local;
+pub mod signals;
 pub mod summary;
 
 mod check;

@@ -26,6 +26,7 @@ use crate::agent::Agent;
 use crate::aggregator_client::AggregatorClient;
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
 use crate::exit::{EXIT_ERROR, EXIT_PASSED, EXIT_THRESHOLDS_FAILED};
+use crate::signals::Signals;
 use crate::summary::{RunSummary, build_summary, summarize};
 
 /// The run id of a local run (each `volley run` has its own aggregator).
@@ -171,7 +172,9 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
-    let mut interrupt = std::pin::pin!(interrupt());
+    // Ctrl-C and SIGTERM (CI timeouts, `docker stop`) end the run the same way; listening
+    // starts now, so a signal that comes while the runners start is not lost.
+    let mut signals = Signals::install();
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(u32, String)>();
     let (stop_tx, stop_rx) = watch::channel::<Option<String>>(None);
     let mut fleet = Fleet::default();
@@ -230,7 +233,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
             Some((index, why)) = exits.recv() => {
                 aggregator.runner_failed(LOCAL_RUN, index, &why);
             }
-            signal = &mut interrupt, if !interrupted => {
+            signal = signals.next(), if !interrupted => {
                 interrupted = true;
                 let _ = stop_tx.send(Some(signal.into()));
                 aggregator.abort(
@@ -253,30 +256,6 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
     };
     summarize(&name, &view)
-}
-
-/// Listens for Ctrl-C (SIGINT) and SIGTERM, which CI timeouts and `docker stop` send and
-/// which ends the run the same way. The handlers are installed now, so a signal that comes
-/// while the runners start is not lost; the future yields the first signal's name. A signal
-/// whose handler cannot be installed never comes.
-fn interrupt() -> impl std::future::Future<Output = &'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut term = signal(SignalKind::terminate()).ok();
-    async move {
-        tokio::select! {
-            Some(()) = recv(&mut int) => "Ctrl-C",
-            Some(()) = recv(&mut term) => "SIGTERM",
-        }
-    }
-}
-
-/// The next delivery of `signal`; pending forever when it has no handler.
-async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.
