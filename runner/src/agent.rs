@@ -29,30 +29,27 @@
 //! once.
 //!
 //! The HTTP side (paths, bearer token, timeouts, retry policy) is [`AggregatorClient`], in
-//! [`crate::aggregator_client`]; the run logic is [`Agent`]. The token is this runner's own credential (derived from the run's
-//! secret and the runner's index: it lets the runner speak only for itself); it comes from an
-//! environment variable, never from the command line (which `ps` shows), and is never printed.
+//! [`crate::aggregator_client`]; the run logic is [`Agent`]; the command line (`volley agent`'s
+//! arguments, the token, the exit code) is the `volley` binary's. The token is this runner's
+//! own credential (derived from the run's secret and the runner's index: it lets the runner
+//! speak only for itself); it comes from an environment variable, never from the command line
+//! (which `ps` shows), and is never printed.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::StatusCode;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_core::metrics::{Report, RunMetrics};
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
-    StartResponse, TOKEN_ENV,
+    StartResponse,
 };
-use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
+use volley_core::target_policy::TargetPolicy;
 
 use crate::aggregator_client::{AggregatorClient, ClientError};
 use crate::engine::{Engine, FileRoots, RunnerPlace};
-use crate::exit::{EXIT_ERROR, EXIT_PASSED};
-use crate::signals::shutdown_on_signals;
 
 /// Report interval used when the aggregator answers 0.
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,135 +67,6 @@ const MIN_POLL_SPACING: Duration = Duration::from_millis(100);
 /// and that may have been meant to be spared (a run that was aborted, or whose LoadTest was
 /// deleted, while the operator was away).
 pub const LOST_RUN_LIMIT: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------------
-// Command line
-// ---------------------------------------------------------------------------------------------
-
-/// Arguments of `volley agent`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct AgentArgs {
-    /// Base URL of the aggregator, e.g. `http://volley-operator.volley-system.svc:8080`.
-    #[arg(long, value_name = "URL")]
-    pub aggregator: String,
-    /// The run's id, as the aggregator knows it (letters, digits, `-`, `.`, `_`, `~`).
-    #[arg(long, value_name = "RUN")]
-    pub run: String,
-    /// This runner's index among the run's runners, 0-based.
-    #[arg(long, value_name = "N")]
-    pub index: u32,
-    /// Environment variable holding this runner's bearer token (its own credential, from the
-    /// run's Secret). The token itself is never a command-line argument: `ps` would show it.
-    #[arg(long, value_name = "NAME", default_value = TOKEN_ENV)]
-    pub token_env: String,
-    /// Directory that `file:` paths in the spec are relative to.
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub manifest_dir: PathBuf,
-    /// Where ConfigMaps are mounted (`DIR/NAME/KEY`).
-    #[arg(long, value_name = "DIR")]
-    pub configmaps: Option<PathBuf>,
-    /// The only targets this runner may send requests to, set by the cluster administrator:
-    /// comma-separated host names (`api.example.com`, `api.example.com:8443`), wildcards
-    /// (`*.staging.example.com`), IP addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`).
-    /// Host names are matched as written, never resolved. Empty or unset: any target.
-    #[arg(
-        long,
-        value_name = "LIST",
-        env = ALLOWED_TARGETS_ENV,
-        value_parser = TargetPolicy::parse,
-    )]
-    pub allowed_targets: Option<TargetPolicy>,
-}
-
-/// `volley agent`: runs one runner to the end. Exit code 0 when the runner did its part (the
-/// run finished, was stopped by the aggregator or a signal, or was aborted before the start),
-/// 1 when it could not (refused, unreachable, a spec it cannot run, a final report that could
-/// not be delivered).
-pub fn run_cli(args: AgentArgs) -> ExitCode {
-    let prefix = format!("volley agent (run {}, runner {})", args.run, args.index);
-    let fail = |message: String| {
-        eprintln!("{prefix}: {message}");
-        ExitCode::from(EXIT_ERROR)
-    };
-    let token = match read_token(&args.token_env) {
-        Ok(token) => token,
-        Err(message) => return fail(message),
-    };
-    let client = match AggregatorClient::new(&args.aggregator, &args.run, args.index, &token) {
-        Ok(client) => client,
-        Err(e) => return fail(e.to_string()),
-    };
-    drop(token);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
-    };
-    let agent = Agent::new(
-        client,
-        FileRoots {
-            manifest_dir: args.manifest_dir,
-            configmaps: args.configmaps,
-        },
-        host_name(),
-    )
-    .with_allowed_targets(args.allowed_targets.unwrap_or_default());
-    let ended = runtime.block_on(async {
-        let shutdown = shutdown_on_signals(prefix.clone());
-        agent.run(shutdown).await
-    });
-    match ended {
-        Ok(outcome) => {
-            eprintln!("{prefix}: {outcome}");
-            ExitCode::from(EXIT_PASSED)
-        }
-        Err(e) => {
-            let hint = match &e {
-                AgentError::Aggregator(c) if c.status() == Some(StatusCode::UNAUTHORIZED) => {
-                    format!(
-                        " (the token is read from the environment variable {}; \
-                         --token-env names another)",
-                        args.token_env
-                    )
-                }
-                _ => String::new(),
-            };
-            fail(format!("{e}{hint}"))
-        }
-    }
-}
-
-/// Reads the bearer token from the environment variable `name`.
-fn read_token(name: &str) -> Result<String, String> {
-    match std::env::var(name) {
-        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Err(format!(
-            "this runner's bearer token is missing: the environment variable {name} is not set \
-             (in a runner pod it comes from the run's Secret)"
-        )),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "this runner's bearer token in the environment variable {name} is not valid UTF-8"
-        )),
-    }
-}
-
-/// The pod or host name, for the aggregator's messages about this runner.
-pub fn host_name() -> String {
-    let from_env = std::env::var("HOSTNAME").ok();
-    let from_files = || {
-        ["/proc/sys/kernel/hostname", "/etc/hostname"]
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-    };
-    from_env
-        .or_else(from_files)
-        .map(|h| h.trim().chars().take(253).collect::<String>())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".to_string())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The run
-// ---------------------------------------------------------------------------------------------
 
 /// How an agent ended when it did its part (exit code 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -674,6 +542,7 @@ pub fn start_instant(start_at_unix_ms: u64, now_wall: SystemTime, now: Instant) 
 mod tests {
     use super::*;
     use crate::aggregator_client::Call;
+    use reqwest::StatusCode;
 
     #[test]
     fn a_run_is_lost_after_the_limit_without_an_accepted_report_whatever_the_failure() {

@@ -69,7 +69,7 @@ enum Command {
     /// aggregator, wait for the common start, run this runner's share, report every second.
     /// Exit code: 0 this runner did its part (also when the run was stopped or aborted),
     /// 1 it could not.
-    Agent(volley_runner::agent::AgentArgs),
+    Agent(cli::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +105,6 @@ fn main() -> ExitCode {
         ),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd => cli::print_crd(),
-        Command::Agent(args) => volley_runner::agent::run_cli(args),
+        Command::Agent(args) => cli::run_agent(args),
     }
 }
