@@ -17,6 +17,8 @@ use volley_core::protocol::{
     START_POLL_HOLD_MS, SetupResult, StartResponse,
 };
 
+use crate::step::USER_AGENT;
+
 /// Largest answer body the agent reads (a ready answer carries the whole spec).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Time to establish a connection to the aggregator.
@@ -241,7 +243,7 @@ impl AggregatorClient {
         // No proxy: the run's bearer token goes to the aggregator and nowhere else.
         let http = reqwest::Client::builder()
             .no_proxy()
-            .user_agent(crate::step::USER_AGENT)
+            .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
