@@ -26,7 +26,7 @@
 //! SIGTERM or Ctrl-C (a pod being deleted) during the run acts like a `stop` answer: graceful
 //! stop, final report, exit 0. Before the load starts it ends the agent with a final report
 //! carrying the reason, and exit 1 (this runner's share did not run). A second signal exits at
-//! once.
+//! once ([`crate::signals::shutdown_on_signals`] turns signals into the shutdown request).
 //!
 //! The HTTP side (paths, bearer token, timeouts, retry policy) is [`AggregatorClient`], in
 //! [`crate::aggregator_client`]; the run logic is [`Agent`]; the command line (`volley agent`'s
