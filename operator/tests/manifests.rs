@@ -18,8 +18,8 @@ use volley_aggregator::Aggregator;
 use volley_operator::aggregator_registry::AggregatorRegistry;
 use volley_operator::config::Config;
 use volley_operator::leader::{LEADER_LABEL, LEADER_LABEL_VALUE};
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::serve::{HEALTHZ_PATH, READYZ_PATH, observability_router};
+use volley_operator::telemetry::OperatorMetrics;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()

@@ -31,11 +31,11 @@ use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;
 use volley_operator::config::{RunnerDefaults, Timing};
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::observed::{PodPhase, RunnerPod, Terminated};
 use volley_operator::phase::{self, Observed};
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
+use volley_operator::telemetry::OperatorMetrics;
 
 use common::{spawn_agent, volley_binary};
 
