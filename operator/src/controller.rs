@@ -479,7 +479,7 @@ pub async fn run(
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply -f crds/loadtests.volley.dev.yaml`) and the operator's RBAC applied?"
+                "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply --server-side -f charts/volley/crds/`) and the operator's RBAC applied?"
             )
         })?;
     let ctx = Arc::new(
