@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the Helm chart with real helm and kubectl: `helm lint` and `helm template` pass with
-# default and non-default values (charts/volley/ci/), every rendered object has what a real API server requires, the operator understands every
+# Checks the Helm chart with real helm and kubectl: the plain manifests (deploy/) are the
+# chart's rendering, `helm lint` and `helm template` pass with default and non-default values
+# (charts/volley/ci/), every rendered object has what a real API server requires, the operator understands every
 # VOLLEY_* variable the chart sets, and kubectl accepts the objects (client-side dry run).
 # Then the API server's own schemas: every rendered object against the OpenAPI schemas of the
 # oldest Kubernetes the chart supports (Chart.yaml's kubeVersion, 1.25) and of 1.33, with
@@ -38,6 +39,8 @@ discovery_pid=$!
 trap 'kill "$discovery_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$out/discovery.port" ] && break; sleep 0.05; done
 server="http://127.0.0.1:$(cat "$out/discovery.port")"
+
+.ci/render-manifests.sh --check
 
 render() { # NAME [helm args...]
   local name=$1
