@@ -15,10 +15,10 @@ use volley_aggregator::{Aggregator, RunConfig, RunView};
 use volley_core::metrics;
 use volley_crds::status::Phase;
 
-use crate::metrics::{OperatorMetrics, RunFigures};
 use crate::observed::{RunOutcome, RunProgress, RunResults};
 use crate::registry::{RunRegistration, RunRegistry};
 use crate::report;
+use crate::telemetry::{OperatorMetrics, RunFigures};
 
 /// Per-step rows kept in the status (the report ConfigMap has them all).
 pub const MAX_STATUS_STEPS: usize = 20;

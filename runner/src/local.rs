@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_aggregator::server::runner_credential;
-use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunView, Stage};
+use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunLifecycle, RunView};
 use volley_core::metrics::{RunMetrics, format_latency_ms, format_percent};
 use volley_core::protocol::TOKEN_ENV;
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
@@ -221,7 +221,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
                 let Some((stage, elapsed)) = aggregator.glance(LOCAL_RUN) else {
                     break None;
                 };
-                if stage == Stage::Finished {
+                if stage == RunLifecycle::Finished {
                     break aggregator.view(LOCAL_RUN);
                 }
                 if watch.due(stage, elapsed)
@@ -459,14 +459,14 @@ impl RunWatch {
 
     /// Whether a line is due for a run at `stage` whose newest report is `elapsed` in: once per
     /// second of data on a terminal, every fifth second in logs, never when quiet.
-    fn due(&self, stage: Stage, elapsed: Duration) -> bool {
+    fn due(&self, stage: RunLifecycle, elapsed: Duration) -> bool {
         let second = elapsed.as_secs();
         let every = match self.progress {
             Progress::Quiet => return false,
             Progress::Live => 1,
             Progress::Lines => 5,
         };
-        stage != Stage::Barrier
+        stage != RunLifecycle::Barrier
             && !elapsed.is_zero()
             && self.last_shown != Some(second)
             && second.is_multiple_of(every)
