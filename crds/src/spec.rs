@@ -167,14 +167,6 @@ impl Executor {
             Executor::PerVuIterations => "per-vu-iterations",
         }
     }
-
-    /// Arrival-rate executors start iterations on a schedule, whatever the VUs are doing.
-    pub fn is_arrival_rate(self) -> bool {
-        matches!(
-            self,
-            Executor::ConstantArrivalRate | Executor::RampingArrivalRate
-        )
-    }
 }
 
 /// One workload: an executor that schedules iterations of a list of steps.
