@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use crate::protocol::TOKEN_ENV;
+use crate::scenario::{StepKind, is_measured};
 use crate::template::{Reference, Template, is_identifier};
 use crate::threshold::parse_threshold;
 use volley_crds::duration::Duration;
@@ -151,8 +152,11 @@ impl Validator {
                     .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
             }));
         for (path, step) in steps {
-            let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
-            for (k, part) in parts.unwrap_or_default().iter().enumerate() {
+            let parts = match StepKind::of(step) {
+                Ok(StepKind::Request(r)) => r.multipart.as_slice(),
+                Ok(StepKind::Sleep(_)) | Err(_) => &[],
+            };
+            for (k, part) in parts.iter().enumerate() {
                 if part.file.is_some() {
                     self.err(format!("{path}.request.multipart[{k}].file"), local);
                 }
@@ -493,13 +497,10 @@ impl Validator {
                     ),
                 );
             }
-            match (&step.request, &step.sleep) {
-                (Some(_), Some(_)) => self.err(
-                    p.clone(),
-                    "a step is either a request or a sleep; split it into two steps",
-                ),
-                (None, None) => self.err(p.clone(), "a step needs `request` or `sleep`"),
-                (None, Some(sleep)) => {
+            match StepKind::of(step) {
+                // The step itself is at fault, not the field the error names.
+                Err(e) => self.err(p.clone(), e.message),
+                Ok(StepKind::Sleep(sleep)) => {
                     self.sleep(sleep, &format!("{p}.sleep"));
                     for (field, set) in [
                         ("check", step.check.is_some()),
@@ -515,7 +516,7 @@ impl Validator {
                         }
                     }
                 }
-                (Some(req), None) => {
+                Ok(StepKind::Request(req)) => {
                     self.request(req, &format!("{p}.request"), scope, &extracted);
                     self.step_options(step, &p);
                 }
@@ -798,7 +799,7 @@ impl Validator {
                         let steps: BTreeSet<String> = sc
                             .steps
                             .iter()
-                            .filter(|s| s.request.is_some())
+                            .filter(|s| is_measured(s))
                             .map(Step::display_name)
                             .collect();
                         if !steps.contains(step) {

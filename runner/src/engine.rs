@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use volley_core::metrics::{RunMetrics, record_latency};
-use volley_core::scenario::{ShapeError, Workload};
+use volley_core::scenario::{ShapeError, StepKind, Workload, is_measured};
 use volley_core::split::split_spec;
 use volley_core::target_policy::{TargetPolicy, check_spec};
 use volley_core::template::{Reference, Template};
@@ -371,7 +371,10 @@ fn record_outcome(
 fn referenced_feeders(steps: &[Step]) -> std::collections::BTreeSet<String> {
     steps
         .iter()
-        .filter_map(|s| s.request.as_ref())
+        .filter_map(|s| match StepKind::of(s) {
+            Ok(StepKind::Request(r)) => Some(r),
+            Ok(StepKind::Sleep(_)) | Err(_) => None,
+        })
         .flat_map(|r| r.texts())
         .filter_map(|text| Template::parse(text).ok())
         .flat_map(|t| {
@@ -414,7 +417,7 @@ fn prepare_steps(
                     message: format!("{e} (the URL's host comes from ${{env:...}})"),
                 });
             }
-            let metrics_index = step.request.is_some().then(|| {
+            let metrics_index = is_measured(step).then(|| {
                 measured += 1;
                 measured - 1
             });

@@ -55,6 +55,7 @@ use reqwest::header::{
 use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
+use volley_core::scenario::StepKind;
 use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
@@ -379,17 +380,9 @@ pub(crate) fn compile_with_env(
 ) -> Result<CompiledStep, StepError> {
     let name = step.display_name();
     let mut compiler = TemplateCompiler::new(&name, env);
-    let kind = match (&step.request, &step.sleep) {
-        (Some(_), Some(_)) => {
-            return Err(compiler.invalid(
-                "sleep",
-                "a step is either a request or a sleep; split it into two steps",
-            ));
-        }
-        (None, None) => {
-            return Err(compiler.invalid("request", "a step needs `request` or `sleep`"));
-        }
-        (None, Some(sleep)) => {
+    let step_kind = StepKind::of(step).map_err(|e| compiler.invalid(e.field, e.message))?;
+    let kind = match step_kind {
+        StepKind::Sleep(sleep) => {
             let (min, max) = match sleep {
                 Sleep::Fixed(d) => (d.get(), d.get()),
                 Sleep::Range { min, max } => (min.get(), max.get()),
@@ -406,7 +399,7 @@ pub(crate) fn compile_with_env(
             }
             Kind::Sleep(min, max)
         }
-        (Some(request), None) => Kind::Request(Box::new(compile_request(
+        StepKind::Request(request) => Kind::Request(Box::new(compile_request(
             step,
             request,
             target,
