@@ -186,7 +186,7 @@ pub async fn run_scenario<V: Vu, F: FnMut(u64) -> V + Send>(
     counters: Arc<ExecutorCounters>,
     mut stop: watch::Receiver<bool>,
 ) -> ExecutorSummary {
-    let tally = Arc::new(Tally::new(counters));
+    let tally = Arc::new(IterationTally::new(counters));
     let begin = at(start, scenario.start_time.get());
     tokio::select! {
         biased;
@@ -282,7 +282,7 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
     cap: u64,
     timeline: Timeline,
     mut make_vu: F,
-    tally: &Arc<Tally>,
+    tally: &Arc<IterationTally>,
     stop: &mut watch::Receiver<bool>,
 ) {
     let mut pool = Pool {
@@ -520,7 +520,7 @@ struct VuState<V> {
 }
 
 /// A closed-model VU slot, indexed by VU number.
-enum Slot<V> {
+enum VuSlot<V> {
     /// Never created, or lost with an aborted task: created again if needed.
     Empty,
     /// Stopped after a ramp-down, kept for a later ramp-up.
@@ -558,7 +558,7 @@ enum ClosedVus<'a> {
 
 /// What every closed-model VU task shares.
 struct LoopContext {
-    tally: Arc<Tally>,
+    tally: Arc<IterationTally>,
     /// Set by the controller (stop, time up) or a VU (exhausted): start no more iterations.
     halt: watch::Sender<bool>,
     end: Instant,
@@ -623,7 +623,7 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
     vus: ClosedVus<'_>,
     timeline: Timeline,
     mut make_vu: F,
-    tally: &Arc<Tally>,
+    tally: &Arc<IterationTally>,
     stop: &mut watch::Receiver<bool>,
 ) {
     let target = Arc::new(AtomicU64::new(0));
@@ -640,11 +640,11 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
         end: timeline.end,
         quota,
     });
-    let mut slots: Vec<Slot<V>> = Vec::new();
+    let mut slots: Vec<VuSlot<V>> = Vec::new();
     let mut tasks: JoinSet<(u64, VuState<V>)> = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<(u64, VuState<V>)>, index: usize, state: VuState<V>| {
         let task = tasks.spawn(vu_loop(index as u64, state, Arc::clone(&ctx)));
-        Slot::Running {
+        VuSlot::Running {
             task,
             ramp_down_deadline: None,
         }
@@ -675,27 +675,27 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
             target.store(want, Ordering::Relaxed);
             let want = usize::try_from(want).unwrap_or(usize::MAX);
             while slots.len() < want {
-                slots.push(Slot::Empty);
+                slots.push(VuSlot::Empty);
             }
             for (index, slot) in slots.iter_mut().enumerate() {
                 let wanted = index < want;
                 match slot {
-                    Slot::Empty if wanted => {
+                    VuSlot::Empty if wanted => {
                         let state = VuState {
                             vu: make_vu(index as u64),
                             iterations: 0,
                         };
                         *slot = spawn(&mut tasks, index, state);
                     }
-                    Slot::Idle(_) if wanted => {
-                        if let Slot::Idle(state) = std::mem::replace(slot, Slot::Empty) {
+                    VuSlot::Idle(_) if wanted => {
+                        if let VuSlot::Idle(state) = std::mem::replace(slot, VuSlot::Empty) {
                             *slot = spawn(&mut tasks, index, state);
                         }
                     }
-                    Slot::Running {
+                    VuSlot::Running {
                         ramp_down_deadline, ..
                     } if wanted => *ramp_down_deadline = None,
-                    Slot::Running {
+                    VuSlot::Running {
                         task,
                         ramp_down_deadline,
                     } => {
@@ -708,7 +708,7 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
                             wake = wake.min(deadline);
                         }
                     }
-                    Slot::Empty | Slot::Idle(_) => {}
+                    VuSlot::Empty | VuSlot::Idle(_) => {}
                 }
             }
             if let Some(change) = next_vus_change(start, stages, t) {
@@ -725,14 +725,14 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
             Some(res) = tasks.join_next(), if !tasks.is_empty() => match res {
                 Ok((index, state)) => {
                     if let Some(slot) = usize::try_from(index).ok().and_then(|i| slots.get_mut(i)) {
-                        *slot = Slot::Idle(state);
+                        *slot = VuSlot::Idle(state);
                     }
                 }
                 Err(err) => {
                     log_join_error(&err);
                     for slot in &mut slots {
-                        if matches!(slot, Slot::Running { task, .. } if task.id() == err.id()) {
-                            *slot = Slot::Empty;
+                        if matches!(slot, VuSlot::Running { task, .. } if task.id() == err.id()) {
+                            *slot = VuSlot::Empty;
                         }
                     }
                 }
@@ -862,7 +862,7 @@ fn ramp_u64(start: u64, stages: &[Stage], t: Duration) -> u64 {
 }
 
 /// This scenario's own counts, mirrored into the caller's live counters.
-struct Tally {
+struct IterationTally {
     shared: Arc<ExecutorCounters>,
     own: ExecutorCounters,
     max_active: AtomicU64,
@@ -870,7 +870,7 @@ struct Tally {
     next_iteration: AtomicU64,
 }
 
-impl Tally {
+impl IterationTally {
     fn new(shared: Arc<ExecutorCounters>) -> Self {
         Self {
             shared,
@@ -904,10 +904,10 @@ impl Tally {
 }
 
 /// Counts a VU as active for as long as it lives; dropping works for aborted tasks too.
-struct ActiveVu(Arc<Tally>);
+struct ActiveVu(Arc<IterationTally>);
 
 impl ActiveVu {
-    fn new(tally: &Arc<Tally>) -> Self {
+    fn new(tally: &Arc<IterationTally>) -> Self {
         tally.shared.active_vus.fetch_add(1, Ordering::Relaxed);
         let now = tally.own.active_vus.fetch_add(1, Ordering::Relaxed) + 1;
         tally.max_active.fetch_max(now, Ordering::Relaxed);
@@ -924,12 +924,12 @@ impl Drop for ActiveVu {
 /// One started iteration. Dropped without [`InFlight::finish`] means its task was cancelled
 /// mid-iteration: it counts as interrupted.
 struct InFlight {
-    tally: Arc<Tally>,
+    tally: Arc<IterationTally>,
     finished: bool,
 }
 
 impl InFlight {
-    fn start(tally: &Arc<Tally>) -> Self {
+    fn start(tally: &Arc<IterationTally>) -> Self {
         tally.add(|c| &c.started);
         Self {
             tally: Arc::clone(tally),

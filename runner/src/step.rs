@@ -243,10 +243,11 @@ pub struct StepOutcome {
 /// resolved.
 pub struct CompiledStep {
     name: String,
-    kind: Kind,
+    kind: StepAction,
 }
 
-enum Kind {
+/// What a compiled step does when run.
+enum StepAction {
     Sleep(Duration, Duration),
     Request(Box<CompiledRequest>),
 }
@@ -257,8 +258,8 @@ impl fmt::Debug for CompiledStep {
         let mut d = f.debug_struct("CompiledStep");
         d.field("name", &self.name);
         match &self.kind {
-            Kind::Sleep(min, max) => d.field("sleep", &(min, max)),
-            Kind::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+            StepAction::Sleep(min, max) => d.field("sleep", &(min, max)),
+            StepAction::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
         };
         d.finish_non_exhaustive()
     }
@@ -276,7 +277,7 @@ struct CompiledRequest {
     timeout: Duration,
     checks: Checks,
     extract: Vec<(String, Extractor)>,
-    retry: RetryPolicy,
+    retry: StepRetry,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
     keep_body: bool,
@@ -313,7 +314,8 @@ enum MultipartPiece {
     Text(Text),
 }
 
-struct RetryPolicy {
+/// A request step's retry settings, defaults resolved.
+struct StepRetry {
     attempts: u32,
     on: Vec<ErrorKind>,
     backoff: Duration,
@@ -346,7 +348,10 @@ impl CompiledStep {
 
     /// True for an HTTP request step, false for a sleep.
     pub fn is_request(&self) -> bool {
-        matches!(self.kind, Kind::Request(_))
+        match self.kind {
+            StepAction::Request(_) => true,
+            StepAction::Sleep(..) => false,
+        }
     }
 
     /// Limits the step to `policy`'s targets. A URL already known (literal, or templated with
@@ -354,8 +359,9 @@ impl CompiledStep {
     /// run must not start. Otherwise the rendered URL and every redirect hop are checked before
     /// each send (see the module documentation). An empty policy changes nothing.
     pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
-        let Kind::Request(request) = &mut self.kind else {
-            return Ok(());
+        let request = match &mut self.kind {
+            StepAction::Request(request) => request,
+            StepAction::Sleep(..) => return Ok(()),
         };
         if policy.is_empty() {
             request.policy = None;
@@ -397,9 +403,9 @@ pub(crate) fn compile_with_env(
                     ),
                 ));
             }
-            Kind::Sleep(min, max)
+            StepAction::Sleep(min, max)
         }
-        StepKind::Request(request) => Kind::Request(Box::new(compile_request(
+        StepKind::Request(request) => StepAction::Request(Box::new(compile_request(
             step,
             request,
             target,
@@ -549,7 +555,7 @@ fn compile_request(
         .map(|(name, spec)| Ok((name.clone(), Extractor::compile(name, spec, compiler)?)))
         .collect::<Result<Vec<_>, StepError>>()?;
     let retry = match &step.retry {
-        Some(retry) => RetryPolicy {
+        Some(retry) => StepRetry {
             attempts: retry.attempts.max(1),
             on: if retry.on.is_empty() {
                 vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
@@ -558,7 +564,7 @@ fn compile_request(
             },
             backoff: retry.backoff.get(),
         },
-        None => RetryPolicy {
+        None => StepRetry {
             attempts: 1,
             on: Vec::new(),
             backoff: Duration::ZERO,
@@ -786,7 +792,7 @@ pub async fn run_step(
     not_before: Instant,
 ) -> StepOutcome {
     match &step.kind {
-        Kind::Sleep(min, max) => {
+        StepAction::Sleep(min, max) => {
             let start = Instant::now();
             let pause = if min < max {
                 rand::Rng::random_range(&mut rand::rng(), *min..=*max)
@@ -802,7 +808,7 @@ pub async fn run_step(
                 error: None,
             }
         }
-        Kind::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+        StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
     }
 }
 
@@ -852,7 +858,7 @@ struct Exchange {
 }
 
 /// What checks and extractors made of a response.
-struct Verdict {
+struct ResponseEvaluation {
     tally: Tally,
     error: Option<ErrorKind>,
     values: Vec<(String, Option<String>)>,
@@ -862,7 +868,7 @@ struct Verdict {
 struct Attempted {
     response: Option<Received>,
     error: Option<ErrorKind>,
-    verdict: Option<Verdict>,
+    verdict: Option<ResponseEvaluation>,
 }
 
 impl CompiledRequest {
@@ -969,7 +975,7 @@ impl CompiledRequest {
             }
         };
         // Always set without `until` (evaluated per attempt) and with it (evaluated above).
-        let verdict = verdict.unwrap_or(Verdict {
+        let verdict = verdict.unwrap_or(ResponseEvaluation {
             tally: Tally::default(),
             error: None,
             values: Vec::new(),
@@ -1330,7 +1336,7 @@ impl CompiledRequest {
     }
 
     /// Runs checks and extractors on the final response (`None`: no usable response).
-    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> Verdict {
+    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> ResponseEvaluation {
         let tally = self.checks.evaluate(response, elapsed);
         let values: Vec<(String, Option<String>)> = self
             .extract
@@ -1344,7 +1350,7 @@ impl CompiledRequest {
         } else {
             None
         };
-        Verdict {
+        ResponseEvaluation {
             tally,
             error,
             values,
