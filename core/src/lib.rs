@@ -7,6 +7,8 @@
 //! - [`template`]: the `${...}` references steps use.
 //! - [`target_policy`]: the cluster administrator's allow-list of load targets (hosts, wildcards,
 //!   IPs, CIDR blocks) and the static check of a spec's URLs against it.
+//! - [`scenario`]: a step's kind and a scenario's executor as typed data, turned once from the
+//!   manifest's shape.
 //! - [`plan`]: how long a run is planned to take, and its default timeout.
 //! - [`split`]: each runner's exact share of the load.
 //! - [`plateau`]: the rate probe's plateau search.
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod plan;
 pub mod plateau;
 pub mod protocol;
+pub mod scenario;
 pub mod split;
 pub mod target_policy;
 pub mod template;

@@ -579,7 +579,7 @@ impl RunMetrics {
                 iterations: Counters::default(),
                 steps: steps
                     .iter()
-                    .filter(|s| s.request.is_some())
+                    .filter(|s| crate::scenario::is_measured(s))
                     .map(|s| StepMetrics {
                         name: s.display_name(),
                         m: Measurements::default(),
@@ -1003,7 +1003,7 @@ fn evaluate_one(
                     let is_request_step = spec_scenario
                         .steps
                         .iter()
-                        .any(|s| s.request.is_some() && &s.display_name() == st);
+                        .any(|s| crate::scenario::is_measured(s) && &s.display_name() == st);
                     if !is_request_step {
                         return invalid(format!(
                             "scenario `{sc}` has no request step named `{st}`"

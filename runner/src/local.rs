@@ -273,7 +273,9 @@ fn error_reason(e: &EngineError) -> &'static str {
     match e {
         EngineError::Setup { .. } => "SetupFailed",
         EngineError::Feeder(_) => "DataUnavailable",
-        EngineError::Step { .. } | EngineError::Client(_) => "InvalidSpec",
+        EngineError::Step { .. } | EngineError::Workload { .. } | EngineError::Client(_) => {
+            "InvalidSpec"
+        }
         EngineError::TargetNotAllowed(_) => "TargetNotAllowed",
     }
 }

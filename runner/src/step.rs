@@ -54,6 +54,7 @@ use reqwest::header::{
 use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
+use volley_core::scenario::StepKind;
 use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
@@ -150,10 +151,11 @@ pub struct StepOutcome {
 /// resolved.
 pub struct CompiledStep {
     name: String,
-    kind: Kind,
+    kind: StepAction,
 }
 
-enum Kind {
+/// What a compiled step does when run.
+enum StepAction {
     Sleep(Duration, Duration),
     Request(Box<CompiledRequest>),
 }
@@ -164,8 +166,8 @@ impl fmt::Debug for CompiledStep {
         let mut d = f.debug_struct("CompiledStep");
         d.field("name", &self.name);
         match &self.kind {
-            Kind::Sleep(min, max) => d.field("sleep", &(min, max)),
-            Kind::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+            StepAction::Sleep(min, max) => d.field("sleep", &(min, max)),
+            StepAction::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
         };
         d.finish_non_exhaustive()
     }
@@ -183,7 +185,7 @@ struct CompiledRequest {
     timeout: Duration,
     checks: Checks,
     extract: Vec<(String, Extractor)>,
-    retry: RetryPolicy,
+    retry: StepRetry,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
     keep_body: bool,
@@ -220,7 +222,8 @@ enum MultipartPiece {
     Text(Text),
 }
 
-struct RetryPolicy {
+/// A request step's retry settings, defaults resolved.
+struct StepRetry {
     attempts: u32,
     on: Vec<ErrorKind>,
     backoff: Duration,
@@ -253,7 +256,10 @@ impl CompiledStep {
 
     /// True for an HTTP request step, false for a sleep.
     pub fn is_request(&self) -> bool {
-        matches!(self.kind, Kind::Request(_))
+        match self.kind {
+            StepAction::Request(_) => true,
+            StepAction::Sleep(..) => false,
+        }
     }
 
     /// Limits the step to `policy`'s targets. A URL already known (literal, or templated with
@@ -261,8 +267,9 @@ impl CompiledStep {
     /// run must not start. Otherwise the rendered URL and every redirect hop are checked before
     /// each send (see the module documentation). An empty policy changes nothing.
     pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
-        let Kind::Request(request) = &mut self.kind else {
-            return Ok(());
+        let request = match &mut self.kind {
+            StepAction::Request(request) => request,
+            StepAction::Sleep(..) => return Ok(()),
         };
         if policy.is_empty() {
             request.policy = None;
@@ -287,17 +294,9 @@ pub(crate) fn compile_with_env(
 ) -> Result<CompiledStep, StepError> {
     let name = step.display_name();
     let mut compiler = TemplateCompiler::new(&name, env);
-    let kind = match (&step.request, &step.sleep) {
-        (Some(_), Some(_)) => {
-            return Err(compiler.invalid(
-                "sleep",
-                "a step is either a request or a sleep; split it into two steps",
-            ));
-        }
-        (None, None) => {
-            return Err(compiler.invalid("request", "a step needs `request` or `sleep`"));
-        }
-        (None, Some(sleep)) => {
+    let step_kind = StepKind::of(step).map_err(|e| compiler.invalid(e.field, e.message))?;
+    let kind = match step_kind {
+        StepKind::Sleep(sleep) => {
             let (min, max) = match sleep {
                 Sleep::Fixed(d) => (d.get(), d.get()),
                 Sleep::Range { min, max } => (min.get(), max.get()),
@@ -312,9 +311,9 @@ pub(crate) fn compile_with_env(
                     ),
                 ));
             }
-            Kind::Sleep(min, max)
+            StepAction::Sleep(min, max)
         }
-        (Some(request), None) => Kind::Request(Box::new(compile_request(
+        StepKind::Request(request) => StepAction::Request(Box::new(compile_request(
             step,
             request,
             target,
@@ -464,7 +463,7 @@ fn compile_request(
         .map(|(name, spec)| Ok((name.clone(), Extractor::compile(name, spec, compiler)?)))
         .collect::<Result<Vec<_>, StepError>>()?;
     let retry = match &step.retry {
-        Some(retry) => RetryPolicy {
+        Some(retry) => StepRetry {
             attempts: retry.attempts.max(1),
             on: if retry.on.is_empty() {
                 vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
@@ -473,7 +472,7 @@ fn compile_request(
             },
             backoff: retry.backoff.get(),
         },
-        None => RetryPolicy {
+        None => StepRetry {
             attempts: 1,
             on: Vec::new(),
             backoff: Duration::ZERO,
@@ -701,7 +700,7 @@ pub async fn run_step(
     not_before: Instant,
 ) -> StepOutcome {
     match &step.kind {
-        Kind::Sleep(min, max) => {
+        StepAction::Sleep(min, max) => {
             let start = Instant::now();
             let pause = if min < max {
                 rand::Rng::random_range(&mut rand::rng(), *min..=*max)
@@ -717,7 +716,7 @@ pub async fn run_step(
                 error: None,
             }
         }
-        Kind::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+        StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
     }
 }
 
@@ -767,7 +766,7 @@ struct Exchange {
 }
 
 /// What checks and extractors made of a response.
-struct Verdict {
+struct ResponseEvaluation {
     tally: CheckTally,
     error: Option<ErrorKind>,
     values: Vec<(String, Option<String>)>,
@@ -777,7 +776,7 @@ struct Verdict {
 struct Attempted {
     response: Option<Received>,
     error: Option<ErrorKind>,
-    verdict: Option<Verdict>,
+    verdict: Option<ResponseEvaluation>,
 }
 
 impl CompiledRequest {
@@ -884,7 +883,7 @@ impl CompiledRequest {
             }
         };
         // Always set without `until` (evaluated per attempt) and with it (evaluated above).
-        let verdict = verdict.unwrap_or(Verdict {
+        let verdict = verdict.unwrap_or(ResponseEvaluation {
             tally: CheckTally::default(),
             error: None,
             values: Vec::new(),
@@ -1245,7 +1244,7 @@ impl CompiledRequest {
     }
 
     /// Runs checks and extractors on the final response (`None`: no usable response).
-    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> Verdict {
+    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> ResponseEvaluation {
         let tally = self.checks.evaluate(response, elapsed);
         let values: Vec<(String, Option<String>)> = self
             .extract
@@ -1259,7 +1258,7 @@ impl CompiledRequest {
         } else {
             None
         };
-        Verdict {
+        ResponseEvaluation {
             tally,
             error,
             values,
