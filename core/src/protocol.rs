@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Report;
+use crate::metrics::report::Report;
 use volley_crds::spec::LoadTestSpec;
 
 /// Version of these messages; a runner and an aggregator must agree on it.
