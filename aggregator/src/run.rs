@@ -28,13 +28,13 @@ use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
 use volley_core::metrics::report::Report;
 use volley_core::metrics::series::SeriesPoint;
 use volley_core::metrics::status::scenario_statuses;
-use volley_core::metrics::thresholds::{ThresholdResult, abort_trigger, evaluate_thresholds};
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
+use volley_core::threshold::evaluate::{ThresholdResult, abort_trigger, evaluate_thresholds};
 use volley_crds::spec::{ErrorKind, LoadTestSpec};
 use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;

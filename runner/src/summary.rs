@@ -255,7 +255,7 @@ mod tests {
     use volley_core::metrics::histogram::record_latency;
     use volley_core::metrics::model::RunMetrics;
     use volley_core::metrics::report::decode_histogram;
-    use volley_core::metrics::thresholds::evaluate_thresholds;
+    use volley_core::threshold::evaluate::evaluate_thresholds;
     use volley_crds::status::Verdict;
 
     const SPEC: &str = r#"

@@ -9,7 +9,6 @@
 //!   decoded.
 //! - [`status`]: status rows and display strings for merged data.
 //! - [`series`]: one point of the per-second series from two cumulative snapshots.
-//! - [`thresholds`]: threshold evaluation on merged data.
 //! - [`report`]: the runner → aggregator report and its histogram codec.
 
 pub mod error;
@@ -20,4 +19,3 @@ pub mod series;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_support;
-pub mod thresholds;

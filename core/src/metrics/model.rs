@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,6 @@ use crate::metrics::histogram::{
     HistogramSummary, add_checked, add_clamped, fits, histogram_since, new_latency_histogram,
     same_histogram,
 };
-use crate::threshold::ScopeMetrics;
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
 
 /// The name of the pseudo-scenario that holds the `setup` steps. It is left out of the overall
@@ -244,21 +242,6 @@ impl Measurements {
         add_clamped(&mut self.failed_latency, &other.failed_latency);
         self.counters.add(&other.counters);
     }
-
-    /// The figures thresholds are evaluated on.
-    pub(crate) fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
-        let c = &self.counters;
-        ScopeMetrics {
-            latency_us: &self.latency,
-            requests: c.requests,
-            failures: c.failures,
-            iterations: c.iterations,
-            dropped_iterations: c.dropped_iterations,
-            checks_passed: c.checks_passed,
-            checks_failed: c.checks_failed,
-            elapsed,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +458,8 @@ pub(crate) fn add_scenario(total: &mut Measurements, s: &ScenarioMetrics) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::metrics::histogram::{LATENCY_HIGH_US, record_latency};
     use crate::metrics::report::Report;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
-use crate::threshold::significant;
 use volley_crds::status::{LatencyMs, MetricsStatus, ScenarioStatus, StepStatus};
 
 fn us_to_ms(us: u64) -> f64 {
@@ -169,6 +168,22 @@ pub fn step_statuses(run: &RunMetrics, limit: usize) -> Vec<StepStatus> {
             p99_ms: quantile_ms(&st.m.latency, 0.99),
         })
         .collect()
+}
+
+/// `x` rounded to `digits` significant digits, without dropping integer
+/// digits (`1234.5` stays `1235`), and without trailing zeros.
+pub(crate) fn significant(x: f64, digits: i32) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let integer_digits = x.abs().log10().floor() as i32 + 1;
+    let decimals = (digits - integer_digits).clamp(0, 17) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

@@ -31,12 +31,20 @@
 //! Parsing converts every value to that one canonical unit, so evaluation and
 //! comparison never have to think about units again, and [`fmt::Display`]
 //! renders a form that parses back to exactly the same value.
+//!
+//! This module holds the language: the parser, [`ThresholdExpr`], and what one expression
+//! makes of one scope's figures ([`ThresholdExpr::evaluate`]). [`evaluate`] judges a spec's
+//! thresholds on a run's merged metrics.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::metrics::status::significant;
+
+pub mod evaluate;
 
 /// Why a threshold could not be parsed: what is wrong, in a sentence, and where.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -497,22 +505,6 @@ fn shortest(target: f64, approx: f64, back: impl Fn(f64) -> f64) -> Option<f64> 
         let x: f64 = format!("{approx:.*e}", digits - 1).parse().ok()?;
         (back(x) == target).then_some(x)
     })
-}
-
-/// `x` rounded to `digits` significant digits, without dropping integer
-/// digits (`1234.5` stays `1235`), and without trailing zeros.
-pub(crate) fn significant(x: f64, digits: i32) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let integer_digits = x.abs().log10().floor() as i32 + 1;
-    let decimals = (digits - integer_digits).clamp(0, 17) as usize;
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
 }
 
 /// Rates read better as `100/s` in sentences, though a threshold is written

@@ -1,13 +1,32 @@
-//! Threshold evaluation on merged data: [`evaluate_thresholds`] judges every threshold of a spec
-//! in its scope (the whole run, a scenario, or a step), [`abort_trigger`] says whether a failure
-//! should stop the run now, and [`verdict`] turns the results into the run's verdict.
+//! Threshold evaluation on a run's merged metrics: [`evaluate_thresholds`] judges every
+//! threshold of a spec in its scope (the whole run, a scenario, or a step) with
+//! [`ThresholdExpr::evaluate`](crate::threshold::ThresholdExpr::evaluate), [`abort_trigger`]
+//! says whether a failure should stop the run now, and [`verdict`] turns the results into the
+//! run's verdict.
 
 use std::time::Duration;
 
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
-use crate::threshold::parse_threshold;
+use crate::threshold::{ScopeMetrics, parse_threshold};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::{ThresholdStatus, Verdict};
+
+impl Measurements {
+    /// The figures thresholds are evaluated on.
+    pub(crate) fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
+        let c = &self.counters;
+        ScopeMetrics {
+            latency_us: &self.latency,
+            requests: c.requests,
+            failures: c.failures,
+            iterations: c.iterations,
+            dropped_iterations: c.dropped_iterations,
+            checks_passed: c.checks_passed,
+            checks_failed: c.checks_failed,
+            elapsed,
+        }
+    }
+}
 
 /// One threshold evaluated on merged data.
 #[derive(Clone, Debug, PartialEq)]
