@@ -25,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use volley_core::metrics::error::MetricsError;
 use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
-use volley_core::metrics::report::Report;
 use volley_core::metrics::series::SeriesPoint;
 use volley_core::metrics::status::scenario_statuses;
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use volley_core::metrics::model::RunMetrics;
-use volley_core::metrics::report::encode_histogram;
 use volley_core::metrics::series::SeriesPoint;
 use volley_core::metrics::status::{latency_ms, metrics_status, scenario_statuses, step_statuses};
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::report::encode_histogram;
 use volley_core::threshold::evaluate::{ThresholdResult, verdict};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,

@@ -11,9 +11,9 @@
 //! - [`plan`]: how long a run is planned to take, and its default timeout.
 //! - [`split`]: each runner's exact share of the load.
 //! - [`plateau`]: the rate probe's plateau search.
-//! - [`metrics`]: the metrics model (recording, exact merging, the runner report wire format,
-//!   status summaries and the per-second series).
-//! - [`protocol`]: the runner ↔ aggregator messages.
+//! - [`metrics`]: the metrics model (recording, exact merging, status summaries and the
+//!   per-second series).
+//! - [`protocol`]: the runner ↔ aggregator messages, and the metrics report's wire format.
 
 pub mod manifest;
 pub mod metrics;

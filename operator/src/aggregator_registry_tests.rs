@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use volley_core::metrics::histogram::record_latency;
 use volley_core::metrics::model::RunMetrics;
-use volley_core::metrics::report::Report;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, RunnerReport, StartResponse, ready_path, report_path,
     start_path,

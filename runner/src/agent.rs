@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_core::metrics::model::RunMetrics;
-use volley_core::metrics::report::Report;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     self, PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport,
     START_POLL_HOLD_MS, SetupResult, StartResponse, TOKEN_ENV,

@@ -13,7 +13,7 @@ use volley_aggregator::{Aggregator, RunConfig};
 use volley_core::manifest::parse_manifest;
 use volley_core::metrics::histogram::record_latency;
 use volley_core::metrics::model::RunMetrics;
-use volley_core::metrics::report::Report;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport};
 use volley_crds::spec::LoadTestSpec;
 

@@ -5,7 +5,7 @@
 use hdrhistogram::serialization::{DeserializeError, V2DeflateSerializeError};
 
 use crate::metrics::histogram::{LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG};
-use crate::metrics::report::{MAX_HISTOGRAM_COUNT, MAX_REPORT_STEPS};
+use crate::protocol::report::{MAX_HISTOGRAM_COUNT, MAX_REPORT_STEPS};
 use volley_crds::text::shorten;
 
 /// Why metrics could not be merged, compared, encoded or decoded.

@@ -9,12 +9,14 @@
 //!   decoded.
 //! - [`status`]: status rows and display strings for merged data.
 //! - [`series`]: one point of the per-second series from two cumulative snapshots.
-//! - [`report`]: the runner → aggregator report and its histogram codec.
+//!
+//! Threshold evaluation on these metrics lives with the threshold language
+//! ([`crate::threshold::evaluate`]); the report a runner sends them in lives with the protocol
+//! ([`crate::protocol::report`]).
 
 pub mod error;
 pub mod histogram;
 pub mod model;
-pub mod report;
 pub mod series;
 pub mod status;
 #[cfg(test)]

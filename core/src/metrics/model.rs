@@ -462,8 +462,8 @@ mod tests {
 
     use super::*;
     use crate::metrics::histogram::{LATENCY_HIGH_US, record_latency};
-    use crate::metrics::report::Report;
     use crate::metrics::test_support::{Rng, measurements, record, spec};
+    use crate::protocol::report::Report;
     use proptest::prelude::*;
 
     // ---- counters and measurements ----
