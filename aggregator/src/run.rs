@@ -23,15 +23,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use volley_core::metrics::{
-    self, Counters, MetricsError, Report, RunMetrics, SeriesPoint, ThresholdResult, error_kind_name,
-};
+use volley_core::metrics::error::MetricsError;
+use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
+use volley_core::metrics::series::SeriesPoint;
+use volley_core::metrics::status::scenario_statuses;
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
+use volley_core::threshold::evaluate::{ThresholdResult, abort_trigger, evaluate_thresholds};
 use volley_crds::spec::{ErrorKind, LoadTestSpec};
 use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;
@@ -329,7 +332,7 @@ pub struct RunView {
 impl RunView {
     /// One row per scenario, a rate probe's with its sustainable rate.
     pub fn scenario_statuses(&self) -> Vec<ScenarioStatus> {
-        let mut rows = metrics::scenario_statuses(&self.merged, self.elapsed);
+        let mut rows = scenario_statuses(&self.merged, self.elapsed);
         plateau::annotate(&mut rows, &self.sustainable_rates);
         rows
     }
@@ -803,7 +806,7 @@ impl RunState {
         self.refresh();
         if self.lifecycle != RunLifecycle::Finished {
             self.thresholds =
-                metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+                evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
         }
         let plateaus = self.plateaus.results(&self.config.spec);
         let count = |f: fn(&RunnerState) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
@@ -905,8 +908,7 @@ impl RunState {
             return;
         }
         self.refresh();
-        let mut results =
-            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        let mut results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
         if let Some(r) = self.aborted_by.and_then(|i| results.get_mut(i)) {
             // The final figures may have moved; the threshold still stopped the run.
             r.status.aborted = true;
@@ -981,9 +983,8 @@ impl RunState {
             slot.fresh = false;
         }
         self.refresh();
-        let results =
-            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
-        if let Some(i) = metrics::abort_trigger(&results, self.merged_elapsed) {
+        let results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        if let Some(i) = abort_trigger(&results, self.merged_elapsed) {
             self.aborted_by = Some(i);
             let message = results[i]
                 .failure_message

@@ -38,7 +38,7 @@ use volley_crds::text::for_log;
 
 use crate::run::{DecodedReport, ProtocolError, RunConfig, RunLifecycle, RunState, RunView};
 
-/// Largest request body accepted: a report of [`volley_core::metrics::MAX_REPORT_STEPS`]
+/// Largest request body accepted: a report of [`volley_core::protocol::report::MAX_REPORT_STEPS`]
 /// steps with three histograms each fits; anything larger is answered 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 

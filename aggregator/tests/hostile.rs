@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley_aggregator::RunLifecycle;
 use volley_aggregator::server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
-use volley_core::metrics::MAX_REPORT_STEPS;
+use volley_core::protocol::report::MAX_REPORT_STEPS;
 use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
 
 /// Held by the tests that allocate tens of MiB (the RSS measurement, the 400k error kinds),

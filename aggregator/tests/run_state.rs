@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use volley_aggregator::run::{DecodedReport, ProtocolError, RunConfig, RunLifecycle, RunState};
 use volley_core::manifest::parse_manifest;
-use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
 use volley_core::protocol::{PROTOCOL_VERSION, ReadyRequest, SetupResult, StartResponse};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::Phase;

@@ -217,7 +217,7 @@ impl Validator {
         for (i, sc) in spec.scenarios.iter().enumerate() {
             let path = format!("spec.scenarios[{i}]");
             self.name(&sc.name, &format!("{path}.name"), "scenario");
-            if sc.name == crate::metrics::SETUP_SCENARIO {
+            if sc.name == crate::metrics::model::SETUP_SCENARIO {
                 self.err(
                     format!("{path}.name"),
                     "`setup` is reserved for the results of spec.setup; pick another scenario name",

@@ -41,7 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use volley_core::metrics::{Report, RunMetrics};
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,

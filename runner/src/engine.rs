@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
 use volley_core::scenario::{ShapeError, StepKind, Workload, is_measured};
 use volley_core::split::split_spec;
 use volley_core::target_policy::{TargetPolicy, check_spec};
@@ -327,7 +328,7 @@ impl Engine {
 /// its last attempt, or as one failed request when nothing was sent, so `failures <= requests`
 /// always holds.
 fn record_outcome(
-    m: &mut volley_core::metrics::Measurements,
+    m: &mut volley_core::metrics::model::Measurements,
     outcome: &StepOutcome,
     end_to_end: bool,
 ) {
@@ -506,7 +507,7 @@ impl Vu for HttpVu {
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {
-    volley_core::metrics::error_kind_name(kind)
+    volley_core::metrics::model::error_kind_name(kind)
 }
 
 #[cfg(test)]
@@ -515,7 +516,7 @@ mod tests {
     use super::*;
     use crate::step::RequestSample;
     use std::time::Duration;
-    use volley_core::metrics::Measurements;
+    use volley_core::metrics::model::Measurements;
 
     fn sample(ms: u64, error: Option<ErrorKind>) -> RequestSample {
         RequestSample {
