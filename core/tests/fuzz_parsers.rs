@@ -29,11 +29,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use volley_core::manifest::{ManifestError, parse_manifest, parse_manifest_bytes};
-use volley_core::metrics::histogram::{LATENCY_HIGH_US, new_latency_histogram, record_latency};
-use volley_core::metrics::model::RunMetrics;
-use volley_core::protocol::report::{
-    MAX_HISTOGRAM_COUNT, Report, decode_histogram, encode_histogram,
+use volley_core::metrics::histogram::{
+    LATENCY_HIGH_US, MAX_HISTOGRAM_COUNT, new_latency_histogram, record_latency,
 };
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::{Report, decode_histogram, encode_histogram};
 use volley_core::threshold::parse_threshold;
 use volley_core::validate::{validate, validate_for_cluster};
 use volley_crds::LoadTest;

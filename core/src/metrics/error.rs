@@ -4,8 +4,9 @@
 
 use hdrhistogram::serialization::{DeserializeError, V2DeflateSerializeError};
 
-use crate::metrics::histogram::{LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG};
-use crate::protocol::report::{MAX_HISTOGRAM_COUNT, MAX_REPORT_STEPS};
+use crate::metrics::histogram::{
+    LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT,
+};
 use volley_crds::text::shorten;
 
 /// Why metrics could not be merged, compared, encoded or decoded.
@@ -79,11 +80,13 @@ pub enum MetricsError {
     /// HdrHistogram could not decode a histogram that passed Volley's own checks.
     #[error("could not decode the histogram: {0}")]
     Decode(#[source] DeserializeError),
-    /// A report carries more steps than [`MAX_REPORT_STEPS`].
-    #[error("the report has {steps} steps; at most {MAX_REPORT_STEPS} are accepted")]
+    /// A report carries more steps than the protocol accepts.
+    #[error("the report has {steps} steps; at most {limit} are accepted")]
     TooManySteps {
         /// Steps in the report, over all scenarios.
         steps: usize,
+        /// The most steps a report may carry (`protocol::report::MAX_REPORT_STEPS`).
+        limit: usize,
     },
     /// An error in one histogram of one step, with where it is.
     #[error("scenario `{scenario}` step `{step}` {field}: {source}")]

@@ -18,6 +18,11 @@ pub const LATENCY_HIGH_US: u64 = 3_600_000_000;
 /// Significant decimal digits every latency histogram keeps (values are within 0.1%).
 pub const LATENCY_SIGFIG: u8 = 3;
 
+/// Most samples one decoded histogram may hold (2^48, about 2.8·10^14: 10 million requests per
+/// second for 7 days is 6·10^12). Keeping counts far below `u64::MAX` means merging thousands
+/// of reports can never overflow.
+pub const MAX_HISTOGRAM_COUNT: u64 = 1 << 48;
+
 /// An empty latency histogram with the bounds of `docs/reference.md` §4.4: 1 µs to 1 h, 3
 /// significant digits, in microseconds. Auto-resize is off, so its memory is fixed (about
 /// 190 KiB); [`record_latency`] clamps what is longer than an hour.

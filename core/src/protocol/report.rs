@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::error::MetricsError;
 use crate::metrics::histogram::{
-    LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, new_latency_histogram,
+    LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT, new_latency_histogram,
 };
 use crate::metrics::model::{Counters, Measurements, RunMetrics, ScenarioMetrics, StepMetrics};
 
@@ -24,10 +24,6 @@ pub const MAX_ENCODED_HISTOGRAM_BYTES: usize = 1 << 20;
 /// Volley's bounds needs at most about 210 KiB even with every bucket used, so this only stops
 /// zip bombs.
 pub const MAX_DECOMPRESSED_HISTOGRAM_BYTES: usize = 1 << 20;
-/// Most samples one decoded histogram may hold (2^48, about 2.8·10^14: 10 million requests per
-/// second for 7 days is 6·10^12). Keeping counts far below `u64::MAX` means merging thousands
-/// of reports can never overflow.
-pub const MAX_HISTOGRAM_COUNT: u64 = 1 << 48;
 /// Most steps (over all scenarios) a [`Report`] may carry. Each decoded step holds three
 /// histograms of about 190 KiB each, so this bounds what one report can make the aggregator
 /// allocate.
@@ -140,7 +136,10 @@ impl Report {
             .iter()
             .fold(0usize, |n, s| n.saturating_add(s.steps.len()));
         if steps > MAX_REPORT_STEPS {
-            return Err(MetricsError::TooManySteps { steps });
+            return Err(MetricsError::TooManySteps {
+                steps,
+                limit: MAX_REPORT_STEPS,
+            });
         }
         let scenarios = self
             .scenarios
@@ -780,7 +779,10 @@ mod tests {
         report.scenarios[0].steps = vec![one; MAX_REPORT_STEPS + 1];
         assert!(matches!(
             report.to_metrics(),
-            Err(MetricsError::TooManySteps { steps: 513 })
+            Err(MetricsError::TooManySteps {
+                steps: 513,
+                limit: 512
+            })
         ));
     }
 
