@@ -118,7 +118,10 @@ pub fn cell(text: &str) -> String {
         .replace(['\r', '\n'], " ")
 }
 
-/// User text for inside a code span in a table cell: backticks would end the span.
+/// User text for inside a code span in a table cell: a backtick would end the span and a `|`
+/// the cell; markup inside a code span is shown as written, so `<` stays.
 fn code(text: &str) -> String {
-    cell(text).replace('`', "'")
+    text.replace('|', "\\|")
+        .replace('`', "'")
+        .replace(['\r', '\n'], " ")
 }
