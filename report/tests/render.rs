@@ -72,7 +72,10 @@ fn user_strings_stay_text_in_every_format() {
     let xml = junit::render(&s);
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let suite = doc.root_element().first_element_child().unwrap();
-    assert_eq!(suite.attribute("name"), Some("<img src=x onerror=alert(1)>"));
+    assert_eq!(
+        suite.attribute("name"),
+        Some("<img src=x onerror=alert(1)>")
+    );
     let failure = doc
         .descendants()
         .find(|n| n.has_tag_name("failure"))
@@ -93,7 +96,8 @@ fn junit_reports_a_run_that_failed_without_a_failed_threshold_as_an_error() {
     v["phase"] = json!("Failed");
     v["reason"] = json!("RunnerFailed");
     v["message"] = json!("runner 2 died");
-    v["thresholds"] = json!([{"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true}]);
+    v["thresholds"] =
+        json!([{"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true}]);
     let xml = junit::render(&parse(&v));
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let root = doc.root_element();
@@ -102,7 +106,12 @@ fn junit_reports_a_run_that_failed_without_a_failed_threshold_as_an_error() {
     assert_eq!(root.attribute("failures"), Some("0"));
     let error = doc.descendants().find(|n| n.has_tag_name("error")).unwrap();
     assert_eq!(error.attribute("type"), Some("RunnerFailed"));
-    assert!(error.attribute("message").unwrap().contains("runner 2 died"));
+    assert!(
+        error
+            .attribute("message")
+            .unwrap()
+            .contains("runner 2 died")
+    );
     assert_eq!(error.parent().unwrap().attribute("name"), Some("run"));
 
     // A passed run has no error testcase.
