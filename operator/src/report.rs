@@ -2,7 +2,7 @@
 //! the ConfigMap `{loadtest}-report`, owned by the LoadTest.
 //!
 //! A ConfigMap holds at most 1 MiB. When the report does not fit, the per-step histograms are
-//! dropped first, then the per-second series, and `truncated` says what was left out; the
+//! dropped first, then the per-scenario and the overall per-second series, and `truncated` says what was left out; the
 //! status keeps its own bounded copy of the figures either way.
 
 use std::collections::BTreeMap;
@@ -57,6 +57,10 @@ pub fn fit(mut summary: Value, limit: usize) -> Value {
     if size(&summary) > limit {
         summary["histograms"]["steps"] = json!([]);
         dropped.push("histograms.steps");
+    }
+    if size(&summary) > limit && summary.get("scenarioSeries").is_some() {
+        summary["scenarioSeries"] = json!([]);
+        dropped.push("scenarioSeries");
     }
     if size(&summary) > limit {
         summary["series"] = json!([]);

@@ -3,7 +3,8 @@
 //! from the user (names, expressions, messages, the spec) is escaped.
 //!
 //! Figures a test or a browser check reads carry an `id` (`m-requests`, `m-p95`, ...) and
-//! each chart is an `<svg class="chart" id="chart-...">`.
+//! each chart is an `<svg class="chart" id="chart-...">`. With several scenarios (the
+//! summary's `scenarioSeries`), each also gets its own error-rate and latency charts.
 //!
 //! Charts draw at most [`MAX_DRAWN_POINTS`] points per line: a longer series is cut into that
 //! many equal buckets, drawn as the bucket's request rate and error rate over the bucket and
@@ -18,6 +19,11 @@ use volley_core::threshold::{Metric, parse_threshold};
 use volley_crds::status::{LatencyMs, Phase};
 
 use crate::{SeriesPoint, Summary, escape as esc, outcome, point_error_rate, redact_spec};
+
+/// Line colours, as the `l0`.. classes of the style sheet.
+const PALETTE: [&str; 6] = [
+    "#0969da", "#bf8700", "#cf222e", "#1a7f37", "#8250df", "#57606a",
+];
 
 /// The most points one chart line draws; a 4-hour series is downsampled to this.
 pub const MAX_DRAWN_POINTS: usize = 720;
@@ -43,7 +49,7 @@ svg.chart{width:100%;height:auto;display:block;margin:4px 0 12px}
 svg text{font:11px system-ui,sans-serif;fill:var(--muted)}
 svg .grid{stroke:var(--line);stroke-width:1}
 svg .axis{stroke:var(--muted);stroke-width:1}
-svg .l0{stroke:#0969da}svg .l1{stroke:#bf8700}svg .l2{stroke:#cf222e}
+svg .l0{stroke:#0969da}svg .l1{stroke:#bf8700}svg .l2{stroke:#cf222e}svg .l3{stroke:#1a7f37}svg .l4{stroke:#8250df}svg .l5{stroke:#57606a}
 svg polyline{fill:none;stroke-width:1.5}
 svg .thr{stroke:var(--bad);stroke-dasharray:6 4;stroke-width:1.2}
 svg text.thr-label{fill:var(--bad)}
@@ -77,11 +83,11 @@ pub fn render(s: &Summary, spec: Option<&Value>) -> String {
     if let Some(msg) = &s.message {
         let _ = writeln!(o, "<p id=\"message\">{}</p>", esc(msg));
     }
-    if !s.truncated.is_empty() {
+    if let Some(t) = &s.truncated {
         let _ = writeln!(
             o,
-            "<p class=\"fail\">This report was trimmed to fit its ConfigMap; left out: {}.</p>",
-            esc(&s.truncated.join(", "))
+            "<p class=\"fail\" id=\"truncated\">This report was trimmed to fit its ConfigMap; left out: {}.</p>",
+            esc(&t.dropped.join(", "))
         );
     }
 
@@ -227,11 +233,11 @@ fn downsample(series: &[SeriesPoint]) -> Vec<Drawn> {
 /// A horizontal threshold line: its label and its value in the chart's unit.
 type Limit = (String, f64);
 
-/// The whole-run thresholds that can be drawn on the over-time charts: (rps, error %, latency).
-fn limits(s: &Summary) -> (Vec<Limit>, Vec<Limit>, Vec<Limit>) {
+/// The thresholds of `scope` (`all`, or `scenario NAME`) that can be drawn on the over-time
+/// charts of that scope: (rps, error %, latency).
+fn limits(s: &Summary, scope: &str) -> (Vec<Limit>, Vec<Limit>, Vec<Limit>) {
     let (mut rps, mut err, mut lat) = (Vec::new(), Vec::new(), Vec::new());
-    // The series merges every scenario, so only thresholds on the whole run apply to it.
-    for t in s.thresholds.iter().filter(|t| t.scope == "all") {
+    for t in s.thresholds.iter().filter(|t| t.scope == scope) {
         let Ok(parsed) = parse_threshold(&t.expr) else {
             continue;
         };
@@ -258,7 +264,7 @@ fn charts(o: &mut String, s: &Summary) {
     let drawn = downsample(&s.series);
     let x_max = drawn.last().map_or(1.0, |d| d.second).max(1.0);
     let x_ticks = time_ticks(x_max);
-    let (rps_limits, err_limits, lat_limits) = limits(s);
+    let (rps_limits, err_limits, lat_limits) = limits(s, "all");
     let scenarios: Vec<&str> = s
         .scenarios
         .iter()
@@ -311,6 +317,60 @@ fn charts(o: &mut String, s: &Summary) {
         x_max,
         None,
     ));
+    scenario_charts(o, s, &x_ticks, x_max);
+}
+
+/// With several scenarios: their request rates on one chart, then each one's error rate and
+/// latency with the thresholds scoped to it.
+fn scenario_charts(o: &mut String, s: &Summary, x_ticks: &[(f64, String)], x_max: f64) {
+    if s.scenario_series.len() < 2 {
+        return;
+    }
+    o.push_str("<h2>Per scenario</h2>\n");
+    let drawn: Vec<(&str, Vec<Drawn>)> = s
+        .scenario_series
+        .iter()
+        .map(|sc| (sc.scenario.as_str(), downsample(&sc.points)))
+        .collect();
+    let line = |d: &[Drawn], f: fn(&Drawn) -> f64| d.iter().map(|p| (p.second, f(p))).collect();
+    let rates: Vec<(&str, Vec<(f64, f64)>)> = drawn
+        .iter()
+        .map(|(name, d)| (*name, line(d, |p| p.rps)))
+        .collect();
+    o.push_str(&chart(
+        "scenario-rps",
+        "Request rate per scenario (requests/s)",
+        &rates,
+        &[],
+        x_ticks,
+        x_max,
+        None,
+    ));
+    for (i, (name, d)) in drawn.iter().enumerate() {
+        let (_, err_limits, lat_limits) = limits(s, &format!("scenario {name}"));
+        o.push_str(&chart(
+            &format!("scenario-{i}-errors"),
+            &format!("{name}: error rate (%)"),
+            &[("error %", line(d, |p| p.error_pct))],
+            &err_limits,
+            x_ticks,
+            x_max,
+            None,
+        ));
+        o.push_str(&chart(
+            &format!("scenario-{i}-latency"),
+            &format!("{name}: latency (ms)"),
+            &[
+                ("p50", line(d, |p| p.p50)),
+                ("p95", line(d, |p| p.p95)),
+                ("p99", line(d, |p| p.p99)),
+            ],
+            &lat_limits,
+            x_ticks,
+            x_max,
+            None,
+        ));
+    }
 }
 
 /// The latency percentile curve of the merged histogram, the x axis on a log scale of
@@ -394,7 +454,7 @@ fn chart(
         t = esc(title)
     );
     for (i, (name, _)) in lines.iter().enumerate() {
-        let color = ["#0969da", "#bf8700", "#cf222e"][i % 3];
+        let color = PALETTE[i % PALETTE.len()];
         let _ = write!(
             o,
             "<span><i style=\"background:{color}\"></i>{}</span>",
@@ -443,7 +503,7 @@ fn chart(
         let _ = write!(
             o,
             "<polyline class=\"l{}\" data-name=\"{}\" points=\"",
-            i % 3,
+            i % PALETTE.len(),
             esc(name)
         );
         for (x, y) in pts {

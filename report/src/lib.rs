@@ -88,9 +88,34 @@ pub struct Summary {
     /// The merged latency histograms, encoded.
     #[serde(default)]
     pub histograms: Histograms,
+    /// Each load scenario's per-second series, labelled as `series`.
+    #[serde(default)]
+    pub scenario_series: Vec<ScenarioSeries>,
     /// What the operator left out to fit the report into a ConfigMap.
     #[serde(default)]
-    pub truncated: Vec<String>,
+    pub truncated: Option<Truncated>,
+}
+
+/// One scenario's per-second series.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioSeries {
+    /// The scenario's name.
+    pub scenario: String,
+    /// One point per second.
+    #[serde(default)]
+    pub points: Vec<SeriesPoint>,
+}
+
+/// What the operator dropped from a report that did not fit its ConfigMap.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Truncated {
+    /// The fields left out, e.g. `series`.
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    /// Why.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// A runner that failed.
@@ -253,9 +278,9 @@ mod tests {
 
     #[test]
     fn loads_a_trimmed_report() {
-        let s = load(br#"{"name":"t","phase":"Succeeded","metrics":{"requests":1,"failures":0,"errorRate":0,"rps":1,"iterations":1,"droppedIterations":0,"latencyMs":{"min":1,"mean":1,"p50":1,"p90":1,"p95":1,"p99":1,"max":1},"dataReceivedBytes":0,"dataSentBytes":0,"p95":"1ms","errors":"0%"},"truncated":["series"]}"#).unwrap();
+        let s = load(br#"{"name":"t","phase":"Succeeded","metrics":{"requests":1,"failures":0,"errorRate":0,"rps":1,"iterations":1,"droppedIterations":0,"latencyMs":{"min":1,"mean":1,"p50":1,"p90":1,"p95":1,"p99":1,"max":1},"dataReceivedBytes":0,"dataSentBytes":0,"p95":"1ms","errors":"0%"},"truncated":{"dropped":["histograms.steps","series"],"why":"too big"}}"#).unwrap();
         assert!(s.series.is_empty());
-        assert_eq!(s.truncated, ["series"]);
+        assert_eq!(s.truncated.unwrap().dropped, ["histograms.steps", "series"]);
         assert!(load(b"{}").is_err());
     }
 }

@@ -20,6 +20,10 @@ fn summary(name: &str, series_len: u64) -> Value {
                    "p95Ms": 40.0 + (s % 31) as f64, "p99Ms": 90.0 + (s % 61) as f64})
         })
         .collect();
+    let scenario_series: Vec<Value> = ["<script>alert(1)</script>", "checkout, \"v2\""]
+        .iter()
+        .map(|n| json!({"scenario": n, "points": series}))
+        .collect();
     json!({
         "name": name, "phase": "Failed", "verdict": "Failed", "reason": "ThresholdsFailed",
         "message": "1 of 2 thresholds failed", "durationSeconds": series_len as f64, "runners": 4,
@@ -40,6 +44,7 @@ fn summary(name: &str, series_len: u64) -> Value {
         "steps": [{"scenario": "<script>alert(1)</script>", "step": "a|b`c\nd", "requests": 123456,
             "errorRate": 0.00034, "p50Ms": 10.0, "p95Ms": 44.2, "p99Ms": 120.0}],
         "series": series,
+        "scenarioSeries": scenario_series,
         "histograms": {"overall": histogram(), "steps": []}
     })
 }
@@ -156,12 +161,23 @@ fn four_hour_soak_renders_small_and_keeps_every_second_in_the_csv() {
     let drawn = page
         .split("<polyline")
         .skip(1)
-        .map(|p| p[..p.find("\"/>").unwrap()].matches(',').count())
+        .map(|p| {
+            let points = &p[p.find("points=\"").unwrap() + 8..];
+            points[..points.find('"').unwrap()]
+                .split_whitespace()
+                .count()
+        })
         .max()
         .unwrap();
     assert!(drawn <= html::MAX_DRAWN_POINTS, "{drawn}");
     assert!(page.contains("id=\"chart-distribution\""));
-    // The CSV keeps every second.
+    // The CSV keeps every second: the whole run and each of the two scenarios.
     let mut reader = ::csv::Reader::from_reader(table.as_bytes());
-    assert_eq!(reader.records().count(), 14_400);
+    let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3 * 14_400);
+    // A scenario name with a comma and quotes reads back whole.
+    assert_eq!(
+        rows.iter().filter(|r| &r[1] == "checkout, \"v2\"").count(),
+        14_400
+    );
 }

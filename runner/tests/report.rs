@@ -211,26 +211,64 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// CSV: the documented header, one row per series point with its exact numbers.
+/// CSV: the documented header; the `all` rows are the series with its exact numbers, each
+/// scenario's rows its own series, and in every second the scenarios add up to `all`.
 fn check_csv(summary: &Value, text: &str) {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(header, volley_report::csv::COLUMNS);
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    let series = summary["series"].as_array().unwrap();
-    assert!(!series.is_empty());
-    assert_eq!(rows.len(), series.len());
-    for (row, point) in rows.iter().zip(series) {
-        assert_eq!(row[0].parse::<u64>().unwrap(), u(&point["second"]));
-        assert_eq!(&row[1], "all");
-        assert_eq!(row[3].parse::<u64>().unwrap(), u(&point["requests"]));
-        assert_eq!(row[4].parse::<u64>().unwrap(), u(&point["failures"]));
-        assert_eq!(row[5].parse::<f64>().unwrap(), f(&point["rps"]));
-        assert_eq!(row[8].parse::<f64>().unwrap(), f(&point["p95Ms"]));
+    let num = |r: &csv::StringRecord, i: usize| r[i].parse::<u64>().unwrap();
+    let of = |scenario: &str| -> Vec<&csv::StringRecord> {
+        rows.iter().filter(|r| &r[1] == scenario).collect()
+    };
+    let check = |rows: Vec<&csv::StringRecord>, series: &Vec<Value>| {
+        assert!(!series.is_empty());
+        assert_eq!(rows.len(), series.len());
+        for (row, point) in rows.iter().zip(series) {
+            assert_eq!(num(row, 0), u(&point["second"]));
+            assert_eq!(num(row, 3), u(&point["requests"]));
+            assert_eq!(num(row, 4), u(&point["failures"]));
+            assert_eq!(row[5].parse::<f64>().unwrap(), f(&point["rps"]));
+            assert_eq!(row[8].parse::<f64>().unwrap(), f(&point["p95Ms"]));
+        }
+    };
+    check(of("all"), summary["series"].as_array().unwrap());
+    let per_scenario = summary["scenarioSeries"].as_array().unwrap();
+    let names: Vec<&str> = per_scenario
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["browse", "missing"]);
+    for s in per_scenario {
+        check(
+            of(s["scenario"].as_str().unwrap()),
+            s["points"].as_array().unwrap(),
+        );
     }
-    let total: u64 = rows.iter().map(|r| r[3].parse::<u64>().unwrap()).sum();
-    let series_total: u64 = series.iter().map(|p| u(&p["requests"])).sum();
-    assert_eq!(total, series_total);
+    assert_eq!(rows.len(), 3 * of("all").len());
+    for all in of("all") {
+        let second = num(all, 0);
+        let (requests, failures) = rows
+            .iter()
+            .filter(|r| &r[1] != "all" && num(r, 0) == second)
+            .fold((0, 0), |(q, f), r| (q + num(r, 3), f + num(r, 4)));
+        assert_eq!(
+            (requests, failures),
+            (num(all, 3), num(all, 4)),
+            "second {second}"
+        );
+    }
+    // The scenario rows hold every failure of the run, and the 404 scenario only failures.
+    let scenario_failures: u64 = rows
+        .iter()
+        .filter(|r| &r[1] != "all")
+        .map(|r| num(r, 4))
+        .sum();
+    assert_eq!(scenario_failures, u(&summary["metrics"]["failures"]));
+    for r in of("missing") {
+        assert_eq!(num(r, 3), num(r, 4));
+    }
 }
 
 /// JUnit: the structure Jenkins and GitLab read, counts consistent, one testcase per
@@ -361,7 +399,15 @@ fn check_html(summary: &Value, html: &str, with_spec: bool) {
     assert_eq!(by_id(html, "m-failures"), m["failures"].to_string());
     assert_eq!(by_id(html, "m-p95"), m["p95"].as_str().unwrap());
     assert_eq!(by_id(html, "verdict"), "FAILED");
-    for chart in ["rps", "errors", "latency", "distribution"] {
+    for chart in [
+        "rps",
+        "errors",
+        "latency",
+        "distribution",
+        "scenario-rps",
+        "scenario-0-latency",
+        "scenario-1-errors",
+    ] {
         let at = html
             .find(&format!("<svg class=\"chart\" id=\"chart-{chart}\""))
             .unwrap_or_else(|| panic!("no chart {chart}"));
