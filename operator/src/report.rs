@@ -141,6 +141,24 @@ mod tests {
     }
 
     #[test]
+    fn per_scenario_series_go_before_the_overall_series() {
+        let points: Vec<Value> = (0..50).map(|i| json!({"second": i, "rps": 1})).collect();
+        let summary = json!({
+            "name": "web",
+            "series": [{"second": 1}],
+            "scenarioSeries": [{"scenario": "a", "points": points}],
+            "histograms": {"steps": []},
+        });
+        let cut = fit(summary, 500);
+        assert_eq!(cut["scenarioSeries"], json!([]));
+        assert_eq!(cut["series"], json!([{"second": 1}]));
+        assert_eq!(
+            cut["truncated"]["dropped"],
+            json!(["histograms.steps", "scenarioSeries"])
+        );
+    }
+
+    #[test]
     fn a_report_is_measured_as_it_is_stored() {
         let series: Vec<Value> = (0..100).map(|i| json!({"second": i, "rps": 1})).collect();
         let summary = json!({"name": "web", "series": series, "histograms": {"steps": []}});
