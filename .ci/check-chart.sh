@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Checks the Helm chart with real helm and kubectl: the chart's CRD is the generated one,
-# `helm lint` and `helm template` pass with default and non-default values (charts/volley/ci/),
-# every rendered object has what a real API server requires, the operator understands every
+# Checks the Helm chart with real helm and kubectl: the plain manifests (deploy/) are the
+# chart's rendering, `helm lint` and `helm template` pass with default and non-default values
+# (charts/volley/ci/), every rendered object has what a real API server requires, the operator understands every
 # VOLLEY_* variable the chart sets, and kubectl accepts the objects (client-side dry run).
 # Then the API server's own schemas: every rendered object against the OpenAPI schemas of the
 # oldest Kubernetes the chart supports (Chart.yaml's kubeVersion, 1.25) and of 1.33, with
@@ -26,6 +26,8 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     'lupa==2.6'
 fi
 chart=charts/volley
+# The generated CRD (`volley crd`; a cargo test keeps it equal to the types), in the chart only.
+crd=$chart/crds/loadtests.volley.dev.yaml
 out=target/chart
 mkdir -p "$out"
 
@@ -38,11 +40,7 @@ trap 'kill "$discovery_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$out/discovery.port" ] && break; sleep 0.05; done
 server="http://127.0.0.1:$(cat "$out/discovery.port")"
 
-if ! cmp -s "$chart/crds/loadtests.volley.dev.yaml" crds/loadtests.volley.dev.yaml; then
-  echo "charts/volley/crds/loadtests.volley.dev.yaml differs from crds/loadtests.volley.dev.yaml;" >&2
-  echo "copy it: cp crds/loadtests.volley.dev.yaml $chart/crds/" >&2
-  exit 1
-fi
+.ci/render-manifests.sh --check
 
 render() { # NAME [helm args...]
   local name=$1
@@ -97,7 +95,7 @@ if "$helm" template volley "$chart" --set rbac.namespaced=true >/dev/null 2>&1; 
 fi
 echo "chart: schema and guard checks passed"
 
-"$venv/bin/python" .ci/check_crd_schema.py crds/loadtests.volley.dev.yaml \
+"$venv/bin/python" .ci/check_crd_schema.py "$crd" \
   examples/*.yaml core/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
   "$chart/templates/NOTES.txt"
-"$venv/bin/python" .ci/check_argocd_health.py crds/loadtests.volley.dev.yaml docs/guide.md
+"$venv/bin/python" .ci/check_argocd_health.py "$crd" docs/guide.md

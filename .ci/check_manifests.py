@@ -7,7 +7,8 @@ Usage: check_manifests.py FILE...
   and a known apiVersion for its kind;
 - every container has a non-empty image with a tag, and named ports referenced by probes exist;
 - RBAC rules use only valid verbs, and the operator's (Cluster)Role grants exactly the rules of
-  operator/rbac.yaml (the file the operator's rbac module generates);
+  the chart's default rendering, deploy/volley-operator.yaml (which a cargo test holds to
+  operator/src/rbac.rs, the rules the operator's code needs), whatever the values;
 - every VOLLEY_* / POD_* environment variable set on the operator is one the operator reads
   (a misspelt variable would be silently ignored; for `allowedTargets` that would be a hole).
 """
@@ -52,8 +53,9 @@ def rule_set(rules):
 
 
 def operator_rules():
-    """(ClusterRole rules, own-namespace Role rules) of operator/rbac.yaml."""
-    docs = [d for d in yaml.safe_load_all((ROOT / "operator" / "rbac.yaml").read_text()) if d]
+    """(ClusterRole rules, own-namespace Role rules) of deploy/volley-operator.yaml."""
+    text = (ROOT / "deploy" / "volley-operator.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
     cluster = next(d for d in docs if d.get("kind") == "ClusterRole")
     own = next(d for d in docs if d.get("kind") == "Role")
     return rule_set(cluster["rules"]), rule_set(own["rules"])
@@ -96,7 +98,7 @@ def check(path, errors):
             want = want_own if name.endswith("-leader") else want_rules
             if got != want:
                 errors.append(
-                    f"{where}: rules differ from operator/rbac.yaml: "
+                    f"{where}: rules differ from deploy/volley-operator.yaml (operator/src/rbac.rs): "
                     f"missing {sorted(want - got)}, extra {sorted(got - want)}"
                 )
         if kind in ("RoleBinding", "ClusterRoleBinding"):

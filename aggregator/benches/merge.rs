@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use volley_aggregator::run::{DecodedReport, RunConfig, RunState};
-use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{PROTOCOL_VERSION, ReadyRequest, RunnerReport};
 use volley_crds::spec::LoadTestSpec;
 

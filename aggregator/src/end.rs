@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use volley_core::metrics::ThresholdResult;
+use volley_core::threshold::evaluate::ThresholdResult;
 use volley_crds::spec::FailurePolicy;
 use volley_crds::status::Phase;
 

@@ -21,5 +21,5 @@ pub mod server;
 pub mod summary;
 
 pub use end::{RunEnd, RunnerFailure};
-pub use run::{RunConfig, RunState, RunView, Stage};
+pub use run::{RunConfig, RunLifecycle, RunState, RunView};
 pub use server::Aggregator;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use volley_core::metrics::{Measurements, RunMetrics};
+use volley_core::metrics::model::{Measurements, RunMetrics};
 use volley_core::plateau::{Plateau, PlateauResult, judge_plateau, plateaus};
 use volley_crds::LoadTestSpec;
 
@@ -120,7 +120,7 @@ impl PlateauWatch {
 mod tests {
     use super::*;
     use volley_core::manifest::parse_manifest;
-    use volley_core::metrics::record_latency;
+    use volley_core::metrics::histogram::record_latency;
 
     /// Plateaus 100/s over 0–10 s and 200/s over 12–22 s.
     fn spec() -> LoadTestSpec {

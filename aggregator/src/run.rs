@@ -23,15 +23,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use volley_core::metrics::{
-    self, Counters, MetricsError, Report, RunMetrics, SeriesPoint, ThresholdResult, error_kind_name,
-};
+use volley_core::metrics::error::MetricsError;
+use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
+use volley_core::metrics::series::SeriesPoint;
+use volley_core::metrics::status::scenario_statuses;
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
+use volley_core::threshold::evaluate::{ThresholdResult, abort_trigger, evaluate_thresholds};
 use volley_crds::spec::{ErrorKind, LoadTestSpec};
 use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;
@@ -102,9 +105,9 @@ impl RunConfig {
     }
 }
 
-/// Where a run is.
+/// Where a run is in its lifecycle (not to be confused with a ramp stage of the spec).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum RunLifecycle {
     /// Waiting for every runner to register.
     Barrier,
     /// Runner 0 is running `spec.setup`.
@@ -142,7 +145,7 @@ pub enum ProtocolError {
         /// Ours.
         ours: u32,
     },
-    /// A setup result outside the setup stage.
+    /// A setup result outside [`RunLifecycle::Setup`].
     #[error("the run is not waiting for setup")]
     NotInSetup,
     /// A report older than one already received.
@@ -295,7 +298,7 @@ pub struct RunView {
     /// The LoadTest's name.
     pub name: String,
     /// Where the run is.
-    pub stage: Stage,
+    pub lifecycle: RunLifecycle,
     /// Runners in the run.
     pub runners: u32,
     /// Runners that registered.
@@ -331,14 +334,15 @@ pub struct RunView {
 impl RunView {
     /// One row per scenario, a rate probe's with its sustainable rate.
     pub fn scenario_statuses(&self) -> Vec<ScenarioStatus> {
-        let mut rows = metrics::scenario_statuses(&self.merged, self.elapsed);
+        let mut rows = scenario_statuses(&self.merged, self.elapsed);
         plateau::annotate(&mut rows, &self.sustainable_rates);
         rows
     }
 }
 
+/// What the run knows of one runner (its slot in the run, by index).
 #[derive(Debug, Default)]
-struct Slot {
+struct RunnerState {
     host: String,
     registered: bool,
     latest: Option<Latest>,
@@ -354,7 +358,7 @@ struct Slot {
     claimed_start_unix_ms: Option<u64>,
 }
 
-impl Slot {
+impl RunnerState {
     fn settled(&self) -> bool {
         self.done || self.released || self.failure.is_some()
     }
@@ -382,8 +386,8 @@ pub struct RunState {
     shape: Arc<RunMetrics>,
     created: Instant,
     created_wall: SystemTime,
-    stage: Stage,
-    slots: Vec<Slot>,
+    lifecycle: RunLifecycle,
+    slots: Vec<RunnerState>,
     setup_values: BTreeMap<String, String>,
     start: Option<Start>,
     stop: Option<RunEnd>,
@@ -415,8 +419,8 @@ impl RunState {
             shape,
             created: now,
             created_wall: now_wall,
-            stage: Stage::Barrier,
-            slots: (0..runners).map(|_| Slot::default()).collect(),
+            lifecycle: RunLifecycle::Barrier,
+            slots: (0..runners).map(|_| RunnerState::default()).collect(),
             setup_values: BTreeMap::new(),
             start: None,
             stop: None,
@@ -452,11 +456,11 @@ impl RunState {
     }
 
     /// Where the run is.
-    pub fn stage(&self) -> Stage {
-        self.stage
+    pub fn lifecycle(&self) -> RunLifecycle {
+        self.lifecycle
     }
 
-    /// Changes whenever the stage or the start changes, so long-polls know to look again.
+    /// Changes whenever the run moves on in its lifecycle or the start changes, so long-polls know to look again.
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -499,14 +503,14 @@ impl RunState {
             slot.registered = true;
             self.complete_barrier(now);
         }
-        let stage = self.stage;
+        let lifecycle = self.lifecycle;
         let start = self.start;
         let reason = self.end_or_stop_reason();
         let slot = &mut self.slots[index as usize];
-        Ok(match (stage, start) {
-            (Stage::Setup, _) if index == 0 => StartResponse::RunSetup,
-            (Stage::Barrier | Stage::Setup, _) => StartResponse::Wait,
-            (Stage::Running, Some(start)) => StartResponse::Start {
+        Ok(match (lifecycle, start) {
+            (RunLifecycle::Setup, _) if index == 0 => StartResponse::RunSetup,
+            (RunLifecycle::Barrier | RunLifecycle::Setup, _) => StartResponse::Wait,
+            (RunLifecycle::Running, Some(start)) => StartResponse::Start {
                 start_at_unix_ms: start.unix_ms,
                 setup: self.setup_values.clone(),
             },
@@ -527,9 +531,11 @@ impl RunState {
         report: Option<DecodedReport>,
         now: Instant,
     ) -> Result<(), ProtocolError> {
-        match self.stage {
-            Stage::Setup => {}
-            Stage::Running | Stage::Stopping | Stage::Finished if self.start.is_some() => {
+        match self.lifecycle {
+            RunLifecycle::Setup => {}
+            RunLifecycle::Running | RunLifecycle::Stopping | RunLifecycle::Finished
+                if self.start.is_some() =>
+            {
                 return Ok(());
             }
             _ => return Err(ProtocolError::NotInSetup),
@@ -576,10 +582,12 @@ impl RunState {
             });
         }
         self.slot_mut(index)?;
-        if self.stage == Stage::Finished {
+        if self.lifecycle == RunLifecycle::Finished {
             return Ok(self.answer());
         }
-        if report.error.is_none() && matches!(self.stage, Stage::Barrier | Stage::Setup) {
+        if report.error.is_none()
+            && matches!(self.lifecycle, RunLifecycle::Barrier | RunLifecycle::Setup)
+        {
             self.early_report(index, report.elapsed, now)?;
         }
         let slot = &mut self.slots[index as usize];
@@ -637,7 +645,7 @@ impl RunState {
         elapsed: Duration,
         now: Instant,
     ) -> Result<(), ProtocolError> {
-        if self.stage == Stage::Barrier {
+        if self.lifecycle == RunLifecycle::Barrier {
             // No run started longer ago than its timeout allows.
             let elapsed = elapsed.min(self.config.timeout);
             let claim = self.wall_ms(now).saturating_sub(millis(elapsed));
@@ -647,7 +655,7 @@ impl RunState {
             slot.claimed_start_unix_ms = Some(claim);
             self.complete_barrier(now);
         }
-        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+        if matches!(self.lifecycle, RunLifecycle::Barrier | RunLifecycle::Setup) {
             return Err(ProtocolError::NotStarted);
         }
         Ok(())
@@ -661,7 +669,7 @@ impl RunState {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return;
         };
-        if slot.settled() || self.stage == Stage::Finished {
+        if slot.settled() || self.lifecycle == RunLifecycle::Finished {
             return;
         }
         let failure = RunnerFailure {
@@ -675,7 +683,7 @@ impl RunState {
         tracing::warn!(run = %self.config.run, runner = index, reason = %logged, "runner failed");
         slot.failure = Some(failure.clone());
         self.version += 1;
-        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+        if matches!(self.lifecycle, RunLifecycle::Barrier | RunLifecycle::Setup) {
             self.finish_early(RunEnd::new(
                 Phase::Error,
                 "RunnerFailed",
@@ -691,7 +699,7 @@ impl RunState {
     /// `message`. Before the start it ends at once.
     pub fn abort(&mut self, reason: &str, message: &str, now: Instant) {
         let end = RunEnd::new(Phase::Aborted, reason, message);
-        if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+        if matches!(self.lifecycle, RunLifecycle::Barrier | RunLifecycle::Setup) {
             self.finish_early(end);
         } else {
             self.request_stop(end, now);
@@ -704,7 +712,7 @@ impl RunState {
     /// the stop's grace (the longest `gracefulStop`, two report intervals and 10 s). Until
     /// then the run must stay: a runner that is told the run is unknown cannot hear `stop`.
     pub fn drained(&self) -> bool {
-        self.stage == Stage::Finished
+        self.lifecycle == RunLifecycle::Finished
     }
 
     /// The run's LoadTest is gone: stop the run (`reason`, `message`, as [`RunState::abort`])
@@ -723,14 +731,14 @@ impl RunState {
     /// merged result, the per-second series, and the end once every runner is settled. Call
     /// it a few times a second.
     pub fn tick(&mut self, now: Instant) {
-        if self.stage == Stage::Finished {
+        if self.lifecycle == RunLifecycle::Finished {
             return;
         }
         let age = now.saturating_duration_since(self.created);
         if age >= self.config.timeout {
             let limit = volley_crds::Duration::from(self.config.timeout);
-            let end = match self.stage {
-                Stage::Barrier => RunEnd::new(
+            let end = match self.lifecycle {
+                RunLifecycle::Barrier => RunEnd::new(
                     Phase::Failed,
                     "Timeout",
                     format!(
@@ -744,13 +752,13 @@ impl RunState {
                     format!("the run did not finish within its timeout of {limit}"),
                 ),
             };
-            if matches!(self.stage, Stage::Barrier | Stage::Setup) {
+            if matches!(self.lifecycle, RunLifecycle::Barrier | RunLifecycle::Setup) {
                 self.finish_early(end);
                 return;
             }
             self.request_stop(end, now);
         }
-        if self.stage == Stage::Barrier && age >= self.config.barrier_timeout {
+        if self.lifecycle == RunLifecycle::Barrier && age >= self.config.barrier_timeout {
             let limit = volley_crds::Duration::from(self.config.barrier_timeout);
             let message = format!(
                 "not every runner registered within {limit}: {}",
@@ -764,7 +772,7 @@ impl RunState {
             self.judge_abort(now);
             self.add_series_points(start, now);
         }
-        if self.stage == Stage::Stopping
+        if self.lifecycle == RunLifecycle::Stopping
             && let Some(stopped_at) = self.stopped_at
         {
             let grace = self.stop_grace();
@@ -785,28 +793,28 @@ impl RunState {
 
     /// Where the run is and how far its newest report got: a cheap look, without the merge
     /// and the copy [`RunState::view`] makes.
-    pub fn glance(&self) -> (Stage, Duration) {
+    pub fn glance(&self) -> (RunLifecycle, Duration) {
         let elapsed = self
             .slots
             .iter()
             .filter_map(|s| s.latest.as_ref().map(|l| l.elapsed))
             .max()
             .unwrap_or_default();
-        (self.stage, elapsed)
+        (self.lifecycle, elapsed)
     }
 
     /// The run as it stands.
     pub fn view(&mut self) -> RunView {
         self.refresh();
-        if self.stage != Stage::Finished {
+        if self.lifecycle != RunLifecycle::Finished {
             self.thresholds =
-                metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+                evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
         }
         let plateaus = self.plateaus.results(&self.config.spec);
-        let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
+        let count = |f: fn(&RunnerState) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
         RunView {
             name: self.config.name.clone(),
-            stage: self.stage,
+            lifecycle: self.lifecycle,
             runners: self.config.runners,
             registered: count(|s| s.registered),
             running: count(|s| s.latest.is_some() && !s.settled()),
@@ -827,17 +835,17 @@ impl RunState {
 
     // ---- transitions ------------------------------------------------------------------------
 
-    fn set_stage(&mut self, stage: Stage) {
-        if self.stage != stage {
-            tracing::info!(run = %self.config.run, from = ?self.stage, to = ?stage, "run stage");
-            self.stage = stage;
+    fn set_lifecycle(&mut self, lifecycle: RunLifecycle) {
+        if self.lifecycle != lifecycle {
+            tracing::info!(run = %self.config.run, from = ?self.lifecycle, to = ?lifecycle, "run stage");
+            self.lifecycle = lifecycle;
             self.version += 1;
         }
     }
 
     /// Once every runner has registered: setup first if there is one, else the start.
     fn complete_barrier(&mut self, now: Instant) {
-        if self.stage == Stage::Barrier && self.slots.iter().all(|s| s.registered) {
+        if self.lifecycle == RunLifecycle::Barrier && self.slots.iter().all(|s| s.registered) {
             let claimed = self
                 .slots
                 .iter()
@@ -849,7 +857,7 @@ impl RunState {
             } else if self.config.spec.setup.is_empty() {
                 self.start_load(now);
             } else {
-                self.set_stage(Stage::Setup);
+                self.set_lifecycle(RunLifecycle::Setup);
             }
         }
     }
@@ -860,7 +868,7 @@ impl RunState {
             .wall_ms(now)
             .saturating_add(millis(self.config.start_delay));
         self.start = Some(Start { at, unix_ms });
-        self.set_stage(Stage::Running);
+        self.set_lifecycle(RunLifecycle::Running);
     }
 
     /// The run started at `unix_ms` (wall clock), before this state knew of it.
@@ -873,7 +881,7 @@ impl RunState {
         }
         // Points before the resume are lost with the old state; the series goes on from here.
         self.next_point = now.saturating_duration_since(at).as_secs() + 1;
-        self.set_stage(Stage::Running);
+        self.set_lifecycle(RunLifecycle::Running);
     }
 
     fn request_stop(&mut self, end: RunEnd, now: Instant) {
@@ -883,7 +891,7 @@ impl RunState {
         tracing::info!(run = %self.config.run, reason = ?end.reason, "stopping the run");
         self.stop = Some(end);
         self.stopped_at = Some(now);
-        self.set_stage(Stage::Stopping);
+        self.set_lifecycle(RunLifecycle::Stopping);
     }
 
     /// Ends a run that never got going (or cannot): no thresholds are judged.
@@ -891,18 +899,19 @@ impl RunState {
         self.refresh();
         self.end = Some(end);
         self.stop = None;
-        self.set_stage(Stage::Finished);
+        self.set_lifecycle(RunLifecycle::Finished);
     }
 
     fn finish_if_settled(&mut self) {
-        if !matches!(self.stage, Stage::Running | Stage::Stopping)
-            || !self.slots.iter().all(Slot::settled)
+        if !matches!(
+            self.lifecycle,
+            RunLifecycle::Running | RunLifecycle::Stopping
+        ) || !self.slots.iter().all(RunnerState::settled)
         {
             return;
         }
         self.refresh();
-        let mut results =
-            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        let mut results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
         if let Some(r) = self.aborted_by.and_then(|i| results.get_mut(i)) {
             // The final figures may have moved; the threshold still stopped the run.
             r.status.aborted = true;
@@ -933,7 +942,7 @@ impl RunState {
         tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");
         self.thresholds = results;
         self.end = Some(end);
-        self.set_stage(Stage::Finished);
+        self.set_lifecycle(RunLifecycle::Finished);
     }
 
     fn fail_silent_runners(&mut self, start: Start, now: Instant) {
@@ -962,7 +971,7 @@ impl RunState {
     /// hold the judgment back). A half-merged round would understate sums such as
     /// `requests` or `rps` and could abort a run that is fine.
     fn judge_abort(&mut self, now: Instant) {
-        if self.stage != Stage::Running || !self.slots.iter().any(|s| s.fresh) {
+        if self.lifecycle != RunLifecycle::Running || !self.slots.iter().any(|s| s.fresh) {
             return;
         }
         let round_complete = self.slots.iter().all(|s| s.fresh || s.settled());
@@ -976,9 +985,8 @@ impl RunState {
             slot.fresh = false;
         }
         self.refresh();
-        let results =
-            metrics::evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
-        if let Some(i) = metrics::abort_trigger(&results, self.merged_elapsed) {
+        let results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        if let Some(i) = abort_trigger(&results, self.merged_elapsed) {
             self.aborted_by = Some(i);
             let message = results[i]
                 .failure_message
@@ -1110,8 +1118,8 @@ impl RunState {
     }
 
     fn since_start(&self, now: Instant) -> Option<Duration> {
-        match self.stage {
-            Stage::Barrier | Stage::Setup => None,
+        match self.lifecycle {
+            RunLifecycle::Barrier | RunLifecycle::Setup => None,
             _ => self.start.map(|s| now.saturating_duration_since(s.at)),
         }
     }
@@ -1121,7 +1129,7 @@ impl RunState {
         wall.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
     }
 
-    fn slot_mut(&mut self, index: u32) -> Result<&mut Slot, ProtocolError> {
+    fn slot_mut(&mut self, index: u32) -> Result<&mut RunnerState, ProtocolError> {
         let runners = self.config.runners;
         self.slots
             .get_mut(index as usize)

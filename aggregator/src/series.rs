@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use volley_core::metrics::{self, Measurements, RunMetrics, SeriesPoint};
+use volley_core::metrics::model::{Measurements, RunMetrics};
+use volley_core::metrics::series::{SeriesPoint, series_point};
 
 /// A tail shorter than this after the last tick would be a noisy point of its own (a few
 /// requests over a few ms), so it is folded into the last point instead.
@@ -150,7 +151,7 @@ impl SeriesBuilder {
         let point = if interval.is_zero() {
             None
         } else {
-            metrics::series_point(&prev, &overall, label, interval).ok()
+            series_point(&prev, &overall, label, interval).ok()
         };
         let pushed = point.is_some();
         if let Some(p) = point {
@@ -166,7 +167,7 @@ impl SeriesBuilder {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use volley_core::metrics::record_latency;
+    use volley_core::metrics::histogram::record_latency;
 
     fn snapshot(requests: u64, latencies_ms: &[u64], base: &Measurements) -> Measurements {
         let mut m = base.clone();

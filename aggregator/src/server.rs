@@ -36,9 +36,9 @@ use volley_core::protocol::{
 };
 use volley_crds::text::for_log;
 
-use crate::run::{DecodedReport, ProtocolError, RunConfig, RunState, RunView, Stage};
+use crate::run::{DecodedReport, ProtocolError, RunConfig, RunLifecycle, RunState, RunView};
 
-/// Largest request body accepted: a report of [`volley_core::metrics::MAX_REPORT_STEPS`]
+/// Largest request body accepted: a report of [`volley_core::protocol::report::MAX_REPORT_STEPS`]
 /// steps with three histograms each fits; anything larger is answered 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -91,7 +91,7 @@ pub struct Aggregator {
 #[derive(Debug)]
 struct Inner {
     runs: Mutex<HashMap<String, RunState>>,
-    /// Bumped whenever some run's stage changes, to wake start long-polls.
+    /// Bumped whenever some run moves on in its lifecycle, to wake start long-polls.
     changed: watch::Sender<u64>,
     /// One permit per request body being read ([`MAX_BODIES_IN_FLIGHT`]).
     bodies: Semaphore,
@@ -155,7 +155,7 @@ impl Aggregator {
     }
 
     /// Where a run is, cheaply (see [`RunState::glance`]).
-    pub fn glance(&self, run: &str) -> Option<(Stage, Duration)> {
+    pub fn glance(&self, run: &str) -> Option<(RunLifecycle, Duration)> {
         self.lock().get(run).map(RunState::glance)
     }
 
@@ -225,7 +225,7 @@ impl Aggregator {
         self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Calls `f` on the run, waking long-polls if its stage changed.
+    /// Calls `f` on the run, waking long-polls if it moved on in its lifecycle.
     fn with_run<T>(&self, run: &str, f: impl FnOnce(&mut RunState, Instant) -> T) -> Option<T> {
         let (out, changed) = {
             let mut runs = self.lock();

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use volley_core::metrics::{
-    self, RunMetrics, SeriesPoint, ThresholdResult, encode_histogram, latency_ms,
-};
+use volley_core::metrics::model::RunMetrics;
+use volley_core::metrics::series::SeriesPoint;
+use volley_core::metrics::status::{latency_ms, metrics_status, scenario_statuses, step_statuses};
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
+use volley_core::protocol::report::encode_histogram;
+use volley_core::threshold::evaluate::{ThresholdResult, verdict};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
@@ -165,13 +167,13 @@ pub fn build_summary(
         runners,
         start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
         runner_failures: Vec::new(),
-        metrics: metrics::metrics_status(&overall, elapsed),
+        metrics: metrics_status(&overall, elapsed),
         latency_sent_ms: latency_ms(&overall.latency_sent),
         failed_latency_ms: (!overall.failed_latency.is_empty())
             .then(|| latency_ms(&overall.failed_latency)),
         thresholds: thresholds.iter().map(|t| t.status.clone()).collect(),
-        scenarios: metrics::scenario_statuses(run, elapsed),
-        steps: metrics::step_statuses(run, MAX_STEP_ROWS),
+        scenarios: scenario_statuses(run, elapsed),
+        steps: step_statuses(run, MAX_STEP_ROWS),
         series,
         scenario_series: Vec::new(),
         plateaus: Vec::new(),
@@ -189,7 +191,7 @@ pub fn run_verdict(phase: Phase, thresholds: &[ThresholdResult]) -> Option<Verdi
     match phase {
         Phase::Error => None,
         _ if thresholds.is_empty() => Some(Verdict::Passed),
-        _ => Some(metrics::verdict(thresholds)),
+        _ => Some(verdict(thresholds)),
     }
 }
 

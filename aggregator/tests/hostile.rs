@@ -17,9 +17,9 @@ use reqwest::StatusCode;
 use support::{Served, cred, rss_bytes, runner_report, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use volley_aggregator::Stage;
+use volley_aggregator::RunLifecycle;
 use volley_aggregator::server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
-use volley_core::metrics::MAX_REPORT_STEPS;
+use volley_core::protocol::report::MAX_REPORT_STEPS;
 use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
 
 /// Held by the tests that allocate tens of MiB (the RSS measurement, the 400k error kinds),
@@ -383,12 +383,12 @@ async fn a_report_before_the_barrier_does_not_start_the_run() {
         assert!(body.contains("has not started"), "{body}");
     }
     let view = s.agg.view("a").unwrap();
-    assert_eq!(view.stage, Stage::Barrier);
+    assert_eq!(view.lifecycle, RunLifecycle::Barrier);
     assert_eq!(view.start_at_unix_ms, None);
     assert_eq!(s.requests("a"), 0);
     // The run starts only when runner 1 registers, and counts only real reports.
     assert_eq!(s.ready("a", "t", 1).await, StatusCode::OK);
-    assert_eq!(s.agg.view("a").unwrap().stage, Stage::Running);
+    assert_eq!(s.agg.view("a").unwrap().lifecycle, RunLifecycle::Running);
     assert_eq!(s.report("a", Some("t"), 0, 1, 4).await.0, StatusCode::OK);
     assert_eq!(s.report("a", Some("t"), 1, 1, 6).await.0, StatusCode::OK);
     assert_eq!(s.requests("a"), 10);

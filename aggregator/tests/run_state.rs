@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use volley_aggregator::run::{DecodedReport, ProtocolError, RunConfig, RunState, Stage};
+use volley_aggregator::run::{DecodedReport, ProtocolError, RunConfig, RunLifecycle, RunState};
 use volley_core::manifest::parse_manifest;
-use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
 use volley_core::protocol::{PROTOCOL_VERSION, ReadyRequest, SetupResult, StartResponse};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::Phase;
@@ -94,7 +95,7 @@ fn started(spec: LoadTestSpec, runners: u32, clock: &Clock) -> RunState {
     for i in 0..runners {
         s.ready(i, &ready(), clock.at(10)).unwrap();
     }
-    assert_eq!(s.stage(), Stage::Running);
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
     s
 }
 
@@ -164,7 +165,7 @@ fn runner_0_runs_setup_and_everyone_starts_with_its_values() {
     let mut s = state(sp.clone(), 2, &clock);
     s.ready(0, &ready(), clock.at(0)).unwrap();
     s.ready(1, &ready(), clock.at(0)).unwrap();
-    assert_eq!(s.stage(), Stage::Setup);
+    assert_eq!(s.lifecycle(), RunLifecycle::Setup);
     assert_eq!(
         s.poll_start(0, clock.at(1)).unwrap(),
         StartResponse::RunSetup
@@ -218,7 +219,7 @@ fn a_failed_setup_ends_the_run_in_error_and_releases_everyone() {
     };
     s.setup(&failed, None, clock.at(100)).unwrap();
     let view = s.view();
-    assert_eq!(view.stage, Stage::Finished);
+    assert_eq!(view.lifecycle, RunLifecycle::Finished);
     let end = view.end.unwrap();
     assert_eq!(end.phase, Phase::Error);
     assert_eq!(end.reason.as_deref(), Some("SetupFailed"));
@@ -290,7 +291,7 @@ fn the_run_ends_when_every_runner_sent_its_final_report() {
         clock.at(11_100),
     )
     .unwrap();
-    assert_eq!(s.stage(), Stage::Running);
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
     s.report(
         1,
         report(1, 11, 10_020, true, metrics(&sp, &[12; 50], 0)),
@@ -298,7 +299,7 @@ fn the_run_ends_when_every_runner_sent_its_final_report() {
     )
     .unwrap();
     let view = s.view();
-    assert_eq!(view.stage, Stage::Finished);
+    assert_eq!(view.lifecycle, RunLifecycle::Finished);
     assert_eq!(view.done, 2);
     let end = view.end.unwrap();
     assert_eq!(
@@ -332,7 +333,11 @@ fn abort_on_fail_judges_the_merged_result_not_each_runner() {
     )
     .unwrap();
     s.tick(clock.at(2100));
-    assert_eq!(s.stage(), Stage::Running, "one runner's share alone passes");
+    assert_eq!(
+        s.lifecycle(),
+        RunLifecycle::Running,
+        "one runner's share alone passes"
+    );
     s.report(
         1,
         report(1, 1, 1000, false, metrics(&sp, &[5; 60], 0)),
@@ -340,7 +345,7 @@ fn abort_on_fail_judges_the_merged_result_not_each_runner() {
     )
     .unwrap();
     s.tick(clock.at(2200));
-    assert_eq!(s.stage(), Stage::Stopping);
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping);
     let answer = s
         .report(
             0,
@@ -378,7 +383,7 @@ fn delay_abort_eval_holds_the_abort_until_the_run_is_old_enough() {
     )
     .unwrap();
     s.tick(clock.at(2100));
-    assert_eq!(s.stage(), Stage::Running);
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
     s.report(
         0,
         report(0, 3, 3000, false, metrics(&sp, &[5; 40], 0)),
@@ -386,7 +391,7 @@ fn delay_abort_eval_holds_the_abort_until_the_run_is_old_enough() {
     )
     .unwrap();
     s.tick(clock.at(4100));
-    assert_eq!(s.stage(), Stage::Stopping);
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping);
 }
 
 #[test]
@@ -401,7 +406,7 @@ fn a_dead_runner_fails_the_run_by_default_and_the_survivors_finish() {
     )
     .unwrap();
     s.runner_failed(1, "exited: killed by signal 9", clock.at(4200));
-    assert_eq!(s.stage(), Stage::Running, "the survivors go on");
+    assert_eq!(s.lifecycle(), RunLifecycle::Running, "the survivors go on");
     s.report(
         0,
         report(0, 11, 10_000, true, metrics(&sp, &[5; 100], 0)),
@@ -507,7 +512,7 @@ fn the_timeout_stops_the_run_and_a_runner_that_never_reports_again_is_given_up()
     s.ready(0, &ready(), clock.at(0)).unwrap();
     s.ready(1, &ready(), clock.at(0)).unwrap();
     s.tick(clock.at(5000));
-    assert_eq!(s.stage(), Stage::Stopping);
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping);
     let answer = s
         .report(
             0,
@@ -518,10 +523,10 @@ fn the_timeout_stops_the_run_and_a_runner_that_never_reports_again_is_given_up()
     assert!(answer.stop);
     // Runner 1 never answers; the grace is gracefulStop (30s default) + 2 reports + 10s.
     s.tick(clock.at(5000 + 41_000));
-    assert_eq!(s.stage(), Stage::Stopping);
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping);
     s.tick(clock.at(5000 + 42_100));
     let view = s.view();
-    assert_eq!(view.stage, Stage::Finished);
+    assert_eq!(view.lifecycle, RunLifecycle::Finished);
     let end = view.end.unwrap();
     assert_eq!(
         (end.phase, end.reason.as_deref()),
@@ -546,7 +551,7 @@ fn the_barrier_gives_up_naming_the_missing_runners() {
     let mut s = RunState::new(config, clock.t0, clock.wall0);
     s.ready(1, &ready(), clock.at(0)).unwrap();
     s.tick(clock.at(59_999));
-    assert_eq!(s.stage(), Stage::Barrier);
+    assert_eq!(s.lifecycle(), RunLifecycle::Barrier);
     s.tick(clock.at(60_000));
     let end = s.view().end.unwrap();
     assert_eq!(
@@ -602,7 +607,7 @@ fn a_fresh_state_rebuilds_a_running_run_from_the_next_reports() {
         ),
         Err(ProtocolError::NotStarted)
     ));
-    assert_eq!(s.stage(), Stage::Barrier);
+    assert_eq!(s.lifecycle(), RunLifecycle::Barrier);
     assert_eq!(requests(&mut s), 0);
     // The last one completes the barrier; the run resumes from the earliest claim.
     s.report(
@@ -611,7 +616,7 @@ fn a_fresh_state_rebuilds_a_running_run_from_the_next_reports() {
         clock.at(20),
     )
     .unwrap();
-    assert_eq!(s.stage(), Stage::Running);
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
     s.report(
         0,
         report(0, 6, 6000, false, metrics(&sp, &[5; 50], 0)),
@@ -647,7 +652,7 @@ fn a_known_start_skips_the_barrier() {
         ..RunConfig::new("r", "t", "t", spec(""))
     };
     let mut s = RunState::new(config, clock.t0, clock.wall0);
-    assert_eq!(s.stage(), Stage::Running);
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
     assert!(matches!(
         s.poll_start(0, clock.at(1)).unwrap(),
         StartResponse::Start { .. }
@@ -703,7 +708,7 @@ fn a_runner_that_was_released_before_starting_is_owed_nothing() {
     )
     .unwrap();
     let view = s.view();
-    assert_eq!(view.stage, Stage::Finished);
+    assert_eq!(view.lifecycle, RunLifecycle::Finished);
     assert!(view.failures.is_empty());
     assert_eq!(view.end.unwrap().phase, Phase::Aborted);
 }
@@ -714,7 +719,7 @@ fn after_a_restart_at_the_barrier_the_waiting_runners_polls_complete_it() {
     // The new state never saw the runners' ready calls; they are all polling for the start.
     let mut s = state(spec(""), 2, &clock);
     assert_eq!(s.poll_start(0, clock.at(10)).unwrap(), StartResponse::Wait);
-    assert_eq!(s.stage(), Stage::Barrier);
+    assert_eq!(s.lifecycle(), RunLifecycle::Barrier);
     match s.poll_start(1, clock.at(20)).unwrap() {
         StartResponse::Start {
             start_at_unix_ms, ..
@@ -803,7 +808,7 @@ fn a_probe_is_judged_plateau_by_plateau_on_the_merged_reports() {
         s.tick(clock.at(at + 600));
     }
     let view = s.view();
-    assert_eq!(view.stage, Stage::Finished);
+    assert_eq!(view.lifecycle, RunLifecycle::Finished);
     let windows: Vec<(f64, u64, u64, Option<bool>, bool)> = view
         .plateaus
         .iter()
@@ -846,7 +851,7 @@ fn a_stopped_run_answers_stop_until_every_runner_acknowledged_then_is_drained() 
         .unwrap();
     }
     s.abort("Aborted", "spec.abort", clock.at(2100));
-    assert_eq!(s.stage(), Stage::Stopping);
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping);
     assert!(!s.drained(), "stopping is not drained");
     // Runner 0 acknowledges; runner 1's last periodic report (made before the stop) arrives
     // late and counts; runner 2's pod dies.

@@ -4,30 +4,18 @@
 
 use std::time::Duration;
 
-use volley_crds::spec::{Executor, LoadTestSpec, Scenario};
+use volley_crds::spec::{LoadTestSpec, Scenario};
 
-/// `maxDuration` of iteration-based executors when a scenario does not set one (k6's 10m).
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
+pub use crate::scenario::DEFAULT_MAX_DURATION;
+use crate::scenario::Workload;
 
 /// Extra time a run may take beyond its plan when `spec.timeout` is not set.
 pub const DEFAULT_TIMEOUT_MARGIN: Duration = Duration::from_secs(10 * 60);
 
-/// How long iterations may start, from the scenario's begin (after `startTime`).
+/// How long iterations may start, from the scenario's begin (after `startTime`): see
+/// [`Workload::run_length`]. A scenario validation would refuse has none (0s).
 pub fn run_length(scenario: &Scenario) -> Duration {
-    match scenario.executor {
-        Executor::ConstantArrivalRate | Executor::ConstantVus => {
-            scenario.duration.map(|d| d.get()).unwrap_or_default()
-        }
-        Executor::RampingArrivalRate | Executor::RampingVus => {
-            scenario.stages.iter().fold(Duration::ZERO, |sum, s| {
-                sum.saturating_add(s.duration.get())
-            })
-        }
-        Executor::SharedIterations | Executor::PerVuIterations => scenario
-            .max_duration
-            .map(|d| d.get())
-            .unwrap_or(DEFAULT_MAX_DURATION),
-    }
+    Workload::of(scenario).map_or(Duration::ZERO, |w| w.run_length())
 }
 
 /// Planned duration of a scenario excluding gracefulStop (startTime + duration / sum of stages /

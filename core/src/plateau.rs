@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Measurements, per_second, ratio};
+use crate::metrics::model::Measurements;
+use crate::metrics::status::{per_second, quantile_ms, ratio};
 use crate::threshold::{Metric, parse_threshold};
 use volley_crds::spec::{Executor, LoadTestSpec};
 use volley_crds::status::ScenarioStatus;
@@ -145,7 +146,7 @@ pub fn judge_plateau(
         }
     }
     let c = &window.counters;
-    let quantile = |q: f64| crate::metrics::quantile_ms(&window.latency, q);
+    let quantile = |q: f64| quantile_ms(&window.latency, q);
     PlateauResult {
         scenario: plateau.scenario.clone(),
         stage: plateau.stage,
@@ -248,7 +249,8 @@ pub fn annotate(scenarios: &mut [ScenarioStatus], rates: &[SustainableRate]) {
 mod tests {
     use super::*;
     use crate::manifest::parse_manifest;
-    use crate::metrics::{Measurements, record_latency};
+    use crate::metrics::histogram::record_latency;
+    use crate::metrics::model::Measurements;
 
     fn spec(scenarios: &str, thresholds: &str) -> LoadTestSpec {
         let yaml = format!(

@@ -29,8 +29,15 @@ pub fn split_scenario(sc: &Scenario, runners: u32, index: u32, offset: u32) -> S
     out.vus = sc.vus.map(part);
     out.start_vus = sc.start_vus.map(part);
     out.max_vus = sc.max_vus.map(part);
-    if sc.executor == Executor::SharedIterations {
-        out.iterations = sc.iterations.map(part);
+    match sc.executor {
+        Executor::SharedIterations => out.iterations = sc.iterations.map(part),
+        // Per VU, not a total.
+        Executor::PerVuIterations => {}
+        // Not read by these executors (validation refuses it); kept as written.
+        Executor::ConstantArrivalRate
+        | Executor::RampingArrivalRate
+        | Executor::ConstantVus
+        | Executor::RampingVus => {}
     }
     out.stages = sc
         .stages

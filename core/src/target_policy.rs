@@ -51,6 +51,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use url::{Host, Url};
 
+use crate::scenario::StepKind;
 use crate::template::{Segment, Template};
 use crate::validate::FieldError;
 use volley_crds::spec::{LoadTestSpec, Step};
@@ -494,7 +495,10 @@ pub fn refused_urls(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<RefusedUr
     let steps = |steps: &[Step], prefix: String| {
         let mut urls = Vec::new();
         for (i, s) in steps.iter().enumerate() {
-            let Some(request) = &s.request else { continue };
+            let request = match StepKind::of(s) {
+                Ok(StepKind::Request(request)) => request,
+                Ok(StepKind::Sleep(_)) | Err(_) => continue,
+            };
             let url = static_host_url(&request.url);
             // Where the request goes when its host is known: its own URL, or the base URL's
             // host for a relative one.

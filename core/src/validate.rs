@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use crate::protocol::TOKEN_ENV;
+use crate::scenario::{StepKind, is_measured};
 use crate::template::{Reference, Template, is_identifier};
 use crate::threshold::parse_threshold;
 use volley_crds::duration::Duration;
@@ -151,8 +152,11 @@ impl Validator {
                     .map(move |(j, s)| (format!("spec.scenarios[{i}].steps[{j}]"), s))
             }));
         for (path, step) in steps {
-            let parts = step.request.as_ref().map(|r| r.multipart.as_slice());
-            for (k, part) in parts.unwrap_or_default().iter().enumerate() {
+            let parts = match StepKind::of(step) {
+                Ok(StepKind::Request(r)) => r.multipart.as_slice(),
+                Ok(StepKind::Sleep(_)) | Err(_) => &[],
+            };
+            for (k, part) in parts.iter().enumerate() {
                 if part.file.is_some() {
                     self.err(format!("{path}.request.multipart[{k}].file"), local);
                 }
@@ -213,7 +217,7 @@ impl Validator {
         for (i, sc) in spec.scenarios.iter().enumerate() {
             let path = format!("spec.scenarios[{i}]");
             self.name(&sc.name, &format!("{path}.name"), "scenario");
-            if sc.name == crate::metrics::SETUP_SCENARIO {
+            if sc.name == crate::metrics::model::SETUP_SCENARIO {
                 self.err(
                     format!("{path}.name"),
                     "`setup` is reserved for the results of spec.setup; pick another scenario name",
@@ -339,27 +343,32 @@ impl Validator {
 
     fn scenario(&mut self, sc: &Scenario, path: &str, parallelism: u32) {
         let ex = sc.executor;
-        for rule in FIELD_RULES {
-            let set = (rule.is_set)(sc);
-            let allowed = rule.allowed.contains(&ex);
-            if set && !allowed {
+        let fields = executor_fields(ex);
+        for (field, is_set) in SCENARIO_FIELDS {
+            let set = is_set(sc);
+            if set && !fields.reads.contains(&field) {
                 self.err(
-                    format!("{path}.{}", rule.field),
+                    format!("{path}.{field}"),
                     format!(
-                        "`{}` does not apply to executor {}; it is for {}",
-                        rule.field,
+                        "`{field}` does not apply to executor {}; it is for {}",
                         ex.as_str(),
-                        executor_list(rule.allowed)
+                        executors_reading(field)
                     ),
                 );
             }
-            if !set && rule.required.contains(&ex) {
+            if !set && fields.needs.contains(&field) {
                 self.err(
-                    format!("{path}.{}", rule.field),
-                    format!("executor {} needs `{}`", ex.as_str(), rule.field),
+                    format!("{path}.{field}"),
+                    format!("executor {} needs `{field}`", ex.as_str()),
                 );
             }
         }
+        // Whether `iterations` is a total (split across runners) and `vus` defaults to 1.
+        let (total_iterations, default_one_vu) = match ex {
+            Si => (true, true),
+            Pvi => (false, true),
+            Car | Rar | Cv | Rv => (false, false),
+        };
 
         // An out-of-range parallelism has its own error; splitting by it would only add noise.
         let n = if (1..=MAX_PARALLELISM).contains(&parallelism) {
@@ -404,10 +413,10 @@ impl Validator {
                 &format!("{path}.iterations"),
                 "iterations",
             );
-            if ex == Executor::SharedIterations && it >= 1 && it < n {
+            if total_iterations && it >= 1 && it < n {
                 self.err(format!("{path}.iterations"), split_err("iterations", it));
             }
-            if ex == Executor::SharedIterations
+            if total_iterations
                 && let Some(vus) = sc.vus
                 && vus > it
             {
@@ -418,10 +427,7 @@ impl Validator {
             }
         }
         // Iteration executors default to 1 VU, which cannot be split across several runners.
-        if matches!(ex, Executor::SharedIterations | Executor::PerVuIterations)
-            && sc.vus.is_none()
-            && n > 1
-        {
+        if default_one_vu && sc.vus.is_none() && n > 1 {
             self.err(format!("{path}.vus"), split_err("the default of 1 VU", 1));
         }
         if let Some(tu) = sc.time_unit {
@@ -440,9 +446,9 @@ impl Validator {
 
     fn stages(&mut self, sc: &Scenario, path: &str, n: u64) {
         let (max, what) = match sc.executor {
-            Executor::RampingVus => (MAX_VUS, "VUs"),
-            Executor::RampingArrivalRate => (MAX_RATE, "iterations per timeUnit"),
-            _ => return,
+            Rv => (MAX_VUS, "VUs"),
+            Rar => (MAX_RATE, "iterations per timeUnit"),
+            Car | Cv | Si | Pvi => return,
         };
         let mut total = std::time::Duration::ZERO;
         let mut peak = 0;
@@ -493,13 +499,10 @@ impl Validator {
                     ),
                 );
             }
-            match (&step.request, &step.sleep) {
-                (Some(_), Some(_)) => self.err(
-                    p.clone(),
-                    "a step is either a request or a sleep; split it into two steps",
-                ),
-                (None, None) => self.err(p.clone(), "a step needs `request` or `sleep`"),
-                (None, Some(sleep)) => {
+            match StepKind::of(step) {
+                // The step itself is at fault, not the field the error names.
+                Err(e) => self.err(p.clone(), e.message),
+                Ok(StepKind::Sleep(sleep)) => {
                     self.sleep(sleep, &format!("{p}.sleep"));
                     for (field, set) in [
                         ("check", step.check.is_some()),
@@ -515,7 +518,7 @@ impl Validator {
                         }
                     }
                 }
-                (Some(req), None) => {
+                Ok(StepKind::Request(req)) => {
                     self.request(req, &format!("{p}.request"), scope, &extracted);
                     self.step_options(step, &p);
                 }
@@ -798,7 +801,7 @@ impl Validator {
                         let steps: BTreeSet<String> = sc
                             .steps
                             .iter()
-                            .filter(|s| s.request.is_some())
+                            .filter(|s| is_measured(s))
                             .map(Step::display_name)
                             .collect();
                         if !steps.contains(step) {
@@ -954,12 +957,10 @@ impl Validator {
     }
 }
 
-/// Which executors accept a scenario field, and which need it.
-struct FieldRule {
-    field: &'static str,
-    is_set: fn(&Scenario) -> bool,
-    allowed: &'static [Executor],
-    required: &'static [Executor],
+/// The scenario fields an executor reads, and those of them it needs (no default).
+struct ExecutorFields {
+    reads: &'static [&'static str],
+    needs: &'static [&'static str],
 }
 
 use Executor::{
@@ -967,72 +968,45 @@ use Executor::{
     RampingArrivalRate as Rar, RampingVus as Rv, SharedIterations as Si,
 };
 
-const FIELD_RULES: &[FieldRule] = &[
-    FieldRule {
-        field: "rate",
-        is_set: |s| s.rate.is_some(),
-        allowed: &[Car],
-        required: &[Car],
-    },
-    FieldRule {
-        field: "startRate",
-        is_set: |s| s.start_rate.is_some(),
-        allowed: &[Rar],
-        required: &[],
-    },
-    FieldRule {
-        field: "timeUnit",
-        is_set: |s| s.time_unit.is_some(),
-        allowed: &[Car, Rar],
-        required: &[],
-    },
-    FieldRule {
-        field: "duration",
-        is_set: |s| s.duration.is_some(),
-        allowed: &[Car, Cv],
-        required: &[Car, Cv],
-    },
-    FieldRule {
-        field: "vus",
-        is_set: |s| s.vus.is_some(),
-        allowed: &[Cv, Si, Pvi],
-        required: &[Cv],
-    },
-    FieldRule {
-        field: "startVUs",
-        is_set: |s| s.start_vus.is_some(),
-        allowed: &[Rv],
-        required: &[],
-    },
-    FieldRule {
-        field: "maxVUs",
-        is_set: |s| s.max_vus.is_some(),
-        allowed: &[Car, Rar],
-        required: &[],
-    },
-    FieldRule {
-        field: "iterations",
-        is_set: |s| s.iterations.is_some(),
-        allowed: &[Si, Pvi],
-        required: &[Si, Pvi],
-    },
-    FieldRule {
-        field: "stages",
-        is_set: |s| !s.stages.is_empty(),
-        allowed: &[Rar, Rv],
-        required: &[Rar, Rv],
-    },
-    FieldRule {
-        field: "maxDuration",
-        is_set: |s| s.max_duration.is_some(),
-        allowed: &[Si, Pvi],
-        required: &[],
-    },
+/// The fields of `ex`; `volley_core::scenario::Workload::of` reads the same ones.
+fn executor_fields(ex: Executor) -> ExecutorFields {
+    let (reads, needs): (&[&str], &[&str]) = match ex {
+        Car => (
+            &["rate", "timeUnit", "duration", "maxVUs"],
+            &["rate", "duration"],
+        ),
+        Rar => (&["startRate", "timeUnit", "maxVUs", "stages"], &["stages"]),
+        Cv => (&["duration", "vus"], &["duration", "vus"]),
+        Rv => (&["startVUs", "stages"], &["stages"]),
+        Si | Pvi => (&["vus", "iterations", "maxDuration"], &["iterations"]),
+    };
+    ExecutorFields { reads, needs }
+}
+
+/// Whether a scenario sets a field.
+type IsSet = fn(&Scenario) -> bool;
+
+/// Every executor-specific scenario field, in the order errors are listed, and whether a
+/// scenario sets it.
+const SCENARIO_FIELDS: [(&str, IsSet); 10] = [
+    ("rate", |s| s.rate.is_some()),
+    ("startRate", |s| s.start_rate.is_some()),
+    ("timeUnit", |s| s.time_unit.is_some()),
+    ("duration", |s| s.duration.is_some()),
+    ("vus", |s| s.vus.is_some()),
+    ("startVUs", |s| s.start_vus.is_some()),
+    ("maxVUs", |s| s.max_vus.is_some()),
+    ("iterations", |s| s.iterations.is_some()),
+    ("stages", |s| !s.stages.is_empty()),
+    ("maxDuration", |s| s.max_duration.is_some()),
 ];
 
-fn executor_list(list: &[Executor]) -> String {
-    list.iter()
-        .map(|e| e.as_str())
+/// The executors that read `field`, e.g. `constant-arrival-rate, ramping-arrival-rate`.
+fn executors_reading(field: &str) -> String {
+    Executor::ALL
+        .iter()
+        .filter(|ex| executor_fields(**ex).reads.contains(&field))
+        .map(|ex| ex.as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1068,4 +1042,60 @@ fn token_message() -> String {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::scenario::Workload;
+    use volley_crds::spec::Stage;
+
+    /// Validation and `Workload::of` judge the executor fields alike: a workload can be built
+    /// exactly when no needed field is missing.
+    #[test]
+    fn workloads_need_the_fields_validation_needs() {
+        type Clear = fn(&mut Scenario);
+        let unset: [(&str, Clear); 10] = [
+            ("rate", |s| s.rate = None),
+            ("startRate", |s| s.start_rate = None),
+            ("timeUnit", |s| s.time_unit = None),
+            ("duration", |s| s.duration = None),
+            ("vus", |s| s.vus = None),
+            ("startVUs", |s| s.start_vus = None),
+            ("maxVUs", |s| s.max_vus = None),
+            ("iterations", |s| s.iterations = None),
+            ("stages", |s| s.stages.clear()),
+            ("maxDuration", |s| s.max_duration = None),
+        ];
+        for ex in Executor::ALL {
+            let full = Scenario {
+                executor: ex,
+                rate: Some(10),
+                start_rate: Some(1),
+                time_unit: Some(Duration::from_secs(1)),
+                duration: Some(Duration::from_secs(5)),
+                vus: Some(2),
+                start_vus: Some(1),
+                max_vus: Some(4),
+                iterations: Some(3),
+                stages: vec![Stage {
+                    duration: Duration::from_secs(1),
+                    target: 2,
+                }],
+                max_duration: Some(Duration::from_secs(60)),
+                ..Scenario::default()
+            };
+            assert!(Workload::of(&full).is_ok(), "{}", ex.as_str());
+            for (field, clear) in unset {
+                let mut sc = full.clone();
+                clear(&mut sc);
+                let needed = executor_fields(ex).needs.contains(&field);
+                match Workload::of(&sc) {
+                    Ok(_) => assert!(!needed, "{} without {field}", ex.as_str()),
+                    Err(e) => assert!(needed && e.field == field, "{}: {e}", ex.as_str()),
+                }
+            }
+        }
+    }
 }

@@ -29,10 +29,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use volley_core::manifest::{ManifestError, parse_manifest, parse_manifest_bytes};
-use volley_core::metrics::{
-    LATENCY_HIGH_US, MAX_HISTOGRAM_COUNT, Report, RunMetrics, decode_histogram, encode_histogram,
-    new_latency_histogram, record_latency,
+use volley_core::metrics::histogram::{
+    LATENCY_HIGH_US, MAX_HISTOGRAM_COUNT, new_latency_histogram, record_latency,
 };
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::{Report, decode_histogram, encode_histogram};
 use volley_core::threshold::parse_threshold;
 use volley_core::validate::{validate, validate_for_cluster};
 use volley_crds::LoadTest;
@@ -735,7 +736,7 @@ proptest! {
         let step = report.scenarios[0].steps[0].clone();
         report.scenarios[0].steps = vec![step; copies];
         let result = report.to_metrics();
-        prop_assert_eq!(result.is_err(), copies > volley_core::metrics::MAX_REPORT_STEPS);
+        prop_assert_eq!(result.is_err(), copies > volley_core::protocol::report::MAX_REPORT_STEPS);
     }
 }
 

@@ -1,16 +1,17 @@
 //! The LoadTest CustomResourceDefinition, generated from the Rust types.
 //!
-//! `crds/loadtests.volley.dev.yaml` is this module's output, committed so the chart and
-//! `kubectl apply` can use it; a test fails when the two differ. Regenerate with
-//! `cargo run -p volley-runner -- crd > crds/loadtests.volley.dev.yaml`.
+//! The Helm chart's `charts/volley/crds/loadtests.volley.dev.yaml` is this module's output,
+//! committed there and nowhere else (Helm installs it, and `kubectl apply` can use it without
+//! Helm); a test fails when the two differ. Regenerate with
+//! `cargo run -p volley-runner -- crd > charts/volley/crds/loadtests.volley.dev.yaml`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::spec::LoadTest;
 
-/// File name of the committed CRD, relative to the `crds/` directory.
-pub const CRD_FILE: &str = "loadtests.volley.dev.yaml";
+/// The committed CRD, the chart's, relative to the repository's root.
+pub const CRD_FILE: &str = "charts/volley/crds/loadtests.volley.dev.yaml";
 
 /// The CRD object.
 pub fn crd() -> CustomResourceDefinition {
@@ -284,12 +285,14 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_types() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_FILE);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CRD_FILE);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let generated = crd_yaml().unwrap();
         assert!(
             committed == generated,
-            "{} is stale: regenerate it with `cargo run -p volley-runner -- crd > crds/{CRD_FILE}`",
+            "{} is stale: regenerate it with `cargo run -p volley-runner -- crd > {CRD_FILE}`",
             path.display()
         );
     }

@@ -156,6 +156,16 @@ pub enum Executor {
 }
 
 impl Executor {
+    /// Every executor, in declaration order (a test checks it against the schema's list).
+    pub const ALL: [Executor; 6] = [
+        Executor::ConstantArrivalRate,
+        Executor::RampingArrivalRate,
+        Executor::ConstantVus,
+        Executor::RampingVus,
+        Executor::SharedIterations,
+        Executor::PerVuIterations,
+    ];
+
     /// The name as written in manifests.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -166,14 +176,6 @@ impl Executor {
             Executor::SharedIterations => "shared-iterations",
             Executor::PerVuIterations => "per-vu-iterations",
         }
-    }
-
-    /// Arrival-rate executors start iterations on a schedule, whatever the VUs are doing.
-    pub fn is_arrival_rate(self) -> bool {
-        matches!(
-            self,
-            Executor::ConstantArrivalRate | Executor::RampingArrivalRate
-        )
     }
 }
 
@@ -781,5 +783,37 @@ impl<'de> Deserialize<'de> for ThresholdSpec {
             }
         }
         d.deserialize_any(ThresholdVisitor)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executor_all_lists_every_executor_the_schema_accepts() {
+        // The schema lists each variant, as `enum` values or `const` alternatives.
+        fn names(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v) {
+                            ("const", serde_json::Value::String(s)) => out.push(s.clone()),
+                            ("enum", serde_json::Value::Array(items)) => out
+                                .extend(items.iter().filter_map(|i| i.as_str().map(String::from))),
+                            _ => names(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| names(i, out)),
+                _ => {}
+            }
+        }
+        let schema = serde_json::to_value(schemars::schema_for!(Executor)).unwrap();
+        let mut in_schema = Vec::new();
+        names(&schema, &mut in_schema);
+        let all: Vec<String> = Executor::ALL.iter().map(|e| e.as_str().into()).collect();
+        assert_eq!(all, in_schema);
     }
 }

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
-use volley_core::metrics;
+use volley_core::metrics::status::{metrics_status, step_statuses};
 use volley_crds::status::Phase;
 
-use crate::metrics::{OperatorMetrics, RunFigures};
 use crate::observed::{RunOutcome, RunProgress, RunResults};
 use crate::registry::{RunRegistration, RunRegistry};
 use crate::report;
+use crate::telemetry::{OperatorMetrics, RunFigures};
 
 /// Per-step rows kept in the status (the report ConfigMap has them all).
 pub const MAX_STATUS_STEPS: usize = 20;
@@ -116,13 +116,10 @@ pub fn progress(view: &RunView) -> RunProgress {
             .unwrap_or_else(|| format!("the run ended: {}", end.phase)),
     });
     let results = started_at.is_some().then(|| RunResults {
-        metrics: Some(metrics::metrics_status(
-            &view.merged.overall(),
-            view.elapsed,
-        )),
+        metrics: Some(metrics_status(&view.merged.overall(), view.elapsed)),
         thresholds: view.thresholds.iter().map(|t| t.status.clone()).collect(),
         scenarios: view.scenario_statuses(),
-        steps: metrics::step_statuses(&view.merged, MAX_STATUS_STEPS),
+        steps: step_statuses(&view.merged, MAX_STATUS_STEPS),
         verdict: report::view_verdict(view),
         report_ref: None,
     });

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, RunnerReport, StartResponse, ready_path, report_path,
     start_path,

@@ -20,6 +20,9 @@ pub const STARTED: &str = "Started";
 pub const COMPLETE: &str = "Complete";
 /// Type of the condition that tells the thresholds' verdict.
 pub const THRESHOLDS_PASSED: &str = "ThresholdsPassed";
+/// Longest message of a finished run, in characters (plus `…` when cut): the status message
+/// and the Complete condition's, long enough to list a few field errors or a runner's last words.
+pub const MAX_MESSAGE_CHARS: usize = 900;
 
 /// Everything the conditions are derived from.
 #[derive(Clone, Copy, Debug)]

@@ -382,18 +382,21 @@ mod tests {
     }
 
     #[test]
-    fn the_deployments_commented_allow_list_example_is_valid() {
-        let yaml = include_str!("../deploy/deployment.yaml");
-        let mut lines = yaml.lines().map(str::trim);
-        lines
-            .find(|l| *l == "# - name: VOLLEY_ALLOWED_TARGETS")
-            .expect("the example names the variable");
-        let value = lines
-            .next()
-            .and_then(|l| l.strip_prefix("#   value: "))
-            .expect("the example's value follows");
-        let value = value.trim_matches('"');
-        let cfg = Config::try_parse_from(["volley-operator", "--allowed-targets", value]).unwrap();
+    fn the_charts_allow_list_example_is_valid() {
+        // The example in the comment above the chart's `allowedTargets` value.
+        let values = include_str!("../../charts/volley/values.yaml");
+        let example = values
+            .lines()
+            .take_while(|l| !l.starts_with("allowedTargets:"))
+            .filter_map(|l| l.split_once("(e.g. "))
+            .last()
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .expect("the values name an example")
+            .0;
+        let hosts: Vec<String> = serde_json::from_str(example).unwrap();
+        let cfg =
+            Config::try_parse_from(["volley-operator", "--allowed-targets", &hosts.join(",")])
+                .unwrap();
         assert!(!cfg.runner_defaults().allowed_targets.is_empty());
     }
 

@@ -43,7 +43,6 @@ use volley_crds::{LoadTest, LoadTestStatus};
 
 use crate::config::{Config, RunnerDefaults, Timing};
 use crate::lock;
-use crate::metrics::OperatorMetrics;
 use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, Ownership, RunRef};
 use crate::observed::RunnerPod;
 use crate::phase::{self, Decision, EventKind, Observed};
@@ -52,6 +51,7 @@ use crate::registry::{RunRegistration, RunRegistry};
 use crate::report::{final_report, report_name};
 use crate::secret::{Token, run_secret};
 use crate::status_patch::status_patch;
+use crate::telemetry::OperatorMetrics;
 
 /// Name the operator records events under.
 pub const CONTROLLER_NAME: &str = "volley-operator";
@@ -479,7 +479,7 @@ pub async fn run(
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply -f crds/loadtests.volley.dev.yaml`) and the operator's RBAC applied?"
+                "cannot list LoadTests ({e}); is the CRD installed (`kubectl apply --server-side -f charts/volley/crds/`) and the operator's RBAC applied?"
             )
         })?;
     let ctx = Arc::new(

@@ -19,7 +19,7 @@
 //! - [`controller`]: the kube-rs controller.
 //! - [`aggregator_registry`]: [`registry::RunRegistry`] over the embedded aggregator.
 //! - [`report`]: the report ConfigMap (`summary.json`) of a finished run.
-//! - [`metrics`]: the Prometheus metrics.
+//! - [`telemetry`]: the operator's own Prometheus metrics (`/metrics`).
 //! - [`leader`]: leader election with a Lease.
 //! - [`serve`]: the HTTP servers and the process wiring of `main`.
 
@@ -28,7 +28,6 @@ pub mod conditions;
 pub mod config;
 pub mod controller;
 pub mod leader;
-pub mod metrics;
 pub mod names;
 pub mod observed;
 pub mod phase;
@@ -41,6 +40,7 @@ pub mod secret;
 pub mod serve;
 pub mod spec_check;
 pub mod status_patch;
+pub mod telemetry;
 
 #[cfg(test)]
 mod fixtures;

@@ -55,14 +55,10 @@ use volley_crds::spec::{CleanupPolicy, FailurePolicy};
 use volley_crds::status::{Phase, RunnerCounts, Verdict};
 use volley_crds::text::{shorten, shorten_bytes};
 
-use crate::conditions::{self, COMPLETE, ConditionInputs};
+use crate::conditions::{self, COMPLETE, ConditionInputs, MAX_MESSAGE_CHARS};
 use crate::config::{RunnerDefaults, Timing};
 use crate::observed::{PodPhase, RunProgress, RunResults, RunnerPod};
 use crate::spec_check;
-
-/// Longest message of a finished run, in characters (plus `…` when cut): the status message
-/// and the Complete condition's, long enough to list a few field errors or a runner's last words.
-pub const MAX_MESSAGE_CHARS: usize = 900;
 
 /// Longest event note, in bytes: the API server refuses an events.k8s.io/v1 Event whose note
 /// is over 1 KiB, and the event is then lost.

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use volley_core::protocol::TOKEN_ENV;
+use volley_core::scenario::StepKind;
 use volley_crds::LoadTest;
 use volley_crds::spec::Runners;
 
@@ -190,7 +191,10 @@ pub fn referenced_configmaps(lt: &LoadTest) -> BTreeSet<String> {
         .setup
         .iter()
         .chain(spec.scenarios.iter().flat_map(|s| s.steps.iter()))
-        .filter_map(|step| step.request.as_ref())
+        .filter_map(|step| match StepKind::of(step) {
+            Ok(StepKind::Request(r)) => Some(r),
+            Ok(StepKind::Sleep(_)) | Err(_) => None,
+        })
         .flat_map(|r| r.multipart.iter())
         .filter_map(|p| p.config_map_ref.as_ref());
     feeders.chain(parts).map(|r| r.name.clone()).collect()

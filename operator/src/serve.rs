@@ -20,7 +20,7 @@ use crate::aggregator_registry::AggregatorRegistry;
 use crate::config::Config;
 use crate::controller;
 use crate::leader::{Elector, LeaseConfig, LeaseLock, OwnPod, Term};
-use crate::metrics::{self, OperatorMetrics};
+use crate::telemetry::{self, OperatorMetrics};
 
 /// Liveness: the process serves HTTP.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -59,7 +59,7 @@ pub fn observability_router(
 async fn serve_metrics(State(o): State<Observability>) -> impl IntoResponse {
     o.registry.refresh_metrics();
     (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
         o.metrics.encode(),
     )
 }

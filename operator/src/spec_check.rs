@@ -25,8 +25,8 @@ const PROXY_VARIABLES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
 /// Longest refusal message, in characters (all but the image name are ASCII): it is the
 /// status message and, behind the reason, the note of an event, which the API server limits
 /// to 1024 bytes. The same bound as every finished run's message
-/// ([`crate::phase::MAX_MESSAGE_CHARS`]), so that bounding it again changes nothing.
-pub const MAX_REFUSAL_CHARS: usize = crate::phase::MAX_MESSAGE_CHARS;
+/// ([`crate::conditions::MAX_MESSAGE_CHARS`]), so that bounding it again changes nothing.
+pub const MAX_REFUSAL_CHARS: usize = crate::conditions::MAX_MESSAGE_CHARS;
 /// How many characters of refused URLs (paths and hosts) a message lists before it only
 /// counts the rest.
 const URL_LIST_CHARS: usize = 400;

@@ -19,9 +19,9 @@ use volley_core::manifest::parse_manifest;
 use volley_crds::status::{Phase, Verdict};
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
+use volley_operator::telemetry::OperatorMetrics;
 
 use common::{spawn_agent, volley_binary};
 

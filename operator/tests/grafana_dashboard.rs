@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use volley_crds::status::ScenarioStatus;
-use volley_operator::metrics::{OperatorMetrics, RunFigures};
+use volley_operator::telemetry::{OperatorMetrics, RunFigures};
 
 const DASHBOARD: &str = include_str!("../../charts/volley/dashboards/volley.json");
 

@@ -1,14 +1,15 @@
-//! The deploy manifests (`operator/deploy/`, `operator/rbac.yaml`) parse as the exact
-//! Kubernetes types (typos in field names fail), agree with each other, with the operator's
-//! flags and defaults, and with the routes the operator serves; the chart's default runner
-//! security contexts are the operator's built-in ones.
+//! The chart's objects, as rendered with the default values (`deploy/volley-operator.yaml`,
+//! written by `.ci/render-manifests.sh`, which `.ci/check-chart.sh` keeps current), parse as
+//! the exact Kubernetes types (typos in field names fail), agree with each other, with the
+//! operator's flags and defaults, and with the routes the operator serves; the chart's default
+//! runner security contexts are the operator's built-in ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -18,12 +19,15 @@ use volley_aggregator::Aggregator;
 use volley_operator::aggregator_registry::AggregatorRegistry;
 use volley_operator::config::Config;
 use volley_operator::leader::{LEADER_LABEL, LEADER_LABEL_VALUE};
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::serve::{HEALTHZ_PATH, READYZ_PATH, observability_router};
+use volley_operator::telemetry::OperatorMetrics;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
+
+/// The chart's rendering with the default values, relative to `operator/`.
+const RENDERED: &str = "../deploy/volley-operator.yaml";
 
 /// Every document of a YAML file, as JSON.
 fn docs(path: &str) -> Vec<serde_json::Value> {
@@ -41,8 +45,16 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(value: &serde_json::
     t
 }
 
+/// The rendered objects of `kind`, in the chart's order.
+fn rendered(kind: &str) -> Vec<serde_json::Value> {
+    docs(RENDERED)
+        .into_iter()
+        .filter(|d| d["kind"] == kind)
+        .collect()
+}
+
 fn deployment() -> (serde_json::Value, Deployment) {
-    let raw = docs("deploy/deployment.yaml");
+    let raw = rendered("Deployment");
     assert_eq!(raw.len(), 1);
     let d = typed::<Deployment>(&raw[0]);
     (raw[0].clone(), d)
@@ -52,6 +64,35 @@ fn container(d: &Deployment) -> Container {
     let pod = d.spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.containers.len(), 1);
     pod.containers[0].clone()
+}
+
+/// The operator's command line in the container: its args, and every `VOLLEY_*` variable as the
+/// flag that reads it (clap reads both the same way), so parsing it checks both.
+fn command_line(c: &Container) -> Vec<String> {
+    let command = Config::command();
+    let mut line = vec!["volley-operator".to_string()];
+    line.extend(
+        c.args
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.replace("$(POD_NAMESPACE)", "volley-system")),
+    );
+    for e in c.env.clone().unwrap_or_default() {
+        if !e.name.starts_with("VOLLEY_") {
+            continue;
+        }
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env() == Some(std::ffi::OsStr::new(&e.name)))
+            .unwrap_or_else(|| panic!("the operator reads no {}", e.name));
+        line.push(format!(
+            "--{}={}",
+            arg.get_long().unwrap(),
+            e.value.clone().unwrap()
+        ));
+    }
+    line
 }
 
 fn defaults() -> Config {
@@ -64,7 +105,11 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
     assert_eq!(raw["apiVersion"], "apps/v1");
     assert_eq!(raw["kind"], "Deployment");
     assert_eq!(d.metadata.name.as_deref(), Some("volley-operator"));
-    assert_eq!(d.metadata.namespace, None, "namespace-agnostic");
+    assert_eq!(
+        d.metadata.namespace.as_deref(),
+        Some(volley_operator::rbac::DEFAULT_NAMESPACE),
+        "rendered for the namespace the operator's defaults name"
+    );
     let spec = &d.spec;
     let selector = spec.selector.match_labels.as_ref().unwrap();
     let labels = spec
@@ -100,14 +145,8 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
             env!("CARGO_PKG_VERSION")
         ))
     );
-    // The args are flags the operator accepts (with the namespace Kubernetes substitutes).
-    let args: Vec<String> = c
-        .args
-        .clone()
-        .unwrap()
-        .iter()
-        .map(|a| a.replace("$(POD_NAMESPACE)", "volley-system"))
-        .collect();
+    // The args and variables are flags the operator accepts (with the namespace Kubernetes
+    // substitutes).
     let env: Vec<String> = c
         .env
         .clone()
@@ -116,8 +155,8 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
         .map(|e| e.name.clone())
         .collect();
     assert!(env.contains(&"POD_NAME".into()) && env.contains(&"POD_NAMESPACE".into()));
-    let cfg = Config::try_parse_from(std::iter::once("volley-operator".to_string()).chain(args))
-        .expect("the Deployment's args are valid flags");
+    let cfg = Config::try_parse_from(command_line(&c))
+        .expect("the Deployment's args and variables are valid flags");
     assert_eq!(cfg.aggregator_url, defaults().aggregator_url);
     // Ports: the container's named ports are the ones the operator listens on.
     let ports = c.ports.clone().unwrap();
@@ -135,13 +174,25 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
         i32::from(defaults().aggregator_listen.port())
     );
     assert_eq!(port("metrics"), i32::from(defaults().metrics_listen.port()));
-    // Restrictive security context.
+    // Restrictive security context (the container's, or where the pod's applies, the pod's).
     let sc = c.security_context.clone().unwrap();
+    let pod_sc = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .security_context
+        .clone()
+        .unwrap_or_default();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_non_root.or(pod_sc.run_as_non_root), Some(true));
     assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
-    assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(
+        sc.seccomp_profile.or(pod_sc.seccomp_profile).unwrap().type_,
+        "RuntimeDefault"
+    );
     let resources = c.resources.clone().unwrap();
     assert!(resources.requests.is_some() && resources.limits.is_some());
 }
@@ -150,7 +201,7 @@ fn the_deployment_runs_the_operator_image_with_valid_flags() {
 fn the_charts_default_runner_security_contexts_are_the_operators_built_in_ones() {
     // The chart always passes runner.podSecurityContext and runner.securityContext (so that
     // `--set runner.podSecurityContext.runAsUser=null` works on OpenShift); its defaults must
-    // not quietly differ from what the operator does without them (operator/deploy).
+    // not quietly differ from what the operator does without them.
     let values = &docs("../charts/volley/values.yaml")[0]["runner"];
     assert_eq!(
         values["podSecurityContext"],
@@ -183,10 +234,19 @@ async fn the_probes_hit_routes_the_operator_serves() {
     let metrics = Arc::new(OperatorMetrics::new());
     let registry = Arc::new(AggregatorRegistry::new(Aggregator::new(), metrics.clone()));
     let ready = Arc::new(AtomicBool::new(true));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = observability_router(metrics, registry, ready);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    // Each named port with what the operator serves on it.
+    let mut bases = std::collections::BTreeMap::new();
+    let mut servers = Vec::new();
+    for (port, router) in [
+        ("metrics", observability_router(metrics, registry, ready)),
+        ("aggregator", Aggregator::new().router()),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.insert(port, format!("http://{}", listener.local_addr().unwrap()));
+        servers.push(tokio::spawn(
+            async move { axum::serve(listener, router).await },
+        ));
+    }
     let http = reqwest::Client::new();
     let probes = [
         (c.liveness_probe.unwrap(), HEALTHZ_PATH),
@@ -196,16 +256,21 @@ async fn the_probes_hit_routes_the_operator_serves() {
         let get = probe.http_get.unwrap();
         let path = get.path.unwrap();
         assert_eq!(path, expected);
-        assert_eq!(get.port, IntOrString::String("metrics".into()));
+        let IntOrString::String(port) = get.port else {
+            panic!("probes name their port")
+        };
+        let base = &bases[port.as_str()];
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.status(), 200, "{path} on {port}");
     }
-    server.abort();
+    for server in servers {
+        server.abort();
+    }
 }
 
 #[test]
 fn the_service_exposes_the_ports_runners_and_prometheus_use() {
-    let raw = docs("deploy/service.yaml");
+    let raw = rendered("Service");
     assert_eq!(raw.len(), 1);
     assert_eq!(raw[0]["apiVersion"], "v1");
     assert_eq!(raw[0]["kind"], "Service");
@@ -266,7 +331,13 @@ fn url_host_port(url: &str) -> (String, u16) {
 
 #[test]
 fn rbac_binds_the_deployments_service_account() {
-    let raw = docs("rbac.yaml");
+    let raw: Vec<serde_json::Value> = docs(RENDERED)
+        .into_iter()
+        .filter(|d| {
+            d["apiVersion"] == "v1" && d["kind"] == "ServiceAccount"
+                || d["apiVersion"] == "rbac.authorization.k8s.io/v1"
+        })
+        .collect();
     let kinds: Vec<&str> = raw.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,

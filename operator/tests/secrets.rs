@@ -57,7 +57,6 @@ use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;
 use volley_operator::config::{RunnerDefaults, Timing};
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::names::{RUNNER_INDEX_LABEL, RunRef};
 use volley_operator::observed::RunnerPod;
 use volley_operator::phase::{self, Observed};
@@ -66,6 +65,7 @@ use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::report::final_report;
 use volley_operator::secret::Token;
 use volley_operator::status_patch::status_patch;
+use volley_operator::telemetry::OperatorMetrics;
 
 use common::volley_binary;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::Aggregator;
-use volley_aggregator::run::Stage;
+use volley_aggregator::run::RunLifecycle;
 use volley_core::manifest::parse_manifest;
 use volley_core::target_policy::TargetPolicy;
 use volley_crds::LoadTest;
@@ -31,11 +31,11 @@ use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_operator::aggregator_registry::AggregatorRegistry;
 use volley_operator::config::{RunnerDefaults, Timing};
-use volley_operator::metrics::OperatorMetrics;
 use volley_operator::observed::{PodPhase, RunnerPod, Terminated};
 use volley_operator::phase::{self, Observed};
 use volley_operator::registry::{RunRegistration, RunRegistry};
 use volley_operator::secret::Token;
+use volley_operator::telemetry::OperatorMetrics;
 
 use common::{spawn_agent, volley_binary};
 
@@ -284,10 +284,12 @@ impl Run {
                 "the run was not forgotten in 90 s"
             );
             if let Some((stage, _)) = self.aggregator.glance(&self.run_id) {
-                if stage != Stage::Barrier && started.is_none() {
+                if stage != RunLifecycle::Barrier && started.is_none() {
                     started = Some(Instant::now());
                 }
-                if matches!(stage, Stage::Stopping | Stage::Finished) && ended.is_none() {
+                if matches!(stage, RunLifecycle::Stopping | RunLifecycle::Finished)
+                    && ended.is_none()
+                {
                     ended = Some(Instant::now());
                 }
             }

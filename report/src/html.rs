@@ -14,7 +14,9 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use volley_core::metrics::{SETUP_SCENARIO, decode_histogram, format_latency_ms};
+use volley_core::metrics::model::SETUP_SCENARIO;
+use volley_core::metrics::status::format_latency_ms;
+use volley_core::protocol::report::decode_histogram;
 use volley_core::threshold::{Metric, parse_threshold};
 use volley_crds::status::{LatencyMs, Phase};
 

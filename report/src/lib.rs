@@ -19,7 +19,7 @@ use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
 
-pub use volley_core::metrics::SeriesPoint;
+pub use volley_core::metrics::series::SeriesPoint;
 
 /// Why a summary could not be read.
 #[derive(Debug, thiserror::Error)]

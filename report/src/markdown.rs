@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use volley_core::metrics::{SETUP_SCENARIO, format_latency_ms};
+use volley_core::metrics::model::SETUP_SCENARIO;
+use volley_core::metrics::status::format_latency_ms;
 
 use crate::{Summary, outcome};
 

@@ -13,7 +13,7 @@ use volley_crds::spec::{self, ErrorKind};
 
 use crate::extract::{Received, compile_json_path, json_text};
 use crate::render::TemplateCompiler;
-use crate::step::StepError;
+use crate::step_error::StepError;
 
 /// The compiled `check` of a step (empty when the step has none).
 #[derive(Clone, Debug, Default)]
@@ -29,7 +29,7 @@ pub(crate) struct Checks {
 
 /// Passed and failed check conditions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
+pub(crate) struct CheckTally {
     pub(crate) passed: u32,
     pub(crate) failed: u32,
 }
@@ -100,14 +100,14 @@ impl Checks {
     }
 
     /// Evaluates every condition; `elapsed` is what `maxDuration` is compared with.
-    pub(crate) fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> Tally {
+    pub(crate) fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> CheckTally {
         let Some(response) = response else {
-            return Tally {
+            return CheckTally {
                 passed: 0,
                 failed: self.conditions(),
             };
         };
-        let mut tally = Tally::default();
+        let mut tally = CheckTally::default();
         let mut count = |ok: bool| {
             if ok {
                 tally.passed += 1;
@@ -194,7 +194,7 @@ mod tests {
         let slow = Duration::from_millis(101);
         assert_eq!(
             c.evaluate(Some(&response(200, r#"{"s":"ok","n":3}"#)), fast),
-            Tally {
+            CheckTally {
                 passed: 4,
                 failed: 0
             }
@@ -202,14 +202,14 @@ mod tests {
         assert_eq!(
             c.evaluate(Some(&response(202, r#"{"s":"no","n":"3"}"#)), slow),
             // "3" (a string) equals "3" as text.
-            Tally {
+            CheckTally {
                 passed: 1,
                 failed: 3
             }
         );
         assert_eq!(
             c.evaluate(None, fast),
-            Tally {
+            CheckTally {
                 passed: 0,
                 failed: 4
             }

@@ -1,4 +1,4 @@
-//! The CLI's subcommands: `volley run`, `volley validate` and `volley crd`.
+//! The CLI's subcommands: `volley run`, `volley validate`, `volley crd` and `volley agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,15 +6,21 @@ use std::process::ExitCode;
 use std::fmt::Display;
 use std::io::Read;
 
+use reqwest::StatusCode;
 use volley_core::manifest::{
     KIND, MAX_DOCUMENTS, MAX_MANIFEST_BYTES, ManifestError, documents, parse_manifest,
     parse_manifest_bytes,
 };
-use volley_core::target_policy::{TargetPolicy, check_spec};
+use volley_core::protocol::TOKEN_ENV;
+use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy, check_spec};
 use volley_core::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
 use volley_crds::{LoadTest, crd};
+use volley_runner::agent::{Agent, AgentError};
+use volley_runner::aggregator_client::AggregatorClient;
 use volley_runner::engine::FileRoots;
-use volley_runner::local::{EXIT_ERROR, Launch, LocalOptions, Progress, exit_code, run_with};
+use volley_runner::exit::{EXIT_ERROR, EXIT_PASSED};
+use volley_runner::local::{Launch, LocalOptions, Progress, exit_code, run_with};
+use volley_runner::signals::shutdown_on_signals;
 use volley_runner::summary::render_text;
 
 /// Everything wrong with one manifest file.
@@ -334,4 +340,125 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         }
     }
     ExitCode::from(exit_code(&summary))
+}
+
+/// Arguments of `volley agent`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Base URL of the aggregator, e.g. `http://volley-operator.volley-system.svc:8080`.
+    #[arg(long, value_name = "URL")]
+    pub aggregator: String,
+    /// The run's id, as the aggregator knows it (letters, digits, `-`, `.`, `_`, `~`).
+    #[arg(long, value_name = "RUN")]
+    pub run: String,
+    /// This runner's index among the run's runners, 0-based.
+    #[arg(long, value_name = "N")]
+    pub index: u32,
+    /// Environment variable holding this runner's bearer token (its own credential, from the
+    /// run's Secret). The token itself is never a command-line argument: `ps` would show it.
+    #[arg(long, value_name = "NAME", default_value = TOKEN_ENV)]
+    pub token_env: String,
+    /// Directory that `file:` paths in the spec are relative to.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub manifest_dir: PathBuf,
+    /// Where ConfigMaps are mounted (`DIR/NAME/KEY`).
+    #[arg(long, value_name = "DIR")]
+    pub configmaps: Option<PathBuf>,
+    /// The only targets this runner may send requests to, set by the cluster administrator:
+    /// comma-separated host names (`api.example.com`, `api.example.com:8443`), wildcards
+    /// (`*.staging.example.com`), IP addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`).
+    /// Host names are matched as written, never resolved. Empty or unset: any target.
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = ALLOWED_TARGETS_ENV,
+        value_parser = TargetPolicy::parse,
+    )]
+    pub allowed_targets: Option<TargetPolicy>,
+}
+
+/// `volley agent`: runs one runner to the end. Exit code 0 when the runner did its part (the
+/// run finished, was stopped by the aggregator or a signal, or was aborted before the start),
+/// 1 when it could not (refused, unreachable, a spec it cannot run, a final report that could
+/// not be delivered).
+pub fn run_agent(args: AgentArgs) -> ExitCode {
+    let prefix = format!("volley agent (run {}, runner {})", args.run, args.index);
+    let fail = |message: String| {
+        eprintln!("{prefix}: {message}");
+        ExitCode::from(EXIT_ERROR)
+    };
+    let token = match read_token(&args.token_env) {
+        Ok(token) => token,
+        Err(message) => return fail(message),
+    };
+    let client = match AggregatorClient::new(&args.aggregator, &args.run, args.index, &token) {
+        Ok(client) => client,
+        Err(e) => return fail(e.to_string()),
+    };
+    drop(token);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let agent = Agent::new(
+        client,
+        FileRoots {
+            manifest_dir: args.manifest_dir,
+            configmaps: args.configmaps,
+        },
+        host_name(),
+    )
+    .with_allowed_targets(args.allowed_targets.unwrap_or_default());
+    let ended = runtime.block_on(async {
+        let shutdown = shutdown_on_signals(prefix.clone());
+        agent.run(shutdown).await
+    });
+    match ended {
+        Ok(outcome) => {
+            eprintln!("{prefix}: {outcome}");
+            ExitCode::from(EXIT_PASSED)
+        }
+        Err(e) => {
+            let hint = match &e {
+                AgentError::Aggregator(c) if c.status() == Some(StatusCode::UNAUTHORIZED) => {
+                    format!(
+                        " (the token is read from the environment variable {}; \
+                         --token-env names another)",
+                        args.token_env
+                    )
+                }
+                _ => String::new(),
+            };
+            fail(format!("{e}{hint}"))
+        }
+    }
+}
+
+/// Reads the bearer token from the environment variable `name`.
+fn read_token(name: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Err(format!(
+            "this runner's bearer token is missing: the environment variable {name} is not set \
+             (in a runner pod it comes from the run's Secret)"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "this runner's bearer token in the environment variable {name} is not valid UTF-8"
+        )),
+    }
+}
+
+/// The pod or host name, for the aggregator's messages about this runner.
+fn host_name() -> String {
+    let from_env = std::env::var("HOSTNAME").ok();
+    let from_files = || {
+        ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+    };
+    from_env
+        .or_else(from_files)
+        .map(|h| h.trim().chars().take(253).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string())
 }

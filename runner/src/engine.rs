@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_core::metrics::{RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
+use volley_core::scenario::{ShapeError, StepKind, Workload, is_measured};
 use volley_core::split::split_spec;
 use volley_core::target_policy::{TargetPolicy, check_spec};
 use volley_core::template::{Reference, Template};
@@ -52,6 +54,14 @@ pub enum EngineError {
         /// What is wrong.
         source: StepError,
     },
+    /// A scenario's executor fields do not make a workload (a spec validation would refuse).
+    #[error("scenario `{scenario}`: {source}")]
+    Workload {
+        /// The scenario.
+        scenario: String,
+        /// The missing or conflicting field.
+        source: ShapeError,
+    },
     /// A data feeder could not be loaded.
     #[error(transparent)]
     Feeder(#[from] FeederError),
@@ -81,6 +91,8 @@ struct PreparedScenario {
     metrics_index: usize,
     /// This runner's share of the scenario.
     share: volley_crds::spec::Scenario,
+    /// How the share schedules iterations.
+    workload: Workload,
     steps: Arc<[PreparedStep]>,
     counters: Arc<ExecutorCounters>,
     /// The feeders this scenario's steps refer to; only these hand it rows (and can run out).
@@ -167,6 +179,11 @@ impl Engine {
         let mut vu_offset = 0;
         for (i, sc) in share.scenarios.iter().enumerate() {
             let used = referenced_feeders(&sc.steps);
+            let workload = Workload::of(sc).map_err(|source| EngineError::Workload {
+                scenario: sc.name.clone(),
+                source,
+            })?;
+            let max_vus = executor::max_vus(&workload);
             scenarios.push(PreparedScenario {
                 metrics_index: i + offset,
                 steps: prepare_steps(
@@ -179,6 +196,7 @@ impl Engine {
                 )?
                 .into(),
                 share: sc.clone(),
+                workload,
                 counters: Arc::new(ExecutorCounters::default()),
                 feeders: feeders
                     .iter()
@@ -187,7 +205,7 @@ impl Engine {
                     .collect(),
                 vu_offset,
             });
-            vu_offset += executor::max_vus(sc);
+            vu_offset += max_vus;
         }
         Ok(Engine {
             place,
@@ -234,7 +252,7 @@ impl Engine {
     ) -> Vec<ExecutorSummary> {
         let setup_values = Arc::new(setup_values);
         let runs = self.scenarios.iter().map(|sc| {
-            let arrival = sc.share.executor.is_arrival_rate();
+            let arrival = sc.workload.is_open_model();
             let place = self.place.clone();
             let setup_values = setup_values.clone();
             let make_vu = move |local: u64| HttpVu {
@@ -253,7 +271,14 @@ impl Engine {
                 metrics: self.metrics.clone(),
                 first_request: self.first_request.clone(),
             };
-            executor::run_scenario(&sc.share, start, make_vu, sc.counters.clone(), stop.clone())
+            executor::run_scenario(
+                &sc.share,
+                &sc.workload,
+                start,
+                make_vu,
+                sc.counters.clone(),
+                stop.clone(),
+            )
         });
         futures::future::join_all(runs).await
     }
@@ -303,7 +328,7 @@ impl Engine {
 /// its last attempt, or as one failed request when nothing was sent, so `failures <= requests`
 /// always holds.
 fn record_outcome(
-    m: &mut volley_core::metrics::Measurements,
+    m: &mut volley_core::metrics::model::Measurements,
     outcome: &StepOutcome,
     end_to_end: bool,
 ) {
@@ -347,7 +372,10 @@ fn record_outcome(
 fn referenced_feeders(steps: &[Step]) -> std::collections::BTreeSet<String> {
     steps
         .iter()
-        .filter_map(|s| s.request.as_ref())
+        .filter_map(|s| match StepKind::of(s) {
+            Ok(StepKind::Request(r)) => Some(r),
+            Ok(StepKind::Sleep(_)) | Err(_) => None,
+        })
         .flat_map(|r| r.texts())
         .filter_map(|text| Template::parse(text).ok())
         .flat_map(|t| {
@@ -390,7 +418,7 @@ fn prepare_steps(
                     message: format!("{e} (the URL's host comes from ${{env:...}})"),
                 });
             }
-            let metrics_index = step.request.is_some().then(|| {
+            let metrics_index = is_measured(step).then(|| {
                 measured += 1;
                 measured - 1
             });
@@ -479,7 +507,7 @@ impl Vu for HttpVu {
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {
-    volley_core::metrics::error_kind_name(kind)
+    volley_core::metrics::model::error_kind_name(kind)
 }
 
 #[cfg(test)]
@@ -488,7 +516,7 @@ mod tests {
     use super::*;
     use crate::step::RequestSample;
     use std::time::Duration;
-    use volley_core::metrics::Measurements;
+    use volley_core::metrics::model::Measurements;
 
     fn sample(ms: u64, error: Option<ErrorKind>) -> RequestSample {
         RequestSample {

@@ -1,8 +1,8 @@
 //! Executors: *when* iterations start, independent of what an iteration does.
 //!
-//! A runner receives its share of each scenario (see `volley_core::split`) and hands it to
-//! [`run_scenario`] together with a factory of virtual users ([`Vu`]). The executor decides
-//! when each iteration starts, with k6's semantics:
+//! A runner receives its share of each scenario (see `volley_core::split`), turns it into a
+//! typed [`Workload`] and hands both to [`run_scenario`] together with a factory of virtual
+//! users ([`Vu`]). The executor decides when each iteration starts, with k6's semantics:
 //!
 //! | executor | model | what is scheduled |
 //! |---|---|---|
@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
-use volley_core::plan::run_length;
-use volley_crds::spec::{Executor, Scenario, Stage};
+use volley_core::scenario::{Workload, peak};
+use volley_crds::spec::{Scenario, Stage};
 
 /// Offsets are capped here so that adding them to an [`Instant`] cannot overflow; no load test
 /// runs for a century.
@@ -116,67 +116,62 @@ pub struct ExecutorSummary {
 
 /// The instantaneous target rate in iterations per second at time `t` since the scenario
 /// started (i.e. after its `startTime`), for arrival-rate executors: `rate / timeUnit`, or the
-/// stages interpolated linearly from `startRate` (default 0), a 0s stage jumping straight to
-/// its target. Past the last stage the last target holds (the scenario is over by then).
-/// Closed-model executors have no rate: 0.
-pub fn rate_at(scenario: &Scenario, t: Duration) -> f64 {
-    let per_sec = |per_unit: f64| per_unit / scenario.rate_unit().as_secs_f64();
-    match scenario.executor {
-        Executor::ConstantArrivalRate => per_sec(scenario.rate.unwrap_or(0) as f64),
-        Executor::RampingArrivalRate => per_sec(ramp_f64(
-            scenario.start_rate.unwrap_or(0),
-            &scenario.stages,
-            t,
-        )),
-        _ => 0.0,
+/// stages interpolated linearly from `startRate`, a 0s stage jumping straight to its target.
+/// Past the last stage the last target holds (the scenario is over by then). Closed-model
+/// executors have no rate: 0.
+pub fn rate_at(workload: &Workload, t: Duration) -> f64 {
+    match workload {
+        Workload::ConstantArrivalRate {
+            rate, time_unit, ..
+        } => *rate as f64 / time_unit.as_secs_f64(),
+        Workload::RampingArrivalRate {
+            start_rate,
+            time_unit,
+            stages,
+            ..
+        } => ramp_f64(*start_rate, stages, t) / time_unit.as_secs_f64(),
+        Workload::ConstantVus { .. }
+        | Workload::RampingVus { .. }
+        | Workload::SharedIterations { .. }
+        | Workload::PerVuIterations { .. } => 0.0,
     }
 }
 
 /// The target VU count at time `t` since the scenario started (after its `startTime`).
 ///
-/// ramping-vus: the stages interpolated linearly from `startVUs` (default 1); like k6, the
-/// count only moves once the line has fully reached the next whole VU (ramping up it is
-/// rounded down, ramping down rounded up), and a 0s stage jumps. Past the last stage the last
-/// target holds. constant-vus and the iteration executors: `vus` (default 1). Arrival-rate
-/// executors size their pool on demand: 0.
-pub fn vus_at(scenario: &Scenario, t: Duration) -> u64 {
-    match scenario.executor {
-        Executor::RampingVus => ramp_u64(scenario.start_vus.unwrap_or(1), &scenario.stages, t),
-        Executor::ConstantVus | Executor::SharedIterations | Executor::PerVuIterations => {
-            scenario.vus.unwrap_or(1)
-        }
-        Executor::ConstantArrivalRate | Executor::RampingArrivalRate => 0,
+/// ramping-vus: the stages interpolated linearly from `startVUs`; like k6, the count only
+/// moves once the line has fully reached the next whole VU (ramping up it is rounded down,
+/// ramping down rounded up), and a 0s stage jumps. Past the last stage the last target holds.
+/// constant-vus and the iteration executors: `vus`. Arrival-rate executors size their pool on
+/// demand: 0.
+pub fn vus_at(workload: &Workload, t: Duration) -> u64 {
+    match workload {
+        Workload::RampingVus { start_vus, stages } => ramp_u64(*start_vus, stages, t),
+        Workload::ConstantVus { vus, .. }
+        | Workload::SharedIterations { vus, .. }
+        | Workload::PerVuIterations { vus, .. } => *vus,
+        Workload::ConstantArrivalRate { .. } | Workload::RampingArrivalRate { .. } => 0,
     }
 }
 
 /// The most VUs the scenario may use at once on this runner.
 ///
-/// Arrival-rate executors: `maxVUs`, or when unset `max(1, ceil(2 × peak rate per second))` —
-/// enough for iterations that take up to two seconds at the peak rate; slower ones show up as
-/// dropped iterations. VUs are created lazily, so an unused cap costs nothing. Closed-model
-/// executors: their peak VU count.
-pub fn max_vus(scenario: &Scenario) -> u64 {
-    match scenario.executor {
-        Executor::ConstantArrivalRate | Executor::RampingArrivalRate => {
-            scenario.max_vus.unwrap_or_else(|| {
-                let peak_per_unit = match scenario.executor {
-                    Executor::ConstantArrivalRate => scenario.rate.unwrap_or(0),
-                    _ => peak(scenario.start_rate.unwrap_or(0), &scenario.stages),
-                };
-                let per_sec = peak_per_unit as f64 / scenario.rate_unit().as_secs_f64();
-                // Float to int `as` saturates; the value is non-negative and finite.
-                ((2.0 * per_sec).ceil() as u64).max(1)
-            })
-        }
-        Executor::RampingVus => peak(scenario.start_vus.unwrap_or(1), &scenario.stages),
-        Executor::ConstantVus | Executor::SharedIterations | Executor::PerVuIterations => {
-            scenario.vus.unwrap_or(1)
-        }
+/// Arrival-rate executors: `maxVUs` (whose default `volley_core::scenario::default_max_vus`
+/// resolves). VUs are created lazily, so an unused cap costs nothing. Closed-model executors:
+/// their peak VU count.
+pub fn max_vus(workload: &Workload) -> u64 {
+    match workload {
+        Workload::ConstantArrivalRate { max_vus, .. }
+        | Workload::RampingArrivalRate { max_vus, .. } => *max_vus,
+        Workload::RampingVus { start_vus, stages } => peak(*start_vus, stages),
+        Workload::ConstantVus { vus, .. }
+        | Workload::SharedIterations { vus, .. }
+        | Workload::PerVuIterations { vus, .. } => *vus,
     }
 }
 
 /// Runs one scenario share: waits until `start + scenario.startTime`, schedules iterations per
-/// the executor, stops starting new ones when its time is up (or `stop` flips to true, or
+/// `workload` (the scenario's executor, from [`Workload::of`]), stops starting new ones when its time is up (or `stop` flips to true, or
 /// iterations are exhausted), gives in-flight iterations `gracefulStop` to finish, then drops
 /// (cancels) the rest and counts them as interrupted.
 ///
@@ -185,12 +180,13 @@ pub fn max_vus(scenario: &Scenario) -> u64 {
 /// without sending `true` does not stop the scenario.
 pub async fn run_scenario<V: Vu, F: FnMut(u64) -> V + Send>(
     scenario: &Scenario,
+    workload: &Workload,
     start: Instant,
     make_vu: F,
     counters: Arc<ExecutorCounters>,
     mut stop: watch::Receiver<bool>,
 ) -> ExecutorSummary {
-    let tally = Arc::new(Tally::new(counters));
+    let tally = Arc::new(IterationTally::new(counters));
     let begin = at(start, scenario.start_time.get());
     tokio::select! {
         biased;
@@ -200,7 +196,7 @@ pub async fn run_scenario<V: Vu, F: FnMut(u64) -> V + Send>(
     }
     let timeline = Timeline {
         begin,
-        end: at(begin, run_length(scenario)),
+        end: at(begin, workload.run_length()),
         grace: scenario.graceful_stop.get(),
     };
     tracing::debug!(
@@ -208,10 +204,49 @@ pub async fn run_scenario<V: Vu, F: FnMut(u64) -> V + Send>(
         executor = scenario.executor.as_str(),
         "scenario started"
     );
-    if scenario.executor.is_arrival_rate() {
-        run_open(scenario, timeline, make_vu, &tally, &mut stop).await;
-    } else {
-        run_closed(scenario, timeline, make_vu, &tally, &mut stop).await;
+    match workload {
+        Workload::ConstantArrivalRate {
+            rate,
+            time_unit,
+            duration,
+            max_vus,
+        } => {
+            let schedule = Schedule::Constant {
+                unit_nanos: time_unit.as_nanos(),
+                rate: u128::from(*rate),
+                length: *duration,
+            };
+            run_open(schedule, *max_vus, timeline, make_vu, &tally, &mut stop).await;
+        }
+        Workload::RampingArrivalRate {
+            start_rate,
+            time_unit,
+            stages,
+            max_vus,
+        } => {
+            let schedule = Schedule::ramping(*start_rate, *time_unit, stages);
+            run_open(schedule, *max_vus, timeline, make_vu, &tally, &mut stop).await;
+        }
+        Workload::ConstantVus { vus, .. } => {
+            let vus = ClosedVus::Fixed(*vus, Quota::Time);
+            run_closed(vus, timeline, make_vu, &tally, &mut stop).await;
+        }
+        Workload::RampingVus { start_vus, stages } => {
+            let vus = ClosedVus::Ramping(*start_vus, stages);
+            run_closed(vus, timeline, make_vu, &tally, &mut stop).await;
+        }
+        Workload::SharedIterations {
+            vus, iterations, ..
+        } => {
+            let vus = ClosedVus::Fixed(*vus, Quota::Shared(*iterations));
+            run_closed(vus, timeline, make_vu, &tally, &mut stop).await;
+        }
+        Workload::PerVuIterations {
+            vus, iterations, ..
+        } => {
+            let vus = ClosedVus::Fixed(*vus, Quota::PerVu(*iterations));
+            run_closed(vus, timeline, make_vu, &tally, &mut stop).await;
+        }
     }
     let summary = tally.summary();
     tracing::debug!(scenario = %scenario.name, ?summary, "scenario finished");
@@ -241,16 +276,15 @@ struct PooledVu<V> {
 }
 
 /// The scheduling loop of arrival-rate executors: start iteration `i` at its due time with a
-/// free VU, or count it dropped.
+/// free VU (at most `cap` of them), or count it dropped.
 async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
-    scenario: &Scenario,
+    mut schedule: Schedule,
+    cap: u64,
     timeline: Timeline,
     mut make_vu: F,
-    tally: &Arc<Tally>,
+    tally: &Arc<IterationTally>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let mut schedule = Schedule::new(scenario);
-    let cap = max_vus(scenario);
     let mut pool = Pool {
         idle: Vec::new(),
         live: 0,
@@ -385,21 +419,15 @@ struct Segment {
 }
 
 impl Schedule {
-    fn new(scenario: &Scenario) -> Self {
-        let unit = scenario.rate_unit();
-        if scenario.executor == Executor::ConstantArrivalRate {
-            return Schedule::Constant {
-                unit_nanos: unit.as_nanos(),
-                rate: u128::from(scenario.rate.unwrap_or(0)),
-                length: run_length(scenario),
-            };
-        }
-        let per_sec = |per_unit: u64| per_unit as f64 / unit.as_secs_f64();
+    /// ramping-arrival-rate: the rate moves linearly through `stages` (targets per
+    /// `time_unit`), from `start_rate`.
+    fn ramping(start_rate: u64, time_unit: Duration, stages: &[Stage]) -> Self {
+        let per_sec = |per_unit: u64| per_unit as f64 / time_unit.as_secs_f64();
         let mut segments = Vec::new();
-        let mut from = per_sec(scenario.start_rate.unwrap_or(0));
+        let mut from = per_sec(start_rate);
         let mut start = Duration::ZERO;
         let mut before = 0.0;
-        for stage in &scenario.stages {
+        for stage in stages {
             let length = stage.duration.get();
             let to = per_sec(stage.target);
             // A 0s stage adds no segment: the rate simply jumps to its target.
@@ -492,7 +520,7 @@ struct VuState<V> {
 }
 
 /// A closed-model VU slot, indexed by VU number.
-enum Slot<V> {
+enum VuSlot<V> {
     /// Never created, or lost with an aborted task: created again if needed.
     Empty,
     /// Stopped after a ramp-down, kept for a later ramp-up.
@@ -518,9 +546,19 @@ enum Quota {
     PerVu(u64),
 }
 
+/// The VUs of a closed-model executor.
+enum ClosedVus<'a> {
+    /// constant-vus, shared-iterations, per-vu-iterations: this many VUs, each started once,
+    /// that stop by themselves (time up, or their quota).
+    Fixed(u64, Quota),
+    /// ramping-vus: the count moves linearly through the stages from the start count, and VUs
+    /// above it stop after their iteration.
+    Ramping(u64, &'a [Stage]),
+}
+
 /// What every closed-model VU task shares.
 struct LoopContext {
-    tally: Arc<Tally>,
+    tally: Arc<IterationTally>,
     /// Set by the controller (stop, time up) or a VU (exhausted): start no more iterations.
     halt: watch::Sender<bool>,
     end: Instant,
@@ -555,7 +593,9 @@ async fn vu_loop<V: Vu>(
             }
             Quota::PerVu(per_vu) if state.iterations >= *per_vu => break,
             Quota::Target(target) if index >= target.load(Ordering::Relaxed) => break,
-            _ => ctx.tally.next_iteration.fetch_add(1, Ordering::Relaxed),
+            Quota::Time | Quota::PerVu(_) | Quota::Target(_) => {
+                ctx.tally.next_iteration.fetch_add(1, Ordering::Relaxed)
+            }
         };
         let ticket = Ticket {
             vu: index,
@@ -580,19 +620,18 @@ async fn vu_loop<V: Vu>(
 /// The controller of closed-model executors: starts the VU tasks, follows the ramping-vus
 /// target, and waits for the end.
 async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
-    scenario: &Scenario,
+    vus: ClosedVus<'_>,
     timeline: Timeline,
     mut make_vu: F,
-    tally: &Arc<Tally>,
+    tally: &Arc<IterationTally>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let ramping = scenario.executor == Executor::RampingVus;
     let target = Arc::new(AtomicU64::new(0));
-    let quota = match scenario.executor {
-        Executor::RampingVus => Quota::Target(Arc::clone(&target)),
-        Executor::SharedIterations => Quota::Shared(scenario.iterations.unwrap_or(0)),
-        Executor::PerVuIterations => Quota::PerVu(scenario.iterations.unwrap_or(0)),
-        _ => Quota::Time,
+    let (fixed, ramp, quota) = match vus {
+        ClosedVus::Fixed(n, quota) => (n, None, quota),
+        ClosedVus::Ramping(start, stages) => {
+            (0, Some((start, stages)), Quota::Target(Arc::clone(&target)))
+        }
     };
     let (halt, mut halted) = watch::channel(false);
     let ctx = Arc::new(LoopContext {
@@ -601,19 +640,18 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
         end: timeline.end,
         quota,
     });
-    let mut slots: Vec<Slot<V>> = Vec::new();
+    let mut slots: Vec<VuSlot<V>> = Vec::new();
     let mut tasks: JoinSet<(u64, VuState<V>)> = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<(u64, VuState<V>)>, index: usize, state: VuState<V>| {
         let task = tasks.spawn(vu_loop(index as u64, state, Arc::clone(&ctx)));
-        Slot::Running {
+        VuSlot::Running {
             task,
             ramp_down_deadline: None,
         }
     };
-    if !ramping {
+    if ramp.is_none() {
         // A fixed set of VUs, each started once; they stop by themselves.
-        let vus = vus_at(scenario, Duration::ZERO);
-        for index in 0..vus {
+        for index in 0..fixed {
             let state = VuState {
                 vu: make_vu(index),
                 iterations: 0,
@@ -631,33 +669,33 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
             break timeline.end;
         }
         let mut wake = timeline.end;
-        if ramping {
+        if let Some((start, stages)) = ramp {
             let t = now.saturating_duration_since(timeline.begin);
-            let want = vus_at(scenario, t);
+            let want = ramp_u64(start, stages, t);
             target.store(want, Ordering::Relaxed);
             let want = usize::try_from(want).unwrap_or(usize::MAX);
             while slots.len() < want {
-                slots.push(Slot::Empty);
+                slots.push(VuSlot::Empty);
             }
             for (index, slot) in slots.iter_mut().enumerate() {
                 let wanted = index < want;
                 match slot {
-                    Slot::Empty if wanted => {
+                    VuSlot::Empty if wanted => {
                         let state = VuState {
                             vu: make_vu(index as u64),
                             iterations: 0,
                         };
                         *slot = spawn(&mut tasks, index, state);
                     }
-                    Slot::Idle(_) if wanted => {
-                        if let Slot::Idle(state) = std::mem::replace(slot, Slot::Empty) {
+                    VuSlot::Idle(_) if wanted => {
+                        if let VuSlot::Idle(state) = std::mem::replace(slot, VuSlot::Empty) {
                             *slot = spawn(&mut tasks, index, state);
                         }
                     }
-                    Slot::Running {
+                    VuSlot::Running {
                         ramp_down_deadline, ..
                     } if wanted => *ramp_down_deadline = None,
-                    Slot::Running {
+                    VuSlot::Running {
                         task,
                         ramp_down_deadline,
                     } => {
@@ -670,10 +708,10 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
                             wake = wake.min(deadline);
                         }
                     }
-                    Slot::Empty | Slot::Idle(_) => {}
+                    VuSlot::Empty | VuSlot::Idle(_) => {}
                 }
             }
-            if let Some(change) = next_vus_change(scenario, t) {
+            if let Some(change) = next_vus_change(start, stages, t) {
                 wake = wake.min(at(timeline.begin, change));
             }
         } else if tasks.is_empty() {
@@ -687,14 +725,14 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
             Some(res) = tasks.join_next(), if !tasks.is_empty() => match res {
                 Ok((index, state)) => {
                     if let Some(slot) = usize::try_from(index).ok().and_then(|i| slots.get_mut(i)) {
-                        *slot = Slot::Idle(state);
+                        *slot = VuSlot::Idle(state);
                     }
                 }
                 Err(err) => {
                     log_join_error(&err);
                     for slot in &mut slots {
-                        if matches!(slot, Slot::Running { task, .. } if task.id() == err.id()) {
-                            *slot = Slot::Empty;
+                        if matches!(slot, VuSlot::Running { task, .. } if task.id() == err.id()) {
+                            *slot = VuSlot::Empty;
                         }
                     }
                 }
@@ -707,12 +745,13 @@ async fn run_closed<V: Vu, F: FnMut(u64) -> V + Send>(
     finish(&mut tasks, at(grace_from, timeline.grace)).await;
 }
 
-/// The offset after `t` at which [`vus_at`] next changes for a ramping-vus scenario (or a stage
-/// boundary, where it may), so the controller sleeps exactly until then instead of polling.
-fn next_vus_change(scenario: &Scenario, t: Duration) -> Option<Duration> {
-    let mut from = scenario.start_vus.unwrap_or(1);
+/// The offset after `t` at which [`vus_at`] next changes for a ramping-vus scenario starting
+/// at `start` VUs (or a stage boundary, where it may), so the controller sleeps exactly until
+/// then instead of polling.
+fn next_vus_change(start: u64, stages: &[Stage], t: Duration) -> Option<Duration> {
+    let mut from = start;
     let mut stage_start = Duration::ZERO;
-    for stage in &scenario.stages {
+    for stage in stages {
         let stage_end = stage_start.saturating_add(stage.duration.get());
         if t < stage_end {
             let span = stage.duration.get().as_nanos();
@@ -780,10 +819,6 @@ fn at(begin: Instant, offset: Duration) -> Instant {
     begin + offset.min(FAR_FUTURE)
 }
 
-fn peak(start: u64, stages: &[Stage]) -> u64 {
-    stages.iter().map(|s| s.target).fold(start, u64::max)
-}
-
 /// Linear interpolation through stages, as a real number (rates).
 fn ramp_f64(start: u64, stages: &[Stage], t: Duration) -> f64 {
     let mut from = start as f64;
@@ -827,7 +862,7 @@ fn ramp_u64(start: u64, stages: &[Stage], t: Duration) -> u64 {
 }
 
 /// This scenario's own counts, mirrored into the caller's live counters.
-struct Tally {
+struct IterationTally {
     shared: Arc<ExecutorCounters>,
     own: ExecutorCounters,
     max_active: AtomicU64,
@@ -835,7 +870,7 @@ struct Tally {
     next_iteration: AtomicU64,
 }
 
-impl Tally {
+impl IterationTally {
     fn new(shared: Arc<ExecutorCounters>) -> Self {
         Self {
             shared,
@@ -869,10 +904,10 @@ impl Tally {
 }
 
 /// Counts a VU as active for as long as it lives; dropping works for aborted tasks too.
-struct ActiveVu(Arc<Tally>);
+struct ActiveVu(Arc<IterationTally>);
 
 impl ActiveVu {
-    fn new(tally: &Arc<Tally>) -> Self {
+    fn new(tally: &Arc<IterationTally>) -> Self {
         tally.shared.active_vus.fetch_add(1, Ordering::Relaxed);
         let now = tally.own.active_vus.fetch_add(1, Ordering::Relaxed) + 1;
         tally.max_active.fetch_max(now, Ordering::Relaxed);
@@ -889,12 +924,12 @@ impl Drop for ActiveVu {
 /// One started iteration. Dropped without [`InFlight::finish`] means its task was cancelled
 /// mid-iteration: it counts as interrupted.
 struct InFlight {
-    tally: Arc<Tally>,
+    tally: Arc<IterationTally>,
     finished: bool,
 }
 
 impl InFlight {
-    fn start(tally: &Arc<Tally>) -> Self {
+    fn start(tally: &Arc<IterationTally>) -> Self {
         tally.add(|c| &c.started);
         Self {
             tally: Arc::clone(tally),
@@ -927,6 +962,7 @@ mod tests {
     use std::sync::Mutex;
 
     use volley_crds::Duration as SpecDuration;
+    use volley_crds::spec::Executor;
 
     use super::*;
 
@@ -938,13 +974,37 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// A scenario of `executor` whose required fields hold what the engine used to default
+    /// them to (rate 0, duration 0s, 1 VU, 0 iterations); tests set what they exercise.
     fn scenario(executor: Executor) -> Scenario {
-        Scenario {
+        let sc = Scenario {
             name: "test".into(),
             executor,
             graceful_stop: SpecDuration::from_secs(30),
             ..Scenario::default()
+        };
+        match executor {
+            Executor::ConstantArrivalRate => Scenario {
+                rate: Some(0),
+                duration: Some(SpecDuration::from_secs(0)),
+                ..sc
+            },
+            Executor::ConstantVus => Scenario {
+                vus: Some(1),
+                duration: Some(SpecDuration::from_secs(0)),
+                ..sc
+            },
+            Executor::SharedIterations | Executor::PerVuIterations => Scenario {
+                iterations: Some(0),
+                ..sc
+            },
+            Executor::RampingArrivalRate | Executor::RampingVus => sc,
         }
+    }
+
+    /// The typed workload of a test scenario.
+    fn typed(sc: &Scenario) -> Workload {
+        Workload::of(sc).unwrap()
     }
 
     /// Stages from `(milliseconds, target)` pairs.
@@ -1056,6 +1116,7 @@ mod tests {
         let start = Instant::now();
         let summary = run_scenario(
             sc,
+            &typed(sc),
             start,
             fake(&log, work, end),
             Arc::clone(&counters),
@@ -1189,6 +1250,7 @@ mod tests {
         let vu_log = log.clone();
         let summary = run_scenario(
             &sc,
+            &typed(&sc),
             start,
             move |_| BlockingVu(vu_log.clone()),
             Arc::default(),
@@ -1267,7 +1329,7 @@ mod tests {
             stages: stages(&[(10_000, 1)]),
             ..scenario(Executor::RampingArrivalRate)
         };
-        let mut schedule = Schedule::new(&sc);
+        let mut schedule = Schedule::ramping(sc.start_rate.unwrap_or(0), secs(1), &sc.stages);
         for i in 0..5 {
             let due = schedule.due(i).unwrap().as_secs_f64();
             assert!((due - (20.0 * i as f64).sqrt()).abs() < 1e-6, "{i}: {due}");
@@ -1280,7 +1342,7 @@ mod tests {
             stages: stages(&[(2000, 0)]),
             ..scenario(Executor::RampingArrivalRate)
         };
-        let mut schedule = Schedule::new(&sc);
+        let mut schedule = Schedule::ramping(sc.start_rate.unwrap_or(0), secs(1), &sc.stages);
         for i in 0..4 {
             let due = schedule.due(i).unwrap().as_secs_f64();
             let exact = 2.0 - (4.0 - i as f64).sqrt();
@@ -1293,7 +1355,10 @@ mod tests {
             stages: stages(&[(1000, 0)]),
             ..scenario(Executor::RampingArrivalRate)
         };
-        assert_eq!(Schedule::new(&sc).due(0), None);
+        assert_eq!(
+            Schedule::ramping(sc.start_rate.unwrap_or(0), secs(1), &sc.stages).due(0),
+            None
+        );
     }
 
     // --- closed model -----------------------------------------------------------------------
@@ -1342,7 +1407,7 @@ mod tests {
         let task = tokio::spawn({
             let counters = Arc::clone(&counters);
             let make = fake(&log, |_| ms(30), completed);
-            async move { run_scenario(&sc, start, make, counters, stop).await }
+            async move { run_scenario(&sc, &typed(&sc), start, make, counters, stop).await }
         });
         // Up one VU every 250ms, hold, down one every 250ms; a VU ramped down finishes its
         // 30ms iteration first.
@@ -1558,7 +1623,7 @@ mod tests {
         let log = Log::default();
         let make = fake(&log, |_| ms(1), completed);
         let task = tokio::spawn(async move {
-            run_scenario(&sc, Instant::now(), make, Arc::default(), stop).await
+            run_scenario(&sc, &typed(&sc), Instant::now(), make, Arc::default(), stop).await
         });
         tokio::time::sleep(ms(100)).await;
         let stopped_at = std::time::Instant::now();
@@ -1585,7 +1650,7 @@ mod tests {
         let log = Log::default();
         let make = fake(&log, |_| ms(10), completed);
         let task = tokio::spawn(async move {
-            run_scenario(&sc, Instant::now(), make, Arc::default(), stop).await
+            run_scenario(&sc, &typed(&sc), Instant::now(), make, Arc::default(), stop).await
         });
         tokio::time::sleep(ms(100)).await;
         let stopped_at = std::time::Instant::now();
@@ -1612,8 +1677,9 @@ mod tests {
         let log = Log::default();
         let start = Instant::now();
         let make = fake(&log, |_| ms(20), completed);
-        let task =
-            tokio::spawn(async move { run_scenario(&sc, start, make, Arc::default(), stop).await });
+        let task = tokio::spawn(async move {
+            run_scenario(&sc, &typed(&sc), start, make, Arc::default(), stop).await
+        });
         sleep_until(start + ms(150)).await;
         stop_tx.send_replace(true);
         let summary = task.await.unwrap();
@@ -1635,8 +1701,9 @@ mod tests {
         let log = Log::default();
         let start = Instant::now();
         let make = fake(&log, |_| ms(20), completed);
-        let task =
-            tokio::spawn(async move { run_scenario(&sc, start, make, Arc::default(), stop).await });
+        let task = tokio::spawn(async move {
+            run_scenario(&sc, &typed(&sc), start, make, Arc::default(), stop).await
+        });
         sleep_until(start + secs(1)).await;
         stop_tx.send_replace(true);
         assert_eq!(task.await.unwrap(), ExecutorSummary::default());
@@ -1689,8 +1756,10 @@ mod tests {
         let sc = scenario(Executor::ConstantVus);
         let (_tx, rx) = watch::channel(false);
         let log = Log::default();
+        let workload = typed(&sc);
         let future = run_scenario(
             &sc,
+            &workload,
             Instant::now(),
             fake(&log, |_| ms(1), completed),
             Arc::default(),
@@ -1790,7 +1859,7 @@ mod tests {
             (&scenario(Executor::ConstantVus), secs(1), 0.0),
         ];
         for (sc, t, want) in cases {
-            let got = rate_at(sc, t);
+            let got = rate_at(&typed(sc), t);
             assert!(
                 (got - want).abs() < 1e-9,
                 "{} at {t:?}: {got} != {want}",
@@ -1839,7 +1908,12 @@ mod tests {
             (&scenario(Executor::ConstantArrivalRate), secs(1), 0),
         ];
         for (sc, t, want) in cases {
-            assert_eq!(vus_at(sc, t), want, "{} at {t:?}", sc.executor.as_str());
+            assert_eq!(
+                vus_at(&typed(sc), t),
+                want,
+                "{} at {t:?}",
+                sc.executor.as_str()
+            );
         }
     }
 
@@ -1860,10 +1934,13 @@ mod tests {
             (ms(3000), None),
         ];
         for (t, want) in cases {
-            assert_eq!(next_vus_change(&up, t), want, "at {t:?}");
+            assert_eq!(next_vus_change(0, &up.stages, t), want, "at {t:?}");
             if let Some(next) = want {
                 // The count really is constant until then.
-                assert_eq!(vus_at(&up, next - Duration::from_nanos(1)), vus_at(&up, t));
+                assert_eq!(
+                    vus_at(&typed(&up), next - Duration::from_nanos(1)),
+                    vus_at(&typed(&up), t)
+                );
             }
         }
     }
@@ -1919,7 +1996,7 @@ mod tests {
             ),
         ];
         for (sc, want) in cases {
-            assert_eq!(max_vus(&sc), want, "{:?}", sc);
+            assert_eq!(max_vus(&typed(&sc)), want, "{:?}", sc);
         }
     }
 }

@@ -12,7 +12,7 @@ use volley_crds::spec;
 
 use crate::cookies::parse_set_cookie;
 use crate::render::TemplateCompiler;
-use crate::step::StepError;
+use crate::step_error::StepError;
 
 /// How much of a response body is kept in memory for checks, extraction and polling. Bytes
 /// beyond it are still read (and counted) but dropped; a JSON body cut short this way no

@@ -15,23 +15,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_aggregator::server::runner_credential;
-use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunView, Stage};
-use volley_core::metrics::{RunMetrics, format_latency_ms, format_percent};
+use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunLifecycle, RunView};
+use volley_core::metrics::model::RunMetrics;
+use volley_core::metrics::status::{format_latency_ms, format_percent};
 use volley_core::protocol::TOKEN_ENV;
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use volley_crds::LoadTest;
 use volley_crds::status::{Phase, Verdict};
 
-use crate::agent::{Agent, AggregatorClient};
+use crate::agent::Agent;
+use crate::aggregator_client::AggregatorClient;
 use crate::engine::{Engine, EngineError, FileRoots, RunnerPlace};
+use crate::exit::{EXIT_ERROR, EXIT_PASSED, EXIT_THRESHOLDS_FAILED};
+use crate::signals::Signals;
 use crate::summary::{RunSummary, build_summary, summarize};
-
-/// Exit code when every threshold passed.
-pub const EXIT_PASSED: u8 = 0;
-/// Exit code when the run could not be carried out.
-pub const EXIT_ERROR: u8 = 1;
-/// Exit code when a threshold failed.
-pub const EXIT_THRESHOLDS_FAILED: u8 = 99;
 
 /// The run id of a local run (each `volley run` has its own aggregator).
 const LOCAL_RUN: &str = "local";
@@ -176,7 +173,9 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     ));
     let ticker = tokio::spawn(aggregator.clone().run_ticker());
 
-    let mut interrupt = std::pin::pin!(interrupt());
+    // Ctrl-C and SIGTERM (CI timeouts, `docker stop`) end the run the same way; listening
+    // starts now, so a signal that comes while the runners start is not lost.
+    let mut signals = Signals::install();
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(u32, String)>();
     let (stop_tx, stop_rx) = watch::channel::<Option<String>>(None);
     let mut fleet = Fleet::default();
@@ -223,7 +222,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
                 let Some((stage, elapsed)) = aggregator.glance(LOCAL_RUN) else {
                     break None;
                 };
-                if stage == Stage::Finished {
+                if stage == RunLifecycle::Finished {
                     break aggregator.view(LOCAL_RUN);
                 }
                 if watch.due(stage, elapsed)
@@ -235,7 +234,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
             Some((index, why)) = exits.recv() => {
                 aggregator.runner_failed(LOCAL_RUN, index, &why);
             }
-            signal = &mut interrupt, if !interrupted => {
+            signal = signals.next(), if !interrupted => {
                 interrupted = true;
                 let _ = stop_tx.send(Some(signal.into()));
                 aggregator.abort(
@@ -260,30 +259,6 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     summarize(&name, &view)
 }
 
-/// Listens for Ctrl-C (SIGINT) and SIGTERM, which CI timeouts and `docker stop` send and
-/// which ends the run the same way. The handlers are installed now, so a signal that comes
-/// while the runners start is not lost; the future yields the first signal's name. A signal
-/// whose handler cannot be installed never comes.
-fn interrupt() -> impl std::future::Future<Output = &'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut term = signal(SignalKind::terminate()).ok();
-    async move {
-        tokio::select! {
-            Some(()) = recv(&mut int) => "Ctrl-C",
-            Some(()) = recv(&mut term) => "SIGTERM",
-        }
-    }
-}
-
-/// The next delivery of `signal`; pending forever when it has no handler.
-async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.
 pub fn exit_code(s: &RunSummary) -> u8 {
     match (s.phase, s.verdict) {
@@ -299,7 +274,9 @@ fn error_reason(e: &EngineError) -> &'static str {
     match e {
         EngineError::Setup { .. } => "SetupFailed",
         EngineError::Feeder(_) => "DataUnavailable",
-        EngineError::Step { .. } | EngineError::Client(_) => "InvalidSpec",
+        EngineError::Step { .. } | EngineError::Workload { .. } | EngineError::Client(_) => {
+            "InvalidSpec"
+        }
         EngineError::TargetNotAllowed(_) => "TargetNotAllowed",
     }
 }
@@ -485,14 +462,14 @@ impl RunWatch {
 
     /// Whether a line is due for a run at `stage` whose newest report is `elapsed` in: once per
     /// second of data on a terminal, every fifth second in logs, never when quiet.
-    fn due(&self, stage: Stage, elapsed: Duration) -> bool {
+    fn due(&self, stage: RunLifecycle, elapsed: Duration) -> bool {
         let second = elapsed.as_secs();
         let every = match self.progress {
             Progress::Quiet => return false,
             Progress::Live => 1,
             Progress::Lines => 5,
         };
-        stage != Stage::Barrier
+        stage != RunLifecycle::Barrier
             && !elapsed.is_zero()
             && self.last_shown != Some(second)
             && second.is_multiple_of(every)

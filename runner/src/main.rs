@@ -84,7 +84,7 @@ enum Command {
     /// aggregator, wait for the common start, run this runner's share, report every second.
     /// Exit code: 0 this runner did its part (also when the run was stopped or aborted),
     /// 1 it could not.
-    Agent(volley_runner::agent::AgentArgs),
+    Agent(cli::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +127,6 @@ fn main() -> ExitCode {
         } => report_cli::report(&summary, manifest.as_deref(), files),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd => cli::print_crd(),
-        Command::Agent(args) => volley_runner::agent::run_cli(args),
+        Command::Agent(args) => cli::run_agent(args),
     }
 }

@@ -12,7 +12,8 @@ use std::fmt::{self, Write as _};
 
 use volley_core::template::{Reference, Segment, Template};
 
-use crate::step::{StepError, VuContext};
+use crate::step_error::StepError;
+use crate::vu::VuContext;
 
 /// Where compile-time `${env:NAME}` values come from: the process environment in production,
 /// a map in unit tests (editing the real environment is `unsafe` in edition 2024).

@@ -40,7 +40,6 @@
 //! delivered (chunked framing excluded; there is no decompression). TLS records, TCP/IP
 //! overhead, and the hops of followed redirects are not counted.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -55,14 +54,19 @@ use reqwest::header::{
 use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
+use volley_core::scenario::StepKind;
 use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
-use crate::check::{Checks, Tally};
+use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
 use crate::extract::{BODY_CAP, Extractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+
+// Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
+pub use crate::step_error::StepError;
+pub use crate::vu::VuContext;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("volley/", env!("CARGO_PKG_VERSION"));
@@ -88,66 +92,6 @@ fn hide_host(mut refused: PolicyError, secret: bool) -> PolicyError {
     refused
 }
 
-/// Why a step cannot be compiled (or the HTTP client built). Messages name the step and the
-/// field; they never contain environment values.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// A field has a value Volley cannot use.
-    #[error("step `{step}`: {field}: {message}")]
-    Invalid {
-        /// The step's display name.
-        step: String,
-        /// Path of the field within the step (or `target.…`), e.g. `request.headers.X-Key`.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// `${env:NAME}` references to variables the runner's environment does not have.
-    #[error(
-        "step `{step}`: environment variable{} {} not set; the step refers to {} (in the cluster, provide {} through runners.env or runners.envFrom)",
-        plural(names.len()),
-        if names.len() == 1 { "is" } else { "are" },
-        names.iter().map(|n| format!("${{env:{n}}}")).collect::<Vec<_>>().join(", "),
-        if names.len() == 1 { "it" } else { "them" },
-    )]
-    MissingEnv {
-        /// The step's display name.
-        step: String,
-        /// The unset variables, sorted.
-        names: Vec<String>,
-    },
-    /// A multipart part reads a ConfigMap, which only exists in the cluster.
-    #[error(
-        "step `{step}`: request.multipart part `{part}` uses configMapRef, which needs the cluster: the operator mounts ConfigMaps into runner pods, `volley run` cannot read them; use `file:` (relative to the manifest) for local runs"
-    )]
-    ConfigMapPart {
-        /// The step's display name.
-        step: String,
-        /// The part's form field name.
-        part: String,
-    },
-    /// A multipart file that cannot be read.
-    #[error("step `{step}`: request.multipart part `{part}`: cannot read file {}: {source}", path.display())]
-    File {
-        /// The step's display name.
-        step: String,
-        /// The part's form field name.
-        part: String,
-        /// The file, resolved against the manifest's directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP client could not be built (e.g. the TLS backend failed to initialise).
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 /// Builds the HTTP client a runner shares between all its VUs: connection pool, TLS
 /// (`insecureSkipTlsVerify` accepts any certificate), `TCP_NODELAY`, no cookie store
 /// (cookies are per VU, see [`VuContext::cookies`]), no client-wide timeout (each request gets
@@ -167,41 +111,6 @@ pub fn build_client(target: &Target) -> Result<reqwest::Client, StepError> {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .map_err(StepError::Client)
-}
-
-/// Per-VU state that steps read and write.
-#[derive(Clone, Debug)]
-pub struct VuContext {
-    /// Global VU number (unique across runners): `${vu}`.
-    pub vu: u64,
-    /// The VU's iteration counter: `${iteration}`.
-    pub iteration: u64,
-    /// The runner's index: `${runner}`.
-    pub runner: u32,
-    /// Values extracted by setup: `${setup.NAME}`.
-    pub setup: Arc<BTreeMap<String, String>>,
-    /// Values extracted by earlier steps: `${NAME}`. The caller clears it at the start of each
-    /// iteration.
-    pub extracted: BTreeMap<String, String>,
-    /// Feeder name → the current row (column → value): `${FEEDER.COLUMN}`.
-    pub row: BTreeMap<String, Arc<BTreeMap<String, String>>>,
-    /// The VU's cookies; they persist across iterations (e.g. a CSRF cookie).
-    pub cookies: CookieJar,
-}
-
-impl VuContext {
-    /// A fresh VU at iteration 0 with no extracted values, rows or cookies.
-    pub fn new(vu: u64, runner: u32, setup: Arc<BTreeMap<String, String>>) -> Self {
-        Self {
-            vu,
-            iteration: 0,
-            runner,
-            setup,
-            extracted: BTreeMap::new(),
-            row: BTreeMap::new(),
-            cookies: CookieJar::new(),
-        }
-    }
 }
 
 /// One HTTP exchange (each retry attempt and each poll is one).
@@ -242,10 +151,11 @@ pub struct StepOutcome {
 /// resolved.
 pub struct CompiledStep {
     name: String,
-    kind: Kind,
+    kind: StepAction,
 }
 
-enum Kind {
+/// What a compiled step does when run.
+enum StepAction {
     Sleep(Duration, Duration),
     Request(Box<CompiledRequest>),
 }
@@ -256,8 +166,8 @@ impl fmt::Debug for CompiledStep {
         let mut d = f.debug_struct("CompiledStep");
         d.field("name", &self.name);
         match &self.kind {
-            Kind::Sleep(min, max) => d.field("sleep", &(min, max)),
-            Kind::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+            StepAction::Sleep(min, max) => d.field("sleep", &(min, max)),
+            StepAction::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
         };
         d.finish_non_exhaustive()
     }
@@ -275,7 +185,7 @@ struct CompiledRequest {
     timeout: Duration,
     checks: Checks,
     extract: Vec<(String, Extractor)>,
-    retry: RetryPolicy,
+    retry: StepRetry,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
     keep_body: bool,
@@ -312,7 +222,8 @@ enum MultipartPiece {
     Text(Text),
 }
 
-struct RetryPolicy {
+/// A request step's retry settings, defaults resolved.
+struct StepRetry {
     attempts: u32,
     on: Vec<ErrorKind>,
     backoff: Duration,
@@ -345,7 +256,10 @@ impl CompiledStep {
 
     /// True for an HTTP request step, false for a sleep.
     pub fn is_request(&self) -> bool {
-        matches!(self.kind, Kind::Request(_))
+        match self.kind {
+            StepAction::Request(_) => true,
+            StepAction::Sleep(..) => false,
+        }
     }
 
     /// Limits the step to `policy`'s targets. A URL already known (literal, or templated with
@@ -353,8 +267,9 @@ impl CompiledStep {
     /// run must not start. Otherwise the rendered URL and every redirect hop are checked before
     /// each send (see the module documentation). An empty policy changes nothing.
     pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
-        let Kind::Request(request) = &mut self.kind else {
-            return Ok(());
+        let request = match &mut self.kind {
+            StepAction::Request(request) => request,
+            StepAction::Sleep(..) => return Ok(()),
         };
         if policy.is_empty() {
             request.policy = None;
@@ -379,17 +294,9 @@ pub(crate) fn compile_with_env(
 ) -> Result<CompiledStep, StepError> {
     let name = step.display_name();
     let mut compiler = TemplateCompiler::new(&name, env);
-    let kind = match (&step.request, &step.sleep) {
-        (Some(_), Some(_)) => {
-            return Err(compiler.invalid(
-                "sleep",
-                "a step is either a request or a sleep; split it into two steps",
-            ));
-        }
-        (None, None) => {
-            return Err(compiler.invalid("request", "a step needs `request` or `sleep`"));
-        }
-        (None, Some(sleep)) => {
+    let step_kind = StepKind::of(step).map_err(|e| compiler.invalid(e.field, e.message))?;
+    let kind = match step_kind {
+        StepKind::Sleep(sleep) => {
             let (min, max) = match sleep {
                 Sleep::Fixed(d) => (d.get(), d.get()),
                 Sleep::Range { min, max } => (min.get(), max.get()),
@@ -404,9 +311,9 @@ pub(crate) fn compile_with_env(
                     ),
                 ));
             }
-            Kind::Sleep(min, max)
+            StepAction::Sleep(min, max)
         }
-        (Some(request), None) => Kind::Request(Box::new(compile_request(
+        StepKind::Request(request) => StepAction::Request(Box::new(compile_request(
             step,
             request,
             target,
@@ -556,7 +463,7 @@ fn compile_request(
         .map(|(name, spec)| Ok((name.clone(), Extractor::compile(name, spec, compiler)?)))
         .collect::<Result<Vec<_>, StepError>>()?;
     let retry = match &step.retry {
-        Some(retry) => RetryPolicy {
+        Some(retry) => StepRetry {
             attempts: retry.attempts.max(1),
             on: if retry.on.is_empty() {
                 vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
@@ -565,7 +472,7 @@ fn compile_request(
             },
             backoff: retry.backoff.get(),
         },
-        None => RetryPolicy {
+        None => StepRetry {
             attempts: 1,
             on: Vec::new(),
             backoff: Duration::ZERO,
@@ -793,7 +700,7 @@ pub async fn run_step(
     not_before: Instant,
 ) -> StepOutcome {
     match &step.kind {
-        Kind::Sleep(min, max) => {
+        StepAction::Sleep(min, max) => {
             let start = Instant::now();
             let pause = if min < max {
                 rand::Rng::random_range(&mut rand::rng(), *min..=*max)
@@ -809,7 +716,7 @@ pub async fn run_step(
                 error: None,
             }
         }
-        Kind::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+        StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
     }
 }
 
@@ -859,8 +766,8 @@ struct Exchange {
 }
 
 /// What checks and extractors made of a response.
-struct Verdict {
-    tally: Tally,
+struct ResponseEvaluation {
+    tally: CheckTally,
     error: Option<ErrorKind>,
     values: Vec<(String, Option<String>)>,
 }
@@ -869,7 +776,7 @@ struct Verdict {
 struct Attempted {
     response: Option<Received>,
     error: Option<ErrorKind>,
-    verdict: Option<Verdict>,
+    verdict: Option<ResponseEvaluation>,
 }
 
 impl CompiledRequest {
@@ -976,8 +883,8 @@ impl CompiledRequest {
             }
         };
         // Always set without `until` (evaluated per attempt) and with it (evaluated above).
-        let verdict = verdict.unwrap_or(Verdict {
-            tally: Tally::default(),
+        let verdict = verdict.unwrap_or(ResponseEvaluation {
+            tally: CheckTally::default(),
             error: None,
             values: Vec::new(),
         });
@@ -1337,7 +1244,7 @@ impl CompiledRequest {
     }
 
     /// Runs checks and extractors on the final response (`None`: no usable response).
-    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> Verdict {
+    fn evaluate(&self, response: Option<&Received>, elapsed: Duration) -> ResponseEvaluation {
         let tally = self.checks.evaluate(response, elapsed);
         let values: Vec<(String, Option<String>)> = self
             .extract
@@ -1351,7 +1258,7 @@ impl CompiledRequest {
         } else {
             None
         };
-        Verdict {
+        ResponseEvaluation {
             tally,
             error,
             values,

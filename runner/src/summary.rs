@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use volley_core::metrics::{self, format_latency_ms, format_percent};
+use volley_core::metrics::model::SETUP_SCENARIO;
+use volley_core::metrics::status::{format_latency_ms, format_percent};
 use volley_crds::status::{LatencyMs, Phase, StepStatus, ThresholdStatus};
 
 pub use volley_aggregator::RunEnd;
@@ -116,7 +117,7 @@ pub fn render_text(s: &RunSummary) -> String {
     let setup: Vec<&StepStatus> = s
         .steps
         .iter()
-        .filter(|st| st.scenario == metrics::SETUP_SCENARIO)
+        .filter(|st| st.scenario == SETUP_SCENARIO)
         .collect();
     if !setup.is_empty() {
         out.push_str("\n  setup\n");
@@ -251,7 +252,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use volley_core::manifest::parse_manifest;
-    use volley_core::metrics::{RunMetrics, record_latency};
+    use volley_core::metrics::histogram::record_latency;
+    use volley_core::metrics::model::RunMetrics;
+    use volley_core::protocol::report::decode_histogram;
+    use volley_core::threshold::evaluate::evaluate_thresholds;
     use volley_crds::status::Verdict;
 
     const SPEC: &str = r#"
@@ -296,7 +300,7 @@ spec:
     fn summary_carries_merged_figures_and_verdict() {
         let (lt, run) = measured();
         let elapsed = Duration::from_secs(10);
-        let results = metrics::evaluate_thresholds(&lt.spec, &run, elapsed);
+        let results = evaluate_thresholds(&lt.spec, &run, elapsed);
         let end = RunEnd {
             phase: Phase::Failed,
             reason: Some("ThresholdsFailed".into()),
@@ -311,7 +315,7 @@ spec:
         assert!(!s.thresholds[0].passed, "p95 is 100ms");
         assert!(s.thresholds[1].passed, "1 of 200 is 0.5%");
         assert_eq!(s.steps.len(), 2);
-        let decoded = metrics::decode_histogram(&s.histograms.overall).unwrap();
+        let decoded = decode_histogram(&s.histograms.overall).unwrap();
         assert_eq!(decoded.len(), 200);
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["metrics"]["requests"], 200);
@@ -327,7 +331,7 @@ spec:
     fn text_shows_thresholds_steps_and_verdict() {
         let (lt, run) = measured();
         let elapsed = Duration::from_secs(10);
-        let results = metrics::evaluate_thresholds(&lt.spec, &run, elapsed);
+        let results = evaluate_thresholds(&lt.spec, &run, elapsed);
         let end = RunEnd {
             phase: Phase::Failed,
             reason: None,

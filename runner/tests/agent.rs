@@ -21,14 +21,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use volley_core::metrics::{Measurements, RunMetrics};
+use volley_core::metrics::model::{Measurements, RunMetrics};
 use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
 use volley_crds::LoadTestSpec;
 use volley_demo_target::{DemoConfig, DemoTarget};
-use volley_runner::agent::{AggregatorClient, Call, ClientError, RetryPolicy};
+use volley_runner::aggregator_client::{AggregatorClient, AggregatorRetry, Call, ClientError};
 
 const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 const TOKEN: &str = "t0ken-of-the-Volley-agent-tests";
@@ -803,8 +803,8 @@ async fn sigterm_stops_the_run_and_sends_the_final_report() {
 // The protocol client on its own
 // ---------------------------------------------------------------------------------------------
 
-fn quick() -> RetryPolicy {
-    RetryPolicy {
+fn quick() -> AggregatorRetry {
+    AggregatorRetry {
         first_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
         budget: Duration::from_secs(1),

@@ -109,7 +109,8 @@ fn validate_reports_unreadable_and_malformed_files() {
 fn crd_prints_the_committed_yaml() {
     let out = volley(&["crd"]);
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(repo("crds/loadtests.volley.dev.yaml")).unwrap();
+    let committed =
+        std::fs::read_to_string(repo("charts/volley/crds/loadtests.volley.dev.yaml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 

@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use serde_json::Value;
 use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
-use volley_core::metrics::{Measurements, RunMetrics};
+use volley_core::metrics::model::{Measurements, RunMetrics};
 use volley_core::protocol::RunnerReport;
 use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
@@ -313,7 +313,7 @@ fn manifest(base: &str, rate: u32, secs: u32, extra: &str) -> String {
 /// The union of the runners' final histograms, rebuilt value by value (not with the
 /// `Histogram::add` the merge uses).
 fn union_of_samples(finals: &BTreeMap<u32, RunnerReport>) -> (Histogram<u64>, u64, u64) {
-    let mut union = volley_core::metrics::new_latency_histogram();
+    let mut union = volley_core::metrics::histogram::new_latency_histogram();
     let (mut requests, mut failures) = (0, 0);
     for report in finals.values() {
         let run: RunMetrics = report.report.to_metrics().unwrap();

@@ -11,7 +11,9 @@ use reqwest::StatusCode;
 use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig};
 use volley_core::manifest::parse_manifest;
-use volley_core::metrics::{Report, RunMetrics, record_latency};
+use volley_core::metrics::histogram::record_latency;
+use volley_core::metrics::model::RunMetrics;
+use volley_core::protocol::report::Report;
 use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport};
 use volley_crds::spec::LoadTestSpec;
 

@@ -54,8 +54,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "http://%s.%s.svc:%v" (include "volley.fullname" .) .Release.Namespace .Values.service.aggregatorPort }}
 {{- end }}
 
-{{/* The operator's rules for LoadTests wherever they live (operator/rbac.yaml's ClusterRole;
-CI checks they match). */}}
+{{/* The operator's rules for LoadTests wherever they live (operator/src/rbac.rs's
+`rules`; a cargo test checks the rendering in deploy/ matches). */}}
 {{- define "volley.rules" -}}
 - apiGroups: ["volley.dev"]
   resources: ["loadtests"]
@@ -81,7 +81,7 @@ CI checks they match). */}}
 {{- end }}
 
 {{/* The operator's rules in its own namespace: its Lease and the leader label on its own pod
-(operator/rbac.yaml's Role; CI checks they match). */}}
+(operator/src/rbac.rs's `leader_rules`; a cargo test checks the rendering in deploy/ matches). */}}
 {{- define "volley.leaderRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

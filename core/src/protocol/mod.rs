@@ -16,13 +16,18 @@
 //! | GET  | `/v1/runs/{run}/start?runner={index}` (long-poll) | → [`StartResponse`] |
 //! | POST | `/v1/runs/{run}/setup` | [`SetupResult`] → `204` |
 //! | POST | `/v1/runs/{run}/runners/{index}/report` | [`RunnerReport`] → [`ReportResponse`] |
+//!
+//! This module holds the messages and paths; [`report`] holds the metrics report a runner
+//! sends ([`report::Report`]) and its histogram codec.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Report;
+use crate::protocol::report::Report;
 use volley_crds::spec::LoadTestSpec;
+
+pub mod report;
 
 /// Version of these messages; a runner and an aggregator must agree on it.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -31,12 +31,20 @@
 //! Parsing converts every value to that one canonical unit, so evaluation and
 //! comparison never have to think about units again, and [`fmt::Display`]
 //! renders a form that parses back to exactly the same value.
+//!
+//! This module holds the language: the parser, [`ThresholdExpr`], and what one expression
+//! makes of one scope's figures ([`ThresholdExpr::evaluate`]). [`evaluate`] judges a spec's
+//! thresholds on a run's merged metrics.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::metrics::status::significant;
+
+pub mod evaluate;
 
 /// Why a threshold could not be parsed: what is wrong, in a sentence, and where.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,10 +87,10 @@ pub enum Metric {
     DroppedIterations,
 }
 
-/// How a metric's value is measured, which decides the units it accepts, how
-/// it is shown, and how strictly it is compared.
+/// The kind of quantity a metric measures, which decides the units it accepts,
+/// how it is shown, and how strictly it is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum Quantity {
     /// Milliseconds.
     Latency,
     /// A fraction in `[0, 1]`.
@@ -94,14 +102,14 @@ enum Kind {
 }
 
 impl Metric {
-    fn kind(self) -> Kind {
+    fn quantity(self) -> Quantity {
         match self {
             Metric::Percentile(_) | Metric::Avg | Metric::Min | Metric::Max | Metric::Med => {
-                Kind::Latency
+                Quantity::Latency
             }
-            Metric::ErrorRate | Metric::Checks => Kind::Ratio,
-            Metric::Rps => Kind::Rate,
-            Metric::Requests | Metric::Iterations | Metric::DroppedIterations => Kind::Count,
+            Metric::ErrorRate | Metric::Checks => Quantity::Ratio,
+            Metric::Rps => Quantity::Rate,
+            Metric::Requests | Metric::Iterations | Metric::DroppedIterations => Quantity::Count,
         }
     }
 }
@@ -259,7 +267,7 @@ impl fmt::Display for ThresholdExpr {
             "{} {} {}",
             self.metric,
             self.comparison,
-            exact_text(self.metric.kind(), self.value)
+            exact_text(self.metric.quantity(), self.value)
         )
     }
 }
@@ -320,7 +328,7 @@ impl ThresholdExpr {
         let Some(actual) = measure(self.metric, m) else {
             return ThresholdOutcome::no_data();
         };
-        let exact = self.metric.kind() == Kind::Count;
+        let exact = self.metric.quantity() == Quantity::Count;
         ThresholdOutcome {
             passed: self.comparison.holds(actual, self.value, exact),
             actual: Some(actual),
@@ -336,13 +344,13 @@ impl ThresholdExpr {
         let Some(actual) = outcome.actual else {
             return format!("{} has no data", self.metric);
         };
-        let kind = self.metric.kind();
-        let limit = with_rate_suffix(kind, exact_text(kind, self.value));
+        let quantity = self.metric.quantity();
+        let limit = with_rate_suffix(quantity, exact_text(quantity, self.value));
         let mut shown = self.format_value(actual);
         // Rounding for display can make a failing value look like the limit
         // ("500ms > 500ms"); show it in full then, so the sentence makes sense.
         if shown == limit && actual != self.value {
-            shown = with_rate_suffix(kind, exact_text(kind, actual));
+            shown = with_rate_suffix(quantity, exact_text(quantity, actual));
         }
         let relation = if outcome.passed {
             self.comparison.symbol()
@@ -356,8 +364,8 @@ impl ThresholdExpr {
     /// rounded to 4 significant digits for people: `612ms`, `1.2s`, `500us`,
     /// `0.42%`, `123.4/s`, `1000`.
     pub fn format_value(&self, v: f64) -> String {
-        match self.metric.kind() {
-            Kind::Latency => {
+        match self.metric.quantity() {
+            Quantity::Latency => {
                 if v > 0.0 && v < 1.0 {
                     format!("{}us", significant(v * 1000.0, 4))
                 } else if v < 1000.0 {
@@ -366,9 +374,9 @@ impl ThresholdExpr {
                     format!("{}s", significant(v / 1000.0, 4))
                 }
             }
-            Kind::Ratio => format!("{}%", significant(v * 100.0, 4)),
-            Kind::Rate => format!("{}/s", significant(v, 4)),
-            Kind::Count => format!("{v:.0}"),
+            Quantity::Ratio => format!("{}%", significant(v * 100.0, 4)),
+            Quantity::Rate => format!("{}/s", significant(v, 4)),
+            Quantity::Count => format!("{v:.0}"),
         }
     }
 }
@@ -379,8 +387,8 @@ fn measure(metric: Metric, m: &ScopeMetrics<'_>) -> Option<f64> {
     let h = m.latency_us;
     let ms = |us: u64| us as f64 / 1000.0;
     let ratio = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
-    match metric.kind() {
-        Kind::Latency if h.is_empty() => None,
+    match metric.quantity() {
+        Quantity::Latency if h.is_empty() => None,
         _ => match metric {
             Metric::Percentile(p) => Some(ms(h.value_at_quantile(p / 100.0))),
             Metric::Med => Some(ms(h.value_at_quantile(0.5))),
@@ -450,9 +458,9 @@ fn percent_to_fraction(p: f64) -> f64 {
 
 /// Text for `value` that the parser reads back as exactly `value`: the
 /// shortest such text in a natural unit, for Display and for limits.
-fn exact_text(kind: Kind, value: f64) -> String {
-    match kind {
-        Kind::Latency => {
+fn exact_text(quantity: Quantity, value: f64) -> String {
+    match quantity {
+        Quantity::Latency => {
             // Bigger units only when the number stays at least 1 (`500ms`,
             // not `0.5s`), microseconds only below a millisecond.
             let candidates = [
@@ -476,7 +484,7 @@ fn exact_text(kind: Kind, value: f64) -> String {
         }
         // Every ratio limit was parsed from `p%`, so some percentage reads back as exactly
         // `value`; `value * 100` can be an ulp away from that `p`, so its neighbours are tried.
-        Kind::Ratio => {
+        Quantity::Ratio => {
             let approx = value * 100.0;
             let up = approx.next_up();
             let down = approx.next_down();
@@ -485,7 +493,7 @@ fn exact_text(kind: Kind, value: f64) -> String {
                 .find_map(|a| shortest(value, a, percent_to_fraction))
                 .map_or_else(|| format!("{approx}%"), |p| format!("{p}%"))
         }
-        Kind::Rate | Kind::Count => format!("{value}"),
+        Quantity::Rate | Quantity::Count => format!("{value}"),
     }
 }
 
@@ -499,26 +507,10 @@ fn shortest(target: f64, approx: f64, back: impl Fn(f64) -> f64) -> Option<f64> 
     })
 }
 
-/// `x` rounded to `digits` significant digits, without dropping integer
-/// digits (`1234.5` stays `1235`), and without trailing zeros.
-pub(crate) fn significant(x: f64, digits: i32) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let integer_digits = x.abs().log10().floor() as i32 + 1;
-    let decimals = (digits - integer_digits).clamp(0, 17) as usize;
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
-}
-
 /// Rates read better as `100/s` in sentences, though a threshold is written
 /// `rps > 100`.
-fn with_rate_suffix(kind: Kind, text: String) -> String {
-    if kind == Kind::Rate {
+fn with_rate_suffix(quantity: Quantity, text: String) -> String {
+    if quantity == Quantity::Rate {
         format!("{text}/s")
     } else {
         text
@@ -812,13 +804,13 @@ impl<'a> Parser<'a> {
         // `p(95) < 500 parsecs`: the unknown word is what is wrong, and the trailing-text
         // error after this says so better than "needs a unit"; the value is never used.
         if unit.is_none()
-            && matches!(metric.kind(), Kind::Latency | Kind::Ratio)
+            && matches!(metric.quantity(), Quantity::Latency | Quantity::Ratio)
             && !self.rest_is_blank()
         {
             return Ok(0.0);
         }
-        match metric.kind() {
-            Kind::Latency => {
+        match metric.quantity() {
+            Quantity::Latency => {
                 let unit = match unit_str {
                     // A bare number was once read as milliseconds; `p(95) < 2` meaning 2ms
                     // (not 2s) passed silently, so the unit is required.
@@ -854,7 +846,7 @@ impl<'a> Parser<'a> {
                 };
                 Ok(unit.to_ms(number))
             }
-            Kind::Ratio => {
+            Quantity::Ratio => {
                 let fraction = match unit_str {
                     // A bare number was once a fraction: `error_rate < 1` meant 100% and
                     // let every run pass, so the `%` is required.
@@ -876,7 +868,7 @@ impl<'a> Parser<'a> {
                 }
                 Ok(fraction)
             }
-            Kind::Rate => match unit_str {
+            Quantity::Rate => match unit_str {
                 None => Ok(number),
                 Some(u) => self.error(
                     unit_at,
@@ -885,7 +877,7 @@ impl<'a> Parser<'a> {
                     ),
                 ),
             },
-            Kind::Count => {
+            Quantity::Count => {
                 if let Some(u) = unit_str {
                     return self.error(
                         unit_at,

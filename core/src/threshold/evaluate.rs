@@ -1,0 +1,448 @@
+//! Threshold evaluation on a run's merged metrics: [`evaluate_thresholds`] judges every
+//! threshold of a spec in its scope (the whole run, a scenario, or a step) with
+//! [`ThresholdExpr::evaluate`](crate::threshold::ThresholdExpr::evaluate), [`abort_trigger`]
+//! says whether a failure should stop the run now, and [`verdict`] turns the results into the
+//! run's verdict.
+
+use std::time::Duration;
+
+use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
+use crate::threshold::{ScopeMetrics, parse_threshold};
+use volley_crds::spec::LoadTestSpec;
+use volley_crds::status::{ThresholdStatus, Verdict};
+
+impl Measurements {
+    /// The figures thresholds are evaluated on.
+    pub(crate) fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
+        let c = &self.counters;
+        ScopeMetrics {
+            latency_us: &self.latency,
+            requests: c.requests,
+            failures: c.failures,
+            iterations: c.iterations,
+            dropped_iterations: c.dropped_iterations,
+            checks_passed: c.checks_passed,
+            checks_failed: c.checks_failed,
+            elapsed,
+        }
+    }
+}
+
+/// One threshold evaluated on merged data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThresholdResult {
+    /// The status row: expression as written, scope (`all`, `scenario NAME`,
+    /// `scenario NAME step NAME`), actual value, passed. `aborted` is left false for the
+    /// caller to set when this failure stops the run.
+    pub status: ThresholdStatus,
+    /// The threshold asks to stop the run as soon as it fails.
+    pub abort_on_fail: bool,
+    /// Do not act on `abort_on_fail` before the run has lasted this long (zero if unset).
+    pub delay_abort_eval: Duration,
+    /// When failed: a sentence for the status message, e.g. `p(95) 612ms >= 500ms`, with
+    /// ` (scenario NAME step NAME)` appended for scoped thresholds; or what is wrong with the
+    /// threshold itself.
+    pub failure_message: Option<String>,
+    /// There was data to judge. A threshold without data fails the final verdict, but must
+    /// not abort a run that simply has not sent anything yet.
+    pub has_data: bool,
+}
+
+/// Evaluates every threshold of `spec` on `run`'s merged data after `elapsed`. The scope is
+/// the whole run without setup ([`RunMetrics::overall`]), one scenario, or one step of one
+/// scenario; a step scope takes its `iterations` and `dropped_iterations` from its scenario.
+///
+/// Never panics and never skips a threshold: one that does not parse, or names a scenario or
+/// step the spec does not have, fails with `actual` saying why (validation normally rejects
+/// those earlier). A scope with no data fails (`no data`), except for counts, where zero is a
+/// count. A scenario or step the spec has but `run` has no entry for yet counts as empty.
+pub fn evaluate_thresholds(
+    spec: &LoadTestSpec,
+    run: &RunMetrics,
+    elapsed: Duration,
+) -> Vec<ThresholdResult> {
+    spec.thresholds
+        .iter()
+        .map(|t| evaluate_one(&t.to_threshold(), spec, run, elapsed))
+        .collect()
+}
+
+fn evaluate_one(
+    t: &volley_crds::spec::Threshold,
+    spec: &LoadTestSpec,
+    run: &RunMetrics,
+    elapsed: Duration,
+) -> ThresholdResult {
+    let scope = match (&t.scenario, &t.step) {
+        (None, None) => "all".to_owned(),
+        (Some(sc), None) => format!("scenario {sc}"),
+        (Some(sc), Some(st)) => format!("scenario {sc} step {st}"),
+        (None, Some(st)) => format!("step {st}"),
+    };
+    let result = |actual: String, passed: bool, has_data: bool, failure_message: Option<String>| {
+        ThresholdResult {
+            status: ThresholdStatus {
+                expr: t.expr.clone(),
+                scope: scope.clone(),
+                actual,
+                passed,
+                aborted: false,
+            },
+            abort_on_fail: t.abort_on_fail,
+            delay_abort_eval: t.delay_abort_eval.map(|d| d.get()).unwrap_or_default(),
+            failure_message,
+            has_data,
+        }
+    };
+    let invalid = |why: String| {
+        let message = format!("threshold `{}` ({scope}): {why}", t.expr);
+        result(why, false, false, Some(message))
+    };
+
+    let expr = match parse_threshold(&t.expr) {
+        Ok(expr) => expr,
+        Err(e) => return invalid(format!("invalid threshold: {e}")),
+    };
+    let data: Measurements = match (&t.scenario, &t.step) {
+        (None, None) => run.overall(),
+        (None, Some(st)) => {
+            return invalid(format!(
+                "`step: {st}` needs `scenario` to say which scenario's step it is"
+            ));
+        }
+        (Some(sc), step) => {
+            let Some(spec_scenario) = spec.scenarios.iter().find(|s| &s.name == sc) else {
+                let known: Vec<&str> = spec.scenarios.iter().map(|s| s.name.as_str()).collect();
+                return invalid(format!(
+                    "unknown scenario `{sc}` (scenarios: {})",
+                    known.join(", ")
+                ));
+            };
+            let scenario_data = run
+                .load_scenarios()
+                .find(|s| &s.name == sc)
+                .cloned()
+                .unwrap_or_default();
+            match step {
+                None => {
+                    let mut m = Measurements::default();
+                    add_scenario(&mut m, &scenario_data);
+                    m
+                }
+                Some(st) => {
+                    let is_request_step = spec_scenario
+                        .steps
+                        .iter()
+                        .any(|s| crate::scenario::is_measured(s) && &s.display_name() == st);
+                    if !is_request_step {
+                        return invalid(format!(
+                            "scenario `{sc}` has no request step named `{st}`"
+                        ));
+                    }
+                    let mut m = scenario_data
+                        .steps
+                        .iter()
+                        .find(|s| &s.name == st)
+                        .map(|s| s.m.clone())
+                        .unwrap_or_default();
+                    m.counters.iterations = scenario_data.iterations.iterations;
+                    m.counters.dropped_iterations = scenario_data.iterations.dropped_iterations;
+                    m
+                }
+            }
+        }
+    };
+    let outcome = expr.evaluate(&data.scope(elapsed));
+    let failure_message = (!outcome.passed).then(|| {
+        let message = expr.failure_message(&outcome);
+        if scope == "all" {
+            message
+        } else {
+            format!("{message} ({scope})")
+        }
+    });
+    let has_data = outcome.actual.is_some();
+    result(
+        outcome.actual_display,
+        outcome.passed,
+        has_data,
+        failure_message,
+    )
+}
+
+/// The first threshold whose failure should stop the run now: `abortOnFail`, failed on real
+/// data, and past its `delayAbortEval`. Shared by `volley run` and the aggregator so both
+/// abort on exactly the same rule.
+pub fn abort_trigger(results: &[ThresholdResult], elapsed: Duration) -> Option<usize> {
+    results.iter().position(|r| {
+        r.abort_on_fail && !r.status.passed && r.has_data && elapsed >= r.delay_abort_eval
+    })
+}
+
+/// Passed iff every result passed; an empty list is Passed.
+pub fn verdict(results: &[ThresholdResult]) -> Verdict {
+    if results.iter().all(|r| r.status.passed) {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::metrics::test_support::{record, spec};
+    use volley_crds::spec::{Threshold, ThresholdSpec};
+
+    fn with_thresholds(thresholds: Vec<ThresholdSpec>) -> LoadTestSpec {
+        LoadTestSpec {
+            thresholds,
+            ..spec()
+        }
+    }
+
+    fn scoped(expr: &str, scenario: Option<&str>, step: Option<&str>) -> ThresholdSpec {
+        ThresholdSpec::Detailed(Threshold {
+            expr: expr.to_owned(),
+            scenario: scenario.map(str::to_owned),
+            step: step.map(str::to_owned),
+            ..Threshold::default()
+        })
+    }
+
+    // ---- thresholds ----
+
+    /// light/convert: 10 × 10 ms, 2 failed; light/GET /api/jobs: 10 × 2 ms; heavy/upload:
+    /// 10 × 400 ms; setup/login: 1 × 5 s (must not count anywhere). 10 s elapsed.
+    fn threshold_run() -> RunMetrics {
+        let mut run = RunMetrics::for_spec(&spec());
+        record(run.step_mut(0, 0).unwrap(), 5_000_000, 1, 0);
+        record(run.step_mut(1, 0).unwrap(), 10_000, 10, 5);
+        record(run.step_mut(1, 1).unwrap(), 2_000, 10, 0);
+        record(run.step_mut(2, 0).unwrap(), 400_000, 10, 0);
+        run.scenarios[1].iterations.iterations = 10;
+        run.scenarios[2].iterations.iterations = 10;
+        run
+    }
+
+    fn evaluate(thresholds: Vec<ThresholdSpec>) -> Vec<ThresholdResult> {
+        evaluate_thresholds(
+            &with_thresholds(thresholds),
+            &threshold_run(),
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn thresholds_are_scoped() {
+        let results = evaluate(vec![
+            ThresholdSpec::Expr("max < 1s".to_owned()),
+            ThresholdSpec::Expr("requests == 30".to_owned()),
+            ThresholdSpec::Expr("iterations == 20".to_owned()),
+            scoped("p(99) < 100ms", Some("light"), None),
+            scoped("requests == 20", Some("light"), None),
+            scoped("error_rate == 10%", Some("light"), None),
+            scoped("error_rate == 20%", Some("light"), Some("convert")),
+            scoped("max < 5ms", Some("light"), Some("GET /api/jobs")),
+            scoped("iterations == 10", Some("light"), Some("convert")),
+            scoped("p(50) < 100ms", Some("heavy"), None),
+            scoped("rps > 1", Some("heavy"), Some("upload")),
+        ]);
+        let rows: Vec<(&str, &str, bool)> = results
+            .iter()
+            .map(|r| {
+                (
+                    r.status.scope.as_str(),
+                    r.status.actual.as_str(),
+                    r.status.passed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("all", "400.1ms", true),
+                ("all", "30", true),
+                ("all", "20", true),
+                ("scenario light", "10.01ms", true),
+                ("scenario light", "20", true),
+                ("scenario light", "10%", true),
+                ("scenario light step convert", "20%", true),
+                ("scenario light step GET /api/jobs", "2ms", true),
+                ("scenario light step convert", "10", true),
+                ("scenario heavy", "400.1ms", false),
+                ("scenario heavy step upload", "1/s", false),
+            ]
+        );
+        assert!(results.iter().all(|r| !r.status.aborted));
+        assert_eq!(results[0].status.expr, "max < 1s");
+        assert_eq!(results[0].failure_message, None);
+        assert_eq!(
+            results[9].failure_message.as_deref(),
+            Some("p(50) 400.1ms >= 100ms (scenario heavy)")
+        );
+        assert_eq!(verdict(&results), Verdict::Failed);
+        assert_eq!(verdict(&results[..9]), Verdict::Passed);
+    }
+
+    #[test]
+    fn unscoped_failure_message_is_the_threshold_sentence() {
+        let results = evaluate(vec![ThresholdSpec::Expr("p(95) < 100ms".to_owned())]);
+        assert_eq!(
+            results[0].failure_message.as_deref(),
+            Some("p(95) 400.1ms >= 100ms")
+        );
+        assert!(!results[0].status.passed);
+    }
+
+    #[test]
+    fn invalid_thresholds_fail_with_an_explanation() {
+        let results = evaluate(vec![
+            scoped("p(95) < 1s", Some("nope"), None),
+            scoped("p(95) < 1s", Some("light"), Some("upload")),
+            scoped("p(95) < 1s", Some("light"), Some("sleep 1s")),
+            scoped("p(95) < 1s", None, Some("convert")),
+            ThresholdSpec::Expr("p95 < 1s".to_owned()),
+            scoped("p(95) < 1s", Some("setup"), None),
+        ]);
+        for r in &results {
+            assert!(!r.status.passed, "{r:?}");
+            let message = r.failure_message.as_deref().unwrap();
+            assert!(message.contains(&r.status.actual), "{message}");
+        }
+        assert_eq!(
+            results[0].status.actual,
+            "unknown scenario `nope` (scenarios: light, heavy)"
+        );
+        assert_eq!(results[0].status.scope, "scenario nope");
+        assert_eq!(
+            results[1].status.actual,
+            "scenario `light` has no request step named `upload`"
+        );
+        assert_eq!(
+            results[2].status.actual,
+            "scenario `light` has no request step named `sleep 1s`"
+        );
+        assert!(results[3].status.actual.contains("needs `scenario`"));
+        assert_eq!(results[3].status.scope, "step convert");
+        assert!(
+            results[4]
+                .status
+                .actual
+                .starts_with("invalid threshold: unknown metric `p95`")
+        );
+        assert!(
+            results[5]
+                .status
+                .actual
+                .starts_with("unknown scenario `setup`")
+        );
+        assert_eq!(verdict(&results), Verdict::Failed);
+    }
+
+    #[test]
+    fn thresholds_without_data_fail() {
+        let spec = with_thresholds(vec![
+            ThresholdSpec::Expr("p(95) < 1s".to_owned()),
+            ThresholdSpec::Expr("error_rate < 1%".to_owned()),
+            ThresholdSpec::Expr("rps >= 0".to_owned()),
+            ThresholdSpec::Expr("checks > 0%".to_owned()),
+            ThresholdSpec::Expr("requests == 0".to_owned()),
+            scoped("p(95) < 1s", Some("heavy"), Some("upload")),
+        ]);
+        // Only setup ran: the load scopes are empty.
+        let mut run = RunMetrics::for_spec(&spec);
+        record(run.step_mut(0, 0).unwrap(), 1000, 5, 0);
+        for run in [run, RunMetrics::default()] {
+            let results = evaluate_thresholds(&spec, &run, Duration::from_secs(10));
+            let rows: Vec<(&str, bool)> = results
+                .iter()
+                .map(|r| (r.status.actual.as_str(), r.status.passed))
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    ("no data", false),
+                    ("no data", false),
+                    ("no data", false),
+                    ("no data", false),
+                    ("0", true),
+                    ("no data", false),
+                ]
+            );
+            assert_eq!(
+                results[0].failure_message.as_deref(),
+                Some("p(95) has no data")
+            );
+            assert_eq!(verdict(&results), Verdict::Failed);
+        }
+    }
+
+    #[test]
+    fn abort_trigger_needs_failure_data_and_the_delay() {
+        let r = |passed: bool, abort: bool, has_data: bool, delay: u64| ThresholdResult {
+            status: ThresholdStatus {
+                passed,
+                ..ThresholdStatus::default()
+            },
+            abort_on_fail: abort,
+            delay_abort_eval: Duration::from_secs(delay),
+            failure_message: None,
+            has_data,
+        };
+        let t = Duration::from_secs(10);
+        assert_eq!(abort_trigger(&[r(false, true, true, 0)], t), Some(0));
+        assert_eq!(abort_trigger(&[r(true, true, true, 0)], t), None, "passing");
+        assert_eq!(
+            abort_trigger(&[r(false, false, true, 0)], t),
+            None,
+            "no abortOnFail"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, false, 0)], t),
+            None,
+            "no data yet"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, true, 30)], t),
+            None,
+            "before the delay"
+        );
+        assert_eq!(
+            abort_trigger(&[r(false, true, true, 30), r(false, true, true, 5)], t),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn abort_settings_are_carried() {
+        let results = evaluate(vec![
+            ThresholdSpec::Detailed(Threshold {
+                expr: "p(99) < 1s".to_owned(),
+                scenario: Some("light".to_owned()),
+                step: Some("convert".to_owned()),
+                abort_on_fail: true,
+                delay_abort_eval: Some(volley_crds::Duration::from_secs(30)),
+            }),
+            ThresholdSpec::Expr("rps > 1".to_owned()),
+        ]);
+        assert!(results[0].abort_on_fail);
+        assert_eq!(results[0].delay_abort_eval, Duration::from_secs(30));
+        assert!(!results[1].abort_on_fail);
+        assert_eq!(results[1].delay_abort_eval, Duration::ZERO);
+        assert_eq!(results[1].status.actual, "3/s");
+    }
+
+    #[test]
+    fn verdict_of_results() {
+        assert_eq!(verdict(&[]), Verdict::Passed);
+        let results = evaluate(vec![ThresholdSpec::Expr("requests > 0".to_owned())]);
+        assert_eq!(verdict(&results), Verdict::Passed);
+        let results = evaluate(vec![
+            ThresholdSpec::Expr("requests > 0".to_owned()),
+            ThresholdSpec::Expr("requests > 1000".to_owned()),
+        ]);
+        assert_eq!(verdict(&results), Verdict::Failed);
+    }
+}
