@@ -35,6 +35,7 @@ pub mod pods;
 pub mod rbac;
 pub mod registry;
 pub mod report;
+pub mod report_http;
 pub mod secret;
 pub mod serve;
 pub mod spec_check;
