@@ -35,16 +35,9 @@ echo "browser: $browser ($("$browser" --version 2>/dev/null || echo unknown vers
 cargo build --quiet --locked -p volley-runner -p volley-demo-target
 
 work=$(mktemp -d)
-target/debug/volley-demo-target --listen 127.0.0.1:0 >"$work/target.out" 2>/dev/null &
-target_pid=$!
-trap 'kill "$target_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-base_url=""
-for _ in $(seq 1 100); do
-  base_url=$(sed -n 's/^listening on //p' "$work/target.out")
-  [ -n "$base_url" ] && break
-  sleep 0.05
-done
-[ -n "$base_url" ] || { echo "the demo target did not start" >&2; exit 1; }
+trap 'kill "${target_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+. examples/demo-target/start.sh
+start_demo_target target/debug/volley-demo-target "$work/target.out"
 
 code=0
 timeout 120 target/debug/volley run examples/quickstart.yaml --base-url "$base_url" --quiet \
