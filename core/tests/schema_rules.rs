@@ -806,3 +806,113 @@ fn the_edges_of_each_range_pass_both() {
         assert!(by_validate.is_empty(), "{what}: {by_validate:#?}");
     }
 }
+
+/// The API server's request size limit (3 MiB), from which it bounds how often a node under a
+/// list without `maxItems` can occur.
+const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
+/// Most estimated cost one rule may have, times how often its node can occur.
+const RULE_COST_LIMIT: u64 = 10_000_000;
+/// Most estimated cost all rules of the CRD together may have.
+const CRD_COST_LIMIT: u64 = 100_000_000;
+
+/// Every CEL rule with how often its node can occur, as the API server estimates it: once
+/// outside lists; under a list without `maxItems` (none of Volley's has one), as often as the
+/// node's smallest JSON form (`{}`, `""`: 2 bytes; a number: 1) plus a comma fits in a request.
+fn rules_with_cardinality(node: &Value, under_list: bool, out: &mut Vec<(String, u64)>) {
+    let Some(map) = node.as_object() else {
+        return;
+    };
+    if let Some(rules) = map
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        let min_size = match map.get("type").and_then(Value::as_str) {
+            Some("integer" | "number" | "boolean") => 1,
+            _ => 2,
+        };
+        let cardinality = if under_list {
+            MAX_REQUEST_BYTES / (min_size + 1)
+        } else {
+            1
+        };
+        for rule in rules {
+            out.push((rule["rule"].as_str().unwrap().to_string(), cardinality));
+        }
+    }
+    if let Some(props) = map.get("properties").and_then(Value::as_object) {
+        props
+            .values()
+            .for_each(|p| rules_with_cardinality(p, under_list, out));
+    }
+    if let Some(items) = map.get("items") {
+        rules_with_cardinality(items, true, out);
+    }
+    if let Some(extra) = map.get("additionalProperties") {
+        rules_with_cardinality(extra, true, out);
+    }
+}
+
+/// A rule's cost as the API server's estimator (cel-go's) counts it, for the forms Volley's
+/// rules use: `self` 1, a field select 1 more, `has(self.x)` 1 (a presence test adds nothing),
+/// `==`/`!=` 1 plus a tenth of the compared literal's length (strings compare in linear time;
+/// the field's side is bounded by `maxLength` or a shorter enum), `&&`/`||` nothing of their
+/// own. Any other form fails the test: teach this estimator its cost first.
+fn estimated_cost(rule: &str) -> u64 {
+    let token =
+        regex::Regex::new(r"has\(self\.\w+\)|self\.\w+|self|==|!=|&&|\|\||'[^']*'|\S+").unwrap();
+    let tokens: Vec<&str> = token.find_iter(rule).map(|m| m.as_str()).collect();
+    let mut cost = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        cost += match *t {
+            "&&" | "||" => 0,
+            "self" => 1,
+            "==" | "!=" => {
+                let literal = tokens.get(i + 1).filter(|n| n.starts_with('\''));
+                1 + literal.map_or(0, |l| (l.len() as u64 - 2).div_ceil(10))
+            }
+            t if t.starts_with("has(self.") => 1,
+            t if t.starts_with("self.") => 2,
+            t if t.starts_with('\'') => 0,
+            other => panic!("`{rule}`: the cost estimate does not know `{other}`"),
+        };
+    }
+    cost
+}
+
+#[test]
+fn the_rules_stay_within_the_api_servers_cost_budget() {
+    assert_eq!(
+        estimated_cost("has(self.rate) || self.executor != 'constant-vus'"),
+        6
+    );
+    let schema = schema();
+    // The executor's maxLength bounds its comparisons; it must still admit every executor.
+    let executor =
+        &schema["properties"]["spec"]["properties"]["scenarios"]["items"]["properties"]["executor"];
+    let longest = volley_crds::spec::Executor::ALL
+        .iter()
+        .map(|e| e.as_str().len())
+        .max()
+        .unwrap();
+    assert_eq!(executor["maxLength"].as_u64(), Some(longest as u64));
+
+    let mut rules = Vec::new();
+    rules_with_cardinality(&schema, false, &mut rules);
+    let mut total = 0;
+    for (rule, cardinality) in &rules {
+        let cost = estimated_cost(rule) * cardinality;
+        assert!(
+            cost <= RULE_COST_LIMIT,
+            "`{rule}`: estimated cost {cost} is over the API server's {RULE_COST_LIMIT} per rule"
+        );
+        total += cost;
+    }
+    assert!(
+        total <= CRD_COST_LIMIT,
+        "the rules' estimated cost {total} is over the API server's {CRD_COST_LIMIT} per CRD"
+    );
+    println!(
+        "{} rules, estimated cost {total} of {CRD_COST_LIMIT}",
+        rules.len()
+    );
+}
