@@ -326,6 +326,65 @@ pub async fn may_get_secret(
     }
 }
 
+/// Most `SubjectAccessReview`s in flight for one request.
+const CONCURRENT_REVIEWS: usize = 8;
+/// How long all of one request's `SubjectAccessReview`s may take: under the API server's own
+/// webhook timeout (the chart's default 10 s), so the author reads why instead of a timeout.
+pub const SECRET_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The field errors of the Secrets in `secrets` that `user` may not `get` in `namespace`, or
+/// whose access could not be checked within [`SECRET_CHECK_DEADLINE`].
+async fn check_secrets(
+    client: &kube::Client,
+    user: &UserInfo,
+    namespace: &str,
+    secrets: &[SecretRef],
+) -> Vec<FieldError> {
+    use futures::StreamExt as _;
+    // Owned values in each future: borrowed ones make the future's Send proof ask for a
+    // closure over every lifetime, which rustc cannot give here.
+    let asked = futures::stream::iter(secrets.iter().cloned().map(|secret: SecretRef| {
+        let (client, user, namespace) = (client.clone(), user.clone(), namespace.to_string());
+        async move {
+            let answer = may_get_secret(&client, &user, &namespace, &secret.name).await;
+            (secret, answer)
+        }
+    }))
+    .buffered(CONCURRENT_REVIEWS)
+    .collect::<Vec<_>>();
+    let Ok(answers) = tokio::time::timeout(SECRET_CHECK_DEADLINE, asked).await else {
+        tracing::warn!(%namespace, secrets = secrets.len(), "SubjectAccessReviews did not finish in time");
+        return secrets
+            .iter()
+            .map(|s| {
+                secret_denied(
+                    user,
+                    namespace,
+                    s,
+                    "the API server did not answer in time: try again",
+                )
+            })
+            .collect();
+    };
+    let mut errors = Vec::new();
+    for (secret, answer) in answers {
+        match answer {
+            Ok(None) => {}
+            Ok(Some(why)) => errors.push(secret_denied(user, namespace, &secret, &why)),
+            Err(e) => {
+                tracing::warn!(error = %e, secret = %secret.name, %namespace, "SubjectAccessReview failed");
+                errors.push(secret_denied(
+                    user,
+                    namespace,
+                    &secret,
+                    "the operator could not ask the API server: try again",
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Answers one AdmissionReview: [`decide`], then a `SubjectAccessReview` per Secret to check.
 /// A Secret whose access cannot be checked (the API server did not answer) denies: failing
 /// open would hand out the Secret.
@@ -343,25 +402,7 @@ pub async fn review(
         Decision::Allow => Vec::new(),
         Decision::Deny(errors) => errors,
         Decision::CheckSecrets(secrets) => {
-            let mut errors = Vec::new();
-            for secret in &secrets {
-                match may_get_secret(client, &req.user_info, &namespace, &secret.name).await {
-                    Ok(None) => {}
-                    Ok(Some(why)) => {
-                        errors.push(secret_denied(&req.user_info, &namespace, secret, &why));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, secret = %secret.name, %namespace, "SubjectAccessReview failed");
-                        errors.push(secret_denied(
-                            &req.user_info,
-                            &namespace,
-                            secret,
-                            "the operator could not ask the API server: try again",
-                        ));
-                    }
-                }
-            }
-            errors
+            check_secrets(client, &req.user_info, &namespace, &secrets).await
         }
     };
     tracing::info!(

@@ -224,9 +224,9 @@ fn a_denial_lists_every_problem_for_kubectl() {
     assert_eq!(ok["kind"], "AdmissionReview");
 }
 
-/// Answers the next API call with a SubjectAccessReview whose `allowed` is `allowed`;
-/// returns the review that was sent.
-pub(crate) async fn answer_access_review(handle: &mut Handle, allowed: bool) -> Value {
+/// Answers the next API call, a SubjectAccessReview, allowing it when it asks about a Secret
+/// in `readable`; returns the review that was sent.
+pub(crate) async fn answer_access_review(handle: &mut Handle, readable: &[&str]) -> Value {
     let (request, send) =
         tokio::time::timeout(std::time::Duration::from_secs(60), handle.next_request())
             .await
@@ -240,7 +240,8 @@ pub(crate) async fn answer_access_review(handle: &mut Handle, allowed: bool) -> 
     let body: Value =
         serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
     let mut answer = body.clone();
-    answer["status"] = if allowed {
+    let name = body["spec"]["resourceAttributes"]["name"].as_str().unwrap();
+    answer["status"] = if readable.contains(&name) {
         json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding"})
     } else {
         json!({"allowed": false})
@@ -263,9 +264,13 @@ async fn a_secret_the_user_cannot_read_is_refused_after_asking_the_api_server() 
         serde_json::from_value(review_json("CREATE", o, None)).unwrap();
     let task =
         tokio::spawn(async move { super::review(&client, &fixtures::defaults(), review).await });
-    let first = answer_access_review(&mut handle, true).await;
+    let mut sent = [
+        answer_access_review(&mut handle, &["db"]).await,
+        answer_access_review(&mut handle, &["db"]).await,
+    ];
+    sent.sort_by_key(|r| r["spec"]["resourceAttributes"]["name"].to_string());
     assert_eq!(
-        first["spec"],
+        sent[0]["spec"],
         json!({
             "user": "alice", "uid": "u-1", "groups": ["devs", "system:authenticated"],
             "extra": {"scopes": ["view"]},
@@ -273,8 +278,7 @@ async fn a_secret_the_user_cannot_read_is_refused_after_asking_the_api_server() 
                                    "version": "v1", "resource": "secrets", "name": "db"}
         })
     );
-    let second = answer_access_review(&mut handle, false).await;
-    assert_eq!(second["spec"]["resourceAttributes"]["name"], "prod-db");
+    assert_eq!(sent[1]["spec"]["resourceAttributes"]["name"], "prod-db");
     let answered = serde_json::to_value(task.await.unwrap()).unwrap();
     let response = &answered["response"];
     assert_eq!(response["allowed"], false);
@@ -297,7 +301,7 @@ async fn secrets_the_user_can_read_are_admitted_and_an_unanswered_check_denies()
         serde_json::from_value(review_json("CREATE", o.clone(), None)).unwrap();
     let c = client.clone();
     let task = tokio::spawn(async move { super::review(&c, &fixtures::defaults(), review).await });
-    answer_access_review(&mut handle, true).await;
+    answer_access_review(&mut handle, &["api-keys"]).await;
     let answered = serde_json::to_value(task.await.unwrap()).unwrap();
     assert_eq!(answered["response"]["allowed"], true);
 
@@ -327,5 +331,27 @@ async fn secrets_the_user_can_read_are_admitted_and_an_unanswered_check_denies()
             .as_str()
             .unwrap()
             .contains("could not ask the API server")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_server_that_does_not_answer_in_time_denies() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let o = object(json!({"envFrom": [{"secretRef": {"name": "api-keys"}}]}));
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_value(review_json("CREATE", o, None)).unwrap();
+    let task =
+        tokio::spawn(async move { super::review(&client, &fixtures::defaults(), review).await });
+    // Take the request and never answer it.
+    let (_request, _send) = handle.next_request().await.unwrap();
+    let answered = serde_json::to_value(task.await.unwrap()).unwrap();
+    assert_eq!(answered["response"]["allowed"], false);
+    assert!(
+        answered["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{answered}"
     );
 }

@@ -54,6 +54,8 @@ const RENEW_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest TLS handshake or request header read: the API server is fast; anyone slower is
 /// holding a connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest AdmissionReview read.
+const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 256;
 
@@ -234,6 +236,8 @@ struct Handler {
 pub fn router(client: kube::Client, defaults: RunnerDefaults) -> Router {
     Router::new()
         .route(VALIDATE_PATH, post(validate))
+        // An UPDATE carries the object twice, each up to the API server's ~1.5 MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(Handler {
             client,
             defaults: Arc::new(defaults),

@@ -61,7 +61,7 @@ async fn an_admission_review_over_https_is_answered() {
         .post(format!("{base}{VALIDATE_PATH}"))
         .json(&review_json("CREATE", o, None))
         .send();
-    let (answer, _) = tokio::join!(post, answer_access_review(&mut handle, false));
+    let (answer, _) = tokio::join!(post, answer_access_review(&mut handle, &[]));
     let answer = answer.unwrap();
     assert_eq!(answer.status(), 200);
     let body: Value = answer.json().await.unwrap();
