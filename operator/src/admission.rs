@@ -283,7 +283,7 @@ pub fn respond(req: &AdmissionRequest<DynamicObject>, errors: &[FieldError]) -> 
         .with_details(StatusDetails {
             name: req.name.clone(),
             group: "volley.dev".to_string(),
-            kind: "loadtests".to_string(),
+            kind: "LoadTest".to_string(),
             uid: String::new(),
             causes: errors
                 .iter()

@@ -258,3 +258,47 @@ async fn the_leader_publishes_the_ca_into_every_webhook_of_the_configuration() {
     }
     assert_eq!(ca_bundle_patch(&published, "CA-PEM"), None);
 }
+
+#[tokio::test]
+async fn a_generated_certificate_is_renewed_with_a_new_ca_to_publish() {
+    let mut certs = Certificates::start(CertSource::Generated {
+        names: vec![LOCAL.to_string()],
+        configuration: "volley-operator".into(),
+    })
+    .unwrap();
+    assert_eq!(certs.configuration(), Some("volley-operator"));
+    let first_ca = certs.ca_pem.read().unwrap().clone().unwrap();
+    let (client, _handle) = mock_client();
+    let (base, stop) = start(certs.store.clone(), client).await;
+    let url = format!("{base}{VALIDATE_PATH}");
+    let valid = || review_json("CREATE", object(json!({})), None);
+    assert!(
+        trusting(&first_ca)
+            .post(&url)
+            .json(&valid())
+            .send()
+            .await
+            .is_ok()
+    );
+
+    assert!(!certs.refresh(Timestamp::now()).unwrap(), "young: kept");
+    let late = Timestamp::now() + SignedDuration::from_hours(300 * 24);
+    assert!(
+        certs.refresh(late).unwrap(),
+        "a third of its life left: renewed"
+    );
+    let second_ca = certs.ca_pem.read().unwrap().clone().unwrap();
+    assert_ne!(first_ca, second_ca);
+    // Renewed as of `late`, so not valid yet now: only that the old one is no longer served
+    // can be seen from here.
+    assert!(
+        trusting(&first_ca)
+            .post(&url)
+            .json(&valid())
+            .send()
+            .await
+            .is_err(),
+        "the renewed certificate is served"
+    );
+    stop.send(true).unwrap();
+}
