@@ -1,5 +1,6 @@
 //! The operator's HTTP side and process wiring: the aggregator's port (runner protocol and
-//! `/healthz`), the observability port (`/metrics`, `/healthz`, `/readyz`), and [`run`], which
+//! `/healthz`), the observability port (`/metrics`, `/healthz`, `/readyz`), the admission
+//! webhook's HTTPS port when configured ([`crate::webhook`]), and [`run`], which
 //! starts everything, takes part in leader election (labelling its pod while it leads, see
 //! [`crate::leader`]) and shuts down on SIGTERM.
 

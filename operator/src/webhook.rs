@@ -260,20 +260,18 @@ pub async fn serve_tls(
     store: Arc<CertStore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+    let builder = match rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
-        .map(|b| b.with_no_client_auth().with_cert_resolver(store));
-    let config = match &mut config {
-        Ok(c) => {
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(c.clone())
-        }
+    {
+        Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot configure TLS for the webhook");
             return;
         }
     };
-    let acceptor = TlsAcceptor::from(config);
+    let mut config = builder.with_no_client_auth().with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut stopped = Box::pin(async move {
         let _ = stop.wait_for(|s| *s).await;
