@@ -268,7 +268,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         .max();
     let mut active: Vec<&OwnedRun> = facts.runs.iter().filter(|r| !r.finished()).collect();
     let mut finished: Vec<&OwnedRun> = facts.runs.iter().filter(|r| r.finished()).collect();
-    finished.sort_by(|a, b| b.schedule_time.cmp(&a.schedule_time));
+    finished.sort_by_key(|r| std::cmp::Reverse(r.schedule_time));
 
     // History limits: the newest finished runs of each kind are kept.
     let (mut kept_ok, mut kept_failed) = (0u32, 0u32);
@@ -649,7 +649,7 @@ mod tests {
     #[test]
     fn only_the_most_recent_missed_time_starts_within_the_deadline() {
         // (schedule, last scheduled, now, deadline) -> (run for, TooManyMissed)
-        let cases: [(&str, i64, i64, Option<i64>, Option<i64>, bool); 7] = [
+        let cases = [
             // 3 times missed: one run, for the latest.
             ("*/5 * * * *", 0, 17, None, Some(15), false),
             // The latest is 2 minutes old: too late for a 60 s deadline.
@@ -845,5 +845,19 @@ mod tests {
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(names, ["c", "b", "a"]);
+    }
+
+    /// The example users copy is accepted by the operator as it is.
+    #[test]
+    fn the_example_schedule_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/nightly-soak-schedule.yaml"
+        );
+        let lts: volley_crds::schedule::LoadTestSchedule =
+            serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        parse(&lts.spec, &fixtures::defaults()).unwrap();
+        assert_eq!(lts.spec.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(lts.spec.successful_runs_history_limit, 7);
     }
 }

@@ -163,9 +163,12 @@ fn owned_run(lt: &LoadTest, now: Timestamp) -> OwnedRun {
 /// The LoadTest of run `new`: the template, owned by the schedule, labelled with its name and
 /// annotated with the scheduled time.
 pub fn run_loadtest(lts: &LoadTestSchedule, new: &NewRun) -> Result<LoadTest, MissingMetadata> {
-    let owner = lts
+    let mut owner = lts
         .controller_owner_ref(&())
         .ok_or(MissingMetadata("uid"))?;
+    // As the LoadTest controller's objects: a foreground delete of the schedule waits for its
+    // runs (and so their reports).
+    owner.block_owner_deletion = Some(true);
     let template = &lts.spec.template;
     let mut labels = template.metadata.labels.clone();
     labels.insert(SCHEDULE_LABEL.to_string(), label_value(&lts.name_any()));

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use volley_aggregator::Aggregator;
@@ -20,6 +21,7 @@ use crate::aggregator_registry::AggregatorRegistry;
 use crate::config::Config;
 use crate::controller;
 use crate::leader::{Elector, LeaseConfig, LeaseLock, OwnPod, Term};
+use crate::schedule_controller;
 use crate::telemetry::{self, OperatorMetrics};
 
 /// Liveness: the process serves HTTP.
@@ -125,7 +127,8 @@ pub enum Exit {
     LostLeadership,
 }
 
-/// The whole operator: servers, ticker, leader election, controller, graceful shutdown.
+/// The whole operator: servers, ticker, leader election, the LoadTest and LoadTestSchedule
+/// controllers, graceful shutdown.
 pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     let metrics = Arc::new(OperatorMetrics::new());
     let aggregator = Aggregator::new();
@@ -182,9 +185,22 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     });
     tracing::info!(%identity, lease = %config.lease_name, %namespace, "waiting for leadership");
     ready.store(true, Ordering::SeqCst);
+    let config = &config;
     let term = elector
-        .run(signalled_rx, |stop_controller| {
-            controller::run(client, &config, registry.clone(), metrics, stop_controller)
+        .run(signalled_rx, |stop_controller| async move {
+            // Both controllers lead together and stop together: on shutdown or a lost Lease.
+            let stop = stop_controller.shared();
+            futures::try_join!(
+                controller::run(
+                    client.clone(),
+                    config,
+                    registry.clone(),
+                    metrics,
+                    stop.clone()
+                ),
+                schedule_controller::run(client, config, stop),
+            )
+            .map(|_| ())
         })
         .await;
     ready.store(false, Ordering::SeqCst);
