@@ -335,12 +335,19 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
                          check the clock"
                     ),
                 );
-                d.events.push(event(
-                    EventKind::Warning,
-                    TOO_MANY_MISSED,
-                    "Schedule",
-                    missed.2.clone(),
-                ));
+                // Once per episode, not at every reconcile while it lasts.
+                let known = previous
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == MISSED_SCHEDULES && c.status == "True");
+                if !known {
+                    d.events.push(event(
+                        EventKind::Warning,
+                        TOO_MANY_MISSED,
+                        "Schedule",
+                        missed.2.clone(),
+                    ));
+                }
             }
             if let Some(due) = due {
                 let name = run_name(facts.name, due);
@@ -859,5 +866,57 @@ mod tests {
         parse(&lts.spec, &fixtures::defaults()).unwrap();
         assert_eq!(lts.spec.time_zone.as_deref(), Some("Europe/Berlin"));
         assert_eq!(lts.spec.successful_runs_history_limit, 7);
+    }
+
+    /// Daylight saving in Europe/Berlin: on 31 March 2030 the clocks jump from 02:00 to 03:00,
+    /// on 27 October 2030 from 03:00 back to 02:00.
+    #[test]
+    fn daylight_saving_changes() {
+        let mut s = spec("30 2 * * *");
+        s.time_zone = Some("Europe/Berlin".into());
+        let schedule = parse(&s, &fixtures::defaults()).unwrap();
+        let t = |text: &str| text.parse::<Timestamp>().unwrap();
+        // 02:30 does not exist on 31 March.
+        // 02:30 does not exist on 31 March: that night's run starts at 03:00 CEST, once.
+        let spring = schedule.next_after(t("2030-03-30T01:30:00Z")).unwrap();
+        assert_eq!(spring, t("2030-03-31T01:00:00Z"));
+        assert_eq!(
+            schedule.next_after(spring).unwrap(),
+            t("2030-04-01T00:30:00Z")
+        );
+        // 02:30 exists twice on 27 October: one run, at the first (CEST).
+        let autumn = schedule.next_after(t("2030-10-26T23:00:00Z")).unwrap();
+        assert_eq!(autumn, t("2030-10-27T00:30:00Z"));
+        assert_eq!(
+            schedule.next_after(autumn).unwrap(),
+            t("2030-10-28T01:30:00Z")
+        );
+    }
+
+    #[test]
+    fn too_many_missed_times_are_reported_once_per_episode() {
+        let mut s = spec("* * * * *");
+        s.concurrency_policy = ConcurrencyPolicy::Forbid;
+        let going = vec![run("nightly-old", minutes(0), Some(Phase::Running))];
+        let first = decide_at(&s, minutes(200), Some(minutes(0)), going.clone());
+        assert_eq!(reasons(&first), [TOO_MANY_MISSED, "Skipped"]);
+        // The next reconcile reads the status the first wrote: no event again.
+        let facts = Facts {
+            name: "nightly",
+            now: minutes(201),
+            spec: &s,
+            generation: Some(1),
+            created: t0(),
+            status: first.status.clone(),
+            runs: going,
+            schedule: parse(&s, &fixtures::defaults()),
+        };
+        let again = decide(&facts);
+        assert_eq!(condition(&again, MISSED_SCHEDULES).status, "True");
+        assert_eq!(reasons(&again), ["Skipped"], "a new time is skipped, once");
+        assert_eq!(
+            condition(&again, MISSED_SCHEDULES).last_transition_time,
+            Time(minutes(200))
+        );
     }
 }
