@@ -270,8 +270,16 @@ pub fn error_policy(lts: Arc<LoadTestSchedule>, error: &Error, ctx: Arc<Context>
     Action::requeue(delay)
 }
 
+/// How often to look again for the LoadTestSchedule CRD (or the right to list schedules) when
+/// it is missing.
+const CRD_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the schedule controller until `shutdown` resolves: watches LoadTestSchedules (in
 /// `config.namespace` or all namespaces) and the LoadTests they own.
+///
+/// While schedules cannot be listed (an upgrade that has not applied the new CRD yet, or RBAC
+/// without the schedule rules) it says so and looks again every 30 seconds: LoadTests keep
+/// being served meanwhile.
 pub async fn run(
     client: Client,
     config: &Config,
@@ -284,14 +292,17 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    schedules
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot list LoadTestSchedules ({e}); is the CRD installed (`kubectl apply --server-side -f charts/volley/crds/`) and the operator's RBAC applied?"
-            )
-        })?;
+    let mut shutdown = Box::pin(shutdown);
+    while let Err(e) = schedules.list(&ListParams::default().limit(1)).await {
+        tracing::error!(
+            error = %e,
+            "cannot list LoadTestSchedules, so none is run; is the CRD installed (`kubectl apply --server-side -f charts/volley/crds/`) and the operator's RBAC applied? Looking again in 30 s"
+        );
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(CRD_RECHECK) => {}
+        }
+    }
     let ctx = Arc::new(Context::new(
         client,
         config.runner_defaults(),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use http::{Request, Response};
 use jiff::Timestamp;
 use kube::Client;
@@ -335,4 +336,43 @@ async fn nothing_due_and_nothing_changed_is_one_read() {
         Action::requeue(Duration::from_secs(6871))
     );
     expect_no_more(handle, ctx).await;
+}
+
+/// Without the LoadTestSchedule CRD (an upgrade that has not applied it yet) the schedule
+/// controller neither fails nor ends the operator: it looks again every 30 s, and stops on
+/// shutdown.
+#[tokio::test(start_paused = true)]
+async fn a_missing_crd_is_waited_for_and_shutdown_still_stops() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let config = crate::config::Config::try_parse_from(["volley-operator"]).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let began = tokio::time::Instant::now();
+    let task = tokio::spawn(async move {
+        super::run(client, &config, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    for attempt in 0..2u64 {
+        let (request, send) = handle.next_request().await.expect("a list");
+        assert_eq!(
+            request.uri().to_string(),
+            "/apis/volley.dev/v1alpha1/loadtestschedules?&limit=1"
+        );
+        assert!(began.elapsed() >= Duration::from_secs(30 * attempt));
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(
+                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
+                        "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource",
+                        "reason": "NotFound", "code": 404}))
+                    .unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }
