@@ -144,7 +144,11 @@ def main(argv):
             # A path is fine when some CRD's status has it (LoadTest or LoadTestSchedule).
             whys = [status_path_problem(status, match.group(1)) for status in statuses]
             if all(whys):
-                print(f"{path}: status{match.group(1)}: {whys[0]}", file=sys.stderr)
+                # The CRD whose status has the path's first field says best what is wrong.
+                first_field = re.match(r"\.([A-Za-z0-9]+)", match.group(1)).group(1)
+                why = next((w for w, st in zip(whys, statuses)
+                            if first_field in st.get("properties", {})), whys[0])
+                print(f"{path}: status{match.group(1)}: {why}", file=sys.stderr)
                 failed = True
         if path.endswith(".txt"):
             continue
