@@ -37,6 +37,7 @@ pub mod pods;
 pub mod rbac;
 pub mod registry;
 pub mod report;
+pub mod report_http;
 pub mod schedule;
 pub mod schedule_controller;
 pub mod secret;
