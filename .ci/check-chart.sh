@@ -6,7 +6,7 @@
 # Then the API server's own schemas: every rendered object against the OpenAPI schemas of the
 # oldest Kubernetes the chart supports (Chart.yaml's kubeVersion, 1.25) and of 1.33, with
 # unknown fields refused (kubernetes-validate, which bundles them), and every
-# example LoadTest against the generated CRD's schema (.ci/check_crd_schema.py); and the
+# example LoadTest and LoadTestSchedule against the generated CRDs' schemas (.ci/check_crd_schema.py); and the
 # documented Argo CD health check, run in Lua 5.1 for every phase (.ci/check_argocd_health.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,10 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     'lupa==2.6'
 fi
 chart=charts/volley
-# The generated CRD (`volley crd`; a cargo test keeps it equal to the types), in the chart only.
+# The generated CRDs (`volley crd`, `volley crd loadtestschedule`; a cargo test keeps them equal
+# to the types), in the chart only.
 crd=$chart/crds/loadtests.volley.dev.yaml
+schedule_crd=$chart/crds/loadtestschedules.volley.dev.yaml
 out=target/chart
 mkdir -p "$out"
 
@@ -112,7 +114,7 @@ if "$helm" template volley "$chart" --set rbac.namespaced=true >/dev/null 2>&1; 
 fi
 echo "chart: schema and guard checks passed"
 
-"$venv/bin/python" .ci/check_crd_schema.py "$crd" \
+"$venv/bin/python" .ci/check_crd_schema.py "$crd,$schedule_crd" \
   examples/*.yaml core/tests/manifests/valid/*.yaml README.md docs/*.md examples/README.md \
   "$chart/templates/NOTES.txt"
 "$venv/bin/python" .ci/check_argocd_health.py "$crd" docs/guide.md

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Validates LoadTest manifests against the generated CRD's schema, as the API server would.
+"""Validates LoadTest and LoadTestSchedule manifests against the generated CRDs' schemas, as the
+API server would.
 
 `kubectl apply` of a LoadTest is checked by the API server against the CRD's openAPIV3Schema,
 not by Volley's own parser: a manifest Volley accepts but the schema refuses (a type, a
@@ -13,14 +14,15 @@ and every valid corpus manifest through the schema with the API server's rules:
   as in JSON Schema.
 
 It also checks that it can fail: a manifest with a misspelled field and one with a wrong type
-must be refused.
+must be refused (and, when a LoadTestSchedule was checked, one with a misspelled field in its
+template).
 
 And every status field the given files tell users to read (`status.x.y`, `.status.x[0].y`, as
-in a `kubectl -o jsonpath`) must exist in the CRD's status schema: a misspelled path in the docs
+in a `kubectl -o jsonpath`) must exist in a CRD's status schema: a misspelled path in the docs
 prints nothing in a cluster, silently.
 
-Usage: check_crd_schema.py CRD.yaml FILE...  (YAML files, or Markdown whose ```yaml blocks
-are read)
+Usage: check_crd_schema.py CRD.yaml[,CRD.yaml...] FILE...  (YAML files, or Markdown whose
+```yaml blocks are read)
 """
 
 import copy
@@ -71,9 +73,7 @@ def to_json_schema(node):
     return out
 
 
-def load_schema(crd_path):
-    with open(crd_path, encoding="utf-8") as f:
-        crd = yaml.safe_load(f)
+def load_schema(crd):
     schemas = {}
     for version in crd["spec"]["versions"]:
         raw = version["schema"]["openAPIV3Schema"]
@@ -85,7 +85,7 @@ def load_schema(crd_path):
         for name, node in implicit.items():
             schema.setdefault("properties", {}).setdefault(name, node)
         schemas[f'{crd["spec"]["group"]}/{version["name"]}'] = schema
-    return crd["spec"]["names"]["kind"], schemas
+    return schemas
 
 
 STATUS_PATH = re.compile(r"\bstatus((?:\.[A-Za-z][A-Za-z0-9]*(?:\[[^\]]*\])?)+)")
@@ -124,24 +124,32 @@ def main(argv):
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    kind, schemas = load_schema(argv[1])
-    with open(argv[1], encoding="utf-8") as f:
-        crd = yaml.safe_load(f)
+    crds = []
+    for crd_path in argv[1].split(","):
+        with open(crd_path, encoding="utf-8") as f:
+            crds.append(yaml.safe_load(f))
+    # kind -> apiVersion -> schema
+    schemas = {crd["spec"]["names"]["kind"]: load_schema(crd) for crd in crds}
+    statuses = [version["schema"]["openAPIV3Schema"]["properties"]["status"]
+                for crd in crds for version in crd["spec"]["versions"]]
     failed = False
     checked = 0
     paths = set()
-    first = None
+    first = {}
     for path in argv[2:]:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
         for match in STATUS_PATH.finditer(text):
             paths.add(match.group(1))
-            for version in crd["spec"]["versions"]:
-                status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-                why = status_path_problem(status, match.group(1))
-                if why:
-                    print(f"{path}: status{match.group(1)}: {why}", file=sys.stderr)
-                    failed = True
+            # A path is fine when some CRD's status has it (LoadTest or LoadTestSchedule).
+            whys = [status_path_problem(status, match.group(1)) for status in statuses]
+            if all(whys):
+                # The CRD whose status has the path's first field says best what is wrong.
+                first_field = re.match(r"\.([A-Za-z0-9]+)", match.group(1)).group(1)
+                why = next((w for w, st in zip(whys, statuses)
+                            if first_field in st.get("properties", {})), whys[0])
+                print(f"{path}: status{match.group(1)}: {why}", file=sys.stderr)
+                failed = True
         if path.endswith(".txt"):
             continue
         if path.endswith(".md"):
@@ -151,9 +159,10 @@ def main(argv):
             docs = list(yaml.safe_load_all(text))
         docs = [d for d in docs if d]
         for doc in docs:
-            if not isinstance(doc, dict) or doc.get("kind") != kind:
+            if not isinstance(doc, dict) or doc.get("kind") not in schemas:
                 continue
-            schema = schemas.get(doc.get("apiVersion"))
+            kind = doc["kind"]
+            schema = schemas[kind].get(doc.get("apiVersion"))
             if schema is None:
                 print(f"{path}: no CRD version serves {doc.get('apiVersion')}", file=sys.stderr)
                 failed = True
@@ -163,30 +172,35 @@ def main(argv):
                 print(f"{path}: {p}", file=sys.stderr)
             failed |= bool(found)
             checked += 1
-            first = first or (schema, doc)
-    if checked == 0:
+            first.setdefault(kind, (schema, doc))
+    if "LoadTest" not in first:
         print("no LoadTest manifests were given", file=sys.stderr)
         return 1
 
     # The check must be able to fail.
-    schema, doc = first
+    schema, doc = first["LoadTest"]
     typo = copy.deepcopy(doc)
     typo["spec"]["scenarios"][0]["maxVus"] = 10
     wrong_type = copy.deepcopy(doc)
     wrong_type["spec"]["runners"] = {"parallelism": "two"}
-    for name, bad in (("an unknown field", typo), ("a wrong type", wrong_type)):
+    bad_docs = [(schema, "an unknown field", typo), (schema, "a wrong type", wrong_type)]
+    if "LoadTestSchedule" in first:
+        schema, doc = first["LoadTestSchedule"]
+        template_typo = copy.deepcopy(doc)
+        template_typo["spec"]["template"]["spec"]["scenarios"][0]["maxVus"] = 10
+        bad_docs.append((schema, "an unknown field in a schedule's template", template_typo))
+    for schema, name, bad in bad_docs:
         if not problems(schema, bad):
             print(f"the schema check accepted {name}; it cannot be trusted", file=sys.stderr)
             failed = True
 
     if failed:
         return 1
-    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-    if status_path_problem(status, ".reportRef.name") is None:
+    if any(status_path_problem(status, ".reportRef.name") is None for status in statuses):
         print("the status path check accepted reportRef.name; it cannot be trusted", file=sys.stderr)
         return 1
-    print(f"CRD schema: {checked} LoadTest manifests accepted (unknown fields refused); "
-          f"{len(paths)} status paths in the docs exist")
+    print(f"CRD schema: {checked} manifests ({', '.join(sorted(first))}) accepted (unknown "
+          f"fields refused); {len(paths)} status paths in the docs exist")
     return 0
 
 

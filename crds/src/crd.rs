@@ -1,21 +1,35 @@
-//! The LoadTest CustomResourceDefinition, generated from the Rust types.
+//! The CustomResourceDefinitions (LoadTest and LoadTestSchedule), generated from the Rust types.
 //!
-//! The Helm chart's `charts/volley/crds/loadtests.volley.dev.yaml` is this module's output,
-//! committed there and nowhere else (Helm installs it, and `kubectl apply` can use it without
-//! Helm); a test fails when the two differ. Regenerate with
-//! `cargo run -p volley-runner -- crd > charts/volley/crds/loadtests.volley.dev.yaml`.
+//! The Helm chart's `charts/volley/crds/loadtests.volley.dev.yaml` and
+//! `charts/volley/crds/loadtestschedules.volley.dev.yaml` are this module's output, committed
+//! there and nowhere else (Helm installs them, and `kubectl apply` can use them without Helm);
+//! a test fails when they differ. Regenerate with
+//! `cargo run -p volley-runner -- crd > charts/volley/crds/loadtests.volley.dev.yaml` and
+//! `cargo run -p volley-runner -- crd loadtestschedule > charts/volley/crds/loadtestschedules.volley.dev.yaml`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::schedule::LoadTestSchedule;
 use crate::spec::LoadTest;
 
 /// The committed CRD, the chart's, relative to the repository's root.
 pub const CRD_FILE: &str = "charts/volley/crds/loadtests.volley.dev.yaml";
+/// The committed LoadTestSchedule CRD, the chart's, relative to the repository's root.
+pub const SCHEDULE_CRD_FILE: &str = "charts/volley/crds/loadtestschedules.volley.dev.yaml";
 
-/// The CRD object.
+/// The LoadTest CRD object.
 pub fn crd() -> CustomResourceDefinition {
-    let mut crd = LoadTest::crd();
+    normalized(LoadTest::crd())
+}
+
+/// The LoadTestSchedule CRD object.
+pub fn schedule_crd() -> CustomResourceDefinition {
+    normalized(LoadTestSchedule::crd())
+}
+
+/// `crd` with the schema edits every generated CRD needs (see the functions called).
+fn normalized(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         let Some(schema) = version
             .schema
@@ -119,9 +133,18 @@ fn join_lines(text: &str) -> String {
         .join("\n\n")
 }
 
-/// The CRD as YAML, with a header saying where it comes from.
+/// The LoadTest CRD as YAML, with a header saying where it comes from.
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
-    let body = serde_norway::to_string(&crd())?;
+    yaml(&crd())
+}
+
+/// The LoadTestSchedule CRD as YAML, with a header saying where it comes from.
+pub fn schedule_crd_yaml() -> Result<String, serde_norway::Error> {
+    yaml(&schedule_crd())
+}
+
+fn yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
+    let body = serde_norway::to_string(crd)?;
     Ok(format!(
         "# Generated from the Rust types in crds/src by `volley crd`. Do not edit.\n---\n{body}"
     ))
@@ -283,7 +306,10 @@ mod tests {
     use super::*;
 
     fn schema() -> serde_json::Value {
-        let crd = crd();
+        schema_of(&crd())
+    }
+
+    fn schema_of(crd: &CustomResourceDefinition) -> serde_json::Value {
         let version = &crd.spec.versions[0];
         let schema = version
             .schema
@@ -294,17 +320,25 @@ mod tests {
     }
 
     #[test]
-    fn committed_crd_matches_the_types() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(CRD_FILE);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        let generated = crd_yaml().unwrap();
-        assert!(
-            committed == generated,
-            "{} is stale: regenerate it with `cargo run -p volley-runner -- crd > {CRD_FILE}`",
-            path.display()
-        );
+    fn committed_crds_match_the_types() {
+        for (file, generated, command) in [
+            (CRD_FILE, crd_yaml().unwrap(), "crd"),
+            (
+                SCHEDULE_CRD_FILE,
+                schedule_crd_yaml().unwrap(),
+                "crd loadtestschedule",
+            ),
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(file);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{} is stale: regenerate it with `cargo run -p volley-runner -- {command} > {file}`",
+                path.display()
+            );
+        }
     }
 
     /// `kubectl explain` wraps text itself: a description keeps a line break only between
@@ -353,12 +387,15 @@ mod tests {
 
     #[test]
     fn schema_is_structural() {
-        let problems = structural_problems(&schema());
-        assert!(
-            problems.is_empty(),
-            "non-structural schema:\n{}",
-            problems.join("\n")
-        );
+        for crd in [crd(), schedule_crd()] {
+            let problems = structural_problems(&schema_of(&crd));
+            assert!(
+                problems.is_empty(),
+                "non-structural schema of {}:\n{}",
+                crd.spec.names.kind,
+                problems.join("\n")
+            );
+        }
     }
 
     #[test]
@@ -477,9 +514,74 @@ mod tests {
         }
         let mut missing = Vec::new();
         walk(&schema(), "", &mut missing);
+        walk(&schema_of(&schedule_crd()), "", &mut missing);
         assert!(
             missing.is_empty(),
             "fields without a description: {missing:#?}"
         );
+    }
+
+    #[test]
+    fn schedule_names_columns_and_defaults() {
+        let crd = schedule_crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("loadtestschedules.volley.dev")
+        );
+        assert_eq!(crd.spec.group, "volley.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "LoadTestSchedule");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["lts".to_string()]));
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let columns = v.additional_printer_columns.as_ref().unwrap();
+        let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Schedule",
+                "Suspend",
+                "Active",
+                "Last run",
+                "Last verdict",
+                "Age",
+                "Last schedule"
+            ]
+        );
+        let s = schema_of(&crd);
+        for c in columns
+            .iter()
+            .filter(|c| c.json_path != ".metadata.creationTimestamp")
+        {
+            let (root, rest) = c.json_path.trim_start_matches('.').split_once('.').unwrap();
+            let mut node = &s["properties"][root];
+            for key in rest.split('.') {
+                node = &node["properties"][key];
+            }
+            assert!(node.is_object(), "{} points nowhere", c.json_path);
+        }
+        let spec = &s["properties"]["spec"]["properties"];
+        assert_eq!(
+            spec["concurrencyPolicy"]["enum"],
+            serde_json::json!(["Forbid", "Replace", "Allow"])
+        );
+        assert_eq!(spec["successfulRunsHistoryLimit"]["default"], 3);
+        assert_eq!(spec["failedRunsHistoryLimit"]["default"], 1);
+        assert_eq!(
+            spec["startingDeadlineSeconds"]["minimum"].as_f64(),
+            Some(0.0)
+        );
+        // The template's spec is a full LoadTest spec (only its description differs).
+        let mut template = spec["template"]["properties"]["spec"].clone();
+        let mut loadtest = schema()["properties"]["spec"].clone();
+        template["description"] = serde_json::Value::Null;
+        loadtest["description"] = serde_json::Value::Null;
+        assert_eq!(template, loadtest);
     }
 }

@@ -16,6 +16,8 @@
 //! - [`status_patch`]: the merge patch that writes a status.
 //! - [`registry`]: the aggregator as the controller sees it.
 //! - [`rbac`]: the operator's ClusterRole.
+//! - [`schedule`]: a LoadTestSchedule's decisions, [`schedule::decide`].
+//! - [`schedule_controller`]: the kube-rs controller of LoadTestSchedules.
 //! - [`controller`]: the kube-rs controller.
 //! - [`aggregator_registry`]: [`registry::RunRegistry`] over the embedded aggregator.
 //! - [`report`]: the report ConfigMap (`summary.json`) of a finished run.
@@ -39,6 +41,8 @@ pub mod rbac;
 pub mod registry;
 pub mod report;
 pub mod report_http;
+pub mod schedule;
+pub mod schedule_controller;
 pub mod secret;
 pub mod serve;
 pub mod spec_check;

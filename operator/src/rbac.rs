@@ -11,9 +11,12 @@
 //!
 //! | API group | resources | verbs | used for |
 //! |---|---|---|---|
-//! | `volley.dev` | `loadtests` | get, list, watch | the controller's watch |
+//! | `volley.dev` | `loadtests` | get, list, watch, create, delete | the controller's watch; a schedule's runs (created on schedule, deleted beyond the history limits or replaced) |
 //! | `volley.dev` | `loadtests/status` | patch | status writes (JSON merge patch) |
 //! | `volley.dev` | `loadtests/finalizers` | update | ownerReferences with `blockOwnerDeletion` (required where the OwnerReferencesPermissionEnforcement admission plugin runs) |
+//! | `volley.dev` | `loadtestschedules` | get, list, watch | the schedule controller's watch |
+//! | `volley.dev` | `loadtestschedules/status` | patch | schedule status writes |
+//! | `volley.dev` | `loadtestschedules/finalizers` | update | the runs' ownerReferences with `blockOwnerDeletion` |
 //! | core | `pods` | list, watch, create, delete | runner pods |
 //! | core | `secrets` | get, create, delete | the per-run token Secret (read back by name after a restart) |
 //! | core | `configmaps` | get, create, update | the report ConfigMap (created, or replaced when it is the run's own: read first to check its owner) |
@@ -63,9 +66,20 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// The rules of the operator's ClusterRole: what it needs for LoadTests in any namespace.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
-        rule("volley.dev", &["loadtests"], &["get", "list", "watch"]),
+        rule(
+            "volley.dev",
+            &["loadtests"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
         rule("volley.dev", &["loadtests/status"], &["patch"]),
         rule("volley.dev", &["loadtests/finalizers"], &["update"]),
+        rule(
+            "volley.dev",
+            &["loadtestschedules"],
+            &["get", "list", "watch"],
+        ),
+        rule("volley.dev", &["loadtestschedules/status"], &["patch"]),
+        rule("volley.dev", &["loadtestschedules/finalizers"], &["update"]),
         rule("", &["pods"], &["list", "watch", "create", "delete"]),
         rule("", &["secrets"], &["get", "create", "delete"]),
         rule("", &["configmaps"], &["get", "create", "update"]),
@@ -191,9 +205,12 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!([
-                {"apiGroups": ["volley.dev"], "resources": ["loadtests"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["volley.dev"], "resources": ["loadtests"], "verbs": ["get", "list", "watch", "create", "delete"]},
                 {"apiGroups": ["volley.dev"], "resources": ["loadtests/status"], "verbs": ["patch"]},
                 {"apiGroups": ["volley.dev"], "resources": ["loadtests/finalizers"], "verbs": ["update"]},
+                {"apiGroups": ["volley.dev"], "resources": ["loadtestschedules"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["volley.dev"], "resources": ["loadtestschedules/status"], "verbs": ["patch"]},
+                {"apiGroups": ["volley.dev"], "resources": ["loadtestschedules/finalizers"], "verbs": ["update"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use volley_aggregator::Aggregator;
@@ -21,6 +22,7 @@ use crate::aggregator_registry::AggregatorRegistry;
 use crate::config::Config;
 use crate::controller;
 use crate::leader::{Elector, LeaseConfig, LeaseLock, OwnPod, Term};
+use crate::schedule_controller;
 use crate::telemetry::{self, OperatorMetrics};
 use crate::webhook::{self, CertSource, Certificates};
 
@@ -127,7 +129,8 @@ pub enum Exit {
     LostLeadership,
 }
 
-/// The whole operator: servers, ticker, leader election, controller, graceful shutdown.
+/// The whole operator: servers, ticker, leader election, the LoadTest and LoadTestSchedule
+/// controllers, graceful shutdown.
 pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     let metrics = Arc::new(OperatorMetrics::new());
     let aggregator = Aggregator::new();
@@ -192,20 +195,26 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     });
     tracing::info!(%identity, lease = %config.lease_name, %namespace, "waiting for leadership");
     ready.store(true, Ordering::SeqCst);
+    let config = &config;
     let term = elector
         .run(signalled_rx, |stop_controller| async {
             leading.store(true, Ordering::SeqCst);
             if let Some((name, ca)) = &publish_ca {
                 webhook::publish_logged(&client, name, ca).await;
             }
-            let result = controller::run(
-                client.clone(),
-                &config,
-                registry.clone(),
-                metrics,
-                stop_controller,
+            // Both controllers lead together and stop together: on shutdown or a lost Lease.
+            let stop = stop_controller.shared();
+            let result = futures::try_join!(
+                controller::run(
+                    client.clone(),
+                    config,
+                    registry.clone(),
+                    metrics,
+                    stop.clone()
+                ),
+                schedule_controller::run(client.clone(), config, stop),
             )
-            .await;
+            .map(|_| ());
             leading.store(false, Ordering::SeqCst);
             result
         })

@@ -229,9 +229,24 @@ fn read_source(path: &Path) -> Result<Vec<u8>, ManifestProblems> {
     Ok(bytes)
 }
 
-/// `volley crd`: the CRD YAML on stdout.
-pub fn print_crd() -> ExitCode {
-    match crd::crd_yaml() {
+/// Which CRD `volley crd` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CrdKind {
+    /// The LoadTest CRD.
+    #[value(alias = "lt")]
+    Loadtest,
+    /// The LoadTestSchedule CRD.
+    #[value(alias = "lts")]
+    Loadtestschedule,
+}
+
+/// `volley crd [KIND]`: the CRD YAML on stdout.
+pub fn print_crd(kind: CrdKind) -> ExitCode {
+    let yaml = match kind {
+        CrdKind::Loadtest => crd::crd_yaml(),
+        CrdKind::Loadtestschedule => crd::schedule_crd_yaml(),
+    };
+    match yaml {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS

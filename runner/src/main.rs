@@ -78,8 +78,12 @@ enum Command {
         #[arg(long)]
         cluster: bool,
     },
-    /// Print the LoadTest CustomResourceDefinition (YAML).
-    Crd,
+    /// Print a CustomResourceDefinition (YAML): LoadTest, or LoadTestSchedule.
+    Crd {
+        /// Which CRD: `loadtest` or `loadtestschedule`.
+        #[arg(value_enum, default_value = "loadtest")]
+        kind: cli::CrdKind,
+    },
     /// Run one runner of a distributed test (inside a runner pod): register with the
     /// aggregator, wait for the common start, run this runner's share, report every second.
     /// Exit code: 0 this runner did its part (also when the run was stopped or aborted),
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
             files,
         } => report_cli::report(&summary, manifest.as_deref(), files),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
-        Command::Crd => cli::print_crd(),
+        Command::Crd { kind } => cli::print_crd(kind),
         Command::Agent(args) => cli::run_agent(args),
     }
 }
