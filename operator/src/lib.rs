@@ -13,6 +13,7 @@
 //! - [`spec_check`]: spec rules that hold in the cluster only.
 //! - [`conditions`]: the standard status conditions.
 //! - [`phase`]: the phase machine, [`phase::next_step`].
+//! - [`rerun`]: re-runs on a change of spec or `volley.dev/rerun`, and the run history.
 //! - [`status_patch`]: the merge patch that writes a status.
 //! - [`registry`]: the aggregator as the controller sees it.
 //! - [`rbac`]: the operator's ClusterRole.
@@ -35,6 +36,7 @@ pub mod pods;
 pub mod rbac;
 pub mod registry;
 pub mod report;
+pub mod rerun;
 pub mod secret;
 pub mod serve;
 pub mod spec_check;
