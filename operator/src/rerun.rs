@@ -28,8 +28,8 @@ use crate::conditions::{self, COMPLETE, ConditionInputs, STARTED, THRESHOLDS_PAS
 pub const RERUN_ANNOTATION: &str = "volley.dev/rerun";
 /// Entries `status.history` keeps when `spec.cleanup.historyLimit` is not set.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
-/// The most entries `status.history` keeps, whatever the spec says (the CRD refuses more): the
-/// status is one object of bounded size.
+/// The most entries `status.history` keeps, whatever the spec says: the status is one object
+/// of bounded size.
 pub const MAX_HISTORY_LIMIT: u32 = 50;
 
 /// Why a new run is wanted.
