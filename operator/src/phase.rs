@@ -2473,10 +2473,10 @@ mod tests {
                     "{label}: no new run"
                 );
                 assert!(!d.events.iter().any(|e| e.reason == "Rerun"), "{label}");
-                if progress.is_some() {
+                if let Some(progress) = progress {
                     // The stop of #18 goes on per run; the next run waits for it.
                     assert_eq!(d.requeue, Some(DRAIN_POLL), "{label}");
-                    assert_eq!(d.forget_run, progress.unwrap().outcome.is_some(), "{label}");
+                    assert_eq!(d.forget_run, progress.outcome.is_some(), "{label}");
                 }
                 continue;
             };

@@ -334,7 +334,8 @@ mod tests {
             ..RunRecord::default()
         };
         // (history before, limit, runs after, reports deleted)
-        let cases: [(Vec<u32>, usize, Vec<u32>, Vec<&str>); 5] = [
+        type Case = (Vec<u32>, usize, Vec<u32>, Vec<&'static str>);
+        let cases: [Case; 5] = [
             (vec![], 10, vec![5], vec![]),
             (vec![4, 3], 10, vec![5, 4, 3], vec![]),
             (vec![4, 3], 3, vec![5, 4, 3], vec![]),
