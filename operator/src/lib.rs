@@ -36,6 +36,7 @@ pub mod pods;
 pub mod rbac;
 pub mod registry;
 pub mod report;
+pub mod report_http;
 pub mod rerun;
 pub mod secret;
 pub mod serve;

@@ -146,7 +146,8 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
         )),
         tokio::spawn(serve_until(
             obs_listener,
-            observability_router(metrics.clone(), registry.clone(), ready.clone()),
+            observability_router(metrics.clone(), registry.clone(), ready.clone())
+                .merge(crate::report_http::reports_router(client.clone())),
             stop_rx.clone(),
         )),
     ];

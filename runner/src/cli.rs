@@ -264,6 +264,8 @@ pub struct RunOptions {
     pub runners: Option<u32>,
     /// The allowed targets (`--allowed-targets`); empty allows everything.
     pub allowed_targets: TargetPolicy,
+    /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
+    pub reports: crate::report_cli::ReportFiles,
 }
 
 /// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
@@ -325,6 +327,15 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
             .and_then(|json| std::fs::write(out, json));
         if let Err(e) = written {
             eprintln!("cannot write {}: {e}", out.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    if options.reports.any() {
+        let spec = serde_json::to_value(&lt.spec).ok();
+        let written = crate::report_cli::reader_summary(&summary)
+            .and_then(|s| crate::report_cli::write_reports(&s, spec.as_ref(), &options.reports));
+        if let Err(e) = written {
+            eprintln!("{e}");
             return ExitCode::from(EXIT_ERROR);
         }
     }

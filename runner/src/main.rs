@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod report_cli;
 
 /// Volley: load tests with exact merged percentiles and a pass/fail verdict.
 #[derive(Parser)]
@@ -50,6 +51,20 @@ enum Command {
             value_parser = volley_core::target_policy::TargetPolicy::parse,
         )]
         allowed_targets: Option<volley_core::target_policy::TargetPolicy>,
+        #[command(flatten)]
+        reports: report_cli::ReportFiles,
+    },
+    /// Render a run's summary document (`volley run --out`, or the `summary.json` key of a
+    /// LoadTest's report ConfigMap) as HTML, Markdown, JUnit XML or CSV; `-` reads standard
+    /// input. Without a format flag, prints the Markdown.
+    Report {
+        /// The summary document (JSON); `-` reads standard input.
+        summary: PathBuf,
+        /// The LoadTest manifest that ran, shown in the HTML report with credentials redacted.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        files: report_cli::ReportFiles,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     /// A file may hold several YAML documents (a ConfigMap beside a LoadTest): each LoadTest
@@ -93,6 +108,7 @@ fn main() -> ExitCode {
             base_url,
             runners,
             allowed_targets,
+            reports,
         } => cli::run_file(
             &file,
             out.as_deref(),
@@ -101,8 +117,14 @@ fn main() -> ExitCode {
                 base_url,
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
+                reports,
             },
         ),
+        Command::Report {
+            summary,
+            manifest,
+            files,
+        } => report_cli::report(&summary, manifest.as_deref(), files),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd => cli::print_crd(),
         Command::Agent(args) => cli::run_agent(args),
