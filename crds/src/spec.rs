@@ -764,6 +764,10 @@ pub struct Cleanup {
     /// Delete the runner pods and the Secret that the policy kept (Never, or OnSuccess after a run that did not succeed) this long after the run finished. A policy that deletes (Always, or OnSuccess after a success) deletes at the finish, without waiting for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<u32>,
+    /// How many earlier runs `status.history` keeps (default 10; more than 50 counts as 50).
+    /// The report ConfigMap of a run leaves with its history entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_limit: Option<u32>,
 }
 
 /// When to delete runner pods.

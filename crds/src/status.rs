@@ -28,9 +28,24 @@ pub struct LoadTestStatus {
     /// A sentence for humans, e.g. `p(95) 612ms >= 500ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The spec generation this status describes.
+    /// The spec generation this status describes: the generation the current run started
+    /// with. An edit made while a run is under way is queued (see `nextRun`) and this stays at
+    /// the running spec's generation until the next run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Number of the run this status describes: 1 for the first run, one more for every
+    /// re-run (absent means 1). Part of the run's identity: the names of its runner pods,
+    /// token Secret and report ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u32>,
+    /// The value of the `volley.dev/rerun` annotation when this run started: setting the
+    /// annotation to any other value starts a new run (once per value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_request: Option<String>,
+    /// Why a next run is queued behind the current one (the spec or the `volley.dev/rerun`
+    /// annotation changed while it ran); it starts when the current run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
     /// When load started (the common start of all runners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -55,9 +70,58 @@ pub struct LoadTestStatus {
     /// Where the full merged report (histograms, per-second series) is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_ref: Option<ReportRef>,
-    /// Standard conditions: `Started`, `Complete`, `ThresholdsPassed`.
+    /// Standard conditions: `Started`, `Complete`, `ThresholdsPassed`. Each carries the
+    /// `observedGeneration` of the run it describes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Earlier runs of this LoadTest, newest first, at most `spec.cleanup.historyLimit` of
+    /// them: how p95, throughput and errors moved from run to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RunRecord>,
+}
+
+/// The outcome of an earlier run, kept in `status.history`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The run's number (`status.run` while it was the current run).
+    pub run: u32,
+    /// The spec generation it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// How it ended: Succeeded, Failed, Aborted or Error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The thresholds' verdict, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// The reason of its ending, e.g. `ThresholdsFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When its load started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Median latency in ms (absent when no request was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<f64>,
+    /// failures / requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// The ConfigMap holding its full report, kept while the run is in the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_ref: Option<ReportRef>,
 }
 
 /// Where a run is in its life.
@@ -81,7 +145,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Succeeded, Failed, Aborted and Error are final: a finished run is never re-run.
+    /// Succeeded, Failed, Aborted and Error are final: a finished run never runs again (a
+    /// change of spec or the `volley.dev/rerun` annotation starts a new run).
     pub fn is_finished(self) -> bool {
         matches!(
             self,

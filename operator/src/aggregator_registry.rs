@@ -184,7 +184,11 @@ impl RunRegistry for AggregatorRegistry {
             let ids: Vec<String> = runs
                 .iter()
                 .filter(|(run, name)| match uid {
-                    Some(uid) => run.as_str() == uid,
+                    // Every run of the LoadTest: its id is the UID, or the UID and a re-run's
+                    // number (`names::run_id`).
+                    Some(uid) => run
+                        .strip_prefix(uid)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with("-r")),
                     None => name.namespace == namespace && name.loadtest == loadtest,
                 })
                 .map(|(run, _)| run.clone())

@@ -322,3 +322,24 @@ fn the_start_barrier_follows_the_operators_timeout_from_the_runs_beginning() {
         volley_aggregator::run::DEFAULT_BARRIER_TIMEOUT
     );
 }
+
+/// Every run of a deleted LoadTest goes with it, its first run (id: the UID) and its re-runs
+/// (`{uid}-r{n}`), and no run of another LoadTest whose UID merely starts the same way.
+#[tokio::test]
+async fn a_deleted_loadtest_takes_every_run_of_its_own_and_no_other() {
+    let h = harness(registration("runners: {parallelism: 1}")).await;
+    let rerun = crate::names::run_id(RUN, 2);
+    for id in [rerun.as_str(), "run-10"] {
+        h.registry.register(RunRegistration {
+            run_id: id.into(),
+            ..registration("runners: {parallelism: 1}")
+        });
+    }
+    let mut gone = h.registry.loadtest_gone("team-a", "web", Some(RUN));
+    gone.sort();
+    assert_eq!(gone, [RUN.to_string(), rerun]);
+    assert!(
+        h.registry.progress("run-10").is_some(),
+        "not this LoadTest's"
+    );
+}

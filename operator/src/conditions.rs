@@ -7,8 +7,10 @@
 //!   `lastTransitionTime` while False is when the run began, which the timeout counts from.
 //! - `ThresholdsPassed`: True or False once the verdict is known, Unknown before.
 //!
-//! A condition keeps its `lastTransitionTime` while its status stays the same; reason, message
-//! and `observedGeneration` follow the latest reconcile.
+//! A condition keeps its `lastTransitionTime` while its status stays the same; reason and
+//! message follow the latest reconcile, and `observedGeneration` is the generation of the run
+//! the status describes (`status.observedGeneration`), never a newer edit queued behind it: so
+//! a `Complete` of generation N is True only once the run of generation N finished.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -35,7 +37,7 @@ pub struct ConditionInputs<'a> {
     pub verdict: Option<Verdict>,
     /// The status message being written.
     pub message: &'a str,
-    /// The LoadTest's `metadata.generation`.
+    /// The generation of the run the status describes (`status.observedGeneration`).
     pub generation: Option<i64>,
     /// Now.
     pub now: Timestamp,

@@ -18,7 +18,12 @@
 //!    `status.reportRef`;
 //!    then write the status (JSON merge patch of the status subresource);
 //! 4. record events, tell the aggregator to stop or forget runs;
-//! 5. delete pods and the Secret when cleanup is due.
+//! 5. delete pods and the Secret when cleanup is due (or a new run starts: they were the
+//!    finished run's), and the report ConfigMaps of earlier runs that left `status.history`.
+//!
+//! Every name above is the current run's ([`RunRef`]: the run number in `status.run`): a
+//! re-run's pods are `{loadtest}-runner-{i}-r{n}`, its Secret `{loadtest}-run-token-r{n}` and
+//! its report `{loadtest}-report-r{n}`, so it never meets the objects of the run before.
 //!
 //! A LoadTest that is deleted comes back once more as a reconcile of an object no longer in the
 //! store (a requeue, or its pods going): [`loadtest_gone`] stops its run and lets it go, with no
@@ -33,7 +38,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -48,7 +53,7 @@ use crate::observed::RunnerPod;
 use crate::phase::{self, Decision, EventKind, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{RunRegistration, RunRegistry};
-use crate::report::{final_report, report_name};
+use crate::report::final_report;
 use crate::secret::{Token, run_secret};
 use crate::status_patch::status_patch;
 use crate::telemetry::OperatorMetrics;
@@ -218,7 +223,7 @@ async fn apply(
         // The run's report will need its ConfigMap's name: find out now, before any load,
         // whether someone else holds it.
         let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
-        if let Some(cm) = configmaps.get_opt(&report_name(&run.loadtest)).await?
+        if let Some(cm) = configmaps.get_opt(&run.report_name).await?
             && run.ownership(&cm.metadata) != Ownership::Ours
         {
             return name_taken(facts, run, "ConfigMap", &cm.metadata, ctx).await;
@@ -386,10 +391,59 @@ async fn finish_applying(
             Err(e) => return Err(e.into()),
         }
     }
+    if !d.delete_reports.is_empty() {
+        let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
+        for name in &d.delete_reports {
+            delete_earlier_report(&configmaps, run, name).await?;
+        }
+    }
     Ok(match d.requeue {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Deletes the report ConfigMap `name` of an earlier run that left the history, when it is one
+/// the operator made for this LoadTest ([`RunRef::owns_earlier_run`]), at the UID read (so a
+/// ConfigMap created under that name since is not deleted). Anything else of that name is
+/// left alone; one already gone is fine.
+async fn delete_earlier_report(
+    configmaps: &Api<ConfigMap>,
+    run: &RunRef,
+    name: &str,
+) -> Result<(), Error> {
+    let Some(cm) = configmaps.get_opt(name).await? else {
+        return Ok(());
+    };
+    if !run.owns_earlier_run(&cm.metadata) {
+        tracing::warn!(
+            namespace = %run.namespace,
+            loadtest = %run.loadtest,
+            configmap = %name,
+            "a report that left the history is not the operator's; left alone"
+        );
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: cm.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match configmaps.delete(name, &params).await {
+        Ok(_) => {}
+        // Gone, or replaced by another object since it was read: not ours to delete.
+        Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(
+        namespace = %run.namespace,
+        loadtest = %run.loadtest,
+        configmap = %name,
+        "deleted the report of a run that left the history"
+    );
+    Ok(())
 }
 
 /// Writes the report of the finished run to its ConfigMap (created, or replaced when it

@@ -1081,3 +1081,247 @@ async fn a_secret_of_an_earlier_loadtest_of_the_same_name_is_waited_for() {
     assert!(registry.registered.lock().unwrap().is_empty());
     expect_no_more(handle, ctx).await;
 }
+
+/// Run `n`'s id, as the `volley.dev/run` label and the aggregator know it.
+fn run_id(n: u32) -> String {
+    crate::names::run_id(UID, n)
+}
+
+/// Metadata of an object the operator made for run `n` of the fixture LoadTest.
+fn run_metadata(name: &str, n: u32) -> Value {
+    let mut meta = owned_metadata(name);
+    meta["labels"]["volley.dev/run"] = json!(run_id(n));
+    meta["uid"] = json!(format!("uid-of-{name}"));
+    meta
+}
+
+/// The fixture LoadTest at generation `generation`, finished (Failed) as run `run` of
+/// generation `observed`, with `history` before it and a report of its own.
+fn finished_run(run: u32, observed: i64, generation: i64, history: Value) -> LoadTest {
+    let mut lt = fixtures::loadtest_yaml(
+        "web",
+        "runners: {parallelism: 2}\n  cleanup: {historyLimit: 1}",
+    );
+    lt.metadata.generation = Some(generation);
+    lt.status = Some(
+        serde_json::from_value(json!({
+            "phase": "Failed", "verdict": "Failed", "reason": "ThresholdsFailed", "message": "m",
+            "observedGeneration": observed, "run": run,
+            "startTime": "2030-01-01T00:00:05Z", "completionTime": "2030-01-01T00:00:20Z",
+            "metrics": {"requests": 100, "failures": 1, "errorRate": 0.01, "rps": 5.0,
+                        "iterations": 100, "droppedIterations": 0, "dataReceivedBytes": 0,
+                        "dataSentBytes": 0, "p95": "40ms", "errors": "1%",
+                        "latencyMs": {"min": 1.0, "mean": 12.0, "p50": 10.0, "p90": 30.0,
+                                      "p95": 40.0, "p99": 90.0, "max": 100.0}},
+            "reportRef": {"configMapName": format!("web-report-r{run}")},
+            "conditions": [{"type": "Complete", "status": "True", "reason": "Failed", "message": "m",
+                            "observedGeneration": observed,
+                            "lastTransitionTime": "2030-01-01T00:00:20Z"}],
+            "history": history,
+        }))
+        .unwrap(),
+    );
+    lt
+}
+
+/// Issue 14: a spec changed after run 2 finished starts run 3 in one status write (run 2 into
+/// the history, conditions reset, the new generation observed, an event), deletes run 2's pods
+/// and Secret by their run-2 names, and the report of run 1, which left the history
+/// (`historyLimit: 1`), at the UID read.
+#[tokio::test]
+async fn a_changed_spec_starts_the_next_run_and_the_history_drops_the_oldest_report() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let history = json!([{"run": 1, "generation": 1, "phase": "Succeeded",
+                          "reportRef": {"configMapName": "web-report"}}]);
+    let lt = Arc::new(finished_run(2, 2, 3, history));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+
+    let list = serve(&mut handle, 200, |_| {
+        pod_list(
+            (0..2)
+                .map(|i| {
+                    let name = format!("web-runner-{i}-r2");
+                    json!({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": name, "namespace": "team-a",
+                                        "labels": {"volley.dev/run": run_id(2),
+                                                   "volley.dev/runner-index": i.to_string()}},
+                           "status": {"phase": "Succeeded"}})
+                })
+                .collect(),
+        )
+    })
+    .await;
+    assert_eq!(
+        list.uri,
+        format!("{PODS}?&labelSelector=volley.dev%2Frun%3D{UID}-r2"),
+        "run 2's pods, by its own label"
+    );
+    let secret = serve(&mut handle, 200, |_| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": run_metadata("web-run-token-r2", 2), "data": {"token": "c2VjcmV0"}})
+    })
+    .await;
+    assert_eq!(secret.uri, format!("{SECRET}-r2"));
+
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.uri, format!("{STATUS}?"));
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Pending");
+    assert_eq!(s["reason"], "SpecChanged");
+    assert_eq!(s["run"], 3);
+    assert_eq!(s["observedGeneration"], 3);
+    for field in [
+        "verdict",
+        "metrics",
+        "reportRef",
+        "startTime",
+        "completionTime",
+    ] {
+        assert_eq!(s[field], Value::Null, "{field} of run 2 is removed");
+    }
+    let conditions = s["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 3);
+    for c in conditions {
+        assert_eq!(c["observedGeneration"], 3, "{c}");
+        assert_ne!(c["status"], "True", "{c}");
+    }
+    assert_eq!(
+        s["history"],
+        json!([{"run": 2, "generation": 2, "phase": "Failed", "verdict": "Failed",
+                "reason": "ThresholdsFailed",
+                "startTime": "2030-01-01T00:00:05Z", "completionTime": "2030-01-01T00:00:20Z",
+                "p50Ms": 10.0, "p95Ms": 40.0, "p99Ms": 90.0, "rps": 5.0, "errorRate": 0.01,
+                "reportRef": {"configMapName": "web-report-r2"}}]),
+        "run 2 first; run 1 left (historyLimit 1)"
+    );
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.uri, format!("{EVENTS}?"));
+    assert_eq!(event.body["reason"], "Rerun");
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(
+        event.body["note"],
+        "the spec changed from generation 2 to 3: run 3 starts; run 2 (Failed) is in the history"
+    );
+    for i in 0..2 {
+        let delete = serve(&mut handle, 200, |_| json!({})).await;
+        assert_eq!(
+            (delete.method.as_str(), delete.uri.as_str()),
+            ("DELETE", format!("{PODS}/web-runner-{i}-r2?").as_str())
+        );
+    }
+    let delete = serve(&mut handle, 200, |_| json!({})).await;
+    assert_eq!(
+        (delete.method.as_str(), delete.uri.as_str()),
+        ("DELETE", format!("{SECRET}-r2?").as_str())
+    );
+    let read = serve(&mut handle, 200, |_| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": run_metadata("web-report", 1),
+               "data": {"summary.json": "{}"}})
+    })
+    .await;
+    assert_eq!((read.method.as_str(), read.uri.as_str()), ("GET", REPORT));
+    let delete = serve(&mut handle, 200, |_| json!({})).await;
+    assert_eq!(
+        (delete.method.as_str(), delete.uri.as_str()),
+        ("DELETE", format!("{REPORT}?").as_str())
+    );
+    assert_eq!(
+        delete.body["preconditions"]["uid"], "uid-of-web-report",
+        "only the ConfigMap that was read"
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert!(
+        registry.calls.lock().unwrap().is_empty(),
+        "run 2 was already let go"
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+/// A ConfigMap under the name of a report that left the history, which the operator did not
+/// make for this LoadTest, is left alone.
+#[tokio::test]
+async fn a_foreign_configmap_under_a_dropped_reports_name_is_not_deleted() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry);
+    let history = json!([{"run": 1, "reportRef": {"configMapName": "web-report"}}]);
+    let lt = Arc::new(finished_run(2, 2, 3, history));
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    serve(&mut handle, 200, |_| pod_list(Vec::new())).await;
+    serve(&mut handle, 404, |_| status(404, "NotFound", "not found")).await;
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    assert_eq!(patch.body["status"]["run"], 3);
+    serve(&mut handle, 201, |s| s.body.clone()).await;
+    let read = serve(&mut handle, 200, |_| planted_report()).await;
+    assert_eq!((read.method.as_str(), read.uri.as_str()), ("GET", REPORT));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+    expect_no_more(handle, ctx).await;
+}
+
+/// The next reconcile starts run 3 like a new LoadTest, under run 3's names: its own Secret,
+/// pods, label, run id and report name, none of which run 2 used.
+#[tokio::test]
+async fn a_rerun_creates_objects_under_its_own_names() {
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = finished_run(2, 2, 3, json!([]));
+    let (pending, _) = crate::rerun::restart(
+        &lt,
+        lt.status.as_ref().unwrap(),
+        &crate::rerun::Trigger::SpecChanged { from: 2, to: 3 },
+        fixtures::at(25),
+    );
+    lt.status = Some(pending);
+    let lt = Arc::new(lt);
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    let list = serve(&mut handle, 200, |_| pod_list(Vec::new())).await;
+    assert_eq!(
+        list.uri,
+        format!("{PODS}?&labelSelector=volley.dev%2Frun%3D{UID}-r3")
+    );
+    let get = serve(&mut handle, 404, |_| status(404, "NotFound", "not found")).await;
+    assert_eq!(get.uri, format!("{SECRET}-r3"));
+    let get = serve(&mut handle, 404, |_| status(404, "NotFound", "not found")).await;
+    assert_eq!(
+        get.uri,
+        format!("{REPORT}-r3"),
+        "run 3's report name is checked"
+    );
+    let secret = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(secret.body["metadata"]["name"], "web-run-token-r3");
+    assert_eq!(
+        secret.body["metadata"]["labels"]["volley.dev/run"],
+        run_id(3)
+    );
+    for i in 0..2 {
+        let pod = serve(&mut handle, 201, |s| s.body.clone()).await;
+        assert_eq!(pod.body["metadata"]["name"], format!("web-runner-{i}-r3"));
+        assert_eq!(pod.body["metadata"]["labels"]["volley.dev/run"], run_id(3));
+        let container = &pod.body["spec"]["containers"][0];
+        assert_eq!(container["command"][5], run_id(3), "--run");
+        assert_eq!(
+            container["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "web-run-token-r3"
+        );
+    }
+    let patch = serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    let s = &patch.body["status"];
+    assert_eq!(s["phase"], "Starting");
+    assert_eq!(s["run"], 3);
+    assert_eq!(s["observedGeneration"], 3);
+    assert_eq!(s["history"][0]["run"], 2, "the history stays");
+    let event = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(event.body["reason"], "Starting");
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        *registry.calls.lock().unwrap(),
+        [format!("register {}", run_id(3))]
+    );
+    expect_no_more(handle, ctx).await;
+}

@@ -13,6 +13,7 @@
 //! - [`spec_check`]: spec rules that hold in the cluster only.
 //! - [`conditions`]: the standard status conditions.
 //! - [`phase`]: the phase machine, [`phase::next_step`].
+//! - [`rerun`]: re-runs on a change of spec or `volley.dev/rerun`, and the run history.
 //! - [`status_patch`]: the merge patch that writes a status.
 //! - [`registry`]: the aggregator as the controller sees it.
 //! - [`rbac`]: the operator's ClusterRole.
@@ -41,6 +42,7 @@ pub mod rbac;
 pub mod registry;
 pub mod report;
 pub mod report_http;
+pub mod rerun;
 pub mod schedule;
 pub mod schedule_controller;
 pub mod secret;

@@ -59,14 +59,52 @@ pub fn label_value(value: &str) -> String {
     bounded(value, "", MAX_LABEL_VALUE)
 }
 
-/// Name of runner pod `index` of LoadTest `loadtest`: `{loadtest}-runner-{index}`.
-pub fn runner_pod_name(loadtest: &str, index: u32) -> String {
-    bounded(loadtest, &format!("-runner-{index}"), MAX_LABEL_VALUE)
+/// What ends the names of run `run`'s objects: nothing for the first run (the names of a
+/// LoadTest that never re-ran are those it always had), `-r{run}` for a re-run. A re-run's
+/// names end in `r` and digits where a first run's end in a word or in digits after `runner`,
+/// so no name of one LoadTest's re-run is a name of another LoadTest's first run.
+pub fn run_suffix(run: u32) -> String {
+    if run <= 1 {
+        String::new()
+    } else {
+        format!("-r{run}")
+    }
 }
 
-/// Name of the Secret holding a run's bearer token: `{loadtest}-run-token`.
-pub fn run_secret_name(loadtest: &str) -> String {
-    bounded(loadtest, "-run-token", MAX_OBJECT_NAME)
+/// Name of runner pod `index` of run `run` of LoadTest `loadtest`:
+/// `{loadtest}-runner-{index}`, then [`run_suffix`].
+pub fn runner_pod_name(loadtest: &str, run: u32, index: u32) -> String {
+    bounded(
+        loadtest,
+        &format!("-runner-{index}{}", run_suffix(run)),
+        MAX_LABEL_VALUE,
+    )
+}
+
+/// Name of the Secret holding the bearer token of run `run`: `{loadtest}-run-token`, then
+/// [`run_suffix`].
+pub fn run_secret_name(loadtest: &str, run: u32) -> String {
+    bounded(
+        loadtest,
+        &format!("-run-token{}", run_suffix(run)),
+        MAX_OBJECT_NAME,
+    )
+}
+
+/// Name of the report ConfigMap of run `run`: `{loadtest}-report`, then [`run_suffix`].
+/// Each run has its own, so the reports of earlier runs stay while they are in the history.
+pub fn report_name(loadtest: &str, run: u32) -> String {
+    bounded(
+        loadtest,
+        &format!("-report{}", run_suffix(run)),
+        MAX_OBJECT_NAME,
+    )
+}
+
+/// The id of run `run` of the LoadTest with UID `uid`: the UID for the first run (so runs
+/// started before re-runs existed are adopted after an upgrade), `{uid}-r{run}` for a re-run.
+pub fn run_id(uid: &str, run: u32) -> String {
+    format!("{uid}{}", run_suffix(run))
 }
 
 /// 64-bit FNV-1a: a stable, dependency-free hash for shortened names.
@@ -89,25 +127,34 @@ pub struct RunRef {
     pub namespace: String,
     /// Name of the LoadTest.
     pub loadtest: String,
-    /// The run's id as the aggregator and the `volley.dev/run` label know it: the LoadTest's
-    /// UID, which is stable across operator restarts (so running pods are adopted) and new
-    /// when a LoadTest of the same name is created again.
+    /// The run's number (`status.run`, 1 when absent).
+    pub run: u32,
+    /// The run's id as the aggregator and the `volley.dev/run` label know it ([`run_id`]):
+    /// the LoadTest's UID and the run's number, which are stable across operator restarts (so
+    /// running pods are adopted), new when a LoadTest of the same name is created again, and
+    /// new for every re-run (so a re-run never meets the pods or reports of the run before).
     pub run_id: String,
     /// Name of the run's token Secret.
     pub secret_name: String,
+    /// Name of the run's report ConfigMap.
+    pub report_name: String,
     /// Reference to the LoadTest as controller, so that deleting it deletes pods and Secret.
     pub owner: OwnerReference,
 }
 
 impl RunRef {
-    /// The run of `lt`.
+    /// The current run of `lt`: the one its status describes.
     pub fn of(lt: &LoadTest) -> Result<RunRef, MissingMetadata> {
         let meta = &lt.metadata;
         let name = meta.name.clone().ok_or(MissingMetadata("name"))?;
         let namespace = meta.namespace.clone().ok_or(MissingMetadata("namespace"))?;
         let uid = meta.uid.clone().ok_or(MissingMetadata("uid"))?;
+        let run = lt.status.as_ref().and_then(|s| s.run).unwrap_or(1).max(1);
         Ok(RunRef {
-            secret_name: run_secret_name(&name),
+            run,
+            run_id: run_id(&uid, run),
+            secret_name: run_secret_name(&name, run),
+            report_name: report_name(&name, run),
             owner: OwnerReference {
                 api_version: LoadTest::api_version(&()).into_owned(),
                 kind: LoadTest::kind(&()).into_owned(),
@@ -118,7 +165,6 @@ impl RunRef {
             },
             namespace,
             loadtest: name,
-            run_id: uid,
         })
     }
 
@@ -144,7 +190,8 @@ impl RunRef {
     /// report ConfigMap). Names are predictable, so anyone who may create Secrets or
     /// ConfigMaps in the namespace can create one first; the operator only uses, replaces or
     /// deletes an object whose controller owner is this LoadTest (by UID) and that carries
-    /// the run's label.
+    /// the run's label. (An object of an earlier run of this LoadTest carries that run's
+    /// label: see [`RunRef::owns_earlier_run`].)
     pub fn ownership(&self, meta: &ObjectMeta) -> Ownership {
         let controller = meta
             .owner_references
@@ -157,19 +204,36 @@ impl RunRef {
             .and_then(|l| l.get(RUN_LABEL))
             .is_some_and(|v| *v == label_value(&self.run_id));
         match controller {
-            Some(o) if o.kind == self.owner.kind && o.uid == self.run_id && labelled => {
+            Some(o) if o.kind == self.owner.kind && o.uid == self.owner.uid && labelled => {
                 Ownership::Ours
             }
             Some(o)
                 if o.kind == self.owner.kind
                     && o.api_version == self.owner.api_version
                     && o.name == self.loadtest
-                    && o.uid != self.run_id =>
+                    && o.uid != self.owner.uid =>
             {
                 Ownership::EarlierLoadTest
             }
             _ => Ownership::Foreign,
         }
+    }
+}
+
+impl RunRef {
+    /// Whether `meta` is of an object the operator created for some run of this LoadTest
+    /// (controller owner this LoadTest by UID, managed-by the operator): what may be deleted
+    /// when an earlier run's report leaves the history.
+    pub fn owns_earlier_run(&self, meta: &ObjectMeta) -> bool {
+        let owned = meta.owner_references.iter().flatten().any(|o| {
+            o.controller == Some(true) && o.kind == self.owner.kind && o.uid == self.owner.uid
+        });
+        let managed = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGED_BY);
+        owned && managed
     }
 }
 
@@ -192,31 +256,93 @@ mod tests {
 
     #[test]
     fn short_names_are_kept() {
-        assert_eq!(runner_pod_name("checkout", 3), "checkout-runner-3");
-        assert_eq!(run_secret_name("checkout"), "checkout-run-token");
+        assert_eq!(runner_pod_name("checkout", 1, 3), "checkout-runner-3");
+        assert_eq!(run_secret_name("checkout", 1), "checkout-run-token");
+        assert_eq!(report_name("checkout", 1), "checkout-report");
+        assert_eq!(run_id("u-1", 1), "u-1");
         assert_eq!(label_value("checkout"), "checkout");
     }
 
     #[test]
     fn long_names_are_cut_with_a_hash() {
         let long = "a".repeat(60);
-        let pod = runner_pod_name(&long, 12);
+        let pod = runner_pod_name(&long, 1, 12);
         assert_eq!(pod.len(), 63);
         assert!(pod.ends_with("-runner-12"), "{pod}");
-        let other = runner_pod_name(&format!("{}b", "a".repeat(59)), 12);
+        let other = runner_pod_name(&format!("{}b", "a".repeat(59)), 1, 12);
         assert_ne!(pod, other, "names sharing a prefix stay distinct");
-        assert_eq!(pod, runner_pod_name(&long, 12), "stable");
+        assert_eq!(pod, runner_pod_name(&long, 1, 12), "stable");
         let label = label_value(&"x".repeat(100));
         assert_eq!(label.len(), 63);
-        let secret = run_secret_name(&"s".repeat(250));
+        let secret = run_secret_name(&"s".repeat(250), 1);
         assert_eq!(secret.len(), 253);
         assert!(secret.ends_with("-run-token"));
     }
 
     #[test]
+    fn every_rerun_has_its_own_names_which_no_first_run_can_have() {
+        assert_eq!(runner_pod_name("web", 2, 0), "web-runner-0-r2");
+        assert_eq!(run_secret_name("web", 2), "web-run-token-r2");
+        assert_eq!(report_name("web", 3), "web-report-r3");
+        assert_eq!(run_id("u-1", 2), "u-1-r2");
+        // LoadTests whose names look like another's run suffix still get other names.
+        assert_ne!(
+            runner_pod_name("web-r2", 1, 0),
+            runner_pod_name("web", 2, 0)
+        );
+        assert_ne!(
+            runner_pod_name("web-runner-0", 2, 1),
+            runner_pod_name("web", 2, 0)
+        );
+        assert_ne!(
+            runner_pod_name("web-runner-0-r2", 1, 0),
+            runner_pod_name("web", 2, 0)
+        );
+        assert_ne!(report_name("web-report", 2), report_name("web", 2));
+        // Long names keep the run suffix, and so stay distinct per run.
+        let long = "a".repeat(80);
+        assert!(runner_pod_name(&long, 12, 3).ends_with("-runner-3-r12"));
+        assert_ne!(runner_pod_name(&long, 2, 0), runner_pod_name(&long, 3, 0));
+        assert_eq!(runner_pod_name(&long, 99, 99).len(), 63);
+    }
+
+    #[test]
+    fn the_run_number_comes_from_the_status() {
+        let mut lt = crate::fixtures::loadtest("web", 1);
+        lt.status = Some(volley_crds::LoadTestStatus {
+            run: Some(4),
+            ..Default::default()
+        });
+        let run = RunRef::of(&lt).unwrap();
+        assert_eq!(run.run, 4);
+        assert_eq!(run.run_id, format!("{}-r4", crate::fixtures::UID));
+        assert_eq!(run.secret_name, "web-run-token-r4");
+        assert_eq!(run.report_name, "web-report-r4");
+        assert_eq!(
+            run.owner.uid,
+            crate::fixtures::UID,
+            "the owner is the LoadTest"
+        );
+        let mut meta = ObjectMeta {
+            owner_references: Some(vec![run.owner.clone()]),
+            labels: Some(run.labels()),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(run.ownership(&meta), Ownership::Ours);
+        assert!(run.owns_earlier_run(&meta));
+        // The report of run 3: the LoadTest's, not this run's.
+        let earlier = RunRef::of(&crate::fixtures::loadtest("web", 1)).unwrap();
+        meta.labels = Some(earlier.labels());
+        assert_eq!(run.ownership(&meta), Ownership::Foreign);
+        assert!(run.owns_earlier_run(&meta));
+        meta.owner_references = None;
+        assert!(!run.owns_earlier_run(&meta), "not owned: never deleted");
+    }
+
+    #[test]
     fn cut_names_end_alphanumeric_before_the_hash() {
         let name = format!("{}-.-{}", "a".repeat(50), "b".repeat(20));
-        let pod = runner_pod_name(&name, 0);
+        let pod = runner_pod_name(&name, 1, 0);
         assert!(pod.len() <= 63);
         let (prefix, _) = pod.split_at(pod.len() - "-runner-0".len() - HASH_DIGITS - 1);
         assert!(prefix.ends_with('a'), "{pod}");

@@ -30,7 +30,12 @@
 //!   limited) or `ProxyNotAllowed` (a proxy variable in `runners.env` while targets are
 //!   limited). Either way no Secret and no pod is created and nothing is registered.
 //! - A finished run is final: no pod or Secret is ever created for it again, and its phase,
-//!   reason and message are never rewritten. Its runners may still be stopping (a run the
+//!   reason and message are never rewritten. A change of its spec (or of the `volley.dev/rerun`
+//!   annotation) starts a *new* run ([`crate::rerun`]): once the finished run's runners
+//!   stopped, one status write moves it into `status.history`, resets the conditions and
+//!   makes the new run Pending under a new run number, and its pods and Secret are deleted
+//!   (the new run has its own names). A change while a run is under way is queued behind it
+//!   (`status.nextRun`, event `RerunQueued`): the run goes on as it started. Its runners may still be stopping (a run the
 //!   operator ends: abort, timeout, a runner failure, a pod that cannot start): the aggregator
 //!   keeps answering `stop` until every runner acknowledged with its final report or is gone,
 //!   and only then is the run forgotten and its final figures written (every report the
@@ -58,6 +63,7 @@ use volley_crds::text::{shorten, shorten_bytes};
 use crate::conditions::{self, COMPLETE, ConditionInputs, MAX_MESSAGE_CHARS};
 use crate::config::{RunnerDefaults, Timing};
 use crate::observed::{PodPhase, RunProgress, RunResults, RunnerPod};
+use crate::rerun;
 use crate::spec_check;
 
 /// Longest event note, in bytes: the API server refuses an events.k8s.io/v1 Event whose note
@@ -143,6 +149,8 @@ pub struct Decision {
     pub delete_pods: Vec<String>,
     /// Delete the run's Secret (cleanup).
     pub delete_secret: bool,
+    /// Delete these report ConfigMaps: of earlier runs that left the history.
+    pub delete_reports: Vec<String>,
     /// Events to record.
     pub events: Vec<EventNote>,
     /// Reconcile again after this long (besides watch events); `None`: only on changes.
@@ -256,6 +264,19 @@ pub fn next_step(facts: &Observed<'_>) -> Decision {
         )
     };
     let status = build_status(facts, old, phase, reason, &message, counts, None);
+    if let Some(next) = &status.next_run
+        && old.next_run.as_ref() != Some(next)
+    {
+        d.events.push(EventNote::new(
+            EventKind::Normal,
+            "RerunQueued",
+            "QueueRun",
+            &format!(
+                "{next}; the {phase} run goes on as it started (generation {}), and the next run starts once it finished",
+                status.observed_generation.unwrap_or_default()
+            ),
+        ));
+    }
     if old.phase != Some(phase) {
         let note = if started {
             format!("all {desired} runners started the load")
@@ -320,7 +341,7 @@ pub fn needs_observation(lt: &LoadTest) -> bool {
     let Some(phase) = lt.status.as_ref().and_then(|s| s.phase) else {
         return true;
     };
-    if !phase.is_finished() {
+    if !phase.is_finished() || rerun::wanted(lt, old_status(lt)).is_some() {
         return true;
     }
     let cleanup = &lt.spec.cleanup;
@@ -499,7 +520,16 @@ fn finish(
 /// looked at again every second; once
 /// drained, the final figures (every report the runners made before they stopped) are
 /// written, with the phase, reason and message the finish wrote. Then only cleanup remains.
+///
+/// A new run that is wanted ([`rerun::wanted`]) starts once the finished run is drained (the
+/// aggregator no longer knows it): see [`start_again`].
 fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Decision {
+    let rerun = rerun::wanted(facts.loadtest, old);
+    if let Some(why) = &rerun
+        && facts.progress.is_none()
+    {
+        return start_again(facts, old, why);
+    }
     let mut d = Decision::default();
     let completion = old
         .completion_time
@@ -518,6 +548,10 @@ fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Dec
             if status != *old {
                 d.status = Some(status);
             }
+            if rerun.is_some() {
+                // The run waiting behind this one starts at the next look.
+                drain_requeue = Some(DRAIN_POLL);
+            }
         } else {
             d.abort = Some(
                 old.message
@@ -533,6 +567,37 @@ fn after_finish(facts: &Observed<'_>, phase: Phase, old: &LoadTestStatus) -> Dec
         (a, b) => a.or(b),
     };
     d
+}
+
+/// The first step of a new run of `facts.loadtest`, whose drained, finished run `old`
+/// describes, asked for by `why`: the status of the new run (Pending, the finished run first
+/// in the history, conditions reset), an event, and the finished run's pods and Secret deleted
+/// (the new run has its own; the old run's logs go with them) as well as the reports of runs
+/// that left the history. The next reconcile sees a Pending run and starts it like a new
+/// LoadTest: validation first.
+fn start_again(facts: &Observed<'_>, old: &LoadTestStatus, why: &rerun::Trigger) -> Decision {
+    let (status, dropped) = rerun::restart(facts.loadtest, old, why, facts.now);
+    let note = status.message.clone().unwrap_or_default();
+    Decision {
+        delete_pods: facts
+            .pods
+            .iter()
+            .filter(|p| !p.deleting)
+            .map(|p| p.name.clone())
+            .collect(),
+        delete_secret: facts.secret_exists,
+        delete_reports: dropped,
+        events: vec![EventNote::new(
+            EventKind::Normal,
+            "Rerun",
+            "StartRun",
+            &note,
+        )],
+        status: Some(status),
+        // Written at once: the status write brings the next reconcile, which starts the run.
+        requeue: Some(Duration::from_secs(1)),
+        ..Decision::default()
+    }
 }
 
 /// How often a finished run whose runners are still stopping is looked at.
@@ -720,6 +785,25 @@ fn build_status(
             Verdict::Failed
         });
     }
+    let lt = facts.loadtest;
+    // The generation the run started with: an edit during the run is queued, not run, so the
+    // status (and every condition) keeps describing the spec that runs. Except `abort: true`,
+    // which the run answers at once: the aborted status describes the spec that stopped it.
+    let generation = match old.phase {
+        None | Some(Phase::Pending) => lt.metadata.generation,
+        Some(_) if lt.spec.abort => lt.metadata.generation,
+        Some(_) => old.observed_generation.or(lt.metadata.generation),
+    };
+    // The annotation value the run answers: the one there when it started.
+    let rerun_request = match old.phase {
+        None => rerun::rerun_annotation(lt).map(str::to_string),
+        Some(_) => old.rerun_request.clone(),
+    };
+    let next_run = if phase.is_finished() {
+        None
+    } else {
+        rerun::trigger(lt, generation, rerun_request.as_deref()).map(|why| why.describe())
+    };
     let conditions = conditions::conditions(
         &old.conditions,
         &ConditionInputs {
@@ -727,7 +811,7 @@ fn build_status(
             started: start_time.is_some() || phase == Phase::Running,
             verdict: results.verdict,
             message,
-            generation: facts.loadtest.metadata.generation,
+            generation,
             now: facts.now,
         },
     );
@@ -736,7 +820,10 @@ fn build_status(
         verdict: results.verdict,
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
-        observed_generation: facts.loadtest.metadata.generation,
+        observed_generation: generation,
+        run: old.run,
+        rerun_request,
+        next_run,
         start_time,
         completion_time: completion.map(Time),
         runners: Some(counts),
@@ -746,6 +833,7 @@ fn build_status(
         steps: results.steps,
         report_ref: results.report_ref,
         conditions,
+        history: old.history.clone(),
     }
 }
 
@@ -2290,5 +2378,358 @@ mod tests {
                 .unwrap()
                 .contains("(the default timeout (the plan plus 10m))"),
         );
+    }
+
+    /// `lt` with the status `d` writes, if any.
+    fn written(mut lt: LoadTest, d: &Decision) -> LoadTest {
+        if let Some(status) = &d.status {
+            lt.status = Some(status.clone());
+        }
+        lt
+    }
+
+    fn with_rerun(mut lt: LoadTest, value: &str) -> LoadTest {
+        lt.metadata.annotations = Some(BTreeMap::from([(
+            rerun::RERUN_ANNOTATION.to_string(),
+            value.to_string(),
+        )]));
+        lt
+    }
+
+    #[test]
+    fn a_change_to_a_finished_run_starts_a_new_run_once_its_runners_stopped() {
+        let finished = |phase| in_phase(fixtures::loadtest("web", 2), phase);
+        let edited = |phase| {
+            let mut lt = finished(phase);
+            lt.metadata.generation = Some(2);
+            lt
+        };
+        let mut aborting = edited(Phase::Aborted);
+        aborting.spec.abort = true;
+        let draining = RunProgress {
+            registered: 2,
+            ..RunProgress::default()
+        };
+        let drained = outcome(Phase::Aborted, "Aborted", None);
+        // (label, LoadTest, progress, reason of the new run (None: no new run yet))
+        let cases: Vec<(&str, LoadTest, Option<RunProgress>, Option<&str>)> = vec![
+            ("unchanged", finished(Phase::Succeeded), None, None),
+            (
+                "Succeeded, spec changed",
+                edited(Phase::Succeeded),
+                None,
+                Some("SpecChanged"),
+            ),
+            (
+                "Failed, spec changed",
+                edited(Phase::Failed),
+                None,
+                Some("SpecChanged"),
+            ),
+            (
+                "Aborted, spec changed",
+                edited(Phase::Aborted),
+                None,
+                Some("SpecChanged"),
+            ),
+            (
+                "Error, spec fixed",
+                edited(Phase::Error),
+                None,
+                Some("SpecChanged"),
+            ),
+            ("abort still set", aborting, None, None),
+            (
+                "a new rerun value",
+                with_rerun(finished(Phase::Failed), "deploy-42"),
+                None,
+                Some("RerunRequested"),
+            ),
+            (
+                "runners still stopping",
+                edited(Phase::Aborted),
+                Some(draining),
+                None,
+            ),
+            (
+                "runners just stopped",
+                edited(Phase::Aborted),
+                Some(drained),
+                None,
+            ),
+        ];
+        for (label, lt, progress, want) in cases {
+            let d = next_step(&Observed {
+                pods: pods(2, PodPhase::Succeeded),
+                progress: progress.clone(),
+                // Within the drain limit of the finish at t0.
+                ..observe(&lt, at(10))
+            });
+            let Some(reason) = want else {
+                assert!(
+                    d.status
+                        .as_ref()
+                        .is_none_or(|s| s.phase != Some(Phase::Pending)),
+                    "{label}: no new run"
+                );
+                assert!(!d.events.iter().any(|e| e.reason == "Rerun"), "{label}");
+                if let Some(progress) = progress {
+                    // The stop of #18 goes on per run; the next run waits for it.
+                    assert_eq!(d.requeue, Some(DRAIN_POLL), "{label}");
+                    assert_eq!(d.forget_run, progress.outcome.is_some(), "{label}");
+                }
+                continue;
+            };
+            let status = d.status.clone().unwrap();
+            assert_eq!(status.phase, Some(Phase::Pending), "{label}");
+            assert_eq!(status.reason.as_deref(), Some(reason), "{label}");
+            assert_eq!(status.run, Some(2), "{label}");
+            assert_eq!(
+                status.observed_generation, lt.metadata.generation,
+                "{label}"
+            );
+            assert_eq!(status.history.len(), 1, "{label}");
+            assert_eq!(status.history[0].phase, lt.status.as_ref().unwrap().phase);
+            assert_eq!(status.history[0].generation, Some(1), "{label}");
+            assert_eq!(
+                d.delete_pods.len(),
+                2,
+                "{label}: the finished run's pods go"
+            );
+            assert!(d.delete_secret, "{label}: and its Secret");
+            assert!(d.create_pods.is_empty() && !d.create_secret && !d.register);
+            assert_eq!(d.events.len(), 1, "{label}");
+            assert_eq!(d.events[0].reason, "Rerun", "{label}");
+            assert_eq!(d.events[0].kind, EventKind::Normal, "{label}");
+            assert_eq!(&d.events[0].note, status.message.as_ref().unwrap());
+            assert!(needs_observation(&lt), "{label}: a resync sees it");
+            // The new run starts like a new LoadTest, and is not started again by the change
+            // it answered.
+            let pending = written(lt.clone(), &d);
+            let next = next_step(&Observed {
+                secret_exists: false,
+                ..observe(&pending, at(11))
+            });
+            let started = next.status.unwrap();
+            assert_eq!(started.phase, Some(Phase::Starting), "{label}");
+            assert_eq!(next.create_pods, [0, 1], "{label}");
+            assert!(next.create_secret && next.register, "{label}");
+            assert_eq!(started.run, Some(2), "{label}");
+            assert_eq!(started.history.len(), 1, "{label}: the history is kept");
+            assert_eq!(rerun::wanted(&pending, &started), None, "{label}");
+        }
+    }
+
+    #[test]
+    fn a_rerun_of_an_invalid_spec_ends_in_error_again_and_is_in_the_history() {
+        let mut lt = fixtures::loadtest("web", 2);
+        lt.spec.runners.parallelism = 0;
+        let d = next_step(&observe(&lt, at(0)));
+        assert_eq!(d.status.as_ref().unwrap().phase, Some(Phase::Error));
+        let mut lt = written(lt, &d);
+        lt = with_rerun(lt, "again");
+        let d = next_step(&observe(&lt, at(10)));
+        let lt = written(lt, &d);
+        let d = next_step(&observe(&lt, at(11)));
+        let status = d.status.unwrap();
+        assert_eq!(status.phase, Some(Phase::Error));
+        assert_eq!(status.reason.as_deref(), Some("InvalidSpec"));
+        assert_eq!(status.run, Some(2));
+        assert_eq!(status.rerun_request.as_deref(), Some("again"));
+        assert_eq!(status.history[0].phase, Some(Phase::Error));
+        assert_eq!(
+            status.history[0].p95_ms, None,
+            "no figures for a run that never ran"
+        );
+    }
+
+    #[test]
+    fn an_edit_during_a_run_is_queued_with_one_event_and_runs_next() {
+        let mut original = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        original.metadata.generation = Some(2);
+        let lt = original.clone();
+        let facts = Observed {
+            pods: pods(3, PodPhase::Running),
+            progress: Some(progress(3, true)),
+            ..observe(&original, at(30))
+        };
+        let d = next_step(&facts);
+        let status = d.status.clone().unwrap();
+        assert_eq!(status.phase, Some(Phase::Running), "the run goes on");
+        assert_eq!(
+            status.observed_generation,
+            Some(1),
+            "describing the spec that runs"
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1))
+        );
+        assert_eq!(
+            status.next_run.as_deref(),
+            Some("the spec changed from generation 1 to 2")
+        );
+        assert_eq!(
+            d.events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            ["RerunQueued"]
+        );
+        assert!(d.create_pods.is_empty() && d.delete_pods.is_empty() && d.abort.is_none());
+        // Once is enough.
+        let lt = written(lt, &d);
+        let d = next_step(&Observed {
+            loadtest: &lt,
+            ..facts.clone()
+        });
+        assert!(d.events.is_empty(), "{:?}", d.events);
+        // The run ends: its status is of generation 1 and nothing is queued any more ...
+        let d = next_step(&Observed {
+            loadtest: &lt,
+            progress: Some(outcome(
+                Phase::Succeeded,
+                "ThresholdsPassed",
+                Some(Verdict::Passed),
+            )),
+            ..facts.clone()
+        });
+        let done = d.status.clone().unwrap();
+        assert_eq!(done.phase, Some(Phase::Succeeded));
+        assert_eq!(done.observed_generation, Some(1));
+        assert_eq!(done.next_run, None);
+        // ... and the queued run starts once the finished one was let go.
+        let lt = written(lt, &d);
+        let d = next_step(&observe(&lt, at(40)));
+        let next = d.status.unwrap();
+        assert_eq!(next.phase, Some(Phase::Pending));
+        assert_eq!(next.observed_generation, Some(2));
+        assert_eq!(next.history[0].verdict, Some(Verdict::Passed));
+        assert_eq!(next.history[0].generation, Some(1));
+    }
+
+    #[test]
+    fn a_rerun_request_present_at_the_first_run_is_answered_by_it() {
+        let lt = with_rerun(fixtures::loadtest("web", 1), "v1");
+        let d = next_step(&observe(&lt, at(0)));
+        assert_eq!(
+            d.status.as_ref().unwrap().rerun_request.as_deref(),
+            Some("v1")
+        );
+        let lt = written(lt, &d);
+        // Failed: OnSuccess keeps its pods, so only a new run could need a look.
+        let lt = in_phase_kept(lt, Phase::Failed);
+        assert_eq!(rerun::wanted(&lt, lt.status.as_ref().unwrap()), None);
+        assert!(
+            !needs_observation(&lt),
+            "a finished, answered run costs no API calls"
+        );
+        let lt = with_rerun(lt, "v2");
+        assert!(needs_observation(&lt));
+    }
+
+    /// `lt`'s status with the phase `phase` (and Complete True when finished), all else kept.
+    fn in_phase_kept(mut lt: LoadTest, phase: Phase) -> LoadTest {
+        let mut status = lt.status.take().unwrap();
+        status.phase = Some(phase);
+        lt.status = Some(status);
+        lt
+    }
+
+    /// What the CI command of `docs/guide.md` ("Re-run by commit") waits for, checked against
+    /// every status the phase machine writes after a re-apply: no status of the previous run,
+    /// nor any step of the new one before it finished, satisfies it.
+    #[test]
+    fn the_documented_kubectl_wait_is_satisfied_only_by_the_new_run() {
+        // A Complete condition of generation `gen` that is True: what
+        // `--for=condition=Complete` after `--for=jsonpath='{.status.observedGeneration}'=GEN`
+        // accepts, also read per condition.
+        let complete_of = |lt: &LoadTest, generation: i64| {
+            let s = lt.status.as_ref();
+            let by_condition = s
+                .and_then(|s| conditions::find(&s.conditions, COMPLETE))
+                .is_some_and(|c| c.status == "True" && c.observed_generation == Some(generation));
+            let by_command = rerun::ci_wait_satisfied(s, generation);
+            (by_condition, by_command)
+        };
+        for edit_while_running in [false, true] {
+            let label = if edit_while_running {
+                "edited while running"
+            } else {
+                "edited after"
+            };
+            let mut lt = next_step_to(fixtures::loadtest("web", 2), 0);
+            if edit_while_running {
+                lt.metadata.generation = Some(2);
+            }
+            // Running, then the aggregator ends the run.
+            lt = step(&lt, 10, pods(2, PodPhase::Running), Some(progress(2, true)));
+            assert_eq!(complete_of(&lt, 2), (false, false), "{label}");
+            let passed = outcome(Phase::Succeeded, "ThresholdsPassed", Some(Verdict::Passed));
+            lt = step(&lt, 60, pods(2, PodPhase::Running), Some(passed));
+            assert_eq!(lt.status.as_ref().unwrap().phase, Some(Phase::Succeeded));
+            assert_eq!(
+                complete_of(&lt, 1),
+                (true, true),
+                "{label}: the first run is done"
+            );
+            if !edit_while_running {
+                lt.metadata.generation = Some(2);
+            }
+            // The re-apply, before and after the operator saw it.
+            assert_eq!(
+                complete_of(&lt, 2),
+                (false, false),
+                "{label}: before the operator"
+            );
+            lt = step(&lt, 70, pods(2, PodPhase::Succeeded), None);
+            let s = lt.status.as_ref().unwrap();
+            assert_eq!(s.phase, Some(Phase::Pending), "{label}");
+            assert_eq!(s.observed_generation, Some(2), "{label}");
+            assert_eq!(
+                complete_of(&lt, 2),
+                (false, false),
+                "{label}: the new run is pending"
+            );
+            lt = step(&lt, 71, Vec::new(), None);
+            assert_eq!(lt.status.as_ref().unwrap().phase, Some(Phase::Starting));
+            assert_eq!(complete_of(&lt, 2), (false, false), "{label}: starting");
+            lt = step(&lt, 80, pods(2, PodPhase::Running), Some(progress(2, true)));
+            assert_eq!(lt.status.as_ref().unwrap().phase, Some(Phase::Running));
+            assert_eq!(complete_of(&lt, 2), (false, false), "{label}: running");
+            let failed = outcome(Phase::Failed, "ThresholdsFailed", Some(Verdict::Failed));
+            lt = step(&lt, 140, pods(2, PodPhase::Running), Some(failed));
+            assert_eq!(
+                complete_of(&lt, 2),
+                (true, true),
+                "{label}: the new run is done"
+            );
+            let s = lt.status.as_ref().unwrap();
+            assert_eq!(s.history.len(), 1);
+            assert_eq!(s.history[0].phase, Some(Phase::Succeeded));
+        }
+    }
+
+    /// `lt` after one step at `now` with `pods` and `progress`.
+    fn step(
+        lt: &LoadTest,
+        now: i64,
+        pods: Vec<RunnerPod>,
+        progress: Option<RunProgress>,
+    ) -> LoadTest {
+        let d = next_step(&Observed {
+            pods,
+            progress,
+            ..observe(lt, at(now))
+        });
+        written(lt.clone(), &d)
+    }
+
+    /// `lt` after its first step at `now` (Starting).
+    fn next_step_to(lt: LoadTest, now: i64) -> LoadTest {
+        let d = next_step(&observe(&lt, at(now)));
+        written(lt, &d)
     }
 }

@@ -135,7 +135,7 @@ pub fn runner_pod(lt: &LoadTest, index: u32, defaults: &RunnerDefaults, run: &Ru
 
     Pod {
         metadata: ObjectMeta {
-            name: Some(runner_pod_name(&run.loadtest, index)),
+            name: Some(runner_pod_name(&run.loadtest, run.run, index)),
             namespace: Some(run.namespace.clone()),
             labels: Some(labels),
             annotations: (!runners.annotations.is_empty()).then(|| runners.annotations.clone()),

@@ -19,7 +19,7 @@
 //! | `volley.dev` | `loadtestschedules/finalizers` | update | the runs' ownerReferences with `blockOwnerDeletion` |
 //! | core | `pods` | list, watch, create, delete | runner pods |
 //! | core | `secrets` | get, create, delete | the per-run token Secret (read back by name after a restart) |
-//! | core | `configmaps` | get, create, update | the report ConfigMap (created, or replaced when it is the run's own: read first to check its owner) |
+//! | core | `configmaps` | get, create, update, delete | the report ConfigMap of each run (created, or replaced when it is the run's own: read first to check its owner); deleted when its run leaves `status.history` |
 //! | `events.k8s.io` | `events` | create, patch | events (kube's recorder patches repeated ones) |
 //!
 //! The Role in the operator's own namespace ([`LEADER_ROLE`]):
@@ -82,7 +82,7 @@ pub fn rules() -> Vec<PolicyRule> {
         rule("volley.dev", &["loadtestschedules/finalizers"], &["update"]),
         rule("", &["pods"], &["list", "watch", "create", "delete"]),
         rule("", &["secrets"], &["get", "create", "delete"]),
-        rule("", &["configmaps"], &["get", "create", "update"]),
+        rule("", &["configmaps"], &["get", "create", "update", "delete"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }
@@ -213,7 +213,7 @@ mod tests {
                 {"apiGroups": ["volley.dev"], "resources": ["loadtestschedules/finalizers"], "verbs": ["update"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "delete"]},
                 {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             ])
         );

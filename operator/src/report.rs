@@ -1,5 +1,6 @@
 //! The full report of a finished run: `summary.json` (the shape `volley run --out` writes) in
-//! the ConfigMap `{loadtest}-report`, owned by the LoadTest.
+//! the ConfigMap `{loadtest}-report` (`{loadtest}-report-r{n}` for re-run `n`, see
+//! [`crate::names::report_name`]), owned by the LoadTest.
 //!
 //! A ConfigMap holds at most 1 MiB. When the report does not fit, the per-step histograms are
 //! dropped first, then the per-scenario and the overall per-second series, and `truncated` says what was left out; the
@@ -15,17 +16,13 @@ use volley_aggregator::summary::{run_verdict, summarize};
 use volley_crds::LoadTestStatus;
 use volley_crds::status::Verdict;
 
-use crate::names::{MAX_OBJECT_NAME, RunRef, bounded};
+use crate::names::RunRef;
 
 /// The key of the report in its ConfigMap.
 pub const REPORT_KEY: &str = "summary.json";
 /// Largest report written: the API server refuses ConfigMaps over 1 MiB, and the object's
 /// metadata needs some room.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024 - 16 * 1024;
-/// Name of the report ConfigMap of `loadtest`.
-pub fn report_name(loadtest: &str) -> String {
-    bounded(loadtest, "-report", MAX_OBJECT_NAME)
-}
 
 /// The verdict of a view: known once the run ended (and not in Error); Passed without
 /// thresholds.
@@ -84,7 +81,7 @@ pub fn report_configmap(run: &RunRef, summary: &Value) -> ConfigMap {
     let text = serde_json::to_string_pretty(summary).unwrap_or_else(|_| "{}".into());
     ConfigMap {
         metadata: ObjectMeta {
-            name: Some(report_name(&run.loadtest)),
+            name: Some(run.report_name.clone()),
             namespace: Some(run.namespace.clone()),
             labels: Some(run.labels()),
             owner_references: Some(vec![run.owner.clone()]),
@@ -119,8 +116,9 @@ mod tests {
 
     #[test]
     fn names_are_bounded() {
-        assert_eq!(report_name("web"), "web-report");
-        assert!(report_name(&"x".repeat(300)).len() <= MAX_OBJECT_NAME);
+        use crate::names::{MAX_OBJECT_NAME, report_name};
+        assert_eq!(report_name("web", 1), "web-report");
+        assert!(report_name(&"x".repeat(300), 7).len() <= MAX_OBJECT_NAME);
     }
 
     #[test]

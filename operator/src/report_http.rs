@@ -2,9 +2,12 @@
 //! `GET /reports/{namespace}/{name}` is the HTML report and `.../junit.xml` the JUnit XML, both
 //! rendered ([`volley_report`]) from the `summary.json` of the LoadTest's report ConfigMap.
 //!
-//! Only a ConfigMap the operator wrote is served: named `{name}-report` and owned by the
-//! LoadTest `name`; any other ConfigMap is a 404, so this route reads nothing but Volley's own
-//! reports (which carry figures and names, never the spec or a credential).
+//! The report is that of the LoadTest's latest finished run: the one `status.reportRef` names,
+//! or while a re-run is under way the newest one in `status.history` (each run has its own
+//! ConfigMap, `{name}-report` then `{name}-report-r{n}`). Only a ConfigMap the operator wrote
+//! is served: owned by the LoadTest `name`; any other ConfigMap is a 404, so this route reads
+//! nothing but Volley's own reports (which carry figures and names, never the spec or a
+//! credential).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -13,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
+use volley_crds::LoadTest;
 use volley_report::Summary;
 
-use crate::report::{REPORT_KEY, report_name};
+use crate::report::REPORT_KEY;
 
 /// The HTML report of a LoadTest.
 pub const REPORT_PATH: &str = "/reports/{namespace}/{name}";
@@ -60,18 +64,34 @@ async fn summary(client: Client, ns: &str, name: &str) -> Result<Summary, (Statu
             format!("no report of LoadTest {ns}/{name} (has it finished?)\n"),
         )
     };
-    let api: Api<ConfigMap> = Api::namespaced(client, ns);
-    let cm = match api.get_opt(&report_name(name)).await {
-        Ok(Some(cm)) => cm,
-        Ok(None) => return Err(not_found()),
-        Err(e) => {
-            tracing::warn!(namespace = ns, loadtest = name, error = %e, "cannot read a report ConfigMap");
-            return Err((
-                StatusCode::BAD_GATEWAY,
-                format!("cannot read the report of {ns}/{name} from the API server\n"),
-            ));
-        }
+    let unreadable = |e: kube::Error| {
+        tracing::warn!(namespace = ns, loadtest = name, error = %e, "cannot read a report");
+        (
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read the report of {ns}/{name} from the API server\n"),
+        )
     };
+    let loadtests: Api<LoadTest> = Api::namespaced(client.clone(), ns);
+    let lt = loadtests
+        .get_opt(name)
+        .await
+        .map_err(unreadable)?
+        .ok_or_else(not_found)?;
+    let status = lt.status.unwrap_or_default();
+    let Some(report) = status.report_ref.or_else(|| {
+        status
+            .history
+            .into_iter()
+            .find_map(|record| record.report_ref)
+    }) else {
+        return Err(not_found());
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client, ns);
+    let cm = api
+        .get_opt(&report.config_map_name)
+        .await
+        .map_err(unreadable)?
+        .ok_or_else(not_found)?;
     let ours = cm
         .metadata
         .owner_references
@@ -107,6 +127,20 @@ mod tests {
       "latencyMs":{"min":1,"mean":2,"p50":2,"p90":3,"p95":4,"p99":5,"max":9},"dataReceivedBytes":1,"dataSentBytes":1,"p95":"4ms","errors":"0.19%"},
       "thresholds":[{"expr":"error_rate < 0.1%","scope":"all","actual":"0.19%","passed":false}],
       "series":[{"second":1,"intervalMs":1000,"requests":1570,"failures":3,"rps":1570.0,"p50Ms":2,"p95Ms":4,"p99Ms":5}]}"#;
+
+    /// The LoadTest `web` with `status`.
+    fn loadtest(status: Value) -> Value {
+        json!({"apiVersion": "volley.dev/v1alpha1", "kind": "LoadTest",
+               "metadata": {"name": "web", "namespace": "team-a", "uid": "u"},
+               "spec": {"target": {"baseUrl": "http://t:8080"},
+                        "scenarios": [{"name": "s", "executor": "constant-vus", "vus": 1,
+                                       "duration": "1s", "steps": [{"request": {"url": "/"}}]}]},
+               "status": status})
+    }
+
+    fn finished() -> Value {
+        loadtest(json!({"phase": "Failed", "reportRef": {"configMapName": "web-report"}}))
+    }
 
     fn configmap(owner: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -148,10 +182,25 @@ mod tests {
     async fn serves_the_report_configmap_as_html_and_junit() {
         let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
         let (base, api) = start(vec![
+            (200, finished()),
             (200, configmap("web")),
+            (200, finished()),
             (200, configmap("web")),
-            (404, not_found),
+            (200, finished()),
+            (404, not_found.clone()),
+            (200, finished()),
             (200, configmap("someone-else")),
+            // A re-run under way: the newest run of the history.
+            (
+                200,
+                loadtest(json!({"phase": "Running", "run": 3, "history": [
+                    {"run": 2, "reportRef": {"configMapName": "web-report-r2"}},
+                    {"run": 1, "reportRef": {"configMapName": "web-report"}}]})),
+            ),
+            (200, configmap("web")),
+            // No finished run yet; no LoadTest.
+            (200, loadtest(json!({"phase": "Running"}))),
+            (404, not_found),
         ])
         .await;
         let http = reqwest::Client::new();
@@ -178,11 +227,29 @@ mod tests {
         // No ConfigMap, and a ConfigMap of that name the run does not own: both 404.
         assert_eq!(get("/reports/team-a/web").await.unwrap().status(), 404);
         assert_eq!(get("/reports/team-a/web").await.unwrap().status(), 404);
+        assert_eq!(get("/reports/team-a/web").await.unwrap().status(), 200);
+        assert_eq!(get("/reports/team-a/web").await.unwrap().status(), 404);
+        assert_eq!(get("/reports/team-a/web").await.unwrap().status(), 404);
 
         let seen = api.await.unwrap();
-        assert_eq!(seen.len(), 4);
-        for s in seen {
-            assert_eq!(s, "GET /api/v1/namespaces/team-a/configmaps/web-report");
-        }
+        let lt = "GET /apis/volley.dev/v1alpha1/namespaces/team-a/loadtests/web";
+        let cm = "GET /api/v1/namespaces/team-a/configmaps/web-report";
+        assert_eq!(
+            seen,
+            [
+                lt,
+                cm,
+                lt,
+                cm,
+                lt,
+                cm,
+                lt,
+                cm,
+                lt,
+                &format!("{cm}-r2"),
+                lt,
+                lt
+            ]
+        );
     }
 }

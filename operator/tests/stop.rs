@@ -10,7 +10,9 @@
 //! later than [`STOP_BOUND`] after the run ended, where the runs would otherwise go on for 30 s,
 //! and that the final status counts what the target served. A last test cuts the runners off
 //! their run (the run forgotten under them) and checks that they stop by themselves within
-//! [`LOST_RUN_LIMIT`].
+//! [`LOST_RUN_LIMIT`]. One more re-runs an aborted LoadTest (issue 14) and checks that the
+//! new run has its own identity: the first run's runners stay stopped and the new run's status
+//! counts only what the new run served.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -101,6 +103,8 @@ struct Run {
     exits: Vec<Option<i32>>,
     lt: LoadTest,
     run_id: String,
+    /// The aggregator's URL, for the agents of a re-run.
+    url: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -172,6 +176,7 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
         .map(|index| spawn_agent(&volley, &url, &run_id, index, token.expose()))
         .collect();
     Run {
+        url,
         _target: target,
         served,
         registry,
@@ -185,6 +190,29 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
 }
 
 impl Run {
+    /// Starts the run the status now describes (a re-run) the way the controller does: it is
+    /// registered under its own id with a new token, and three new agents run it.
+    async fn start_next(&mut self) {
+        let volley = tokio::task::spawn_blocking(volley_binary).await.unwrap();
+        let run = volley_operator::names::RunRef::of(&self.lt).unwrap();
+        assert_ne!(run.run_id, self.run_id, "a re-run has an id of its own");
+        let token = Token::generate();
+        self.registry.register(RunRegistration {
+            run_id: run.run_id.clone(),
+            namespace: "team-a".into(),
+            loadtest: run.loadtest.clone(),
+            spec: self.lt.spec.clone(),
+            token: token.clone(),
+            started_at: None,
+            start_timeout: None,
+        });
+        self.agents = (0..RUNNERS)
+            .map(|index| spawn_agent(&volley, &self.url, &run.run_id, index, token.expose()))
+            .collect();
+        self.exits = vec![None; RUNNERS as usize];
+        self.run_id = run.run_id;
+    }
+
     /// The runner processes as the pods the controller would see: Running while alive, then
     /// terminated with their exit code (137 when killed by a signal).
     fn pods(&mut self) -> Vec<RunnerPod> {
@@ -570,4 +598,78 @@ async fn runners_cut_off_their_run_stop_by_themselves_within_the_lost_run_limit(
         "lost: last request {:.2} s after the run was forgotten",
         after.as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_an_abort_runs_under_its_own_id_and_counts_only_its_own_load() {
+    let abort_after = |after: f64| {
+        move |run: &mut Run, secs: f64| {
+            if secs >= after {
+                run.lt.spec.abort = true;
+                return true;
+            }
+            false
+        }
+    };
+    let mut run = early_end(
+        "rerun",
+        "thresholds: ['error_rate < 1%']",
+        (Phase::Aborted, "Aborted"),
+        abort_after(2.0),
+    )
+    .await;
+    assert_eq!(run.exits().await, [0, 0, 0], "run 1's runners stopped");
+    let first = run.served.count();
+    let first_status = run.status_requests();
+    assert_eq!(first_status, first);
+
+    // The spec is edited (abort cleared): a new generation, once run 1 was let go.
+    run.lt.spec.abort = false;
+    run.lt.metadata.generation = Some(2);
+    let mut last_write = None;
+    assert!(!run.reconcile(&mut last_write));
+    let pending = run.lt.status.clone().unwrap();
+    assert_eq!(pending.phase, Some(Phase::Pending));
+    assert_eq!(pending.reason.as_deref(), Some("SpecChanged"));
+    assert_eq!(
+        (pending.run, pending.observed_generation),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        pending.metrics, None,
+        "run 1's figures are in the history only"
+    );
+
+    run.start_next().await;
+    let ended = run
+        .drive({
+            let end = abort_after(2.0);
+            let mut done = false;
+            move |run, secs| {
+                if !done {
+                    done = end(run, secs);
+                }
+            }
+        })
+        .await;
+    run.assert_stopped(ended, "rerun").await;
+    let status = run.lt.status.clone().unwrap();
+    assert_eq!(
+        (status.phase, status.reason.as_deref(), status.run),
+        (Some(Phase::Aborted), Some("Aborted"), Some(2))
+    );
+    assert!(run.served.count() > first, "run 2 sent load");
+    assert_eq!(
+        run.status_requests(),
+        run.served.count() - first,
+        "run 2's status counts run 2's requests, none of run 1's"
+    );
+    assert_eq!(status.history.len(), 1);
+    let record = &status.history[0];
+    assert_eq!(
+        (record.run, record.generation, record.phase),
+        (1, Some(1), Some(Phase::Aborted))
+    );
+    assert!(record.rps.is_some_and(|r| r > 0.0), "{record:?}");
+    assert_eq!(run.exits().await, [0, 0, 0], "run 2's runners stopped");
 }
