@@ -157,6 +157,7 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
         token: token.clone(),
         started_at: None,
         start_timeout: None,
+        baseline: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
