@@ -1804,6 +1804,26 @@ mod tests {
         }
 
         #[test]
+        fn any_baseline_limit_round_trips(
+            operand in 0.0f64..1e6,
+            op in 0usize..3,
+            metric in prop::sample::select(vec![Metric::Percentile(95.0), Metric::Avg, Metric::Rps]),
+        ) {
+            let baseline = [BaselineOp::Times, BaselineOp::Plus, BaselineOp::Minus][op];
+            let t = ThresholdExpr {
+                metric,
+                comparison: Comparison::Lt,
+                value: operand,
+                baseline: Some(baseline),
+                source: String::new(),
+            };
+            let text = t.to_string();
+            let again = parse_threshold(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(again.baseline, Some(baseline), "{}", text);
+            prop_assert_eq!(again.value.to_bits(), operand.to_bits(), "{}", text);
+        }
+
+        #[test]
         fn parsing_never_panics(input in "\\PC{0,40}") {
             let _ = parse_threshold(&input);
         }
