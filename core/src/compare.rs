@@ -195,11 +195,11 @@ impl ScopeFigures {
             ));
         }
         match metric {
-            Metric::Percentile(p) if p == 50.0 => Ok(self.p50_ms),
+            Metric::Percentile(50.0) => Ok(self.p50_ms),
             Metric::Med => Ok(self.p50_ms),
-            Metric::Percentile(p) if p == 95.0 => Ok(self.p95_ms),
-            Metric::Percentile(p) if p == 99.0 => Ok(self.p99_ms),
-            Metric::Percentile(p) if p == 90.0 => kept(self.p90_ms),
+            Metric::Percentile(95.0) => Ok(self.p95_ms),
+            Metric::Percentile(99.0) => Ok(self.p99_ms),
+            Metric::Percentile(90.0) => kept(self.p90_ms),
             Metric::Percentile(_) => Err(format!(
                 "the baseline summary keeps p(50), p(90), p(95) and p(99), not {metric}"
             )),
