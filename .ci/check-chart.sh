@@ -88,6 +88,23 @@ if "$helm" template volley "$chart" --set operator.logFormat=xml >/dev/null 2>&1
   echo "values.schema.json accepted operator.logFormat=xml" >&2
   exit 1
 fi
+# The webhook: a failurePolicy other than Fail or Ignore is refused; its cert-manager rendering
+# mounts the Certificate's Secret and names it in the CA injection; the default one (the
+# operator's generated certificate, deploy/volley-operator-webhook.yaml) is also checked here.
+if "$helm" template volley "$chart" --set webhook.enabled=true --set webhook.failurePolicy=Never \
+  >/dev/null 2>&1; then
+  echo "values.schema.json accepted webhook.failurePolicy=Never" >&2
+  exit 1
+fi
+grep -q 'cert-manager.io/inject-ca-from: volley-system/volley-webhook' "$out/webhook-values.yaml" &&
+  grep -q 'secretName: volley-webhook-tls' "$out/webhook-values.yaml" || {
+  echo "webhook-values: the cert-manager CA injection or the certificate Secret is missing" >&2
+  exit 1
+}
+python3 .ci/check_manifests.py deploy/volley-operator-webhook.yaml
+for kube_version in $kube_versions; do
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$kube_version" deploy/volley-operator-webhook.yaml
+done
 # Namespaced RBAC without a namespace must be refused with a message.
 if "$helm" template volley "$chart" --set rbac.namespaced=true >/dev/null 2>&1; then
   echo "rbac.namespaced=true without watchNamespace rendered" >&2

@@ -8,7 +8,9 @@ Usage: check_manifests.py FILE...
 - every container has a non-empty image with a tag, and named ports referenced by probes exist;
 - RBAC rules use only valid verbs, and the operator's (Cluster)Role grants exactly the rules of
   the chart's default rendering, deploy/volley-operator.yaml (which a cargo test holds to
-  operator/src/rbac.rs, the rules the operator's code needs), whatever the values;
+  operator/src/rbac.rs, the rules the operator's code needs), whatever the values; the
+  webhook's ClusterRole (`*-webhook`) grants those of deploy/volley-operator-webhook.yaml, less
+  the webhook configuration's when cert-manager injects the CA;
 - every VOLLEY_* / POD_* environment variable set on the operator is one the operator reads
   (a misspelt variable would be silently ignored; for `allowedTargets` that would be a hole).
 """
@@ -35,6 +37,9 @@ API_VERSIONS = {
     "PodDisruptionBudget": "policy/v1",
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "CustomResourceDefinition": "apiextensions.k8s.io/v1",
+    "ValidatingWebhookConfiguration": "admissionregistration.k8s.io/v1",
+    "Issuer": "cert-manager.io/v1",
+    "Certificate": "cert-manager.io/v1",
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "*"}
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -61,6 +66,16 @@ def operator_rules():
     return rule_set(cluster["rules"]), rule_set(own["rules"])
 
 
+def webhook_rules():
+    """The webhook ClusterRole's rules of deploy/volley-operator-webhook.yaml."""
+    text = (ROOT / "deploy" / "volley-operator-webhook.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    role = next(
+        d for d in docs if d.get("kind") == "ClusterRole" and d["metadata"]["name"].endswith("-webhook")
+    )
+    return rule_set(role["rules"])
+
+
 def operator_env_names():
     names = set()
     for path in (ROOT / "operator" / "src").rglob("*.rs"):
@@ -73,6 +88,10 @@ def check(path, errors):
     if not docs:
         errors.append(f"{path}: no objects rendered")
     want_rules, want_own = operator_rules()
+    want_webhook = webhook_rules()
+    cert_manager = any(d.get("kind") == "Certificate" for d in docs)
+    if cert_manager:
+        want_webhook = {r for r in want_webhook if r[0] != "admissionregistration.k8s.io"}
     env_names = operator_env_names()
     for doc in docs:
         kind = doc.get("kind")
@@ -95,7 +114,12 @@ def check(path, errors):
                 if bad:
                     errors.append(f"{where}: invalid verbs {sorted(bad)}")
             got = rule_set(doc.get("rules", []))
-            want = want_own if name.endswith("-leader") else want_rules
+            if name.endswith("-leader"):
+                want = want_own
+            elif name.endswith("-webhook"):
+                want = want_webhook
+            else:
+                want = want_rules
             if got != want:
                 errors.append(
                     f"{where}: rules differ from deploy/volley-operator.yaml (operator/src/rbac.rs): "

@@ -35,6 +35,10 @@ RESOURCES = {
         ("customresourcedefinitions", "CustomResourceDefinition", False)
     ],
     "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+    "admissionregistration.k8s.io/v1": [
+        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False)
+    ],
+    "cert-manager.io/v1": [("issuers", "Issuer", True), ("certificates", "Certificate", True)],
     "volley.dev/v1alpha1": [("loadtests", "LoadTest", True)],
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]

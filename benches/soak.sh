@@ -14,16 +14,9 @@ interval=10
 cargo build --release --quiet -p volley-runner -p volley-demo-target
 
 work=$(mktemp -d)
-target/release/volley-demo-target --listen 127.0.0.1:0 >"$work/target.out" 2>/dev/null &
-target_pid=$!
-trap 'kill "$target_pid" 2>/dev/null || true; kill "${run_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-base_url=""
-for _ in $(seq 1 100); do
-  base_url=$(sed -n 's/^listening on //p' "$work/target.out")
-  [ -n "$base_url" ] && break
-  sleep 0.05
-done
-[ -n "$base_url" ] || { echo "the demo target did not start" >&2; exit 1; }
+trap 'kill "${target_pid:-}" 2>/dev/null || true; kill "${run_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+. examples/demo-target/start.sh
+start_demo_target target/release/volley-demo-target "$work/target.out"
 
 cat >"$work/soak.yaml" <<YAML
 apiVersion: volley.dev/v1alpha1

@@ -9,21 +9,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p volley-runner -p volley-demo-target
 
 out=$(mktemp)
-target/release/volley-demo-target --listen 127.0.0.1:0 >"$out" 2>/dev/null &
-target_pid=$!
-trap 'kill "$target_pid" 2>/dev/null || true; rm -f "$out"' EXIT
-
-# The target prints `listening on http://127.0.0.1:PORT` once it is bound.
-base_url=""
-for _ in $(seq 1 100); do
-  base_url=$(sed -n 's/^listening on //p' "$out")
-  [ -n "$base_url" ] && break
-  sleep 0.05
-done
-if [ -z "$base_url" ]; then
-  echo "the demo target did not start" >&2
-  exit 1
-fi
+trap 'kill "${target_pid:-}" 2>/dev/null || true; rm -f "$out"' EXIT
+. examples/demo-target/start.sh
+start_demo_target target/release/volley-demo-target "$out"
 echo "demo target at $base_url" >&2
 
 target/release/volley run examples/quickstart.yaml --base-url "$base_url" "$@"

@@ -42,7 +42,7 @@ use volley_crds::text::shorten;
 
 use crate::end::{EndFacts, RunEnd, RunnerFailure, decide_end};
 use crate::probe::PlateauWatch;
-use crate::series::SeriesBuilder;
+use crate::series::{RunSeries, ScenarioSeries};
 
 /// Time between the barrier completing and the common start: long enough for every runner's
 /// start poll to be answered, short enough not to waste the run's time.
@@ -326,6 +326,8 @@ pub struct RunView {
     pub start_skew: Option<Duration>,
     /// One point per second of the merged result.
     pub series: Vec<SeriesPoint>,
+    /// The same, per load scenario.
+    pub scenario_series: Vec<ScenarioSeries>,
     /// The plateaus of ramping-arrival-rate scenarios measured so far, judged one by one.
     pub plateaus: Vec<PlateauResult>,
     /// The probes' answers so far, from `plateaus`.
@@ -404,7 +406,7 @@ pub struct RunState {
     /// When thresholds were last judged for abortOnFail.
     judged_at: Option<Instant>,
     thresholds: Vec<ThresholdResult>,
-    series: SeriesBuilder,
+    series: RunSeries,
     next_point: u64,
     plateaus: PlateauWatch,
     version: u64,
@@ -434,7 +436,7 @@ impl RunState {
             dirty: false,
             judged_at: None,
             thresholds: Vec::new(),
-            series: SeriesBuilder::new(),
+            series: RunSeries::default(),
             next_point: 1,
             plateaus: PlateauWatch::new(&config.spec),
             version: 0,
@@ -833,6 +835,7 @@ impl RunState {
             thresholds: self.thresholds.clone(),
             start_skew: self.start_skew(),
             series: self.series.points().to_vec(),
+            scenario_series: self.series.scenario_points(),
             sustainable_rates: plateau::sustainable_rates(&plateaus),
             plateaus,
             end: self.end.clone(),
@@ -928,8 +931,7 @@ impl RunState {
             r.status.aborted = true;
         }
         if self.start.is_some() {
-            self.series
-                .finish(self.merged.overall(), self.merged_elapsed);
+            self.series.finish(&self.merged, self.merged_elapsed);
             self.observe_plateaus();
         }
         let failures = self.failures();
@@ -1023,7 +1025,7 @@ impl RunState {
             return;
         }
         self.refresh();
-        self.series.push(self.merged.overall(), self.merged_elapsed);
+        self.series.push(&self.merged, self.merged_elapsed);
         self.observe_plateaus();
         self.next_point = since.as_secs() + 1;
     }

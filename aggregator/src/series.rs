@@ -4,12 +4,85 @@
 
 use std::time::Duration;
 
-use volley_core::metrics::model::Measurements;
+use serde::{Deserialize, Serialize};
+use volley_core::metrics::model::{Measurements, RunMetrics};
 use volley_core::metrics::series::{SeriesPoint, series_point};
 
 /// A tail shorter than this after the last tick would be a noisy point of its own (a few
 /// requests over a few ms), so it is folded into the last point instead.
 const SHORTEST_FINAL_TAIL: Duration = Duration::from_millis(250);
+
+/// One scenario's per-second series (`scenarioSeries` in the summary).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioSeries {
+    /// The scenario's name.
+    pub scenario: String,
+    /// One point per second of the scenario's own requests, labelled as the overall series.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// The overall series and one per load scenario, fed the same snapshots at the same moments
+/// so their points carry the same labels.
+#[derive(Debug, Default)]
+pub struct RunSeries {
+    overall: SeriesBuilder,
+    scenarios: Vec<(String, SeriesBuilder)>,
+}
+
+impl RunSeries {
+    /// The overall points so far.
+    pub fn points(&self) -> &[SeriesPoint] {
+        self.overall.points()
+    }
+
+    /// Each load scenario's points so far.
+    pub fn scenario_points(&self) -> Vec<ScenarioSeries> {
+        self.scenarios
+            .iter()
+            .map(|(name, b)| ScenarioSeries {
+                scenario: name.clone(),
+                points: b.points().to_vec(),
+            })
+            .collect()
+    }
+
+    /// [`SeriesBuilder::push`] of the whole run and of each scenario.
+    pub fn push(&mut self, merged: &RunMetrics, elapsed: Duration) {
+        self.overall.push(merged.overall(), elapsed);
+        for (name, total) in scenario_totals(merged) {
+            self.builder(name).push(total, elapsed);
+        }
+    }
+
+    /// [`SeriesBuilder::finish`] of the whole run and of each scenario.
+    pub fn finish(&mut self, merged: &RunMetrics, elapsed: Duration) {
+        self.overall.finish(merged.overall(), elapsed);
+        for (name, total) in scenario_totals(merged) {
+            self.builder(name).finish(total, elapsed);
+        }
+    }
+
+    fn builder(&mut self, name: &str) -> &mut SeriesBuilder {
+        let at = match self.scenarios.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                self.scenarios
+                    .push((name.to_string(), SeriesBuilder::new()));
+                self.scenarios.len() - 1
+            }
+        };
+        &mut self.scenarios[at].1
+    }
+}
+
+/// Each load scenario's cumulative measurements.
+fn scenario_totals(merged: &RunMetrics) -> Vec<(&str, Measurements)> {
+    merged
+        .load_scenarios()
+        .filter_map(|s| Some((s.name.as_str(), merged.scenario_total(&s.name)?)))
+        .collect()
+}
 
 /// Builds the series point by point.
 #[derive(Debug, Default)]

@@ -339,28 +339,28 @@ impl IntoResponse for BodyError {
 
 /// A refused call: by the protocol, or before its body was read.
 #[derive(Debug)]
-enum Refusal {
+enum RouteRefusal {
     Protocol(ProtocolError),
     Body(BodyError),
 }
 
-impl From<ProtocolError> for Refusal {
+impl From<ProtocolError> for RouteRefusal {
     fn from(e: ProtocolError) -> Self {
-        Refusal::Protocol(e)
+        RouteRefusal::Protocol(e)
     }
 }
 
-impl From<BodyError> for Refusal {
+impl From<BodyError> for RouteRefusal {
     fn from(e: BodyError) -> Self {
-        Refusal::Body(e)
+        RouteRefusal::Body(e)
     }
 }
 
-impl IntoResponse for Refusal {
+impl IntoResponse for RouteRefusal {
     fn into_response(self) -> Response {
         match self {
-            Refusal::Protocol(e) => e.into_response(),
-            Refusal::Body(e) => e.into_response(),
+            RouteRefusal::Protocol(e) => e.into_response(),
+            RouteRefusal::Body(e) => e.into_response(),
         }
     }
 }
@@ -462,7 +462,7 @@ async fn ready(
     Path((run, index)): Path<(String, u32)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Refusal> {
+) -> Result<Response, RouteRefusal> {
     agg.authorized(&run, index, &headers, |_, _| Ok(()))?;
     let body = agg.read_body(body).await?;
     let request: ReadyRequest = parse(&body)?;
@@ -512,7 +512,7 @@ async fn setup(
     Path(run): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Refusal> {
+) -> Result<Response, RouteRefusal> {
     let shape = agg.authorized(&run, 0, &headers, |s, _| Ok(s.shape()))?;
     let body = agg.read_body(body).await?;
     let result: SetupResult = parse(&body)?;
@@ -536,7 +536,7 @@ async fn report(
     Path((run, index)): Path<(String, u32)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Refusal> {
+) -> Result<Response, RouteRefusal> {
     let shape = agg.authorized(&run, index, &headers, |s, _| Ok(s.shape()))?;
     let body = agg.read_body(body).await?;
     let report: RunnerReport = parse(&body)?;

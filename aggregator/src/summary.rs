@@ -17,6 +17,7 @@ use volley_crds::status::{
 
 use crate::end::{RunEnd, RunnerFailure};
 use crate::run::RunView;
+use crate::series::ScenarioSeries;
 
 /// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
 const MAX_STEP_ROWS: usize = 1_000;
@@ -66,6 +67,9 @@ pub struct RunSummary {
     pub steps: Vec<StepStatus>,
     /// One point per second of the run.
     pub series: Vec<SeriesPoint>,
+    /// One point per second of each load scenario, labelled as `series`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenario_series: Vec<ScenarioSeries>,
     /// Rate probes: each plateau of a ramping-arrival-rate scenario, measured and judged on
     /// its own window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -171,6 +175,7 @@ pub fn build_summary(
         scenarios: scenario_statuses(run, elapsed),
         steps: step_statuses(run, MAX_STEP_ROWS),
         series,
+        scenario_series: Vec::new(),
         plateaus: Vec::new(),
         sustainable_rates: Vec::new(),
         histograms: Histograms {
@@ -208,6 +213,7 @@ pub fn summarize(name: &str, view: &RunView) -> RunSummary {
         view.series.clone(),
     );
     summary.runner_failures = failure_rows(&view.failures);
+    summary.scenario_series = view.scenario_series.clone();
     summary.sustainable_rates = view.sustainable_rates.clone();
     summary.plateaus = view.plateaus.clone();
     plateau::annotate(&mut summary.scenarios, &summary.sustainable_rates);

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::model::Measurements;
 use crate::metrics::status::{per_second, quantile_ms, ratio};
+use crate::scenario::Workload;
 use crate::threshold::{Metric, parse_threshold};
-use volley_crds::spec::{Executor, LoadTestSpec};
+use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::ScenarioStatus;
 
 /// One plateau of a ramping-arrival-rate scenario: a stage that holds its rate.
@@ -44,13 +45,20 @@ pub struct Plateau {
 pub fn plateaus(spec: &LoadTestSpec) -> Vec<Plateau> {
     let mut out = Vec::new();
     for sc in &spec.scenarios {
-        if sc.executor != Executor::RampingArrivalRate {
+        // Only a ramping arrival rate has rate plateaus; a scenario validation would refuse
+        // has none either.
+        let Ok(Workload::RampingArrivalRate {
+            start_rate,
+            time_unit: unit,
+            stages,
+            ..
+        }) = Workload::of(sc)
+        else {
             continue;
-        }
-        let unit = sc.rate_unit();
+        };
         let mut at = sc.start_time.get();
-        let mut from = sc.start_rate.unwrap_or(0);
-        for (i, stage) in sc.stages.iter().enumerate() {
+        let mut from = start_rate;
+        for (i, stage) in stages.iter().enumerate() {
             let end = at.saturating_add(stage.duration.get());
             if stage.target == from && stage.target > 0 && end > at {
                 out.push(Plateau {

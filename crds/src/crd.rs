@@ -55,10 +55,20 @@ fn normalize_integer_formats(node: &mut serde_json::Value) {
     };
     if let Some((format, max)) = bounds {
         obj.insert("format".into(), format.into());
-        obj.insert("minimum".into(), 0.into());
-        if let Some(max) = max {
-            obj.insert("maximum".into(), max.into());
-        }
+        // A field's own `#[schemars(range(...))]` is kept where it is tighter than the type's.
+        let own = |key: &str| obj.get(key).and_then(serde_json::Value::as_f64);
+        let min = own("minimum")
+            .filter(|m| *m > 0.0)
+            .map_or(0, |m| m.ceil() as u64);
+        let own_max = own("maximum")
+            .filter(|m| *m >= 0.0)
+            .map(|m| m.floor() as u64);
+        obj.insert("minimum".into(), min.into());
+        match (own_max, max) {
+            (Some(a), Some(b)) => obj.insert("maximum".into(), a.min(b).into()),
+            (Some(m), None) | (None, Some(m)) => obj.insert("maximum".into(), m.into()),
+            (None, None) => None,
+        };
     }
     for (_, child) in obj.iter_mut() {
         match child {
@@ -371,15 +381,21 @@ mod tests {
     #[test]
     fn unsigned_fields_get_recognized_formats_and_bounds() {
         let s = schema();
+        let ttl = &s["properties"]["spec"]["properties"]["cleanup"]["properties"]["ttlSecondsAfterFinished"];
+        assert_eq!(ttl["format"], "int64");
+        assert_eq!(ttl["minimum"].as_f64(), Some(0.0));
+        assert_eq!(ttl["maximum"].as_f64(), Some(f64::from(u32::MAX)));
+        // A field's own, tighter range survives the type's.
         let parallelism =
             &s["properties"]["spec"]["properties"]["runners"]["properties"]["parallelism"];
         assert_eq!(parallelism["format"], "int64");
-        assert_eq!(parallelism["minimum"].as_f64(), Some(0.0));
-        assert_eq!(parallelism["maximum"].as_f64(), Some(f64::from(u32::MAX)));
+        assert_eq!(parallelism["minimum"].as_f64(), Some(1.0));
+        assert_eq!(parallelism["maximum"].as_f64(), Some(1000.0));
         let status_code = &s["properties"]["spec"]["properties"]["scenarios"]["items"]["properties"]
             ["steps"]["items"]["properties"]["check"]["properties"]["status"]["items"];
         assert_eq!(status_code["format"], "int32");
-        assert_eq!(status_code["maximum"].as_f64(), Some(65535.0));
+        assert_eq!(status_code["minimum"].as_f64(), Some(100.0));
+        assert_eq!(status_code["maximum"].as_f64(), Some(599.0));
     }
 
     #[test]

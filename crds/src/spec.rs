@@ -3,6 +3,17 @@
 //! Every doc comment here becomes `kubectl explain` text, so they are written for the person
 //! authoring a manifest. `docs/reference.md` §1 "Manifest fields" describes every field;
 //! cross-field rules that a schema cannot express live in `volley_core::validate`.
+//!
+//! Some of those rules are also in the schema, so the API server refuses a bad manifest at
+//! `kubectl apply` with the field's path (docs/reference.md, "What the API server checks"):
+//! ranges, lengths and patterns as OpenAPI keywords, and CEL `x-kubernetes-validations` for
+//! the cross-field ones. Each is a copy of a `validate` rule that may only refuse what
+//! `validate` refuses (core/tests/schema_rules.rs holds them to it). CEL rules use only `rule`
+//! and `message` (Kubernetes 1.25 knows no `fieldPath`, `reason` or `messageExpression`), so a
+//! rule sits on the node whose path the error should name, and rules under lists stay a few
+//! operations long: the API server multiplies a rule's cost by how often its node can occur,
+//! about a million times under a list without `maxItems`, against a budget of 10^7 per rule and
+//! 10^8 per CRD (the same test estimates it and fails past either).
 
 use std::collections::BTreeMap;
 
@@ -50,8 +61,12 @@ pub struct LoadTestSpec {
     /// Data feeders: CSV tables whose columns are available as `${FEEDER.COLUMN}`, one row per
     /// iteration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub data: Vec<DataFeeder>,
     /// One or more workloads that run side by side.
+    // A list keyed by name: the API server refuses a second scenario of the same name
+    // ("Duplicate value"), at no CEL cost.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub scenarios: Vec<Scenario>,
     /// Pass/fail criteria evaluated on the merged results of all runners, e.g.
     /// `"p(95) < 500ms"` or `{expr: "error_rate < 1%", scenario: checkout, abortOnFail: true}`.
@@ -103,8 +118,17 @@ fn default_request_timeout() -> Duration {
 /// A CSV table that feeds one row per iteration.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.configMapRef) != has(self.file)",
+    "message": "set exactly one of configMapRef (in the cluster) and file (for volley run)",
+}]))]
 pub struct DataFeeder {
     /// Name used in templates: column `email` of feeder `users` is `${users.email}`.
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != 'setup' && self != 'env'",
+        "message": "`setup` and `env` are reserved; pick another feeder name",
+    }]))]
     pub name: String,
     /// The CSV in a ConfigMap (in the cluster). The first line holds the column names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,16 +236,47 @@ impl Executor {
 /// One workload: an executor that schedules iterations of a list of steps.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// The fields each executor needs (`volley_core::scenario::Workload::of`), one rule per executor
+// and field: a rule naming two executors would cost more than the API server allows under an
+// unbounded list (see the module comment).
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.rate) || self.executor != 'constant-arrival-rate'",
+     "message": "executor constant-arrival-rate needs `rate`"},
+    {"rule": "has(self.duration) || self.executor != 'constant-arrival-rate'",
+     "message": "executor constant-arrival-rate needs `duration`"},
+    {"rule": "has(self.stages) || self.executor != 'ramping-arrival-rate'",
+     "message": "executor ramping-arrival-rate needs `stages`"},
+    {"rule": "has(self.vus) || self.executor != 'constant-vus'",
+     "message": "executor constant-vus needs `vus`"},
+    {"rule": "has(self.duration) || self.executor != 'constant-vus'",
+     "message": "executor constant-vus needs `duration`"},
+    {"rule": "has(self.stages) || self.executor != 'ramping-vus'",
+     "message": "executor ramping-vus needs `stages`"},
+    {"rule": "has(self.iterations) || self.executor != 'shared-iterations'",
+     "message": "executor shared-iterations needs `iterations`"},
+    {"rule": "has(self.iterations) || self.executor != 'per-vu-iterations'",
+     "message": "executor per-vu-iterations needs `iterations`"},
+]))]
 pub struct Scenario {
     /// Unique name, used in metrics, thresholds and status.
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != 'setup'",
+        "message": "`setup` is reserved for the results of spec.setup; pick another scenario name",
+    }]))]
     pub name: String,
     /// How iterations are scheduled.
+    // The longest name's length: it bounds the cost the API server estimates for the
+    // `self.executor` comparisons of the rules above (an enum alone does not, before 1.26).
+    #[schemars(extend("maxLength" = 21))]
     pub executor: Executor,
     /// Iterations per `timeUnit`, in total across all runners (constant-arrival-rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000_000))]
     pub rate: Option<u64>,
     /// Starting rate of ramping-arrival-rate (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10_000_000))]
     pub start_rate: Option<u64>,
     /// The period `rate` and stage targets of arrival-rate executors refer to (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,16 +287,20 @@ pub struct Scenario {
     /// Virtual users, in total across all runners (constant-vus, shared-iterations,
     /// per-vu-iterations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub vus: Option<u64>,
     /// Starting VU count of ramping-vus (default 1).
     #[serde(rename = "startVUs", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1_000_000))]
     pub start_vus: Option<u64>,
     /// Concurrency cap of arrival-rate executors, in total across all runners. Iterations that
     /// find no free VU are counted as dropped. Default: twice the peak rate per second.
     #[serde(rename = "maxVUs", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub max_vus: Option<u64>,
     /// Iterations: in total (shared-iterations) or per VU (per-vu-iterations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
     pub iterations: Option<u64>,
     /// Targets to move to linearly, each over its duration (ramping executors). Targets are
     /// totals across all runners: VUs for ramping-vus, iterations per `timeUnit` for
@@ -273,6 +332,9 @@ pub struct Stage {
     /// Time to move from the previous target to this one.
     pub duration: Duration,
     /// Target at the end of the stage (VUs, or iterations per timeUnit), total across runners.
+    // The higher of the two executors' limits (ramping-arrival-rate's); ramping-vus's lower
+    // one is checked by `volley_core::validate` only.
+    #[schemars(range(max = 10_000_000))]
     pub target: u64,
 }
 
@@ -280,9 +342,16 @@ pub struct Stage {
 /// retry and polling, or a sleep. Exactly one of `request` and `sleep` is set.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.request) != has(self.sleep)",
+    "message": "a step is either a request or a sleep: set exactly one of them",
+}]))]
 pub struct Step {
     /// Name used in metrics, thresholds and status. Default for requests: `METHOD url`.
+    // `validate` counts bytes and Unicode whitespace; the schema counts characters and
+    // matches ASCII whitespace, so it refuses a subset of what `validate` refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"\S"))]
     pub name: Option<String>,
     /// The HTTP request to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,8 +409,10 @@ impl Step {
 pub struct Request {
     /// HTTP method (default GET).
     #[serde(default = "default_method")]
+    #[schemars(regex(pattern = r"^(?i:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)$"))]
     pub method: String,
     /// Path relative to `target.baseUrl`, or an absolute URL.
+    #[schemars(length(max = 8192), regex(pattern = r"\S"))]
     pub url: String,
     /// Extra headers for this request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -431,6 +502,7 @@ pub struct MultipartPart {
 pub struct Check {
     /// Accepted status codes. Default: any 2xx or 3xx.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 100, max = 599)))]
     pub status: Vec<u16>,
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -513,6 +585,7 @@ impl ErrorKind {
 #[serde(rename_all = "camelCase")]
 pub struct Retry {
     /// Maximum attempts, the first one included.
+    #[schemars(range(min = 1, max = 100))]
     pub attempts: u32,
     /// Error kinds that cause a retry (default: connect, timeout, 5xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -623,12 +696,17 @@ pub struct Threshold {
 pub struct Runners {
     /// Number of runner pods; rates, VUs and iterations are split exactly between them.
     #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 1000))]
     pub parallelism: u32,
     /// Runner image. Default: the operator's configured runner image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Image pull policy (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'Always' || self == 'IfNotPresent' || self == 'Never'",
+        "message": "must be one of Always, IfNotPresent, Never",
+    }]))]
     pub image_pull_policy: Option<String>,
     /// CPU and memory for each runner container.
     #[serde(default, skip_serializing_if = "Option::is_none")]

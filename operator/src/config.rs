@@ -117,6 +117,31 @@ pub struct Config {
         value_parser = parse_security_context,
     )]
     pub runner_security_context: Option<SecurityContext>,
+    /// Serve the validating admission webhook (HTTPS) on this address, e.g. `0.0.0.0:9443`
+    /// (the chart's `webhook.enabled`). Default: no webhook.
+    #[arg(long, env = "VOLLEY_WEBHOOK_LISTEN", value_name = "ADDR")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// Directory holding the webhook's `tls.crt` and `tls.key` (a mounted Secret, e.g. from
+    /// cert-manager), read again when they change. Default: generate a CA and a certificate at
+    /// start and write the CA into `--webhook-configuration`.
+    #[arg(long, env = "VOLLEY_WEBHOOK_CERT_DIR", value_name = "DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// The Service the API server calls the webhook through (in the operator's namespace):
+    /// the generated certificate's names.
+    #[arg(
+        long,
+        env = "VOLLEY_WEBHOOK_SERVICE",
+        default_value = "volley-operator"
+    )]
+    pub webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose `caBundle` the leader writes when it
+    /// generates the certificate.
+    #[arg(
+        long,
+        env = "VOLLEY_WEBHOOK_CONFIGURATION",
+        default_value = "volley-operator"
+    )]
+    pub webhook_configuration: String,
 }
 
 /// How logs are written.

@@ -22,7 +22,10 @@
 //! - [`telemetry`]: the operator's own Prometheus metrics (`/metrics`).
 //! - [`leader`]: leader election with a Lease.
 //! - [`serve`]: the HTTP servers and the process wiring of `main`.
+//! - [`admission`]: the validating admission webhook's decisions.
+//! - [`webhook`]: the webhook's HTTPS server and its certificate.
 
+pub mod admission;
 pub mod aggregator_registry;
 pub mod conditions;
 pub mod config;
@@ -35,11 +38,13 @@ pub mod pods;
 pub mod rbac;
 pub mod registry;
 pub mod report;
+pub mod report_http;
 pub mod secret;
 pub mod serve;
 pub mod spec_check;
 pub mod status_patch;
 pub mod telemetry;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

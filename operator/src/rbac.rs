@@ -25,6 +25,14 @@
 //! |---|---|---|---|
 //! | `coordination.k8s.io` | `leases` | get, create, update | leader election |
 //! | core | `pods` | patch | the leader label on the operator's own pod |
+//!
+//! With the admission webhook (the chart's `webhook.enabled`), a third ClusterRole
+//! ([`webhook_rules`], cluster-wide in every mode: both resources are cluster-scoped):
+//!
+//! | API group | resources | verbs | used for |
+//! |---|---|---|---|
+//! | `authorization.k8s.io` | `subjectaccessreviews` | create | may the LoadTest's author read the Secrets it names |
+//! | `admissionregistration.k8s.io` | `validatingwebhookconfigurations` (its one name) | get, patch | the generated CA into `caBundle` (not with cert-manager) |
 
 use std::collections::BTreeMap;
 
@@ -75,6 +83,28 @@ pub fn leader_rules() -> Vec<PolicyRule> {
         ),
         rule("", &["pods"], &["patch"]),
     ]
+}
+
+/// The rules of the webhook's ClusterRole: `SubjectAccessReview`s, and, when the operator
+/// generates its certificate, reading and patching the ValidatingWebhookConfiguration named
+/// `configuration` (and no other).
+pub fn webhook_rules(configuration: Option<&str>) -> Vec<PolicyRule> {
+    let mut rules = vec![rule(
+        "authorization.k8s.io",
+        &["subjectaccessreviews"],
+        &["create"],
+    )];
+    if let Some(name) = configuration {
+        rules.push(PolicyRule {
+            resource_names: Some(vec![name.to_string()]),
+            ..rule(
+                "admissionregistration.k8s.io",
+                &["validatingwebhookconfigurations"],
+                &["get", "patch"],
+            )
+        });
+    }
+    rules
 }
 
 fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
@@ -209,10 +239,12 @@ mod tests {
 
     /// The chart's objects, as `.ci/render-manifests.sh` renders them with the default values.
     fn rendered_chart() -> Vec<serde_json::Value> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/volley-operator.yaml"
-        );
+        rendered("volley-operator.yaml")
+    }
+
+    /// The objects of `deploy/{file}`.
+    fn rendered(file: &str) -> Vec<serde_json::Value> {
+        let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap();
         serde_norway::Deserializer::from_str(&text)
             .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
@@ -265,5 +297,50 @@ mod tests {
             find("Role", LEADER_ROLE)["rules"],
             serde_json::to_value(leader_rules()).unwrap()
         );
+    }
+
+    #[test]
+    fn the_webhook_rules_are_granted_only_with_the_webhook() {
+        let name = format!("{NAME}-webhook");
+        let with_name = |docs: &[serde_json::Value], kind: &str| -> Vec<serde_json::Value> {
+            docs.iter()
+                .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name.as_str())
+                .cloned()
+                .collect()
+        };
+        let plain = rendered_chart();
+        assert!(with_name(&plain, "ClusterRole").is_empty());
+        let docs = rendered("volley-operator-webhook.yaml");
+        let role = with_name(&docs, "ClusterRole");
+        assert_eq!(role.len(), 1);
+        assert_eq!(
+            role[0]["rules"],
+            serde_json::to_value(webhook_rules(Some(NAME))).unwrap()
+        );
+        assert_eq!(
+            role[0]["rules"],
+            serde_json::json!([
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+                {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                 "resourceNames": ["volley-operator"], "verbs": ["get", "patch"]},
+            ])
+        );
+        let binding = with_name(&docs, "ClusterRoleBinding");
+        assert_eq!(binding.len(), 1);
+        assert_eq!(binding[0]["roleRef"]["name"], name.as_str());
+        assert_eq!(
+            binding[0]["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": NAME, "namespace": DEFAULT_NAMESPACE}])
+        );
+        // The rest grants exactly what the plain rendering grants.
+        for (kind, n) in [("ClusterRole", NAME), ("Role", LEADER_ROLE)] {
+            let pick = |docs: &[serde_json::Value]| {
+                docs.iter()
+                    .find(|d| d["kind"] == kind && d["metadata"]["name"] == n)
+                    .unwrap()["rules"]
+                    .clone()
+            };
+            assert_eq!(pick(&docs), pick(&plain), "{kind} {n}");
+        }
     }
 }

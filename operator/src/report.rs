@@ -2,7 +2,7 @@
 //! the ConfigMap `{loadtest}-report`, owned by the LoadTest.
 //!
 //! A ConfigMap holds at most 1 MiB. When the report does not fit, the per-step histograms are
-//! dropped first, then the per-second series, and `truncated` says what was left out; the
+//! dropped first, then the per-scenario and the overall per-second series, and `truncated` says what was left out; the
 //! status keeps its own bounded copy of the figures either way.
 
 use std::collections::BTreeMap;
@@ -57,6 +57,10 @@ pub fn fit(mut summary: Value, limit: usize) -> Value {
     if size(&summary) > limit {
         summary["histograms"]["steps"] = json!([]);
         dropped.push("histograms.steps");
+    }
+    if size(&summary) > limit && summary.get("scenarioSeries").is_some() {
+        summary["scenarioSeries"] = json!([]);
+        dropped.push("scenarioSeries");
     }
     if size(&summary) > limit {
         summary["series"] = json!([]);
@@ -134,6 +138,24 @@ mod tests {
         assert_eq!(cut["histograms"]["overall"], "AAAA");
         assert_eq!(cut["series"], json!([{"second": 1}]));
         assert_eq!(cut["truncated"]["dropped"], json!(["histograms.steps"]));
+    }
+
+    #[test]
+    fn per_scenario_series_go_before_the_overall_series() {
+        let points: Vec<Value> = (0..50).map(|i| json!({"second": i, "rps": 1})).collect();
+        let summary = json!({
+            "name": "web",
+            "series": [{"second": 1}],
+            "scenarioSeries": [{"scenario": "a", "points": points}],
+            "histograms": {"steps": []},
+        });
+        let cut = fit(summary, 500);
+        assert_eq!(cut["scenarioSeries"], json!([]));
+        assert_eq!(cut["series"], json!([{"second": 1}]));
+        assert_eq!(
+            cut["truncated"]["dropped"],
+            json!(["histograms.steps", "scenarioSeries"])
+        );
     }
 
     #[test]

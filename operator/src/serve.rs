@@ -1,5 +1,6 @@
 //! The operator's HTTP side and process wiring: the aggregator's port (runner protocol and
-//! `/healthz`), the observability port (`/metrics`, `/healthz`, `/readyz`), and [`run`], which
+//! `/healthz`), the observability port (`/metrics`, `/healthz`, `/readyz`), the admission
+//! webhook's HTTPS port when configured ([`crate::webhook`]), and [`run`], which
 //! starts everything, takes part in leader election (labelling its pod while it leads, see
 //! [`crate::leader`]) and shuts down on SIGTERM.
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::controller;
 use crate::leader::{Elector, LeaseConfig, LeaseLock, OwnPod, Term};
 use crate::telemetry::{self, OperatorMetrics};
+use crate::webhook::{self, CertSource, Certificates};
 
 /// Liveness: the process serves HTTP.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -146,7 +148,8 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
         )),
         tokio::spawn(serve_until(
             obs_listener,
-            observability_router(metrics.clone(), registry.clone(), ready.clone()),
+            observability_router(metrics.clone(), registry.clone(), ready.clone())
+                .merge(crate::report_http::reports_router(client.clone())),
             stop_rx.clone(),
         )),
     ];
@@ -156,6 +159,13 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
         .lease_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
+    // Set while this replica leads: only the leader writes a generated CA into the webhook
+    // configuration (the Service routes webhook calls to the leader).
+    let leading = Arc::new(AtomicBool::new(false));
+    let publish_ca = match config.webhook_listen {
+        Some(addr) => start_webhook(&config, &client, &namespace, addr, &leading, &stop_rx).await?,
+        None => None,
+    };
     let identity = config.identity.clone().unwrap_or_else(default_identity);
     let lock = LeaseLock::new(
         client.clone(),
@@ -183,8 +193,21 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     tracing::info!(%identity, lease = %config.lease_name, %namespace, "waiting for leadership");
     ready.store(true, Ordering::SeqCst);
     let term = elector
-        .run(signalled_rx, |stop_controller| {
-            controller::run(client, &config, registry.clone(), metrics, stop_controller)
+        .run(signalled_rx, |stop_controller| async {
+            leading.store(true, Ordering::SeqCst);
+            if let Some((name, ca)) = &publish_ca {
+                webhook::publish_logged(&client, name, ca).await;
+            }
+            let result = controller::run(
+                client.clone(),
+                &config,
+                registry.clone(),
+                metrics,
+                stop_controller,
+            )
+            .await;
+            leading.store(false, Ordering::SeqCst);
+            result
         })
         .await;
     ready.store(false, Ordering::SeqCst);
@@ -205,6 +228,43 @@ pub async fn run(config: Config, client: kube::Client) -> anyhow::Result<Exit> {
     }
     ticker.abort();
     Ok(exit)
+}
+
+/// The webhook's ValidatingWebhookConfiguration and generated CA, for the leader to publish.
+type PublishCa = (String, Arc<std::sync::RwLock<Option<String>>>);
+
+/// Starts the admission webhook on `addr`: its certificate (mounted files, or generated for
+/// the Service in `namespace`), the HTTPS server and the certificate's upkeep. Returns what
+/// the leader publishes when the certificate is generated.
+async fn start_webhook(
+    config: &Config,
+    client: &kube::Client,
+    namespace: &str,
+    addr: SocketAddr,
+    leading: &Arc<AtomicBool>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<PublishCa>> {
+    let source = match &config.webhook_cert_dir {
+        Some(dir) => CertSource::Dir(dir.clone()),
+        None => CertSource::Generated {
+            names: webhook::service_dns_names(&config.webhook_service, namespace),
+            configuration: config.webhook_configuration.clone(),
+        },
+    };
+    let certs = Certificates::start(source)?;
+    let listener = bind(addr, "the admission webhook").await?;
+    tracing::info!(webhook = %addr, "listening");
+    let publish = certs
+        .configuration()
+        .map(|name| (name.to_string(), certs.ca_pem.clone()));
+    tokio::spawn(webhook::serve_tls(
+        listener,
+        webhook::router(client.clone(), config.runner_defaults()),
+        certs.store.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(certs.maintain(client.clone(), leading.clone(), stop.clone()));
+    Ok(publish)
 }
 
 /// This replica's identity when `POD_NAME` is not set: the host name, or a random id.

@@ -409,3 +409,94 @@ fn rbac_binds_the_deployments_service_account() {
         "secrets are read by name only"
     );
 }
+
+/// The rendering with `webhook.enabled=true` (`deploy/volley-operator-webhook.yaml`).
+const RENDERED_WEBHOOK: &str = "../deploy/volley-operator-webhook.yaml";
+
+#[test]
+fn the_webhook_configuration_reaches_the_operators_webhook_server() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let all = docs(RENDERED_WEBHOOK);
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        all.iter().filter(|d| d["kind"] == kind).cloned().collect()
+    };
+    let raw = of("ValidatingWebhookConfiguration");
+    assert_eq!(raw.len(), 1);
+    let config = typed::<ValidatingWebhookConfiguration>(&raw[0]);
+    let hooks = config.webhooks.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(hook.admission_review_versions, ["v1"]);
+    assert_eq!(hook.side_effects, "None", "dry runs may call it");
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    let rules = hook.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["volley.dev".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["loadtests".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].operations.as_deref(),
+        Some(&["CREATE".to_string(), "UPDATE".to_string()][..])
+    );
+    assert!(
+        hook.client_config.ca_bundle.is_none(),
+        "the leading operator writes its generated CA"
+    );
+    let target = hook.client_config.service.clone().unwrap();
+    assert_eq!(
+        target.path.as_deref(),
+        Some(volley_operator::webhook::VALIDATE_PATH)
+    );
+
+    // The Service port it calls leads to the container port the operator listens on.
+    let services = of("Service");
+    let service = typed::<Service>(&services[0]);
+    assert_eq!(service.metadata.name.as_deref(), Some(target.name.as_str()));
+    assert_eq!(service.metadata.namespace, Some(target.namespace.clone()));
+    let port = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| Some(p.port) == target.port)
+        .unwrap();
+    assert_eq!(
+        port.target_port,
+        Some(IntOrString::String("webhook".into()))
+    );
+    let raw = of("Deployment");
+    let d = typed::<Deployment>(&raw[0]);
+    let c = container(&d);
+    let container_port = c
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("webhook"))
+        .unwrap();
+    let cfg = Config::try_parse_from(command_line(&c)).unwrap();
+    let listen = cfg.webhook_listen.expect("VOLLEY_WEBHOOK_LISTEN is set");
+    assert_eq!(i32::from(listen.port()), container_port.container_port);
+    // The generated certificate names the Service the API server dials, and the leader
+    // patches this configuration.
+    assert_eq!(cfg.webhook_service, target.name);
+    assert_eq!(
+        Some(cfg.webhook_configuration.as_str()),
+        config.metadata.name.as_deref()
+    );
+    assert!(cfg.webhook_cert_dir.is_none());
+    assert!(
+        volley_operator::webhook::service_dns_names(&cfg.webhook_service, &target.namespace)
+            .contains(&format!("{}.{}.svc", target.name, target.namespace))
+    );
+
+    // Without the webhook, none of it is rendered.
+    assert!(rendered("ValidatingWebhookConfiguration").is_empty());
+    assert!(defaults().webhook_listen.is_none());
+}

@@ -270,6 +270,8 @@ pub struct RunOptions {
     pub allowed_targets: TargetPolicy,
     /// A finished run's `summary.json` for baseline thresholds (`--baseline`).
     pub baseline: Option<PathBuf>,
+    /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
+    pub reports: crate::report_cli::ReportFiles,
 }
 
 /// Reads the figures of a `summary.json`, or says which file and field are wrong.
@@ -391,6 +393,15 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
             .and_then(|json| std::fs::write(out, json));
         if let Err(e) = written {
             eprintln!("cannot write {}: {e}", out.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    if options.reports.any() {
+        let spec = serde_json::to_value(&lt.spec).ok();
+        let written = crate::report_cli::reader_summary(&summary)
+            .and_then(|s| crate::report_cli::write_reports(&s, spec.as_ref(), &options.reports));
+        if let Err(e) = written {
+            eprintln!("{e}");
             return ExitCode::from(EXIT_ERROR);
         }
     }

@@ -398,14 +398,14 @@ enum Schedule {
     },
     /// Iteration `i` is due when the integral of the rate reaches `i`.
     Ramping {
-        segments: Vec<Segment>,
+        segments: Vec<RampSegment>,
         /// The segment the last due time fell in; due times only move forward.
         cursor: usize,
     },
 }
 
 /// One stage of a ramping-arrival-rate schedule, with a positive duration.
-struct Segment {
+struct RampSegment {
     /// Offset of the segment's start from the scenario's begin.
     start: Duration,
     length: Duration,
@@ -433,7 +433,7 @@ impl Schedule {
             // A 0s stage adds no segment: the rate simply jumps to its target.
             if !length.is_zero() {
                 let through = before + (from + to) / 2.0 * length.as_secs_f64();
-                segments.push(Segment {
+                segments.push(RampSegment {
                     start,
                     length,
                     from,
@@ -488,7 +488,7 @@ impl Schedule {
     }
 }
 
-impl Segment {
+impl RampSegment {
     /// Seconds from the segment's start until `k` more iterations are due: the root of
     /// `from·x + (to − from)/(2·length)·x² = k`.
     fn time_to(&self, k: f64) -> f64 {

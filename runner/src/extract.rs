@@ -107,7 +107,7 @@ pub(crate) fn compile_regex(
 
 /// A compiled extractor.
 #[derive(Clone, Debug)]
-pub(crate) enum Extractor {
+pub(crate) enum CompiledExtractor {
     /// First match of a JSON path in the body.
     JsonPath(JsonPath),
     /// A response header.
@@ -118,13 +118,13 @@ pub(crate) enum Extractor {
     Regex(regex::bytes::Regex),
 }
 
-impl Extractor {
+impl CompiledExtractor {
     /// Compiles the extractor of value `name`.
     pub(crate) fn compile(
         name: &str,
         spec: &spec::Extractor,
         compiler: &TemplateCompiler<'_>,
-    ) -> Result<Extractor, StepError> {
+    ) -> Result<CompiledExtractor, StepError> {
         let field = format!("extract.{name}");
         let sources = [
             spec.json_path.is_some(),
@@ -139,11 +139,11 @@ impl Extractor {
         }
         if let Some(path) = &spec.json_path {
             return compile_json_path(path, &format!("{field}.jsonPath"), compiler)
-                .map(Extractor::JsonPath);
+                .map(CompiledExtractor::JsonPath);
         }
         if let Some(header) = &spec.header {
             return HeaderName::from_bytes(header.as_bytes())
-                .map(Extractor::Header)
+                .map(CompiledExtractor::Header)
                 .map_err(|_| {
                     compiler.invalid(
                         &format!("{field}.header"),
@@ -152,12 +152,11 @@ impl Extractor {
                 });
         }
         if let Some(cookie) = &spec.cookie {
-            return Ok(Extractor::Cookie(cookie.clone()));
+            return Ok(CompiledExtractor::Cookie(cookie.clone()));
         }
         match &spec.regex {
-            Some(pattern) => {
-                compile_regex(pattern, &format!("{field}.regex"), compiler).map(Extractor::Regex)
-            }
+            Some(pattern) => compile_regex(pattern, &format!("{field}.regex"), compiler)
+                .map(CompiledExtractor::Regex),
             None => {
                 Err(compiler.invalid(&field, "set exactly one of jsonPath, header, cookie, regex"))
             }
@@ -166,20 +165,23 @@ impl Extractor {
 
     /// True when the extractor reads the body.
     pub(crate) fn needs_body(&self) -> bool {
-        matches!(self, Extractor::JsonPath(_) | Extractor::Regex(_))
+        matches!(
+            self,
+            CompiledExtractor::JsonPath(_) | CompiledExtractor::Regex(_)
+        )
     }
 
     /// The value, or `None` when the response does not have it.
     pub(crate) fn extract(&self, response: &Received) -> Option<String> {
         match self {
-            Extractor::JsonPath(path) => {
+            CompiledExtractor::JsonPath(path) => {
                 response.json_first(path).map(|v| json_text(v).into_owned())
             }
-            Extractor::Header(name) => response
+            CompiledExtractor::Header(name) => response
                 .headers
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            Extractor::Cookie(name) => response
+            CompiledExtractor::Cookie(name) => response
                 .headers
                 .get_all(SET_COOKIE)
                 .iter()
@@ -188,7 +190,7 @@ impl Extractor {
                 .rfind(|c| c.name == name)
                 .filter(|c| !c.delete)
                 .map(|c| c.value.to_string()),
-            Extractor::Regex(re) => {
+            CompiledExtractor::Regex(re) => {
                 let captures = re.captures(&response.body)?;
                 let m = captures.get(1).or_else(|| captures.get(0))?;
                 Some(String::from_utf8_lossy(m.as_bytes()).into_owned())
@@ -208,9 +210,9 @@ mod tests {
         Err(std::env::VarError::NotPresent)
     }
 
-    fn extractor(spec: spec::Extractor) -> Result<Extractor, StepError> {
+    fn extractor(spec: spec::Extractor) -> Result<CompiledExtractor, StepError> {
         let c = TemplateCompiler::new("s", &no_env);
-        Extractor::compile("x", &spec, &c)
+        CompiledExtractor::compile("x", &spec, &c)
     }
 
     fn response(body: &str) -> Received {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod report_cli;
 
 /// Volley: load tests with exact merged percentiles and a pass/fail verdict.
 #[derive(Parser)]
@@ -55,6 +56,8 @@ enum Command {
         /// it, those thresholds are skipped.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
+        #[command(flatten)]
+        reports: report_cli::ReportFiles,
     },
     /// Print two runs side by side (overall, per scenario, per step: p50/p95/p99, rps, error
     /// rate, change in %). Exit code: 99 when B exceeds a budget, 0 otherwise, 1 when a file
@@ -73,6 +76,18 @@ enum Command {
         /// B's rps must be at least this share of A's, e.g. `0.95` or `95%`.
         #[arg(long, value_name = "RATIO", value_parser = |s: &str| volley_core::compare::parse_percent(s, true))]
         min_rps_ratio: Option<f64>,
+    },
+    /// Render a run's summary document (`volley run --out`, or the `summary.json` key of a
+    /// LoadTest's report ConfigMap) as HTML, Markdown, JUnit XML or CSV; `-` reads standard
+    /// input. Without a format flag, prints the Markdown.
+    Report {
+        /// The summary document (JSON); `-` reads standard input.
+        summary: PathBuf,
+        /// The LoadTest manifest that ran, shown in the HTML report with credentials redacted.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        files: report_cli::ReportFiles,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     /// A file may hold several YAML documents (a ConfigMap beside a LoadTest): each LoadTest
@@ -117,6 +132,7 @@ fn main() -> ExitCode {
             runners,
             allowed_targets,
             baseline,
+            reports,
         } => cli::run_file(
             &file,
             out.as_deref(),
@@ -126,6 +142,7 @@ fn main() -> ExitCode {
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
                 baseline,
+                reports,
             },
         ),
         Command::Compare {
@@ -143,6 +160,11 @@ fn main() -> ExitCode {
                 min_rps_ratio,
             },
         ),
+        Command::Report {
+            summary,
+            manifest,
+            files,
+        } => report_cli::report(&summary, manifest.as_deref(), files),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd => cli::print_crd(),
         Command::Agent(args) => cli::run_agent(args),

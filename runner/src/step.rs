@@ -61,7 +61,7 @@ use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
 use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
-use crate::extract::{BODY_CAP, Extractor, Received, compile_json_path, json_text};
+use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
 
 // Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
@@ -184,7 +184,7 @@ struct CompiledRequest {
     body: BodyTemplate,
     timeout: Duration,
     checks: Checks,
-    extract: Vec<(String, Extractor)>,
+    extract: Vec<(String, CompiledExtractor)>,
     retry: StepRetry,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
@@ -460,7 +460,12 @@ fn compile_request(
     let extract = step
         .extract
         .iter()
-        .map(|(name, spec)| Ok((name.clone(), Extractor::compile(name, spec, compiler)?)))
+        .map(|(name, spec)| {
+            Ok((
+                name.clone(),
+                CompiledExtractor::compile(name, spec, compiler)?,
+            ))
+        })
         .collect::<Result<Vec<_>, StepError>>()?;
     let retry = match &step.retry {
         Some(retry) => StepRetry {

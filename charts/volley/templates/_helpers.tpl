@@ -90,3 +90,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["pods"]
   verbs: ["patch"]
 {{- end }}
+
+{{/* The webhook's own rules (operator/src/rbac.rs's `webhook_rules`; a cargo test checks the
+rendering in deploy/volley-operator-webhook.yaml matches): SubjectAccessReviews for the Secret
+check, and, when the operator generates its certificate, the caBundle of its one
+ValidatingWebhookConfiguration. */}}
+{{- define "volley.webhookRules" -}}
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- if not .Values.webhook.certManager.enabled }}
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  resourceNames: [{{ include "volley.fullname" . | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- end }}
+
+{{/* The webhook's serving certificate Secret (cert-manager writes it). */}}
+{{- define "volley.webhookCertSecret" -}}
+{{ include "volley.fullname" . }}-webhook-tls
+{{- end }}

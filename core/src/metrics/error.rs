@@ -4,9 +4,6 @@
 
 use hdrhistogram::serialization::{DeserializeError, V2DeflateSerializeError};
 
-use crate::metrics::histogram::{
-    LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT,
-};
 use volley_crds::text::shorten;
 
 /// Why metrics could not be merged, compared, encoded or decoded.
@@ -32,8 +29,8 @@ pub enum MetricsError {
     /// A histogram was made with other bounds than Volley's latency histograms.
     #[error(
         "the histogram tracks {low} µs to {high} µs with {sigfig} significant digits; Volley's \
-         latency histograms track {LATENCY_LOW_US} µs to {LATENCY_HIGH_US} µs with \
-         {LATENCY_SIGFIG}"
+         latency histograms track {} µs to {} µs with {}",
+        expected.0, expected.1, expected.2
     )]
     Bounds {
         /// Lowest discernible value of the histogram.
@@ -42,6 +39,9 @@ pub enum MetricsError {
         high: u64,
         /// Its significant digits.
         sigfig: u8,
+        /// Volley's bounds (low, high, significant digits), for the message: the constants of
+        /// `metrics::histogram`, which returns this type and so cannot be imported here.
+        expected: (u64, u64, u8),
     },
     /// A decoded histogram holds a value outside 1 µs to 1 h.
     #[error("the histogram holds a latency of {value} µs, outside the range of 1 µs to 1 h")]
@@ -49,9 +49,13 @@ pub enum MetricsError {
         /// The offending value, in microseconds.
         value: u64,
     },
-    /// A decoded histogram holds more samples than [`MAX_HISTOGRAM_COUNT`].
-    #[error("the histogram holds more than {MAX_HISTOGRAM_COUNT} samples")]
-    TooManySamples,
+    /// A decoded histogram holds more samples than the codec accepts.
+    #[error("the histogram holds more than {limit} samples")]
+    TooManySamples {
+        /// The most samples a decoded histogram may hold
+        /// (`metrics::histogram::MAX_HISTOGRAM_COUNT`).
+        limit: u64,
+    },
     /// A histogram holds values above what the histogram it is merged into can track.
     #[error("cannot add a histogram with values up to {max} µs to one that tracks up to {high} µs")]
     Incompatible {

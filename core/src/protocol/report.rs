@@ -294,6 +294,7 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, MetricsError> {
             low,
             high,
             sigfig: u8::try_from(sigfig).unwrap_or(u8::MAX),
+            expected: (LATENCY_LOW_US, LATENCY_HIGH_US, LATENCY_SIGFIG),
         });
     }
     if normalizing_offset != 0 || f64::from_bits(ratio_bits) != 1.0 {
@@ -314,6 +315,7 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, MetricsError> {
             low: h.low(),
             high: h.high(),
             sigfig: h.sigfig(),
+            expected: (LATENCY_LOW_US, LATENCY_HIGH_US, LATENCY_SIGFIG),
         });
     }
     if !h.is_empty() {
@@ -373,7 +375,9 @@ fn check_counts(payload: &[u8], counts_len: usize) -> Result<(), MetricsError> {
                 }
                 total = total.saturating_add(magnitude);
                 if total > MAX_HISTOGRAM_COUNT {
-                    return Err(MetricsError::TooManySamples);
+                    return Err(MetricsError::TooManySamples {
+                        limit: MAX_HISTOGRAM_COUNT,
+                    });
                 }
             }
             index += 1;
@@ -665,7 +669,7 @@ mod tests {
         let mut huge = new_latency_histogram();
         huge.record_n(1000, MAX_HISTOGRAM_COUNT + 1).unwrap();
         let err = decode_histogram(&encode_histogram(&huge).unwrap()).unwrap_err();
-        assert!(matches!(err, MetricsError::TooManySamples), "{err}");
+        assert!(matches!(err, MetricsError::TooManySamples { .. }), "{err}");
         let mut ok = new_latency_histogram();
         ok.record_n(1000, MAX_HISTOGRAM_COUNT).unwrap();
         assert_eq!(

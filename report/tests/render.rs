@@ -1,0 +1,208 @@
+//! Rendering synthetic summaries: hostile strings stay text in every format, a run that failed
+//! for another reason than its thresholds is a JUnit error, and a 4-hour soak (14 400 points)
+//! renders fast and small, with every point in the CSV. Reports of real runs are checked in
+//! `runner/tests/report.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use volley_report::{Summary, csv, html, junit, load, markdown};
+
+/// A summary document as `volley run --out` writes it, with `series_len` seconds of series.
+fn summary(name: &str, series_len: u64) -> Value {
+    let series: Vec<Value> = (1..=series_len)
+        .map(|s| {
+            let requests = 1000 + s % 97;
+            json!({"second": s, "intervalMs": 1000, "requests": requests, "failures": s % 7,
+                   "rps": requests as f64, "p50Ms": 10.0 + (s % 13) as f64,
+                   "p95Ms": 40.0 + (s % 31) as f64, "p99Ms": 90.0 + (s % 61) as f64})
+        })
+        .collect();
+    let scenario_series: Vec<Value> = ["<script>alert(1)</script>", "checkout, \"v2\""]
+        .iter()
+        .map(|n| json!({"scenario": n, "points": series}))
+        .collect();
+    json!({
+        "name": name, "phase": "Failed", "verdict": "Failed", "reason": "ThresholdsFailed",
+        "message": "1 of 2 thresholds failed", "durationSeconds": series_len as f64, "runners": 4,
+        "startSkewMs": 12.5,
+        "runnerFailures": [{"index": 2, "host": "node-<b>", "atSeconds": 30.5, "reason": "exit <1> & \"gone\""}],
+        "metrics": {"requests": 123456, "failures": 42, "errorRate": 0.00034, "rps": 1000.5,
+            "iterations": 123000, "droppedIterations": 3, "latencyMs": {"min": 1.0, "mean": 12.0,
+            "p50": 10.0, "p90": 30.0, "p95": 44.2, "p99": 120.0, "max": 900.0},
+            "errorsByKind": {"5xx": 40, "<timeout>": 2}, "dataReceivedBytes": 10485760,
+            "dataSentBytes": 2048, "p95": "44.2ms", "errors": "0.03%"},
+        "latencySentMs": {"min": 1.0, "mean": 11.0, "p50": 9.0, "p90": 29.0, "p95": 43.0, "p99": 110.0, "max": 800.0},
+        "thresholds": [
+            {"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true},
+            {"expr": "error_rate < 0.01%", "scope": "scenario <script>alert(1)</script>", "actual": "0.03% <&>", "passed": false, "aborted": true}
+        ],
+        "scenarios": [{"scenario": "<script>alert(1)</script>", "requests": 123456, "iterations": 123000,
+            "droppedIterations": 3, "errorRate": 0.00034, "rps": 1000.5, "p50Ms": 10.0, "p95Ms": 44.2, "p99Ms": 120.0}],
+        "steps": [{"scenario": "<script>alert(1)</script>", "step": "a|b`c\nd", "requests": 123456,
+            "errorRate": 0.00034, "p50Ms": 10.0, "p95Ms": 44.2, "p99Ms": 120.0}],
+        "series": series,
+        "scenarioSeries": scenario_series,
+        "histograms": {"overall": histogram(), "steps": []}
+    })
+}
+
+/// An encoded merged histogram of 100 000 latencies from 1 ms to 2 s (microseconds).
+fn histogram() -> String {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    for i in 0..100_000u64 {
+        h.record(1_000 + (i * i) % 2_000_000).unwrap();
+    }
+    volley_core::protocol::report::encode_histogram(&h).unwrap()
+}
+
+fn parse(v: &Value) -> Summary {
+    load(serde_json::to_string(v).unwrap().as_bytes()).unwrap()
+}
+
+#[test]
+fn user_strings_stay_text_in_every_format() {
+    let s = parse(&summary("<img src=x onerror=alert(1)>", 10));
+    let spec = json!({"target": {"baseUrl": "http://a/</pre><script>x</script>"}});
+    let page = html::render(&s, Some(&spec));
+    for raw in ["<script", "<img", "<b>", "exit <1>"] {
+        assert!(!page.contains(raw), "{raw} unescaped in HTML");
+    }
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("exit &lt;1&gt; &amp; &quot;gone&quot;"));
+    assert!(page.contains("&lt;timeout&gt;"));
+
+    let xml = junit::render(&s);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc.root_element().first_element_child().unwrap();
+    assert_eq!(
+        suite.attribute("name"),
+        Some("<img src=x onerror=alert(1)>")
+    );
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap();
+    assert!(failure.attribute("message").unwrap().contains("0.03% <&>"));
+
+    let md = markdown::render(&s);
+    assert!(!md.contains("<script"), "{md}");
+    // The step name's `|` and newline would break the table: every table line keeps its shape.
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        assert!(line.ends_with(" |"), "{line}");
+    }
+}
+
+#[test]
+fn junit_reports_a_run_that_failed_without_a_failed_threshold_as_an_error() {
+    let mut v = summary("t", 3);
+    v["phase"] = json!("Failed");
+    v["reason"] = json!("RunnerFailed");
+    v["message"] = json!("runner 2 died");
+    v["thresholds"] =
+        json!([{"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true}]);
+    let xml = junit::render(&parse(&v));
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.attribute("tests"), Some("2"));
+    assert_eq!(root.attribute("errors"), Some("1"));
+    assert_eq!(root.attribute("failures"), Some("0"));
+    let error = doc.descendants().find(|n| n.has_tag_name("error")).unwrap();
+    assert_eq!(error.attribute("type"), Some("RunnerFailed"));
+    assert!(
+        error
+            .attribute("message")
+            .unwrap()
+            .contains("runner 2 died")
+    );
+    assert_eq!(error.parent().unwrap().attribute("name"), Some("run"));
+
+    // A passed run has no error testcase.
+    v["phase"] = json!("Succeeded");
+    v["reason"] = Value::Null;
+    let xml = junit::render(&parse(&v));
+    assert!(!xml.contains("<error"));
+    assert!(xml.contains("tests=\"1\""));
+}
+
+/// The 4-hour soak: 14 400 seconds of series. Prints the render time and sizes (figures for
+/// the docs); the bounds are generous so a busy machine does not fail it: the size bound is the
+/// real requirement (< 5 MB), the time bound only catches something quadratic.
+#[test]
+fn four_hour_soak_renders_small_and_keeps_every_second_in_the_csv() {
+    let doc = serde_json::to_vec(&summary("soak", 14_400)).unwrap();
+    let started = Instant::now();
+    let s = load(&doc).unwrap();
+    let loaded = started.elapsed();
+    let started = Instant::now();
+    let page = html::render(&s, None);
+    let html_time = started.elapsed();
+    let started = Instant::now();
+    let table = csv::render(&s);
+    let csv_time = started.elapsed();
+    let started = Instant::now();
+    let md = markdown::render(&s);
+    let xml = junit::render(&s);
+    let rest = started.elapsed();
+    println!(
+        "4-hour soak: summary {} bytes loaded in {loaded:?}; HTML {} bytes in {html_time:?}; \
+         CSV {} bytes in {csv_time:?}; Markdown {} + JUnit {} bytes in {rest:?}",
+        doc.len(),
+        page.len(),
+        table.len(),
+        md.len(),
+        xml.len()
+    );
+    assert!(page.len() < 5 * 1024 * 1024, "HTML {} bytes", page.len());
+    assert!(html_time.as_secs() < 20, "{html_time:?}");
+    // Drawn downsampled, never more points than the bound per line.
+    let drawn = page
+        .split("<polyline")
+        .skip(1)
+        .map(|p| {
+            let points = &p[p.find("points=\"").unwrap() + 8..];
+            points[..points.find('"').unwrap()]
+                .split_whitespace()
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(drawn <= html::MAX_DRAWN_POINTS, "{drawn}");
+    assert!(page.contains("id=\"chart-distribution\""));
+    // The CSV keeps every second: the whole run and each of the two scenarios.
+    let mut reader = ::csv::Reader::from_reader(table.as_bytes());
+    let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3 * 14_400);
+    // A scenario name with a comma and quotes reads back whole.
+    assert_eq!(
+        rows.iter().filter(|r| &r[1] == "checkout, \"v2\"").count(),
+        14_400
+    );
+}
+
+/// A skipped threshold (a baseline threshold without a baseline) is neither a pass nor a
+/// failure: JUnit's `<skipped>` with the reason, `skipped` in HTML and Markdown.
+#[test]
+fn skipped_thresholds_are_skipped_in_every_format() {
+    let mut v = summary("gated", 3);
+    v["thresholds"] = json!([
+        {"expr": "p(95) < baseline * 1.1", "scope": "all", "actual": "skipped: no baseline run",
+         "passed": false, "skipped": "no baseline run <to compare>"},
+        {"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true}
+    ]);
+    let s = parse(&v);
+    let xml = junit::render(&s);
+    assert!(xml.contains("skipped=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<skipped message=\"no baseline run &lt;to compare&gt;\"/>"),
+        "{xml}"
+    );
+    assert!(
+        !xml.contains("<failure message=\"p(95) < baseline"),
+        "{xml}"
+    );
+    assert!(markdown::render(&s).contains("| ⏭ skipped | `p(95) < baseline * 1.1`"));
+    assert!(html::render(&s, None).contains("<td class=\"skip\">– skipped</td>"));
+}

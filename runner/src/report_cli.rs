@@ -1,0 +1,118 @@
+//! `volley report SUMMARY.json` and the report flags of `volley run`: render the summary
+//! document as HTML, Markdown, JUnit XML and CSV ([`volley_report`]) and write the files.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+use volley_report::Summary;
+
+/// Largest summary document read: the operator keeps reports under 1 MiB, `volley run --out`
+/// of a multi-day soak stays far below this.
+const MAX_SUMMARY_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Where to write each report format; `-` is standard output.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ReportFiles {
+    /// Write the HTML report (one self-contained file: inline CSS, SVG charts, no network).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the Markdown summary (parameters, key metrics, thresholds) for a PR or an issue.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write JUnit XML: one testcase per threshold, for the CI server's test report.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the per-second series as CSV (columns in docs/reference.md).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    /// Whether any format was asked for.
+    pub fn any(&self) -> bool {
+        self.html.is_some() || self.markdown.is_some() || self.junit.is_some() || self.csv.is_some()
+    }
+}
+
+/// Renders every asked format of `summary` and writes it; `spec` (the LoadTest spec that ran)
+/// appears in the HTML report, redacted. Returns the first failure as a message.
+pub fn write_reports(
+    summary: &Summary,
+    spec: Option<&Value>,
+    files: &ReportFiles,
+) -> Result<(), String> {
+    let jobs: [(&Option<PathBuf>, &dyn Fn() -> String); 4] = [
+        (&files.html, &|| volley_report::html::render(summary, spec)),
+        (&files.markdown, &|| {
+            volley_report::markdown::render(summary)
+        }),
+        (&files.junit, &|| volley_report::junit::render(summary)),
+        (&files.csv, &|| volley_report::csv::render(summary)),
+    ];
+    for (path, render) in jobs {
+        let Some(path) = path else { continue };
+        let text = render();
+        let written = if path == Path::new("-") {
+            std::io::stdout().lock().write_all(text.as_bytes())
+        } else {
+            std::fs::write(path, text)
+        };
+        written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The summary document `volley run --out` wrote, for the report renderers (the run's own
+/// summary type is the writer's, this is the reader's: the round trip is the contract).
+pub fn reader_summary(summary: &impl serde::Serialize) -> Result<Summary, String> {
+    let json =
+        serde_json::to_vec(summary).map_err(|e| format!("cannot encode the summary: {e}"))?;
+    volley_report::load(&json).map_err(|e| e.to_string())
+}
+
+/// `volley report SUMMARY [--manifest FILE] [--html F] [--markdown F] [--junit F] [--csv F]`:
+/// without a format flag the Markdown goes to standard output. Exit 0 written, 1 not.
+pub fn report(summary: &Path, manifest: Option<&Path>, mut files: ReportFiles) -> ExitCode {
+    let mut bytes = Vec::new();
+    let read = if summary == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_SUMMARY_BYTES)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(summary).and_then(|f| f.take(MAX_SUMMARY_BYTES).read_to_end(&mut bytes))
+    };
+    if let Err(e) = read {
+        eprintln!("{}: cannot read: {e}", summary.display());
+        return ExitCode::FAILURE;
+    }
+    let parsed = match volley_report::load(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", summary.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let spec = match manifest {
+        None => None,
+        Some(path) => match crate::cli::load_manifest_with(path, |_| {}) {
+            Ok(lt) => serde_json::to_value(&lt.spec).ok(),
+            Err(problems) => {
+                crate::cli::print_problems(path.display(), &problems);
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if !files.any() {
+        files.markdown = Some(PathBuf::from("-"));
+    }
+    match write_reports(&parsed, spec.as_ref(), &files) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
