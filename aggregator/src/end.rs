@@ -108,16 +108,18 @@ pub fn decide_end(facts: &EndFacts<'_>) -> RunEnd {
     end
 }
 
-/// Succeeded when every threshold passed, else Failed naming the first failure.
+/// Succeeded when every threshold passed (skipped ones decide nothing), else Failed naming the
+/// first failure.
 pub fn threshold_end(results: &[ThresholdResult]) -> RunEnd {
-    match results.iter().find(|r| !r.status.passed) {
+    let failed = |r: &&ThresholdResult| !r.status.passed && !r.skipped();
+    match results.iter().find(failed) {
         None => RunEnd {
             phase: Phase::Succeeded,
             reason: Some("ThresholdsPassed".into()),
             message: None,
         },
         Some(first) => {
-            let failed = results.iter().filter(|r| !r.status.passed).count();
+            let failed = results.iter().filter(failed).count();
             let more = if failed > 1 {
                 format!(" (and {} more)", failed - 1)
             } else {
@@ -153,6 +155,7 @@ mod tests {
                 actual: "612ms".into(),
                 passed,
                 aborted: false,
+                skipped: None,
             },
             abort_on_fail: false,
             delay_abort_eval: Duration::ZERO,
@@ -182,6 +185,18 @@ mod tests {
             policy,
             thresholds,
         }
+    }
+
+    #[test]
+    fn skipped_thresholds_decide_nothing() {
+        let mut skipped = threshold(false, "");
+        skipped.status.skipped = Some("no baseline".into());
+        skipped.failure_message = None;
+        let end = threshold_end(std::slice::from_ref(&skipped));
+        assert_eq!(end.phase, Phase::Succeeded);
+        let end = threshold_end(&[skipped, threshold(false, "p(95) 612ms >= 500ms")]);
+        assert_eq!(end.phase, Phase::Failed);
+        assert_eq!(end.message.as_deref(), Some("p(95) 612ms >= 500ms"));
     }
 
     #[test]

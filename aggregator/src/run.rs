@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use volley_core::compare::Baseline;
 use volley_core::metrics::error::MetricsError;
 use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
 use volley_core::metrics::series::SeriesPoint;
@@ -83,6 +84,9 @@ pub struct RunConfig {
     /// When the run is known to have started already (an operator restarting mid-run): the
     /// barrier is skipped and the runners' next reports rebuild the result.
     pub started_at_unix_ms: Option<u64>,
+    /// What baseline thresholds (`p(95) < baseline * 1.1`) compare with; unavailable (the
+    /// default) skips them with the reason.
+    pub baseline: Baseline,
 }
 
 impl RunConfig {
@@ -100,6 +104,7 @@ impl RunConfig {
             silence_timeout: DEFAULT_SILENCE_TIMEOUT,
             timeout: plan::timeout(&spec),
             started_at_unix_ms: None,
+            baseline: Baseline::default(),
             spec: Arc::new(spec),
         }
     }
@@ -807,8 +812,12 @@ impl RunState {
     pub fn view(&mut self) -> RunView {
         self.refresh();
         if self.lifecycle != RunLifecycle::Finished {
-            self.thresholds =
-                evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+            self.thresholds = evaluate_thresholds(
+                &self.config.spec,
+                &self.merged,
+                self.merged_elapsed,
+                &self.config.baseline,
+            );
         }
         let plateaus = self.plateaus.results(&self.config.spec);
         let count = |f: fn(&RunnerState) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
@@ -911,7 +920,12 @@ impl RunState {
             return;
         }
         self.refresh();
-        let mut results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        let mut results = evaluate_thresholds(
+            &self.config.spec,
+            &self.merged,
+            self.merged_elapsed,
+            &self.config.baseline,
+        );
         if let Some(r) = self.aborted_by.and_then(|i| results.get_mut(i)) {
             // The final figures may have moved; the threshold still stopped the run.
             r.status.aborted = true;
@@ -985,7 +999,12 @@ impl RunState {
             slot.fresh = false;
         }
         self.refresh();
-        let results = evaluate_thresholds(&self.config.spec, &self.merged, self.merged_elapsed);
+        let results = evaluate_thresholds(
+            &self.config.spec,
+            &self.merged,
+            self.merged_elapsed,
+            &self.config.baseline,
+        );
         if let Some(i) = abort_trigger(&results, self.merged_elapsed) {
             self.aborted_by = Some(i);
             let message = results[i]

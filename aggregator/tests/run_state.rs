@@ -320,6 +320,85 @@ fn the_run_ends_when_every_runner_sent_its_final_report() {
     assert_eq!(requests(&mut s), 100);
 }
 
+/// A baseline whose overall p95 was 10 ms.
+fn baseline_p95_10ms() -> volley_core::compare::Baseline {
+    let mut figures = volley_core::compare::RunFigures {
+        duration_seconds: 10.0,
+        ..Default::default()
+    };
+    figures.metrics.requests = 100;
+    figures.metrics.latency_ms.p95 = 10.0;
+    volley_core::compare::Baseline::Run(Box::new(figures))
+}
+
+#[test]
+fn baseline_thresholds_abort_on_the_baseline_values_given_in_the_run_config() {
+    let clock = Clock::new();
+    let sp = spec(
+        "  thresholds: ['p(95) < baseline * 2', {expr: 'p(95) < baseline * 0.1', abortOnFail: true}]\n",
+    );
+    let config = RunConfig {
+        runners: 1,
+        baseline: baseline_p95_10ms(),
+        ..RunConfig::new("run-1", "token", "t", sp.clone())
+    };
+    let mut s = RunState::new(config, clock.t0, clock.wall0);
+    s.ready(0, &ready(), clock.at(10)).unwrap();
+    s.report(
+        0,
+        report(0, 1, 1000, false, metrics(&sp, &[5; 20], 0)),
+        clock.at(2000),
+    )
+    .unwrap();
+    s.tick(clock.at(2100));
+    assert_eq!(s.lifecycle(), RunLifecycle::Stopping, "5ms >= 1ms");
+    s.report(
+        0,
+        report(0, 2, 1500, true, metrics(&sp, &[5; 20], 0)),
+        clock.at(2300),
+    )
+    .unwrap();
+    let view = s.view();
+    let end = view.end.unwrap();
+    assert_eq!(end.reason.as_deref(), Some("ThresholdAborted"));
+    assert_eq!(
+        end.message.as_deref(),
+        Some("p(95) 5.003ms >= 1ms (baseline 10ms * 0.1)")
+    );
+    assert!(view.thresholds[0].status.passed, "5ms < 20ms");
+    assert!(view.thresholds[1].status.aborted);
+}
+
+#[test]
+fn without_a_baseline_baseline_thresholds_are_skipped_and_never_abort() {
+    let clock = Clock::new();
+    let sp = spec("  thresholds: [{expr: 'p(95) < baseline * 0.1', abortOnFail: true}]\n");
+    let mut s = started(sp.clone(), 1, &clock);
+    s.report(
+        0,
+        report(0, 1, 1000, false, metrics(&sp, &[5; 20], 0)),
+        clock.at(2000),
+    )
+    .unwrap();
+    s.tick(clock.at(2100));
+    assert_eq!(s.lifecycle(), RunLifecycle::Running);
+    s.report(
+        0,
+        report(0, 2, 10_000, true, metrics(&sp, &[5; 20], 0)),
+        clock.at(11_000),
+    )
+    .unwrap();
+    let view = s.view();
+    let end = view.end.unwrap();
+    assert_eq!(end.phase, Phase::Succeeded);
+    let row = &view.thresholds[0].status;
+    assert!(!row.passed && !row.aborted);
+    assert_eq!(
+        row.skipped.as_deref(),
+        Some(volley_core::compare::NO_BASELINE)
+    );
+}
+
 #[test]
 fn abort_on_fail_judges_the_merged_result_not_each_runner() {
     let clock = Clock::new();

@@ -17,6 +17,7 @@
 //!   per-second series).
 //! - [`protocol`]: the runner ↔ aggregator messages, and the metrics report's wire format.
 
+pub mod compare;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;

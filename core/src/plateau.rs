@@ -144,7 +144,8 @@ pub fn judge_plateau(
         let Ok(expr) = parse_threshold(&t.expr) else {
             continue;
         };
-        if !applies || !judged_per_window(expr.metric) {
+        // A baseline threshold compares whole runs; a plateau is a window of one.
+        if !applies || !judged_per_window(expr.metric) || expr.baseline.is_some() {
             continue;
         }
         let outcome = expr.evaluate(&window.scope(length));

@@ -197,6 +197,18 @@ impl Validator {
             .collect();
         self.target(spec, &setup_values);
         let feeders = self.feeders(&spec.data);
+        if let Some(b) = &spec.baseline {
+            let path = "spec.baseline.configMapRef";
+            if b.config_map_ref.name.is_empty() {
+                self.err(format!("{path}.name"), "must not be empty");
+            }
+            if b.config_map_ref.key.is_empty() {
+                self.err(
+                    format!("{path}.key"),
+                    "must not be empty (default: summary.json)",
+                );
+            }
+        }
         let no_setup_values = BTreeSet::new();
         let setup_scope = Scope {
             feeders: &feeders,
@@ -1050,6 +1062,36 @@ mod tests {
     use super::*;
     use crate::scenario::Workload;
     use volley_crds::spec::Stage;
+
+    #[test]
+    fn a_baseline_names_its_config_map() {
+        let with = |baseline: &str| {
+            let yaml = format!(
+                "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: t}}\nspec:\n  \
+                 target: {{baseUrl: 'http://127.0.0.1:1'}}\n  scenarios:\n  - {{name: s, \
+                 executor: shared-iterations, vus: 1, iterations: 1, \
+                 steps: [{{request: {{url: /}}}}]}}\n  baseline: {baseline}\n"
+            );
+            let lt = crate::manifest::parse_manifest(&yaml).unwrap();
+            validate(&lt.spec)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(with("{configMapRef: {name: before}}").is_empty());
+        let errors = with("{configMapRef: {name: '', key: ''}}");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.baseline.configMapRef.name"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("spec.baseline.configMapRef.key"),
+            "{errors:?}"
+        );
+    }
 
     /// Validation and `Workload::of` judge the executor fields alike: a workload can be built
     /// exactly when no needed field is missing.

@@ -73,6 +73,11 @@ pub struct LoadTestSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "thresholds_schema")]
     pub thresholds: Vec<ThresholdSpec>,
+    /// The run that baseline thresholds (`p(95) < baseline * 1.10`) compare with. Without it
+    /// (or when its ConfigMap cannot be read) baseline thresholds are skipped, with the reason
+    /// in their status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
     /// How many runner pods share the load, and how they are scheduled.
     #[serde(default)]
     pub runners: Runners,
@@ -145,6 +150,31 @@ pub struct ConfigMapKeyRef {
     pub name: String,
     /// Key within the ConfigMap.
     pub key: String,
+}
+
+/// Where a baseline run's summary is.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineSpec {
+    /// A ConfigMap in the LoadTest's namespace holding a finished run's `summary.json`: the
+    /// report ConfigMap of an earlier run (`{loadtest}-report`), or one made with
+    /// `kubectl create configmap NAME --from-file=summary.json`.
+    pub config_map_ref: BaselineConfigMapRef,
+}
+
+/// A ConfigMap key holding a summary.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineConfigMapRef {
+    /// ConfigMap name.
+    pub name: String,
+    /// Key within the ConfigMap. Default: `summary.json`, the report ConfigMap's key.
+    #[serde(default = "default_baseline_key")]
+    pub key: String,
+}
+
+fn default_baseline_key() -> String {
+    "summary.json".to_owned()
 }
 
 /// Row order of a data feeder.

@@ -275,6 +275,11 @@ pub struct ThresholdStatus {
     /// Whether its failure aborted the run.
     #[serde(default)]
     pub aborted: bool,
+    /// Set when the threshold was not judged, with why: a baseline threshold
+    /// (`p(95) < baseline * 1.1`) without a baseline run, or whose baseline lacks the figure.
+    /// A skipped threshold is neither passed nor failed and does not decide the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// One scenario's results.

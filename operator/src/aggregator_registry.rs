@@ -95,6 +95,7 @@ pub fn run_config(registration: &RunRegistration) -> RunConfig {
     config.started_at_unix_ms = registration
         .started_at
         .and_then(|t| u64::try_from(t.as_millisecond()).ok());
+    config.baseline = registration.baseline.clone();
     config
 }
 

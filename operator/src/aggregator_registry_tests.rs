@@ -31,6 +31,7 @@ fn registration(extra: &str) -> RunRegistration {
         token: Token::generate(),
         started_at: None,
         start_timeout: None,
+        baseline: Default::default(),
     }
 }
 

@@ -52,11 +52,14 @@ use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, Ownership, Run
 use crate::observed::RunnerPod;
 use crate::phase::{self, Decision, EventKind, Observed};
 use crate::pods::runner_pod;
-use crate::registry::{RunRegistration, RunRegistry};
+use crate::registry::{
+    BaselineSource, RunRegistration, RunRegistry, baseline_from_config_map, baseline_source,
+};
 use crate::report::final_report;
 use crate::secret::{Token, run_secret};
 use crate::status_patch::status_patch;
 use crate::telemetry::OperatorMetrics;
+use volley_core::compare::Baseline;
 
 /// Name the operator records events under.
 pub const CONTROLLER_NAME: &str = "volley-operator";
@@ -253,12 +256,27 @@ async fn apply(
     }
     if d.register {
         let token = token.ok_or_else(|| Error::NoToken(run.secret_name.clone()))?;
-        ctx.registry
-            .register(RunRegistration::for_run(lt, run, token).with_start_timeout(
-                ctx.timing.runner_start_timeout,
-                phase::run_began(lt),
-                facts.now,
-            ));
+        // The baseline is read once, before the aggregator first knows the run; registering
+        // a known run again keeps its state, baseline included.
+        let baseline = match baseline_source(lt) {
+            BaselineSource::ConfigMap { name, key }
+                if ctx.registry.progress(&run.run_id).is_none() =>
+            {
+                let configmaps: Api<ConfigMap> =
+                    Api::namespaced(ctx.client.clone(), &run.namespace);
+                baseline_from_config_map(&name, &key, configmaps.get_opt(&name).await?.as_ref())
+            }
+            _ => Baseline::default(),
+        };
+        ctx.registry.register(
+            RunRegistration::for_run(lt, run, token)
+                .with_start_timeout(
+                    ctx.timing.runner_start_timeout,
+                    phase::run_began(lt),
+                    facts.now,
+                )
+                .with_baseline(baseline),
+        );
     }
     for index in &d.create_pods {
         let pod = runner_pod(lt, *index, &ctx.defaults, run);

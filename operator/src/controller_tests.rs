@@ -1325,3 +1325,60 @@ async fn a_rerun_creates_objects_under_its_own_names() {
     );
     expect_no_more(handle, ctx).await;
 }
+
+/// `spec.baseline.configMapRef`: the operator reads the ConfigMap once, after the run's Secret
+/// and before its pods, and registers the run with its summary as the baseline; a missing
+/// ConfigMap registers the run anyway, with the reason its baseline thresholds will be skipped.
+#[tokio::test]
+async fn the_baseline_config_map_is_read_before_the_run_and_given_to_the_aggregator() {
+    const BASELINE: &str = "/api/v1/namespaces/team-a/configmaps/web-before";
+    let summary = json!({"name": "web", "durationSeconds": 10, "metrics": {
+        "requests": 100, "failures": 0, "errorRate": 0, "rps": 10, "iterations": 100,
+        "droppedIterations": 0, "dataReceivedBytes": 0, "dataSentBytes": 0, "p95": "5ms",
+        "errors": "0%", "latencyMs": {"min": 1, "mean": 2, "p50": 2, "p90": 4, "p95": 5,
+        "p99": 9, "max": 12}}});
+    for found in [true, false] {
+        let registry = Arc::new(FakeRegistry::default());
+        let (ctx, mut handle) = setup(registry.clone());
+        let lt = Arc::new(fixtures::loadtest_yaml(
+            "web",
+            "baseline: {configMapRef: {name: web-before}}",
+        ));
+        let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+        expect_reads(&mut handle, Vec::new(), None).await;
+        expect_no_report(&mut handle).await;
+        let secret = serve(&mut handle, 201, |s| s.body.clone()).await;
+        assert_eq!(secret.method, "POST");
+        let get = if found {
+            serve(&mut handle, 200, |_| {
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "web-before", "namespace": "team-a"},
+                       "data": {"summary.json": summary.to_string()}})
+            })
+            .await
+        } else {
+            serve(&mut handle, 404, |_| {
+                status(404, "NotFound", "configmaps \"web-before\" not found")
+            })
+            .await
+        };
+        assert_eq!((get.method.as_str(), get.uri.as_str()), ("GET", BASELINE));
+        let pod = serve(&mut handle, 201, |s| s.body.clone()).await;
+        assert_eq!(pod.body["metadata"]["name"], "web-runner-0");
+        serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+        serve(&mut handle, 201, |s| s.body.clone()).await;
+        task.await.unwrap().unwrap();
+        let registered = registry.registered.lock().unwrap().clone();
+        let config = crate::aggregator_registry::run_config(&registered[0]);
+        match (&config.baseline, found) {
+            (volley_core::compare::Baseline::Run(figures), true) => {
+                assert_eq!(figures.overall().p95_ms, 5.0);
+            }
+            (volley_core::compare::Baseline::Unavailable(why), false) => {
+                assert_eq!(why, "baseline ConfigMap web-before not found");
+            }
+            (other, _) => panic!("found {found}: {other:?}"),
+        }
+        expect_no_more(handle, ctx).await;
+    }
+}

@@ -779,7 +779,9 @@ fn build_status(
     {
         // A run the operator ends (abort, timeout, a failed runner) is judged on the
         // thresholds it shows, so that ThresholdsPassed agrees with `status.thresholds`.
-        results.verdict = Some(if results.thresholds.iter().all(|t| t.passed) {
+        // Skipped thresholds (no baseline) decide nothing, as in the aggregator's verdict.
+        let held = |t: &volley_crds::status::ThresholdStatus| t.passed || t.skipped.is_some();
+        results.verdict = Some(if results.thresholds.iter().all(held) {
             Verdict::Passed
         } else {
             Verdict::Failed
@@ -1957,6 +1959,7 @@ mod tests {
             actual: "1".into(),
             passed: true,
             aborted: false,
+            skipped: None,
         };
         let finished = outcome.is_some();
         RunProgress {

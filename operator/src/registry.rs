@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
+use volley_core::compare::{Baseline, parse_summary};
+use volley_crds::status::Verdict;
 use volley_crds::{LoadTest, LoadTestSpec};
 
 use crate::names::RunRef;
 use crate::observed::RunProgress;
+use crate::report::REPORT_KEY;
 use crate::secret::Token;
 
 /// A run the aggregator should accept runners for.
@@ -32,6 +36,9 @@ pub struct RunRegistration {
     /// the operator's setting and survives an operator restart. `None`: the aggregator's
     /// default.
     pub start_timeout: Option<Duration>,
+    /// What the run's baseline thresholds compare with, read before the run starts
+    /// ([`baseline_source`], [`baseline_from_config_map`]).
+    pub baseline: Baseline,
 }
 
 impl RunRegistration {
@@ -50,7 +57,14 @@ impl RunRegistration {
                 .and_then(|s| s.start_time.as_ref())
                 .map(|t| t.0),
             start_timeout: None,
+            baseline: Baseline::default(),
         }
+    }
+
+    /// The same registration comparing with `baseline`.
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = baseline;
+        self
     }
 
     /// The same registration whose start barrier gives up `timeout` after `began` (when the
@@ -94,5 +108,174 @@ pub trait RunRegistry: Send + Sync {
     /// the operator ends it (abort, timeout); `None` when it never started.
     fn report(&self, _run: &str) -> Option<serde_json::Value> {
         None
+    }
+}
+
+/// Where a run's baseline is read from before it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaselineSource {
+    /// Nothing names a baseline: baseline thresholds are skipped.
+    None,
+    /// A `summary.json` in a ConfigMap of the LoadTest's namespace.
+    ConfigMap {
+        /// ConfigMap name.
+        name: String,
+        /// The key holding the summary.
+        key: String,
+    },
+}
+
+/// Where `lt`'s baseline comes from: `spec.baseline.configMapRef` when set, else the report
+/// of the newest run in `status.history` that passed (each run keeps its own report ConfigMap
+/// while it is in the history), else none.
+pub fn baseline_source(lt: &LoadTest) -> BaselineSource {
+    if let Some(b) = &lt.spec.baseline {
+        return BaselineSource::ConfigMap {
+            name: b.config_map_ref.name.clone(),
+            key: b.config_map_ref.key.clone(),
+        };
+    }
+    let history = lt
+        .status
+        .as_ref()
+        .map(|s| s.history.as_slice())
+        .unwrap_or_default();
+    history
+        .iter()
+        .find(|r| r.verdict == Some(Verdict::Passed))
+        .and_then(|r| r.report_ref.as_ref())
+        .map_or(BaselineSource::None, |report| BaselineSource::ConfigMap {
+            name: report.config_map_name.clone(),
+            key: REPORT_KEY.to_string(),
+        })
+}
+
+/// The baseline in `cm` (the ConfigMap `name` as read; `None` when it does not exist) under
+/// `key`. A missing ConfigMap or key, or a value that is not a summary, makes the baseline
+/// unavailable with the reason, so the run goes ahead and its baseline thresholds are skipped
+/// saying why.
+pub fn baseline_from_config_map(name: &str, key: &str, cm: Option<&ConfigMap>) -> Baseline {
+    let Some(cm) = cm else {
+        return Baseline::Unavailable(format!("baseline ConfigMap {name} not found"));
+    };
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(String::as_bytes);
+    let binary = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice());
+    match text.or(binary) {
+        None => Baseline::Unavailable(format!("baseline ConfigMap {name} has no key {key}")),
+        Some(json) => match parse_summary(json) {
+            Ok(figures) => Baseline::Run(Box::new(figures)),
+            Err(e) => Baseline::Unavailable(format!(
+                "baseline ConfigMap {name} key {key} is not a run summary: {e}"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use crate::fixtures;
+
+    fn config_map(key: &str, value: &str) -> ConfigMap {
+        ConfigMap {
+            data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+            ..ConfigMap::default()
+        }
+    }
+
+    /// Without `spec.baseline`, the newest passed run of the history is the baseline; a
+    /// newer failed run is not, and an explicit `spec.baseline` wins over the history.
+    #[test]
+    fn the_source_is_the_newest_passed_run_of_the_history() {
+        let mut lt = fixtures::loadtest_yaml("web", "");
+        lt.status = Some(
+            serde_json::from_value(serde_json::json!({"history": [
+                {"run": 3, "verdict": "Failed", "reportRef": {"configMapName": "web-report-r3"}},
+                {"run": 2, "verdict": "Passed", "reportRef": {"configMapName": "web-report-r2"}},
+                {"run": 1, "verdict": "Passed", "reportRef": {"configMapName": "web-report"}},
+            ]}))
+            .unwrap(),
+        );
+        assert_eq!(
+            baseline_source(&lt),
+            BaselineSource::ConfigMap {
+                name: "web-report-r2".into(),
+                key: REPORT_KEY.into()
+            }
+        );
+        lt.spec =
+            fixtures::loadtest_yaml("web", "baseline: {configMapRef: {name: web-before}}").spec;
+        assert_eq!(
+            baseline_source(&lt),
+            BaselineSource::ConfigMap {
+                name: "web-before".into(),
+                key: "summary.json".into()
+            }
+        );
+        lt.spec.baseline = None;
+        lt.status = Some(
+            serde_json::from_value(serde_json::json!({"history": [
+                {"run": 1, "verdict": "Failed", "reportRef": {"configMapName": "web-report"}},
+            ]}))
+            .unwrap(),
+        );
+        assert_eq!(baseline_source(&lt), BaselineSource::None);
+    }
+
+    #[test]
+    fn the_source_is_the_spec_baseline_with_its_default_key() {
+        let lt = fixtures::loadtest_yaml("web", "");
+        assert_eq!(baseline_source(&lt), BaselineSource::None);
+        let lt = fixtures::loadtest_yaml("web", "baseline: {configMapRef: {name: web-before}}");
+        assert_eq!(
+            baseline_source(&lt),
+            BaselineSource::ConfigMap {
+                name: "web-before".into(),
+                key: "summary.json".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_config_map_summary_is_the_baseline_and_anything_else_says_why_not() {
+        let summary = r#"{"name": "web", "durationSeconds": 10,
+            "metrics": {"requests": 100, "failures": 0, "errorRate": 0, "rps": 10,
+              "iterations": 100, "droppedIterations": 0, "dataReceivedBytes": 0,
+              "dataSentBytes": 0, "p95": "5ms", "errors": "0%",
+              "latencyMs": {"min": 1, "mean": 2, "p50": 2, "p90": 4, "p95": 5, "p99": 9, "max": 12}},
+            "scenarios": [], "steps": [], "series": []}"#;
+        let Baseline::Run(figures) = baseline_from_config_map(
+            "b",
+            "summary.json",
+            Some(&config_map("summary.json", summary)),
+        ) else {
+            panic!("a summary is a baseline");
+        };
+        assert_eq!(figures.overall().p95_ms, 5.0);
+        let why = |cm: Option<&ConfigMap>| match baseline_from_config_map("b", "summary.json", cm) {
+            Baseline::Unavailable(why) => why,
+            Baseline::Run(_) => panic!("not a baseline"),
+        };
+        assert_eq!(why(None), "baseline ConfigMap b not found");
+        assert_eq!(
+            why(Some(&config_map("other", summary))),
+            "baseline ConfigMap b has no key summary.json"
+        );
+        let broken = why(Some(&config_map(
+            "summary.json",
+            r#"{"durationSeconds": "x"}"#,
+        )));
+        assert!(broken.contains("field `durationSeconds`"), "{broken}");
     }
 }

@@ -60,6 +60,7 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
         token: token.clone(),
         started_at: None,
         start_timeout: None,
+        baseline: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

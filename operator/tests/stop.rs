@@ -161,6 +161,7 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
         token: token.clone(),
         started_at: None,
         start_timeout: None,
+        baseline: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -205,6 +206,7 @@ impl Run {
             token: token.clone(),
             started_at: None,
             start_timeout: None,
+            baseline: Default::default(),
         });
         self.agents = (0..RUNNERS)
             .map(|index| spawn_agent(&volley, &self.url, &run.run_id, index, token.expose()))

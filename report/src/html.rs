@@ -44,7 +44,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;width:100%;margin:4px 0}
 th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:var(--ok);font-weight:600}.fail{color:var(--bad);font-weight:600}
+.pass{color:var(--ok);font-weight:600}.fail{color:var(--bad);font-weight:600}.skip{font-weight:600}
 code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{background:var(--bg);border:1px solid var(--line);padding:8px;overflow:auto;white-space:pre-wrap;word-break:break-all}
 svg.chart{width:100%;height:auto;display:block;margin:4px 0 12px}
@@ -124,8 +124,17 @@ fn thresholds(o: &mut String, s: &Summary) {
         let _ = writeln!(
             o,
             "<tr><td class=\"{c}\">{r}</td><td><code>{e}</code></td><td>{sc}</td><td class=\"n\">{a}{ab}</td></tr>",
-            c = if t.passed { "pass" } else { "fail" },
-            r = if t.passed { "✓ pass" } else { "✗ fail" },
+            // Skipped (a baseline threshold without a baseline): neither passed nor failed.
+            c = match (t.skipped.is_some(), t.passed) {
+                (true, _) => "skip",
+                (false, true) => "pass",
+                (false, false) => "fail",
+            },
+            r = match (t.skipped.is_some(), t.passed) {
+                (true, _) => "– skipped",
+                (false, true) => "✓ pass",
+                (false, false) => "✗ fail",
+            },
             e = esc(&t.expr),
             sc = esc(&t.scope),
             a = esc(&t.actual),

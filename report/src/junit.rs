@@ -24,7 +24,13 @@ pub fn render(s: &Summary) -> String {
         Phase::Failed => s.reason.as_deref() != Some(THRESHOLDS_FAILED),
         _ => true,
     };
-    let failures = s.thresholds.iter().filter(|t| !t.passed).count();
+    // Skipped thresholds (a baseline threshold without a baseline) are JUnit's skipped cases.
+    let skipped = s.thresholds.iter().filter(|t| t.skipped.is_some()).count();
+    let failures = s
+        .thresholds
+        .iter()
+        .filter(|t| !t.passed && t.skipped.is_none())
+        .count();
     let errors = usize::from(run_error);
     let tests = s.thresholds.len() + errors;
     let time = format!("{:.3}", s.duration_seconds);
@@ -38,7 +44,7 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"{name}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{time}\">"
+        "  <testsuite name=\"{name}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{time}\">"
     );
     out.push_str("    <properties>\n");
     let mut props = vec![
@@ -63,7 +69,13 @@ pub fn render(s: &Summary) -> String {
     out.push_str("    </properties>\n");
     for t in &s.thresholds {
         let case = escape(&format!("[{}] {}", t.scope, t.expr));
-        if t.passed {
+        if let Some(why) = &t.skipped {
+            let _ = writeln!(
+                out,
+                "    <testcase name=\"{case}\" classname=\"{classname}\" time=\"{time}\">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                escape(why)
+            );
+        } else if t.passed {
             let _ = writeln!(
                 out,
                 "    <testcase name=\"{case}\" classname=\"{classname}\" time=\"{time}\"/>"

@@ -70,7 +70,11 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(
                 out,
                 "| {} | `{}` | {} | {}{} |",
-                if t.passed { "✅ pass" } else { "❌ fail" },
+                match (t.skipped.is_some(), t.passed) {
+                    (true, _) => "⏭ skipped",
+                    (false, true) => "✅ pass",
+                    (false, false) => "❌ fail",
+                },
                 code(&t.expr),
                 cell(&t.scope),
                 cell(&t.actual),

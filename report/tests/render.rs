@@ -181,3 +181,28 @@ fn four_hour_soak_renders_small_and_keeps_every_second_in_the_csv() {
         14_400
     );
 }
+
+/// A skipped threshold (a baseline threshold without a baseline) is neither a pass nor a
+/// failure: JUnit's `<skipped>` with the reason, `skipped` in HTML and Markdown.
+#[test]
+fn skipped_thresholds_are_skipped_in_every_format() {
+    let mut v = summary("gated", 3);
+    v["thresholds"] = json!([
+        {"expr": "p(95) < baseline * 1.1", "scope": "all", "actual": "skipped: no baseline run",
+         "passed": false, "skipped": "no baseline run <to compare>"},
+        {"expr": "p(95) < 500ms", "scope": "all", "actual": "44.2ms", "passed": true}
+    ]);
+    let s = parse(&v);
+    let xml = junit::render(&s);
+    assert!(xml.contains("skipped=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<skipped message=\"no baseline run &lt;to compare&gt;\"/>"),
+        "{xml}"
+    );
+    assert!(
+        !xml.contains("<failure message=\"p(95) < baseline"),
+        "{xml}"
+    );
+    assert!(markdown::render(&s).contains("| ⏭ skipped | `p(95) < baseline * 1.1`"));
+    assert!(html::render(&s, None).contains("<td class=\"skip\">– skipped</td>"));
+}

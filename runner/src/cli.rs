@@ -1,4 +1,5 @@
-//! The CLI's subcommands: `volley run`, `volley validate`, `volley crd` and `volley agent`.
+//! The CLI's subcommands: `volley run`, `volley validate`, `volley compare`, `volley crd` and
+//! `volley agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +8,9 @@ use std::fmt::Display;
 use std::io::Read;
 
 use reqwest::StatusCode;
+use volley_core::compare::{
+    Baseline, Budget, RunFigures, compare, parse_summary, render_comparison,
+};
 use volley_core::manifest::{
     KIND, MAX_DOCUMENTS, MAX_MANIFEST_BYTES, ManifestError, documents, parse_manifest,
     parse_manifest_bytes,
@@ -18,7 +22,7 @@ use volley_crds::{LoadTest, crd};
 use volley_runner::agent::{Agent, AgentError};
 use volley_runner::aggregator_client::AggregatorClient;
 use volley_runner::engine::FileRoots;
-use volley_runner::exit::{EXIT_ERROR, EXIT_PASSED};
+use volley_runner::exit::{EXIT_ERROR, EXIT_PASSED, EXIT_THRESHOLDS_FAILED};
 use volley_runner::local::{Launch, LocalOptions, Progress, exit_code, run_with};
 use volley_runner::signals::shutdown_on_signals;
 use volley_runner::summary::render_text;
@@ -279,8 +283,62 @@ pub struct RunOptions {
     pub runners: Option<u32>,
     /// The allowed targets (`--allowed-targets`); empty allows everything.
     pub allowed_targets: TargetPolicy,
+    /// A finished run's `summary.json` for baseline thresholds (`--baseline`).
+    pub baseline: Option<PathBuf>,
     /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
     pub reports: crate::report_cli::ReportFiles,
+}
+
+/// Reads the figures of a `summary.json`, or says which file and field are wrong.
+fn read_summary(path: &Path) -> Result<RunFigures, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    parse_summary(&bytes).map_err(|e| format!("{}: not a volley run summary: {e}", path.display()))
+}
+
+/// The baseline of `volley run`: `--baseline FILE`, else unavailable, naming `spec.baseline`'s
+/// ConfigMap when there is one, since only the operator can read it.
+fn local_baseline(
+    file: Option<&Path>,
+    spec: &volley_crds::LoadTestSpec,
+) -> Result<Baseline, String> {
+    if let Some(path) = file {
+        return read_summary(path).map(|figures| Baseline::Run(Box::new(figures)));
+    }
+    Ok(match &spec.baseline {
+        Some(b) => Baseline::Unavailable(format!(
+            "spec.baseline names ConfigMap {}, which only the operator reads: pass --baseline FILE",
+            b.config_map_ref.name
+        )),
+        None => Baseline::default(),
+    })
+}
+
+/// `volley compare A B`: prints run B beside run A (overall, per scenario, per step) and exits
+/// 99 when B exceeds `budget`, 0 when not, 1 when a file is not a summary.
+pub fn compare_files(a: &Path, b: &Path, budget: &Budget) -> ExitCode {
+    let (fa, fb) = match (read_summary(a), read_summary(b)) {
+        (Ok(fa), Ok(fb)) => (fa, fb),
+        (fa, fb) => {
+            for e in [fa.err(), fb.err()].into_iter().flatten() {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let comparison = compare(&fa, &fb, budget);
+    print!(
+        "{}",
+        render_comparison(
+            (&a.display().to_string(), &fa),
+            (&b.display().to_string(), &fb),
+            &comparison
+        )
+    );
+    ExitCode::from(if comparison.regressed() {
+        EXIT_THRESHOLDS_FAILED
+    } else {
+        EXIT_PASSED
+    })
 }
 
 /// `volley run FILE`: validates, runs, prints the summary, writes `--out`, and exits 0 / 99 / 1.
@@ -310,6 +368,13 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         eprintln!("nothing was sent: the run needs targets outside --allowed-targets");
         return ExitCode::from(EXIT_ERROR);
     }
+    let baseline = match local_baseline(options.baseline.as_deref(), &lt.spec) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let roots = FileRoots {
         manifest_dir: manifest_dir(path),
         configmaps: None,
@@ -333,6 +398,7 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         runners: options.runners,
         launch: Launch::Processes { program },
         allowed_targets: options.allowed_targets,
+        baseline,
     };
     let summary = runtime.block_on(run_with(&lt, &roots, &local));
     print!("{}", render_text(&summary));

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use volley_aggregator::server::runner_credential;
 use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunLifecycle, RunView};
+use volley_core::compare::Baseline;
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::status::{format_latency_ms, format_percent};
 use volley_core::protocol::TOKEN_ENV;
@@ -91,6 +92,8 @@ pub struct LocalOptions {
     /// The allowed targets (`--allowed-targets`); empty allows everything. Every runner gets
     /// the same list.
     pub allowed_targets: TargetPolicy,
+    /// What baseline thresholds compare with (`--baseline`).
+    pub baseline: Baseline,
 }
 
 /// Runs `lt` with in-process runners (`spec.runners.parallelism` of them) and returns its
@@ -101,6 +104,7 @@ pub async fn run_local(lt: &LoadTest, roots: &FileRoots, progress: Progress) -> 
         runners: None,
         launch: Launch::Tasks,
         allowed_targets: TargetPolicy::allow_all(),
+        baseline: Baseline::default(),
     };
     run_with(lt, roots, &options).await
 }
@@ -147,6 +151,7 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         runners,
         barrier_timeout: LOCAL_BARRIER_TIMEOUT,
         start_delay: LOCAL_START_DELAY,
+        baseline: options.baseline.clone(),
         ..RunConfig::new(LOCAL_RUN, &token, &name, spec.clone())
     };
     let aggregator = Aggregator::new();

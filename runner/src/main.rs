@@ -1,4 +1,4 @@
-//! `volley`: run LoadTests locally, validate manifests, print the CRD.
+//! `volley`: run LoadTests locally, validate manifests, compare runs, print the CRD.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -51,8 +51,31 @@ enum Command {
             value_parser = volley_core::target_policy::TargetPolicy::parse,
         )]
         allowed_targets: Option<volley_core::target_policy::TargetPolicy>,
+        /// A finished run's summary (`--out` of an earlier run, or the `summary.json` of a
+        /// report ConfigMap) for baseline thresholds like `p(95) < baseline * 1.10`. Without
+        /// it, those thresholds are skipped.
+        #[arg(long, value_name = "SUMMARY")]
+        baseline: Option<PathBuf>,
         #[command(flatten)]
         reports: report_cli::ReportFiles,
+    },
+    /// Print two runs side by side (overall, per scenario, per step: p50/p95/p99, rps, error
+    /// rate, change in %). Exit code: 99 when B exceeds a budget, 0 otherwise, 1 when a file
+    /// is not a run summary.
+    Compare {
+        /// The earlier run's summary (`volley run --out`, or a report's `summary.json`).
+        a: PathBuf,
+        /// The later run's summary, compared with A.
+        b: PathBuf,
+        /// B's p95 may be at most this much slower than A's, in every scope, e.g. `10%`.
+        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
+        max_p95_regression: Option<f64>,
+        /// B's error rate may be at most this many percentage points above A's, e.g. `0.5%`.
+        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
+        max_error_rate_increase: Option<f64>,
+        /// B's rps must be at least this share of A's, e.g. `0.95` or `95%`.
+        #[arg(long, value_name = "RATIO", value_parser = |s: &str| volley_core::compare::parse_percent(s, true))]
+        min_rps_ratio: Option<f64>,
     },
     /// Render a run's summary document (`volley run --out`, or the `summary.json` key of a
     /// LoadTest's report ConfigMap) as HTML, Markdown, JUnit XML or CSV; `-` reads standard
@@ -112,6 +135,7 @@ fn main() -> ExitCode {
             base_url,
             runners,
             allowed_targets,
+            baseline,
             reports,
         } => cli::run_file(
             &file,
@@ -121,7 +145,23 @@ fn main() -> ExitCode {
                 base_url,
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
+                baseline,
                 reports,
+            },
+        ),
+        Command::Compare {
+            a,
+            b,
+            max_p95_regression,
+            max_error_rate_increase,
+            min_rps_ratio,
+        } => cli::compare_files(
+            &a,
+            &b,
+            &volley_core::compare::Budget {
+                max_p95_regression,
+                max_error_rate_increase,
+                min_rps_ratio,
             },
         ),
         Command::Report {

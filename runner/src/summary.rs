@@ -39,7 +39,14 @@ pub fn render_text(s: &RunSummary) -> String {
             let _ = writeln!(
                 out,
                 "    {} {:width$}  {}{}",
-                if t.passed { "✓" } else { "✗" },
+                // Skipped (a baseline threshold without a baseline): neither passed nor failed.
+                if t.skipped.is_some() {
+                    "-"
+                } else if t.passed {
+                    "✓"
+                } else {
+                    "✗"
+                },
                 label(t),
                 t.actual,
                 if t.aborted { "  (aborted the run)" } else { "" },
@@ -251,6 +258,7 @@ fn bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use volley_core::compare::Baseline;
     use volley_core::manifest::parse_manifest;
     use volley_core::metrics::histogram::record_latency;
     use volley_core::metrics::model::RunMetrics;
@@ -300,7 +308,7 @@ spec:
     fn summary_carries_merged_figures_and_verdict() {
         let (lt, run) = measured();
         let elapsed = Duration::from_secs(10);
-        let results = evaluate_thresholds(&lt.spec, &run, elapsed);
+        let results = evaluate_thresholds(&lt.spec, &run, elapsed, &Baseline::default());
         let end = RunEnd {
             phase: Phase::Failed,
             reason: Some("ThresholdsFailed".into()),
@@ -331,7 +339,7 @@ spec:
     fn text_shows_thresholds_steps_and_verdict() {
         let (lt, run) = measured();
         let elapsed = Duration::from_secs(10);
-        let results = evaluate_thresholds(&lt.spec, &run, elapsed);
+        let results = evaluate_thresholds(&lt.spec, &run, elapsed, &Baseline::default());
         let end = RunEnd {
             phase: Phase::Failed,
             reason: None,

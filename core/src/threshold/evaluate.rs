@@ -3,9 +3,14 @@
 //! [`ThresholdExpr::evaluate`](crate::threshold::ThresholdExpr::evaluate), [`abort_trigger`]
 //! says whether a failure should stop the run now, and [`verdict`] turns the results into the
 //! run's verdict.
+//!
+//! A baseline threshold (`p(95) < baseline * 1.1`) is judged on the baseline run's figure for
+//! the same scope ([`Baseline`]). Without a baseline, or without that figure in it, it is
+//! skipped: `passed` false, `skipped` saying why, and it neither fails nor passes the verdict.
 
 use std::time::Duration;
 
+use crate::compare::Baseline;
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
 use crate::threshold::{ScopeMetrics, parse_threshold};
 use volley_crds::spec::LoadTestSpec;
@@ -44,8 +49,15 @@ pub struct ThresholdResult {
     /// threshold itself.
     pub failure_message: Option<String>,
     /// There was data to judge. A threshold without data fails the final verdict, but must
-    /// not abort a run that simply has not sent anything yet.
+    /// not abort a run that simply has not sent anything yet. False when skipped.
     pub has_data: bool,
+}
+
+impl ThresholdResult {
+    /// Whether the threshold was not judged (`status.skipped` says why).
+    pub fn skipped(&self) -> bool {
+        self.status.skipped.is_some()
+    }
 }
 
 /// Evaluates every threshold of `spec` on `run`'s merged data after `elapsed`. The scope is
@@ -56,14 +68,18 @@ pub struct ThresholdResult {
 /// step the spec does not have, fails with `actual` saying why (validation normally rejects
 /// those earlier). A scope with no data fails (`no data`), except for counts, where zero is a
 /// count. A scenario or step the spec has but `run` has no entry for yet counts as empty.
+///
+/// The one exception to "never skips": a baseline threshold is skipped, with the reason, when
+/// `baseline` is unavailable or lacks the scope or the figure.
 pub fn evaluate_thresholds(
     spec: &LoadTestSpec,
     run: &RunMetrics,
     elapsed: Duration,
+    baseline: &Baseline,
 ) -> Vec<ThresholdResult> {
     spec.thresholds
         .iter()
-        .map(|t| evaluate_one(&t.to_threshold(), spec, run, elapsed))
+        .map(|t| evaluate_one(&t.to_threshold(), spec, run, elapsed, baseline))
         .collect()
 }
 
@@ -72,6 +88,7 @@ fn evaluate_one(
     spec: &LoadTestSpec,
     run: &RunMetrics,
     elapsed: Duration,
+    baseline: &Baseline,
 ) -> ThresholdResult {
     let scope = match (&t.scenario, &t.step) {
         (None, None) => "all".to_owned(),
@@ -87,6 +104,7 @@ fn evaluate_one(
                 actual,
                 passed,
                 aborted: false,
+                skipped: None,
             },
             abort_on_fail: t.abort_on_fail,
             delay_abort_eval: t.delay_abort_eval.map(|d| d.get()).unwrap_or_default(),
@@ -152,9 +170,31 @@ fn evaluate_one(
             }
         }
     };
-    let outcome = expr.evaluate(&data.scope(elapsed));
+    // The baseline's figure for this scope, or why there is none (the threshold is skipped).
+    let baseline_figure = match (expr.baseline, baseline) {
+        (None, _) => None,
+        (Some(_), Baseline::Unavailable(why)) => Some(Err(why.clone())),
+        (Some(_), Baseline::Run(figures)) => Some(
+            figures
+                .scope(t.scenario.as_deref(), t.step.as_deref())
+                .ok_or_else(|| format!("the baseline run has no {scope}"))
+                .and_then(|f| f.value(expr.metric)),
+        ),
+    };
+    let outcome = match baseline_figure {
+        None => expr.evaluate(&data.scope(elapsed)),
+        Some(Ok(b)) => expr.evaluate_on_baseline(&data.scope(elapsed), b),
+        Some(Err(why)) => {
+            let mut skipped = result(format!("skipped: {why}"), false, false, None);
+            skipped.status.skipped = Some(why);
+            return skipped;
+        }
+    };
     let failure_message = (!outcome.passed).then(|| {
-        let message = expr.failure_message(&outcome);
+        let message = match baseline_figure {
+            Some(Ok(b)) => expr.baseline_failure_message(&outcome, b),
+            _ => expr.failure_message(&outcome),
+        };
         if scope == "all" {
             message
         } else {
@@ -179,9 +219,10 @@ pub fn abort_trigger(results: &[ThresholdResult], elapsed: Duration) -> Option<u
     })
 }
 
-/// Passed iff every result passed; an empty list is Passed.
+/// Passed iff every result passed or was skipped; an empty list is Passed. Skipped results do
+/// not count either way: with only skipped thresholds the run passes as if it had none.
 pub fn verdict(results: &[ThresholdResult]) -> Verdict {
-    if results.iter().all(|r| r.status.passed) {
+    if results.iter().all(|r| r.status.passed || r.skipped()) {
         Verdict::Passed
     } else {
         Verdict::Failed
@@ -231,6 +272,7 @@ mod tests {
             &with_thresholds(thresholds),
             &threshold_run(),
             Duration::from_secs(10),
+            &Baseline::default(),
         )
     }
 
@@ -355,7 +397,8 @@ mod tests {
         let mut run = RunMetrics::for_spec(&spec);
         record(run.step_mut(0, 0).unwrap(), 1000, 5, 0);
         for run in [run, RunMetrics::default()] {
-            let results = evaluate_thresholds(&spec, &run, Duration::from_secs(10));
+            let results =
+                evaluate_thresholds(&spec, &run, Duration::from_secs(10), &Baseline::default());
             let rows: Vec<(&str, bool)> = results
                 .iter()
                 .map(|r| (r.status.actual.as_str(), r.status.passed))
@@ -377,6 +420,144 @@ mod tests {
             );
             assert_eq!(verdict(&results), Verdict::Failed);
         }
+    }
+
+    /// A baseline that measured: overall p95 400ms; scenario light 5% errors; heavy/upload 10
+    /// requests over 10 s (1/s).
+    fn baseline() -> Baseline {
+        use volley_crds::status::{LatencyMs, MetricsStatus, ScenarioStatus, StepStatus};
+        Baseline::Run(Box::new(crate::compare::RunFigures {
+            name: "before".to_owned(),
+            duration_seconds: 10.0,
+            metrics: MetricsStatus {
+                requests: 30,
+                latency_ms: LatencyMs {
+                    p95: 400.0,
+                    ..LatencyMs::default()
+                },
+                ..MetricsStatus::default()
+            },
+            scenarios: vec![ScenarioStatus {
+                scenario: "light".to_owned(),
+                requests: 20,
+                error_rate: 0.05,
+                ..ScenarioStatus::default()
+            }],
+            steps: vec![StepStatus {
+                scenario: "heavy".to_owned(),
+                step: "upload".to_owned(),
+                requests: 10,
+                ..StepStatus::default()
+            }],
+        }))
+    }
+
+    fn evaluate_on(baseline: &Baseline, thresholds: Vec<ThresholdSpec>) -> Vec<ThresholdResult> {
+        evaluate_thresholds(
+            &with_thresholds(thresholds),
+            &threshold_run(),
+            Duration::from_secs(10),
+            baseline,
+        )
+    }
+
+    #[test]
+    fn baseline_thresholds_compare_with_the_same_scope_of_the_baseline() {
+        let results = evaluate_on(
+            &baseline(),
+            vec![
+                ThresholdSpec::Expr("p(95) < baseline * 1.10".to_owned()),
+                ThresholdSpec::Expr("p(95) < baseline * 0.5".to_owned()),
+                scoped("error_rate <= baseline + 5%", Some("light"), None),
+                scoped("error_rate <= baseline + 1%", Some("light"), None),
+                scoped("rps > baseline * 0.95", Some("heavy"), Some("upload")),
+                scoped("rps > baseline", Some("heavy"), Some("upload")),
+            ],
+        );
+        let rows: Vec<(&str, bool, bool)> = results
+            .iter()
+            .map(|r| (r.status.actual.as_str(), r.status.passed, r.skipped()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("400.1ms", true, false),
+                ("400.1ms", false, false),
+                ("10%", true, false),
+                ("10%", false, false),
+                ("1/s", true, false),
+                ("1/s", false, false),
+            ]
+        );
+        assert_eq!(
+            results[1].failure_message.as_deref(),
+            Some("p(95) 400.1ms >= 200ms (baseline 400ms * 0.5)")
+        );
+        assert_eq!(
+            results[3].failure_message.as_deref(),
+            Some("error_rate 10% > 6% (baseline 5% + 1%) (scenario light)")
+        );
+        assert_eq!(
+            results[5].failure_message.as_deref(),
+            Some("rps 1/s <= 1/s (baseline 1/s) (scenario heavy step upload)")
+        );
+        assert!(results.iter().all(|r| r.has_data));
+        assert_eq!(verdict(&results), Verdict::Failed);
+    }
+
+    #[test]
+    fn baseline_thresholds_without_a_baseline_are_skipped_not_judged() {
+        let thresholds = vec![
+            ThresholdSpec::Expr("p(95) < baseline * 1.1".to_owned()),
+            scoped("p(95) < baseline * 1.1", Some("heavy"), None),
+            ThresholdSpec::Expr("p(99.9) < baseline * 1.1".to_owned()),
+            ThresholdSpec::Detailed(Threshold {
+                expr: "p(95) < baseline".to_owned(),
+                abort_on_fail: true,
+                ..Threshold::default()
+            }),
+        ];
+        let none = evaluate_on(&Baseline::default(), thresholds.clone());
+        for r in &none {
+            assert_eq!(
+                r.status.skipped.as_deref(),
+                Some(crate::compare::NO_BASELINE)
+            );
+            assert!(!r.status.passed && !r.has_data && r.failure_message.is_none());
+        }
+        assert_eq!(abort_trigger(&none, Duration::from_secs(60)), None);
+        let partial = evaluate_on(&baseline(), thresholds);
+        let skipped: Vec<Option<&str>> = partial
+            .iter()
+            .map(|r| r.status.skipped.as_deref())
+            .collect();
+        assert_eq!(skipped[0], None, "judged on the baseline's p95");
+        assert_eq!(skipped[1], Some("the baseline run has no scenario heavy"));
+        assert!(skipped[2].unwrap().contains("not p(99.9)"), "{skipped:?}");
+        assert_eq!(skipped[3], None);
+
+        // Skipped thresholds decide nothing: the others do, and alone they pass like none.
+        let fixed = |expr: &str| ThresholdSpec::Expr(expr.to_owned());
+        let skipped = || fixed("p(95) < baseline * 1.1");
+        let run = |t: Vec<ThresholdSpec>| verdict(&evaluate_on(&Baseline::default(), t));
+        assert_eq!(run(vec![skipped()]), Verdict::Passed);
+        assert_eq!(run(vec![skipped(), fixed("max < 1s")]), Verdict::Passed);
+        assert_eq!(run(vec![skipped(), fixed("max < 1ms")]), Verdict::Failed);
+    }
+
+    #[test]
+    fn abort_on_fail_works_on_baseline_values() {
+        let threshold = |expr: &str| {
+            ThresholdSpec::Detailed(Threshold {
+                expr: expr.to_owned(),
+                abort_on_fail: true,
+                ..Threshold::default()
+            })
+        };
+        let failing = evaluate_on(&baseline(), vec![threshold("p(95) < baseline * 0.5")]);
+        assert_eq!(abort_trigger(&failing, Duration::from_secs(1)), Some(0));
+        let holding = evaluate_on(&baseline(), vec![threshold("p(95) < baseline * 2")]);
+        assert_eq!(abort_trigger(&holding, Duration::from_secs(1)), None);
     }
 
     #[test]

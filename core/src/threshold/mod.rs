@@ -5,7 +5,9 @@
 //! thresholds:
 //!
 //! ```text
-//! threshold := metric operator number unit?      (the unit is required where the metric has one)
+//! threshold := metric operator limit
+//! limit     := number unit?                      (the unit is required where the metric has one)
+//!            | "baseline" ( "*" number | ("+" | "-") number unit? )?
 //! metric    := "p" "(" number ")" | "avg" | "med" | "min" | "max"
 //!            | "error_rate" | "checks" | "rps"
 //!            | "requests" | "iterations" | "dropped_iterations"
@@ -27,6 +29,14 @@
 //! A bare number where a unit belongs is refused with the threshold to write instead: it was
 //! once read as milliseconds or as a fraction, so `error_rate < 1` meant 100% and passed
 //! every run.
+//!
+//! A limit of `baseline` compares with the same metric of a baseline run in the same scope
+//! (`volley run --baseline summary.json`, or `spec.baseline`): `p(95) < baseline * 1.10` (at
+//! most 10% slower), `error_rate <= baseline + 0.5%` (at most half a percentage point more
+//! errors), `rps > baseline * 0.95`. A factor after `*` is a plain number; an offset after `+`
+//! or `-` is written like any value of the metric, unit included. Without a baseline (or
+//! without that figure in it) such a threshold is skipped, not judged: see
+//! [`evaluate::evaluate_thresholds`].
 //!
 //! Parsing converts every value to that one canonical unit, so evaluation and
 //! comparison never have to think about units again, and [`fmt::Display`]
@@ -216,17 +226,42 @@ impl fmt::Display for Comparison {
     }
 }
 
-/// One parsed threshold, such as `p(95) < 500ms`.
+/// How a baseline threshold makes its limit from the baseline's figure `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineOp {
+    /// `baseline * value` (`baseline` alone is `baseline * 1`).
+    Times,
+    /// `baseline + value`.
+    Plus,
+    /// `baseline - value`.
+    Minus,
+}
+
+impl BaselineOp {
+    /// The limit made from the baseline's figure and the threshold's operand.
+    pub fn apply(self, baseline: f64, operand: f64) -> f64 {
+        match self {
+            BaselineOp::Times => baseline * operand,
+            BaselineOp::Plus => baseline + operand,
+            BaselineOp::Minus => baseline - operand,
+        }
+    }
+}
+
+/// One parsed threshold, such as `p(95) < 500ms` or `p(95) < baseline * 1.1`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdExpr {
     /// What is measured.
     pub metric: Metric,
-    /// How the measurement must relate to `value` to pass.
+    /// How the measurement must relate to the limit to pass.
     pub comparison: Comparison,
-    /// The limit in the metric's canonical unit: milliseconds for latencies,
-    /// a fraction for `error_rate` and `checks`, per second for `rps`, and a
-    /// plain count for `requests`, `iterations` and `dropped_iterations`.
+    /// Without `baseline`: the limit in the metric's canonical unit: milliseconds for
+    /// latencies, a fraction for `error_rate` and `checks`, per second for `rps`, and a
+    /// plain count for `requests`, `iterations` and `dropped_iterations`. With `baseline`:
+    /// the operand, a plain factor for [`BaselineOp::Times`], else an offset in that unit.
     pub value: f64,
+    /// `Some` when the limit is made from a baseline run's figure ([`Self::limit`]).
+    pub baseline: Option<BaselineOp>,
     /// The threshold as written, with surrounding whitespace trimmed, so
     /// reports can quote the user's own words.
     pub source: String,
@@ -262,13 +297,17 @@ impl FromStr for ThresholdExpr {
 /// always parses back to an equal metric, comparison and value.
 impl fmt::Display for ThresholdExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {}",
-            self.metric,
-            self.comparison,
-            exact_text(self.metric.quantity(), self.value)
-        )
+        write!(f, "{} {} ", self.metric, self.comparison)?;
+        let quantity = self.metric.quantity();
+        match self.baseline {
+            None => f.write_str(&exact_text(quantity, self.value)),
+            Some(BaselineOp::Times) if self.value == 1.0 => f.write_str("baseline"),
+            Some(BaselineOp::Times) => write!(f, "baseline * {}", self.value),
+            Some(BaselineOp::Plus) => write!(f, "baseline + {}", exact_text(quantity, self.value)),
+            Some(BaselineOp::Minus) => {
+                write!(f, "baseline - {}", exact_text(quantity, self.value))
+            }
+        }
     }
 }
 
@@ -324,13 +363,45 @@ impl ThresholdExpr {
     /// Latency metrics with an empty histogram, `error_rate` and `rps` with no
     /// requests (or, for `rps`, no elapsed time) and `checks` with no checks
     /// have no data, and fail. Counts always have data: zero is a count.
+    ///
+    /// A baseline threshold has no limit of its own and never passes here: judge it with
+    /// [`Self::evaluate_on_baseline`].
     pub fn evaluate(&self, m: &ScopeMetrics<'_>) -> ThresholdOutcome {
+        match self.limit(None) {
+            Some(limit) => self.evaluate_with_limit(m, limit),
+            None => ThresholdOutcome {
+                passed: false,
+                actual: measure(self.metric, m),
+                actual_display: "no baseline".to_owned(),
+            },
+        }
+    }
+
+    /// [`Self::evaluate`] against the limit made from `baseline`, the same metric's figure
+    /// in the baseline run (canonical unit). A threshold without `baseline` ignores it.
+    pub fn evaluate_on_baseline(&self, m: &ScopeMetrics<'_>, baseline: f64) -> ThresholdOutcome {
+        let limit = self.limit(Some(baseline)).unwrap_or(self.value);
+        self.evaluate_with_limit(m, limit)
+    }
+
+    /// The limit to compare with: `value`, or for a baseline threshold the limit made from
+    /// the baseline's figure (`None` without one).
+    pub fn limit(&self, baseline: Option<f64>) -> Option<f64> {
+        match self.baseline {
+            None => Some(self.value),
+            Some(op) => baseline.map(|b| op.apply(b, self.value)),
+        }
+    }
+
+    fn evaluate_with_limit(&self, m: &ScopeMetrics<'_>, limit: f64) -> ThresholdOutcome {
         let Some(actual) = measure(self.metric, m) else {
             return ThresholdOutcome::no_data();
         };
-        let exact = self.metric.quantity() == Quantity::Count;
+        // A limit made from a baseline is a computed float: compare counts with the same
+        // tolerance as everything else.
+        let exact = self.metric.quantity() == Quantity::Count && self.baseline.is_none();
         ThresholdOutcome {
-            passed: self.comparison.holds(actual, self.value, exact),
+            passed: self.comparison.holds(actual, limit, exact),
             actual: Some(actual),
             actual_display: self.format_value(actual),
         }
@@ -341,15 +412,42 @@ impl ThresholdExpr {
     /// `p(95) has no data`. Given a passing outcome it states the relation
     /// that held, e.g. `p(95) 412ms < 500ms`.
     pub fn failure_message(&self, outcome: &ThresholdOutcome) -> String {
+        let quantity = self.metric.quantity();
+        let limit = with_rate_suffix(quantity, exact_text(quantity, self.value));
+        self.sentence(outcome, self.value, &limit, "")
+    }
+
+    /// [`Self::failure_message`] for an outcome of [`Self::evaluate_on_baseline`]: the limit
+    /// with how it was made, e.g. `p(95) 612ms >= 550ms (baseline 500ms * 1.1)`.
+    pub fn baseline_failure_message(&self, outcome: &ThresholdOutcome, baseline: f64) -> String {
+        let quantity = self.metric.quantity();
+        let limit = self.limit(Some(baseline)).unwrap_or(self.value);
+        let operand = match self.baseline {
+            None | Some(BaselineOp::Times) if self.value == 1.0 => String::new(),
+            None | Some(BaselineOp::Times) => format!(" * {}", self.value),
+            Some(BaselineOp::Plus) => format!(" + {}", exact_text(quantity, self.value)),
+            Some(BaselineOp::Minus) => format!(" - {}", exact_text(quantity, self.value)),
+        };
+        let how = format!(" (baseline {}{operand})", self.format_value(baseline));
+        self.sentence(outcome, limit, &self.format_value(limit), &how)
+    }
+
+    /// `METRIC ACTUAL RELATION LIMIT` and `after`, or `METRIC has no data`.
+    fn sentence(
+        &self,
+        outcome: &ThresholdOutcome,
+        limit_value: f64,
+        limit: &str,
+        after: &str,
+    ) -> String {
         let Some(actual) = outcome.actual else {
             return format!("{} has no data", self.metric);
         };
         let quantity = self.metric.quantity();
-        let limit = with_rate_suffix(quantity, exact_text(quantity, self.value));
         let mut shown = self.format_value(actual);
         // Rounding for display can make a failing value look like the limit
         // ("500ms > 500ms"); show it in full then, so the sentence makes sense.
-        if shown == limit && actual != self.value {
+        if shown == limit && actual != limit_value {
             shown = with_rate_suffix(quantity, exact_text(quantity, actual));
         }
         let relation = if outcome.passed {
@@ -357,7 +455,7 @@ impl ThresholdExpr {
         } else {
             self.comparison.negated_symbol()
         };
-        format!("{} {shown} {relation} {limit}", self.metric)
+        format!("{} {shown} {relation} {limit}{after}", self.metric)
     }
 
     /// A value in this metric's canonical unit, shown in its natural unit and
@@ -602,7 +700,7 @@ impl<'a> Parser<'a> {
         self.skip_whitespace();
         let comparison = self.comparison(metric)?;
         self.skip_whitespace();
-        let value = self.value(metric, comparison)?;
+        let (value, baseline) = self.limit(metric, comparison)?;
         self.skip_whitespace();
         if !self.at_end() {
             let rest = self.text(self.pos, self.chars.len());
@@ -618,8 +716,59 @@ impl<'a> Parser<'a> {
             metric,
             comparison,
             value,
+            baseline,
             source: self.input.to_owned(),
         })
+    }
+
+    /// The limit after the operator: a value, or `baseline` with an optional factor or offset.
+    fn limit(
+        &mut self,
+        metric: Metric,
+        comparison: Comparison,
+    ) -> Result<(f64, Option<BaselineOp>), ThresholdParseError> {
+        let start = self.pos;
+        if self.eat_while(|c| c.is_alphanumeric() || c == '_') != "baseline" {
+            // Not `baseline`: the value's own errors say what is wrong.
+            self.pos = start;
+            let prefix = format!("{metric} {comparison}");
+            return Ok((self.value(metric, &prefix)?, None));
+        }
+        self.skip_whitespace();
+        let op = match self.peek() {
+            Some('*') => BaselineOp::Times,
+            Some('+') => BaselineOp::Plus,
+            Some('-') => BaselineOp::Minus,
+            // `baseline` alone, or trailing text for the caller to report.
+            _ => return Ok((1.0, Some(BaselineOp::Times))),
+        };
+        self.pos += 1;
+        self.skip_whitespace();
+        if op != BaselineOp::Times {
+            let prefix = format!(
+                "{metric} {comparison} baseline {}",
+                if op == BaselineOp::Plus { '+' } else { '-' }
+            );
+            return Ok((self.value(metric, &prefix)?, Some(op)));
+        }
+        let (factor, _) =
+            self.number("a factor after `baseline *`, like the 1.10 in `baseline * 1.10`")?;
+        if let Some((unit, at)) = self.unit() {
+            let hint = if unit == "%" {
+                format!(
+                    " (`{}%` is `baseline * {}`)",
+                    significant(factor, 15),
+                    significant(factor / 100.0, 15)
+                )
+            } else {
+                String::new()
+            };
+            return self.error(
+                at,
+                format!("the factor after `baseline *` is a plain number like 1.10, without `{unit}`{hint}"),
+            );
+        }
+        Ok((factor, Some(BaselineOp::Times)))
     }
 
     fn metric(&mut self) -> Result<Metric, ThresholdParseError> {
@@ -791,12 +940,13 @@ impl<'a> Parser<'a> {
     }
 
     /// The value after the operator, converted to the metric's canonical unit.
-    fn value(
-        &mut self,
-        metric: Metric,
-        comparison: Comparison,
-    ) -> Result<f64, ThresholdParseError> {
-        let (number, number_at) = self.number(&format!("a number after `{comparison}`"))?;
+    /// `prefix` is what comes before the value (`p(95) <`), to show in messages what to write.
+    fn value(&mut self, metric: Metric, prefix: &str) -> Result<f64, ThresholdParseError> {
+        let after = prefix
+            .strip_prefix(&metric.to_string())
+            .unwrap_or(prefix)
+            .trim();
+        let (number, number_at) = self.number(&format!("a number after `{after}`"))?;
         let number_text = self.text(number_at, self.pos);
         let unit = self.unit();
         let unit_str = unit.as_ref().map(|(u, _)| u.as_str());
@@ -819,7 +969,7 @@ impl<'a> Parser<'a> {
                             unit_at,
                             format!(
                                 "{metric} is a latency and needs a unit: write \
-                                 `{metric} {comparison} {number_text}ms` (or us, s, m)"
+                                 `{prefix} {number_text}ms` (or us, s, m)"
                             ),
                         );
                     }
@@ -851,14 +1001,14 @@ impl<'a> Parser<'a> {
                     // A bare number was once a fraction: `error_rate < 1` meant 100% and
                     // let every run pass, so the `%` is required.
                     None => {
-                        return self.error(unit_at, bare_ratio_message(metric, comparison, number, &number_text));
+                        return self.error(unit_at, bare_ratio_message(metric, prefix, number, &number_text));
                     }
                     Some("%") => percent_to_fraction(number),
                     Some(_) => {
                         return self.error(
                             unit_at,
                             format!(
-                                "{metric} is a percentage: write it like `{metric} {comparison} 1%`"
+                                "{metric} is a percentage: write it like `{prefix} 1%`"
                             ),
                         );
                     }
@@ -898,13 +1048,13 @@ impl<'a> Parser<'a> {
 
 /// Why `error_rate < 0.01` is refused, with what to write instead: the number as a
 /// percentage, and, when it could have been meant as a fraction, that fraction as one.
-fn bare_ratio_message(metric: Metric, comparison: Comparison, number: f64, text: &str) -> String {
-    let as_percent = format!("`{metric} {comparison} {text}%`");
+fn bare_ratio_message(metric: Metric, prefix: &str, number: f64, text: &str) -> String {
+    let as_percent = format!("`{prefix} {text}%`");
     let percent_of_fraction = number * 100.0;
     if number > 0.0 && number <= 1.0 {
         format!(
             "{metric} is a percentage and needs the `%`: write {as_percent}, or \
-             `{metric} {comparison} {}%` if {text} was meant as a fraction",
+             `{prefix} {}%` if {text} was meant as a fraction",
             significant(percent_of_fraction, 15)
         )
     } else {
@@ -1433,6 +1583,157 @@ mod tests {
     }
 
     #[test]
+    fn baseline_limits_parse_like_values() {
+        let cases: [(&str, Metric, Comparison, f64, BaselineOp, &str); 7] = [
+            (
+                "p(95) < baseline * 1.10",
+                Metric::Percentile(95.0),
+                Comparison::Lt,
+                1.1,
+                BaselineOp::Times,
+                "p(95) < baseline * 1.1",
+            ),
+            (
+                "error_rate <= baseline + 0.5%",
+                Metric::ErrorRate,
+                Comparison::Le,
+                0.005,
+                BaselineOp::Plus,
+                "error_rate <= baseline + 0.5%",
+            ),
+            (
+                "rps > baseline * 0.95",
+                Metric::Rps,
+                Comparison::Gt,
+                0.95,
+                BaselineOp::Times,
+                "rps > baseline * 0.95",
+            ),
+            (
+                "rps>baseline-10",
+                Metric::Rps,
+                Comparison::Gt,
+                10.0,
+                BaselineOp::Minus,
+                "rps > baseline - 10",
+            ),
+            (
+                "p(99) <= baseline + 1.5 s",
+                Metric::Percentile(99.0),
+                Comparison::Le,
+                1500.0,
+                BaselineOp::Plus,
+                "p(99) <= baseline + 1.5s",
+            ),
+            (
+                "avg < baseline",
+                Metric::Avg,
+                Comparison::Lt,
+                1.0,
+                BaselineOp::Times,
+                "avg < baseline",
+            ),
+            (
+                "requests >= baseline * 0.9",
+                Metric::Requests,
+                Comparison::Ge,
+                0.9,
+                BaselineOp::Times,
+                "requests >= baseline * 0.9",
+            ),
+        ];
+        for (input, metric, comparison, value, op, shown) in cases {
+            let t = parse(input);
+            assert_eq!(
+                (t.metric, t.comparison, t.value, t.baseline),
+                (metric, comparison, value, Some(op)),
+                "{input}"
+            );
+            assert_eq!(t.to_string(), shown);
+            assert_eq!(
+                parse(shown),
+                ThresholdExpr {
+                    source: shown.to_owned(),
+                    ..t
+                }
+            );
+        }
+        assert_eq!(parse("p(95) < 1s").baseline, None);
+        assert_eq!(
+            parse("p(95) < baseline * 1.1").limit(Some(200.0)),
+            Some(220.00000000000003)
+        );
+        assert_eq!(parse("p(95) < baseline * 1.1").limit(None), None);
+        assert_eq!(
+            parse("error_rate < baseline + 1%").limit(Some(0.02)),
+            Some(0.03)
+        );
+        assert_eq!(parse("p(95) < 1s").limit(None), Some(1000.0));
+    }
+
+    #[test]
+    fn baseline_limits_reject_what_does_not_fit() {
+        assert_err(
+            "p(95) < baseline * 110%",
+            23,
+            &[
+                "the factor after `baseline *` is a plain number like 1.10, without `%`",
+                "`baseline * 1.1`",
+            ],
+        );
+        assert_err(
+            "p(95) < baseline + 50",
+            22,
+            &["p(95) is a latency and needs a unit: write `p(95) < baseline + 50ms`"],
+        );
+        assert_err(
+            "error_rate <= baseline + 0.5",
+            29,
+            &["write `error_rate <= baseline + 0.5%`"],
+        );
+        assert_err(
+            "rps > baseline * ",
+            17,
+            &["expected a factor after `baseline *`"],
+        );
+        assert_err(
+            "rps > baseline / 2",
+            16,
+            &["unexpected `/ 2` after the value"],
+        );
+        assert_err(
+            "p(95) < baselin * 2",
+            9,
+            &["expected a number after `<`, found `baselin`"],
+        );
+        assert_err(
+            "error_rate <= baseline + 101%",
+            26,
+            &["cannot be more than 100%"],
+        );
+    }
+
+    #[test]
+    fn baseline_thresholds_evaluate_on_the_baseline_figure() {
+        let h = histogram((1..=100).map(|ms| ms * 1000));
+        let m = scope(&h);
+        let t = parse("p(95) < baseline * 1.1");
+        let slower = t.evaluate_on_baseline(&m, 80.0);
+        assert!(!slower.passed, "95ms is more than 88ms");
+        assert_eq!(
+            t.baseline_failure_message(&slower, 80.0),
+            "p(95) 95.04ms >= 88ms (baseline 80ms * 1.1)"
+        );
+        assert!(t.evaluate_on_baseline(&m, 90.0).passed, "95ms < 99ms");
+        // Without its baseline there is no limit: it never passes on its own.
+        let alone = t.evaluate(&m);
+        assert!(!alone.passed);
+        assert_eq!(alone.actual_display, "no baseline");
+        // A fixed threshold ignores a baseline.
+        assert!(parse("p(95) < 1s").evaluate_on_baseline(&m, 1.0).passed);
+    }
+
+    #[test]
     fn display_round_trips() {
         for input in [
             "p(95) < 500ms",
@@ -1466,6 +1767,7 @@ mod tests {
             metric,
             comparison: Comparison::Le,
             value,
+            baseline: None,
             source: String::new(),
         };
         let text = t.to_string();
@@ -1499,6 +1801,26 @@ mod tests {
         fn any_rate_and_count_round_trips(rate in 0.0f64..1e9, count in 0u64..(1 << 53)) {
             round_trips(Metric::Rps, rate)?;
             round_trips(Metric::Requests, count as f64)?;
+        }
+
+        #[test]
+        fn any_baseline_limit_round_trips(
+            operand in 0.0f64..1e6,
+            op in 0usize..3,
+            metric in prop::sample::select(vec![Metric::Percentile(95.0), Metric::Avg, Metric::Rps]),
+        ) {
+            let baseline = [BaselineOp::Times, BaselineOp::Plus, BaselineOp::Minus][op];
+            let t = ThresholdExpr {
+                metric,
+                comparison: Comparison::Lt,
+                value: operand,
+                baseline: Some(baseline),
+                source: String::new(),
+            };
+            let text = t.to_string();
+            let again = parse_threshold(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(again.baseline, Some(baseline), "{}", text);
+            prop_assert_eq!(again.value.to_bits(), operand.to_bits(), "{}", text);
         }
 
         #[test]
