@@ -421,8 +421,8 @@ impl SeriesBuilder {
         ) else {
             return;
         };
-        for tier in 1..TIERS.len() {
-            let bucket = label.div_ceil(TIERS[tier].interval);
+        for (tier, kept) in TIERS.iter().enumerate().skip(1) {
+            let bucket = label.div_ceil(kept.interval);
             match &mut self.open[tier] {
                 Some(open) if open.bucket == bucket => open.last_label = label,
                 slot => {

@@ -240,9 +240,6 @@ pub fn downsample_to_fit(
     archive: &SeriesArchive,
     fits: impl Fn(&RunSummary) -> bool,
 ) -> bool {
-    if fits(summary) {
-        return true;
-    }
     let mut candidate = summary.clone();
     let (composed, fitted) = fit(archive, |c| {
         set_series(&mut candidate, c.clone());
