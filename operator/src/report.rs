@@ -365,7 +365,17 @@ mod tests {
         let report = fit_summary(summary, &archive, limit);
         assert!(serde_json::to_string_pretty(&report).unwrap().len() <= limit);
         assert_eq!(report["truncated"]["dropped"], json!(["histograms.steps"]));
-        assert!(!report["series"].as_array().unwrap().is_empty());
+        // Not left at the coarsest level the first search ended on: the newest stretch is
+        // per second again.
+        assert_eq!(
+            report["seriesResolution"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()["intervalSeconds"],
+            1
+        );
+        assert!(report["series"].as_array().unwrap().len() > 100);
         assert!(
             !report["scenarioSeries"][0]["points"]
                 .as_array()
