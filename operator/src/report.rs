@@ -332,6 +332,28 @@ mod tests {
         );
     }
 
+    /// `examples/soak.yaml`: 2 hours, one scenario. Its comments promise the last 15 minutes
+    /// per second, the 75 before in 10 s buckets and the first 30 minutes in 60 s buckets.
+    #[test]
+    fn the_two_hour_soak_example_keeps_what_its_comments_say() {
+        let (summary, archive) = soak(2, 1);
+        let report = fit_summary(summary, &archive, MAX_REPORT_BYTES);
+        assert!(report.get("truncated").is_none());
+        let stretches: Vec<(u64, u64, u64)> = report["seriesResolution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let n = |k: &str| r[k].as_u64().unwrap();
+                (n("fromSecond"), n("toSecond"), n("intervalSeconds"))
+            })
+            .collect();
+        assert_eq!(
+            stretches,
+            [(0, 1_800, 60), (1_800, 6_300, 10), (6_300, 7_201, 1)]
+        );
+    }
+
     #[test]
     fn a_day_long_soak_fits_too() {
         // A report a minute keeps the test quick; every tier still fills.
