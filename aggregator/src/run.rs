@@ -42,7 +42,7 @@ use volley_crds::text::shorten;
 
 use crate::end::{EndFacts, RunEnd, RunnerFailure, decide_end};
 use crate::probe::PlateauWatch;
-use crate::series::{RunSeries, ScenarioSeries};
+use crate::series::{RunSeries, ScenarioSeries, SeriesArchive};
 
 /// Time between the barrier completing and the common start: long enough for every runner's
 /// start poll to be answered, short enough not to waste the run's time.
@@ -324,10 +324,14 @@ pub struct RunView {
     pub thresholds: Vec<ThresholdResult>,
     /// Largest gap between the runners' first requests.
     pub start_skew: Option<Duration>,
-    /// One point per second of the merged result.
+    /// The series of the merged result at its finest level of detail: one point per second
+    /// for the newest hour, older points in coarser buckets (see [`crate::series`]).
     pub series: Vec<SeriesPoint>,
     /// The same, per load scenario.
     pub scenario_series: Vec<ScenarioSeries>,
+    /// Every series at every resolution kept, from which a report picks the level of detail
+    /// that fits its budget.
+    pub series_archive: SeriesArchive,
     /// The plateaus of ramping-arrival-rate scenarios measured so far, judged one by one.
     pub plateaus: Vec<PlateauResult>,
     /// The probes' answers so far, from `plateaus`.
@@ -821,6 +825,8 @@ impl RunState {
         }
         let plateaus = self.plateaus.results(&self.config.spec);
         let count = |f: fn(&RunnerState) -> bool| self.slots.iter().filter(|s| f(s)).count() as u32;
+        let series_archive = self.series.archive();
+        let finest = series_archive.compose(0);
         RunView {
             name: self.config.name.clone(),
             lifecycle: self.lifecycle,
@@ -834,8 +840,9 @@ impl RunState {
             merged: self.merged.clone(),
             thresholds: self.thresholds.clone(),
             start_skew: self.start_skew(),
-            series: self.series.points().to_vec(),
-            scenario_series: self.series.scenario_points(),
+            series: finest.series,
+            scenario_series: finest.scenario_series,
+            series_archive,
             sustainable_rates: plateau::sustainable_rates(&plateaus),
             plateaus,
             end: self.end.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use volley_core::metrics::model::RunMetrics;
-use volley_core::metrics::series::SeriesPoint;
+use volley_core::metrics::series::{SeriesPoint, SeriesResolution};
 use volley_core::metrics::status::{latency_ms, metrics_status, scenario_statuses, step_statuses};
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_core::protocol::report::encode_histogram;
@@ -17,7 +17,7 @@ use volley_crds::status::{
 
 use crate::end::{RunEnd, RunnerFailure};
 use crate::run::RunView;
-use crate::series::ScenarioSeries;
+use crate::series::{ComposedSeries, ScenarioSeries, SeriesArchive, fit};
 
 /// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
 const MAX_STEP_ROWS: usize = 1_000;
@@ -65,11 +65,15 @@ pub struct RunSummary {
     pub scenarios: Vec<ScenarioStatus>,
     /// Per step (setup included).
     pub steps: Vec<StepStatus>,
-    /// One point per second of the run.
+    /// The run over time: one point per second for the newest part of the run, older points
+    /// in coarser buckets (each point's `intervalMs` says; `series_resolution` lists them).
     pub series: Vec<SeriesPoint>,
-    /// One point per second of each load scenario, labelled as `series`.
+    /// The same for each load scenario, labelled as `series`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scenario_series: Vec<ScenarioSeries>,
+    /// Which stretch of `series` (and `scenario_series`) has which interval, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series_resolution: Vec<SeriesResolution>,
     /// Rate probes: each plateau of a ramping-arrival-rate scenario, measured and judged on
     /// its own window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -176,6 +180,7 @@ pub fn build_summary(
         steps: step_statuses(run, MAX_STEP_ROWS),
         series,
         scenario_series: Vec::new(),
+        series_resolution: Vec::new(),
         plateaus: Vec::new(),
         sustainable_rates: Vec::new(),
         histograms: Histograms {
@@ -195,7 +200,7 @@ pub fn run_verdict(phase: Phase, thresholds: &[ThresholdResult]) -> Option<Verdi
     }
 }
 
-/// The summary of a finished run's view.
+/// The summary of a finished run's view, its series at the finest level of detail kept.
 pub fn summarize(name: &str, view: &RunView) -> RunSummary {
     let end = view.end.clone().unwrap_or(RunEnd {
         phase: Phase::Error,
@@ -210,12 +215,36 @@ pub fn summarize(name: &str, view: &RunView) -> RunSummary {
         view.start_skew,
         &view.merged,
         &view.thresholds,
-        view.series.clone(),
+        Vec::new(),
     );
     summary.runner_failures = failure_rows(&view.failures);
-    summary.scenario_series = view.scenario_series.clone();
+    set_series(&mut summary, view.series_archive.compose(0));
     summary.sustainable_rates = view.sustainable_rates.clone();
     summary.plateaus = view.plateaus.clone();
     plateau::annotate(&mut summary.scenarios, &summary.sustainable_rates);
     summary
+}
+
+/// Puts `composed` in `summary`.
+fn set_series(summary: &mut RunSummary, composed: ComposedSeries) {
+    summary.series = composed.series;
+    summary.scenario_series = composed.scenario_series;
+    summary.series_resolution = composed.resolution;
+}
+
+/// Gives `summary` the finest level of detail of `archive` at which `fits` accepts the whole
+/// document (e.g. its encoded size within a ConfigMap's budget), the coarsest when none does;
+/// returns whether one did. Downsampling, never dropping: every series stays.
+pub fn downsample_to_fit(
+    summary: &mut RunSummary,
+    archive: &SeriesArchive,
+    fits: impl Fn(&RunSummary) -> bool,
+) -> bool {
+    let mut candidate = summary.clone();
+    let (composed, fitted) = fit(archive, |c| {
+        set_series(&mut candidate, c.clone());
+        fits(&candidate)
+    });
+    set_series(summary, composed);
+    fitted
 }

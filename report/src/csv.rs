@@ -1,6 +1,8 @@
-//! The per-second series as CSV: one row per second per scenario, with the columns of
-//! [`COLUMNS`] in that order (documented in `docs/reference.md`, "Report formats"). Every
-//! point of the summary is written, however long the run: nothing is downsampled here.
+//! The series as CSV: one row per point per scenario, with the columns of [`COLUMNS`] in that
+//! order (documented in `docs/reference.md`, "Report formats"). Every point of the summary is
+//! written and nothing is downsampled here; a long run's summary already has its older points
+//! in coarser buckets, and each row's `interval_ms` says how long its point is (sum
+//! `requests`, or weigh `rps` by `interval_ms`, rather than averaging rows).
 //!
 //! Each second has a row of the whole run, whose `scenario` is [`ALL_SCENARIOS`] (the word a
 //! threshold's scope uses for the whole run), then one row per load scenario (from the

@@ -7,9 +7,10 @@
 //! summary's `scenarioSeries`), each also gets its own error-rate and latency charts.
 //!
 //! Charts draw at most [`MAX_DRAWN_POINTS`] points per line: a longer series is cut into that
-//! many equal buckets, drawn as the bucket's request rate and error rate over the bucket and
-//! the highest per-second percentile in it (so a spike stays visible). The tables and the CSV
-//! keep every number.
+//! many equal stretches of time, each drawn as its request rate and error rate and the highest
+//! percentile of a point in it (so a spike stays visible). Points are placed by their
+//! `second`, so a long run's coarser older points (see the summary's `seriesResolution`) draw
+//! at their place on the time axis. The tables and the CSV keep every number.
 
 use std::fmt::Write as _;
 
@@ -209,11 +210,13 @@ struct Drawn {
     p99: f64,
 }
 
-/// The series cut into at most [`MAX_DRAWN_POINTS`] buckets (see the module docs).
+/// The series cut into at most [`MAX_DRAWN_POINTS`] equal stretches of time (see the module
+/// docs); a point already as long as a stretch is drawn alone.
 fn downsample(series: &[SeriesPoint]) -> Vec<Drawn> {
-    let per = series.len().div_ceil(MAX_DRAWN_POINTS).max(1);
+    let end = series.last().map_or(1, |p| p.second).max(1);
+    let width = end.div_ceil(MAX_DRAWN_POINTS as u64).max(1);
     series
-        .chunks(per)
+        .chunk_by(|a, b| a.second.div_ceil(width) == b.second.div_ceil(width))
         .map(|c| {
             let requests: u64 = c.iter().map(|p| p.requests).sum();
             let failures: u64 = c.iter().map(|p| p.failures).sum();
@@ -226,7 +229,7 @@ fn downsample(series: &[SeriesPoint]) -> Vec<Drawn> {
                 } else {
                     requests as f64 * 1000.0 / ms as f64
                 },
-                error_pct: if per == 1 {
+                error_pct: if c.len() == 1 {
                     c.first().map_or(0.0, point_error_rate) * 100.0
                 } else if requests == 0 {
                     0.0
@@ -239,6 +242,41 @@ fn downsample(series: &[SeriesPoint]) -> Vec<Drawn> {
             }
         })
         .collect()
+}
+
+/// What the summary's `seriesResolution` says, when a long run's series is not per second
+/// throughout: e.g. ` (every 60 s up to 2h45m, every 10 s up to 3h45m, then every second)`.
+fn resolution(s: &Summary) -> String {
+    if s.series_resolution.iter().all(|r| r.interval_seconds == 1) {
+        return String::new();
+    }
+    let stretches: Vec<String> = s
+        .series_resolution
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let every = match r.interval_seconds {
+                1 => "every second".to_string(),
+                n => format!(
+                    "every {}",
+                    volley_crds::Duration::from(std::time::Duration::from_secs(n))
+                ),
+            };
+            if i + 1 == s.series_resolution.len() {
+                if i == 0 {
+                    every
+                } else {
+                    format!("then {every}")
+                }
+            } else {
+                format!(
+                    "{every} up to {}",
+                    volley_crds::Duration::from(std::time::Duration::from_secs(r.to_second))
+                )
+            }
+        })
+        .collect();
+    format!(" ({})", stretches.join(", "))
 }
 
 /// A horizontal threshold line: its label and its value in the chart's unit.
@@ -284,12 +322,13 @@ fn charts(o: &mut String, s: &Summary) {
         .collect();
     let _ = writeln!(
         o,
-        "<p class=\"muted\">All scenarios merged ({}); {} seconds{}.</p>",
+        "<p class=\"muted\">All scenarios merged ({}); {} points{}{}.</p>",
         esc(&scenarios.join(", ")),
         s.series.len(),
+        resolution(s),
         if drawn.len() < s.series.len() {
             format!(
-                ", drawn as {} buckets (rates over the bucket, latency the highest second in it)",
+                ", drawn as {} stretches of time (rates over the stretch, latency the highest point in it)",
                 drawn.len()
             )
         } else {

@@ -19,7 +19,7 @@ use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
 };
 
-pub use volley_core::metrics::series::SeriesPoint;
+pub use volley_core::metrics::series::{SeriesPoint, SeriesResolution};
 
 /// Why a summary could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +76,15 @@ pub struct Summary {
     /// Per step (setup included).
     #[serde(default)]
     pub steps: Vec<StepStatus>,
-    /// One point per second of the run, all scenarios merged.
+    /// The run over time, all scenarios merged: one point per second, or for a long run per
+    /// second only for the newest part and coarser buckets before (each point's
+    /// `interval_ms`; `series_resolution` lists the stretches).
     #[serde(default)]
     pub series: Vec<SeriesPoint>,
+    /// Which stretch of the series has which interval, oldest first (absent in summaries
+    /// older than downsampling: one point per second).
+    #[serde(default)]
+    pub series_resolution: Vec<SeriesResolution>,
     /// Rate probes: each plateau's window.
     #[serde(default)]
     pub plateaus: Vec<PlateauResult>,

@@ -206,3 +206,70 @@ fn skipped_thresholds_are_skipped_in_every_format() {
     assert!(markdown::render(&s).contains("| ⏭ skipped | `p(95) < baseline * 1.1`"));
     assert!(html::render(&s, None).contains("<td class=\"skip\">– skipped</td>"));
 }
+
+/// A 4-hour soak as the operator's report has it: older points in 60 s and 10 s buckets, the
+/// newest 15 minutes per second. The CSV keeps each point with its interval; the HTML places
+/// the coarse points on the time axis and says the resolution.
+#[test]
+fn a_downsampled_series_renders_with_its_intervals() {
+    let point = |second: u64, interval: u64| {
+        json!({"second": second, "intervalMs": interval * 1000, "requests": 50 * interval,
+               "failures": interval / 10, "rps": 50.0, "p50Ms": 12.0,
+               "p95Ms": 40.0 + (second % 31) as f64, "p99Ms": 90.0})
+    };
+    let mut series: Vec<Value> = (1..=165).map(|k| point(k * 60, 60)).collect();
+    series.extend((1..=360).map(|k| point(9_900 + k * 10, 10)));
+    series.extend((1..=900).map(|k| point(13_500 + k, 1)));
+    let mut v = summary("soak", 0);
+    v["series"] = json!(series);
+    v["scenarioSeries"] = json!([{"scenario": "steady", "points": series}]);
+    v["seriesResolution"] = json!([
+        {"fromSecond": 0, "toSecond": 9_900, "intervalSeconds": 60},
+        {"fromSecond": 9_900, "toSecond": 13_500, "intervalSeconds": 10},
+        {"fromSecond": 13_500, "toSecond": 14_400, "intervalSeconds": 1},
+    ]);
+    let s = load(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(s.series_resolution.len(), 3);
+
+    let table = csv::render(&s);
+    let mut reader = ::csv::Reader::from_reader(table.as_bytes());
+    let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2 * 1_425);
+    // Each row carries its interval, and the rows add up to the whole run.
+    let all: Vec<_> = rows.iter().filter(|r| &r[1] == "all").collect();
+    assert_eq!((&all[0][0], &all[0][2]), ("60", "60000"));
+    assert_eq!((&all[165][0], &all[165][2]), ("9910", "10000"));
+    assert_eq!((&all[1_424][0], &all[1_424][2]), ("14400", "1000"));
+    let ms: u64 = all.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
+    assert_eq!(ms, 14_400_000);
+    let requests: u64 = all.iter().map(|r| r[3].parse::<u64>().unwrap()).sum();
+    assert_eq!(requests, 50 * 14_400);
+
+    let page = html::render(&s, None);
+    assert!(
+        page.contains(
+            "1425 points (every 1m up to 2h45m, every 10s up to 3h45m, then every second)"
+        ),
+        "{}",
+        &page[page.find("All scenarios merged").unwrap()..][..300]
+    );
+    // The latency line reaches across the whole run: its first point is at 60 s, its last at
+    // the end, evenly in time (the 60 s points are not squeezed into the first buckets).
+    let latency = &page[page.find("id=\"chart-latency\"").unwrap()..];
+    let points = &latency[latency.find("points=\"").unwrap() + 8..];
+    let xs: Vec<f64> = points[..points.find('"').unwrap()]
+        .split_whitespace()
+        .map(|p| p.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        xs.len() <= html::MAX_DRAWN_POINTS && xs.len() > 165,
+        "{}",
+        xs.len()
+    );
+    assert!(xs.windows(2).all(|w| w[0] < w[1]));
+    let (first, last) = (xs[0], xs[xs.len() - 1]);
+    // 60 s is 1/240 of the run; the 165 coarse points take 9900/14400 of the axis.
+    let at_9900 = xs[164];
+    assert!(((at_9900 - first) / (last - first) - (9_840.0 / 14_340.0)).abs() < 0.01);
+    assert!(page.contains("id=\"chart-scenario-rps\"") || s.scenario_series.len() < 2);
+}

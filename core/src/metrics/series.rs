@@ -1,22 +1,27 @@
 //! The per-second series: [`series_point`] turns two cumulative snapshots of the overall
-//! measurements into one [`SeriesPoint`], the exact interval between them.
+//! measurements into one [`SeriesPoint`], the exact interval between them. A coarser point of
+//! a long run is the same difference taken between snapshots further apart, so it is exact
+//! too (never an average of finer points' percentiles); [`SeriesResolution`] says which
+//! stretch of a series has which interval.
 
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::error::MetricsError;
-use crate::metrics::histogram::histogram_since;
+use crate::metrics::histogram::{histogram_since, new_latency_histogram};
 use crate::metrics::model::Measurements;
 use crate::metrics::status::{per_second, quantile_ms};
 
-/// One point of the per-second series: what happened between two cumulative snapshots.
+/// One point of the series: what happened between two cumulative snapshots.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesPoint {
     /// Seconds since the start at the end of the interval.
     pub second: u64,
-    /// Length of the interval in ms (normally 1000; longer when a report was lost).
+    /// Length of the interval in ms (normally 1000, or the point's coarser bucket, e.g. 10 000
+    /// or 60 000, in the older part of a long run; longer when a report was lost).
     pub interval_ms: u64,
     /// Requests in the interval.
     pub requests: u64,
@@ -32,17 +37,68 @@ pub struct SeriesPoint {
     pub p99_ms: f64,
 }
 
-/// The interval between two cumulative snapshots of the overall measurements: `cur − prev`,
-/// histogram by histogram (exact). Fails if `cur` holds less than `prev` anywhere, i.e. the
-/// two are not successive snapshots of one run.
+/// One stretch of a series at one resolution (the summary's `seriesResolution`): the points
+/// whose `second` is after `from_second` and at most `to_second` are buckets of
+/// `interval_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesResolution {
+    /// The stretch starts after this second.
+    pub from_second: u64,
+    /// The stretch ends with this second.
+    pub to_second: u64,
+    /// The length of its points' buckets, in seconds.
+    pub interval_seconds: u64,
+}
+
+/// What the series needs of a cumulative snapshot: the request and failure counts and the
+/// latency histogram. A third of a [`Measurements`]' memory, which matters because a builder
+/// keeps one at each open bucket of every resolution.
+#[derive(Clone, Debug)]
+pub struct SeriesSnapshot {
+    /// Requests so far.
+    pub requests: u64,
+    /// Failed requests so far.
+    pub failures: u64,
+    /// Every request's latency so far.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for SeriesSnapshot {
+    fn default() -> Self {
+        SeriesSnapshot {
+            requests: 0,
+            failures: 0,
+            latency: new_latency_histogram(),
+        }
+    }
+}
+
+impl From<Measurements> for SeriesSnapshot {
+    fn from(m: Measurements) -> Self {
+        SeriesSnapshot {
+            requests: m.counters.requests,
+            failures: m.counters.failures,
+            latency: m.latency,
+        }
+    }
+}
+
+/// The interval between two cumulative snapshots: `cur − prev`, counts and histogram (exact).
+/// Fails if `cur` holds less than `prev` anywhere, i.e. the two are not successive snapshots
+/// of one run.
 pub fn series_point(
-    prev: &Measurements,
-    cur: &Measurements,
+    prev: &SeriesSnapshot,
+    cur: &SeriesSnapshot,
     second: u64,
     interval: Duration,
 ) -> Result<SeriesPoint, MetricsError> {
-    let interval_counters = cur.counters.since(&prev.counters)?;
-    let (requests, failures) = (interval_counters.requests, interval_counters.failures);
+    let diff = |what: &'static str, prev: u64, cur: u64| {
+        cur.checked_sub(prev)
+            .ok_or(MetricsError::NotCumulative { what, prev, cur })
+    };
+    let requests = diff("requests", prev.requests, cur.requests)?;
+    let failures = diff("failures", prev.failures, cur.failures)?;
     let h = histogram_since(&prev.latency, &cur.latency)?;
     Ok(SeriesPoint {
         second,
@@ -68,7 +124,7 @@ mod tests {
     fn series_point_is_the_interval_between_snapshots() {
         let mut rng = Rng(5);
         let mut cumulative = Measurements::default();
-        let mut snapshots = vec![cumulative.clone()];
+        let mut snapshots = vec![SeriesSnapshot::from(cumulative.clone())];
         let mut intervals = Vec::new();
         for second in 0..3 {
             let mut interval = Measurements::default();
@@ -77,7 +133,7 @@ mod tests {
                 record(&mut interval, us, 1, if i % 100 == 0 { 1 } else { 0 });
             }
             cumulative.add(&interval).unwrap();
-            snapshots.push(cumulative.clone());
+            snapshots.push(SeriesSnapshot::from(cumulative.clone()));
             intervals.push(interval);
         }
         for (i, interval) in intervals.iter().enumerate() {
@@ -121,8 +177,8 @@ mod tests {
             series_point(&snapshots[2], &snapshots[1], 2, Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("fewer requests"), "{err}");
         // Same counters but a latency sample moved: not cumulative.
-        let a = measurements(&[1000, 2000]);
-        let b = measurements(&[1000, 3000]);
+        let a = SeriesSnapshot::from(measurements(&[1000, 2000]));
+        let b = SeriesSnapshot::from(measurements(&[1000, 3000]));
         let err = series_point(&a, &b, 1, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, MetricsError::NotCumulative { .. }), "{err}");
         let json = serde_json::to_value(&wide).unwrap();
