@@ -251,10 +251,16 @@ pub fn print_crd(kind: CrdKind) -> ExitCode {
         CrdKind::Loadtestschedule => crd::schedule_crd_yaml(),
     };
     match yaml {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }
+        // A closed pipe (`volley crd | head`) is the reader's choice, not a failure to panic on.
+        Ok(yaml) => match std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cannot write the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("cannot render the CRD: {e}");
             ExitCode::FAILURE
