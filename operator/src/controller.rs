@@ -356,6 +356,14 @@ async fn finish_applying(
         )
         .await?;
         lock(&ctx.status_writes).insert(run.run_id.clone(), facts.now);
+        if let Some(m) = &ctx.metrics {
+            m.status_written(
+                &run.namespace,
+                &run.loadtest,
+                lt.status.as_ref().and_then(|s| s.phase),
+                status.phase,
+            );
+        }
         tracing::info!(
             namespace = %run.namespace,
             loadtest = %run.loadtest,

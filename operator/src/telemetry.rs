@@ -7,7 +7,12 @@
 //!   `volley_run_error_rate`, `volley_run_latency_p50_ms` / `_p95_ms` / `_p99_ms` (since the
 //!   start of the run), `volley_run_sustainable_rate` (a rate probe's answer so far, once a
 //!   plateau has held), and `volley_run_active_runners{namespace,loadtest}`. A run's series
-//!   disappear when the run is forgotten.
+//!   disappear when the run is forgotten;
+//! - `volley_runs_finished_total{namespace,loadtest,phase}`: runs that ended, by final phase
+//!   (Succeeded, Failed, Aborted, Error), counted once when the operator first writes the final
+//!   phase. Unlike the live figures it is kept when the run is forgotten (that happens right
+//!   as the run finishes, so removing it would lose every count): its series are bounded by the
+//!   LoadTest names times four phases, and a LoadTest re-created under the same name reuses them.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use volley_crds::status::ScenarioStatus;
+use volley_crds::status::{Phase, ScenarioStatus};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -42,6 +47,14 @@ struct ScenarioLabels {
 struct RunLabels {
     namespace: String,
     loadtest: String,
+}
+
+/// Labels of the finished-runs counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishedLabels {
+    namespace: String,
+    loadtest: String,
+    phase: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -68,6 +81,7 @@ pub struct OperatorMetrics {
     p99: Family<ScenarioLabels, FloatGauge>,
     sustainable_rate: Family<ScenarioLabels, FloatGauge>,
     active_runners: Family<RunLabels, Gauge>,
+    runs_finished: Family<FinishedLabels, Counter>,
     /// The scenario labels each run currently has, so they can be removed.
     known: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
@@ -91,6 +105,7 @@ impl OperatorMetrics {
         let p99 = Family::<ScenarioLabels, FloatGauge>::default();
         let sustainable_rate = Family::<ScenarioLabels, FloatGauge>::default();
         let active_runners = Family::<RunLabels, Gauge>::default();
+        let runs_finished = Family::<FinishedLabels, Counter>::default();
         registry.register(
             "volley_operator_reconciles",
             "LoadTest reconciles by result (ok or error)",
@@ -136,6 +151,11 @@ impl OperatorMetrics {
             "Runners of the run sending load",
             active_runners.clone(),
         );
+        registry.register(
+            "volley_runs_finished",
+            "Runs that ended, by final phase (Succeeded, Failed, Aborted, Error)",
+            runs_finished.clone(),
+        );
         OperatorMetrics {
             registry,
             reconciles,
@@ -147,6 +167,7 @@ impl OperatorMetrics {
             p99,
             sustainable_rate,
             active_runners,
+            runs_finished,
             known: Default::default(),
         }
     }
@@ -160,6 +181,27 @@ impl OperatorMetrics {
             })
             .inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts the run of `namespace/loadtest` as finished when the status being written
+    /// (`written`) ends it and the status it replaces (`before`) did not: a later reconcile of
+    /// the finished LoadTest writes the same final phase again and is not counted twice.
+    pub fn status_written(
+        &self,
+        namespace: &str,
+        loadtest: &str,
+        before: Option<Phase>,
+        written: Option<Phase>,
+    ) {
+        if let Some(phase) = newly_finished(before, written) {
+            self.runs_finished
+                .get_or_create(&FinishedLabels {
+                    namespace: namespace.into(),
+                    loadtest: loadtest.into(),
+                    phase: phase.to_string(),
+                })
+                .inc();
+        }
     }
 
     /// Sets the figures of the run of LoadTest `namespace/loadtest`.
@@ -229,6 +271,15 @@ impl OperatorMetrics {
     }
 }
 
+/// The final phase a status write ends a run in, when the status it replaces had not ended it.
+fn newly_finished(before: Option<Phase>, written: Option<Phase>) -> Option<Phase> {
+    let written = written.filter(|p| p.is_finished())?;
+    match before {
+        Some(p) if p.is_finished() => None,
+        _ => Some(written),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -294,5 +345,43 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("loadtest=\"web\""), "{text}");
         assert!(text.contains("volley_operator_reconciles_total"));
+    }
+
+    #[test]
+    fn a_run_is_counted_once_when_its_final_phase_is_first_written() {
+        let m = OperatorMetrics::new();
+        let line =
+            "volley_runs_finished_total{namespace=\"team-a\",loadtest=\"web\",phase=\"Failed\"}";
+        // Progress writes while running count nothing.
+        m.status_written("team-a", "web", None, Some(Phase::Pending));
+        m.status_written("team-a", "web", Some(Phase::Pending), Some(Phase::Running));
+        m.status_written("team-a", "web", Some(Phase::Running), None);
+        assert!(!m.encode().contains(line), "{}", m.encode());
+        // The write that ends the run counts it ...
+        m.status_written("team-a", "web", Some(Phase::Running), Some(Phase::Failed));
+        // ... and a repeated reconcile of the finished LoadTest, writing the same phase, does not.
+        m.status_written("team-a", "web", Some(Phase::Failed), Some(Phase::Failed));
+        m.status_written("team-a", "web", Some(Phase::Failed), None);
+        // Forgetting the run keeps the count.
+        m.remove_run("team-a", "web");
+        let text = m.encode();
+        assert!(text.lines().any(|l| l == format!("{line} 1")), "{text}");
+        // A re-run (back to Pending) that finishes again is a second run.
+        m.status_written("team-a", "web", Some(Phase::Failed), Some(Phase::Pending));
+        m.status_written(
+            "team-a",
+            "web",
+            Some(Phase::Running),
+            Some(Phase::Succeeded),
+        );
+        m.status_written("team-a", "web", None, Some(Phase::Error));
+        let text = m.encode();
+        for l in [
+            format!("{line} 1"),
+            "volley_runs_finished_total{namespace=\"team-a\",loadtest=\"web\",phase=\"Succeeded\"} 1".to_string(),
+            "volley_runs_finished_total{namespace=\"team-a\",loadtest=\"web\",phase=\"Error\"} 1".to_string(),
+        ] {
+            assert!(text.lines().any(|x| x == l), "missing `{l}` in:\n{text}");
+        }
     }
 }
