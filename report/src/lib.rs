@@ -7,6 +7,7 @@
 //! them is the caller's job. The summary is read with [`load`], which accepts the document as
 //! the operator may have trimmed it to fit a ConfigMap (no series, no step histograms).
 
+pub mod comparison;
 pub mod csv;
 pub mod html;
 pub mod junit;

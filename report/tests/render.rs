@@ -273,3 +273,62 @@ fn a_downsampled_series_renders_with_its_intervals() {
     assert!(((at_9900 - first) / (last - first) - (9_840.0 / 14_340.0)).abs() < 0.01);
     assert!(page.contains("id=\"chart-scenario-rps\"") || s.scenario_series.len() < 2);
 }
+
+#[test]
+fn the_comparison_with_the_baseline_shows_the_compare_functions_figures() {
+    use volley_core::compare::{Budget, compare, parse_summary};
+    use volley_report::comparison;
+    let baseline = summary("web", 10);
+    let mut run = baseline.clone();
+    run["metrics"]["latencyMs"]["p95"] = json!(66.3);
+    run["metrics"]["rps"] = json!(800.4);
+    run["scenarios"][0]["p95Ms"] = json!(88.4);
+    let figures = |v: &Value| parse_summary(serde_json::to_string(v).unwrap().as_bytes()).unwrap();
+    let budget = Budget {
+        max_p95_regression: Some(0.10),
+        ..Budget::default()
+    };
+    let c = compare(&figures(&baseline), &figures(&run), &budget);
+    assert!(c.regressed());
+    let html = comparison::html(&c);
+    let md = comparison::markdown(&c);
+    assert!(html.starts_with("<section id=\"comparison\">"), "{html}");
+    assert!(
+        !html.contains("<script>"),
+        "scenario names are escaped: {html}"
+    );
+    assert!(
+        html.contains("scenario &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    let rows: Vec<&str> = html.split("<tr>").skip(2).collect();
+    let mut shown = 0;
+    for scope in &c.scopes {
+        for f in &scope.figures {
+            let change = f.change.unwrap();
+            let change = if f.figure == "error rate" {
+                format!("{change:+.2} pp")
+            } else {
+                format!("{change:+.1}%")
+            };
+            let row = rows
+                .iter()
+                .find(|r| r.contains(&format!("<td>{}</td>", f.figure)) && r.contains(&change))
+                .unwrap_or_else(|| panic!("no row for {} {change} in {html}", f.figure));
+            assert_eq!(row.contains("REGRESSED"), f.regressed.is_some(), "{row}");
+            let md_row = md
+                .lines()
+                .find(|l| l.contains(&format!("| {} |", f.figure)) && l.contains(&change));
+            assert!(
+                md_row.is_some(),
+                "no markdown row for {} {change}: {md}",
+                f.figure
+            );
+            shown += 1;
+        }
+    }
+    // Overall and the scenario: p95 +50% regressed over the 10% budget, rps -20%.
+    assert!(shown >= 10, "{html}");
+    assert!(html.contains("+50.0%") && html.contains("-20.0%"), "{html}");
+    assert_eq!(html.matches("REGRESSED").count(), 2, "{html}");
+}

@@ -1,0 +1,97 @@
+//! The comparison of a run with its baseline, as an HTML section (id `comparison`) and a
+//! Markdown table: the figures and changes of [`volley_core::compare::compare`], shown as
+//! they are (never recomputed here), with regressions marked.
+
+use std::fmt::Write as _;
+
+use volley_core::compare::{FigureChange, RunComparison};
+use volley_core::metrics::status::{format_latency_ms, format_rate};
+
+use crate::escape;
+use crate::markdown::cell;
+
+/// One figure's value as shown: rate, percent or latency.
+fn show(f: &FigureChange, v: f64) -> String {
+    match f.figure {
+        "rps" => format_rate(v),
+        "error rate" => format!("{:.3}%", v * 100.0),
+        _ => format_latency_ms(v),
+    }
+}
+
+/// The change as shown: percent of the baseline, or percentage points for the error rate.
+fn change(f: &FigureChange) -> String {
+    match (f.figure, f.change) {
+        (_, None) => "-".to_owned(),
+        ("error rate", Some(pp)) => format!("{pp:+.2} pp"),
+        (_, Some(pct)) => format!("{pct:+.1}%"),
+    }
+}
+
+/// The HTML section comparing this run (B) with the baseline (A).
+pub fn html(c: &RunComparison) -> String {
+    let mut out = String::from(
+        "<section id=\"comparison\"><h2>Comparison with the baseline</h2>\
+         <table><thead><tr><th>scope</th><th>figure</th><th>baseline</th><th>this run</th>\
+         <th>change</th><th></th></tr></thead><tbody>",
+    );
+    for scope in &c.scopes {
+        if let Some(note) = &scope.note {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td colspan=\"5\">{}</td></tr>",
+                escape(&scope.scope),
+                escape(note)
+            );
+        }
+        for f in &scope.figures {
+            let mark = match &f.regressed {
+                Some(budget) => format!(
+                    "<strong class=\"fail\">REGRESSED ({})</strong>",
+                    escape(budget)
+                ),
+                None => String::new(),
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{mark}</td></tr>",
+                escape(&scope.scope),
+                f.figure,
+                show(f, f.a),
+                show(f, f.b),
+                change(f)
+            );
+        }
+    }
+    out.push_str("</tbody></table></section>");
+    out
+}
+
+/// The same comparison as a Markdown table.
+pub fn markdown(c: &RunComparison) -> String {
+    let mut out = String::from(
+        "## Comparison with the baseline\n\n| scope | figure | baseline | this run | change | |\n|---|---|---|---|---|---|\n",
+    );
+    for scope in &c.scopes {
+        if let Some(note) = &scope.note {
+            let _ = writeln!(out, "| {} | {} | | | | |", cell(&scope.scope), cell(note));
+        }
+        for f in &scope.figures {
+            let mark = f
+                .regressed
+                .as_ref()
+                .map(|b| format!("**REGRESSED** ({})", cell(b)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {mark} |",
+                cell(&scope.scope),
+                f.figure,
+                show(f, f.a),
+                show(f, f.b),
+                change(f)
+            );
+        }
+    }
+    out
+}
