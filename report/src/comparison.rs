@@ -95,3 +95,11 @@ pub fn markdown(c: &RunComparison) -> String {
     }
     out
 }
+
+/// The HTML report `page` ([`crate::html::render`]) with the comparison section added at its
+/// end, before `</body>`.
+pub fn add_to_html(mut page: String, c: &RunComparison) -> String {
+    let at = page.rfind("</body>").unwrap_or(page.len());
+    page.insert_str(at, &html(c));
+    page
+}

@@ -331,4 +331,9 @@ fn the_comparison_with_the_baseline_shows_the_compare_functions_figures() {
     assert!(shown >= 10, "{html}");
     assert!(html.contains("+50.0%") && html.contains("-20.0%"), "{html}");
     assert_eq!(html.matches("REGRESSED").count(), 2, "{html}");
+    // In the report page, the section comes once, inside the body.
+    let page = comparison::add_to_html(html::render(&parse(&run), None), &c);
+    let at = page.find("<section id=\"comparison\">").unwrap();
+    assert!(at < page.rfind("</body>").unwrap());
+    assert_eq!(page.matches("id=\"comparison\"").count(), 1);
 }

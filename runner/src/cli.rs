@@ -419,8 +419,18 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     }
     if options.reports.any() {
         let spec = serde_json::to_value(&lt.spec).ok();
-        let written = crate::report_cli::reader_summary(&summary)
-            .and_then(|s| crate::report_cli::write_reports(&s, spec.as_ref(), &options.reports));
+        let comparison = match &options.baseline {
+            Some(b) => serde_json::to_vec(&summary)
+                .map_err(|e| format!("cannot encode the summary: {e}"))
+                .and_then(|run| crate::report_cli::baseline_comparison(b, &run))
+                .map(Some),
+            None => Ok(None),
+        };
+        let written = comparison.and_then(|c| {
+            crate::report_cli::reader_summary(&summary).and_then(|s| {
+                crate::report_cli::write_reports(&s, spec.as_ref(), c.as_ref(), &options.reports)
+            })
+        });
         if let Err(e) = written {
             eprintln!("{e}");
             return ExitCode::from(EXIT_ERROR);

@@ -86,6 +86,9 @@ enum Command {
         /// The LoadTest manifest that ran, shown in the HTML report with credentials redacted.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
+        /// An earlier run's summary: the HTML and Markdown reports compare this run with it.
+        #[arg(long, value_name = "SUMMARY")]
+        baseline: Option<PathBuf>,
         #[command(flatten)]
         files: report_cli::ReportFiles,
     },
@@ -167,8 +170,9 @@ fn main() -> ExitCode {
         Command::Report {
             summary,
             manifest,
+            baseline,
             files,
-        } => report_cli::report(&summary, manifest.as_deref(), files),
+        } => report_cli::report(&summary, manifest.as_deref(), baseline.as_deref(), files),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd { kind } => cli::print_crd(kind),
         Command::Agent(args) => cli::run_agent(args),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
+use volley_core::compare::{Budget, RunComparison, compare, parse_summary};
 use volley_report::Summary;
 
 /// Largest summary document read: the operator keeps reports under 1 MiB, `volley run --out`
@@ -37,16 +38,29 @@ impl ReportFiles {
 }
 
 /// Renders every asked format of `summary` and writes it; `spec` (the LoadTest spec that ran)
-/// appears in the HTML report, redacted. Returns the first failure as a message.
+/// appears in the HTML report, redacted; `comparison` (this run against `--baseline`) is added
+/// to the HTML and the Markdown. Returns the first failure as a message.
 pub fn write_reports(
     summary: &Summary,
     spec: Option<&Value>,
+    comparison: Option<&RunComparison>,
     files: &ReportFiles,
 ) -> Result<(), String> {
     let jobs: [(&Option<PathBuf>, &dyn Fn() -> String); 4] = [
-        (&files.html, &|| volley_report::html::render(summary, spec)),
+        (&files.html, &|| {
+            let page = volley_report::html::render(summary, spec);
+            match comparison {
+                Some(c) => volley_report::comparison::add_to_html(page, c),
+                None => page,
+            }
+        }),
         (&files.markdown, &|| {
-            volley_report::markdown::render(summary)
+            let mut text = volley_report::markdown::render(summary);
+            if let Some(c) = comparison {
+                text.push('\n');
+                text.push_str(&volley_report::comparison::markdown(c));
+            }
+            text
         }),
         (&files.junit, &|| volley_report::junit::render(summary)),
         (&files.csv, &|| volley_report::csv::render(summary)),
@@ -72,9 +86,23 @@ pub fn reader_summary(summary: &impl serde::Serialize) -> Result<Summary, String
     volley_report::load(&json).map_err(|e| e.to_string())
 }
 
+/// This run (the summary document `run`) compared with the summary in file `baseline`.
+pub fn baseline_comparison(baseline: &Path, run: &[u8]) -> Result<RunComparison, String> {
+    let a = std::fs::read(baseline)
+        .map_err(|e| format!("{}: cannot read: {e}", baseline.display()))
+        .and_then(|b| parse_summary(&b).map_err(|e| format!("{}: {e}", baseline.display())))?;
+    let b = parse_summary(run).map_err(|e| format!("the run's summary: {e}"))?;
+    Ok(compare(&a, &b, &Budget::default()))
+}
+
 /// `volley report SUMMARY [--manifest FILE] [--html F] [--markdown F] [--junit F] [--csv F]`:
 /// without a format flag the Markdown goes to standard output. Exit 0 written, 1 not.
-pub fn report(summary: &Path, manifest: Option<&Path>, mut files: ReportFiles) -> ExitCode {
+pub fn report(
+    summary: &Path,
+    manifest: Option<&Path>,
+    baseline: Option<&Path>,
+    mut files: ReportFiles,
+) -> ExitCode {
     let mut bytes = Vec::new();
     let read = if summary == Path::new("-") {
         std::io::stdin()
@@ -105,10 +133,17 @@ pub fn report(summary: &Path, manifest: Option<&Path>, mut files: ReportFiles) -
             }
         },
     };
+    let comparison = match baseline.map(|b| baseline_comparison(b, &bytes)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !files.any() {
         files.markdown = Some(PathBuf::from("-"));
     }
-    match write_reports(&parsed, spec.as_ref(), &files) {
+    match write_reports(&parsed, spec.as_ref(), comparison.as_ref(), &files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

@@ -196,6 +196,39 @@ async fn run_writes_every_report_and_each_reads_back_as_the_summary() {
     assert!(out.status.success());
     check_html(&summary, &read(&again.html), false);
 
+    // With --baseline, the HTML and the Markdown compare the run with it (here: itself, so
+    // every change is 0) with the figures of volley_core::compare.
+    let out = output(volley(&[
+        "report",
+        files.summary.to_str().unwrap(),
+        "--baseline",
+        files.summary.to_str().unwrap(),
+        "--html",
+        again.html.to_str().unwrap(),
+        "--markdown",
+        again.markdown.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures = volley_core::compare::parse_summary(read(&files.summary).as_bytes()).unwrap();
+    let c = volley_core::compare::compare(&figures, &figures, &Default::default());
+    let html = read(&again.html);
+    assert!(
+        html.contains(&volley_report::comparison::html(&c)),
+        "{html}"
+    );
+    assert!(html.contains("<td>p95</td>") && html.contains("+0.0%"));
+    let md = read(&again.markdown);
+    assert!(md.starts_with(&read(&files.markdown)));
+    assert!(
+        md.ends_with(&volley_report::comparison::markdown(&c)),
+        "{md}"
+    );
+
     // Not a summary: exit 1 with the file named.
     std::fs::write(dir.join("bad.json"), "{\"name\": 1}").unwrap();
     let out = output(volley(&["report", dir.join("bad.json").to_str().unwrap()])).await;
