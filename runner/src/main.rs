@@ -53,7 +53,8 @@ enum Command {
         allowed_targets: Option<volley_core::target_policy::TargetPolicy>,
         /// A finished run's summary (`--out` of an earlier run, or the `summary.json` of a
         /// report ConfigMap) for baseline thresholds like `p(95) < baseline * 1.10`. Without
-        /// it, those thresholds are skipped.
+        /// it, those thresholds are skipped. The HTML and Markdown reports compare the run
+        /// with it.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
         #[command(flatten)]
