@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -50,7 +51,7 @@ use crate::config::{Config, RunnerDefaults, Timing};
 use crate::lock;
 use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, MissingMetadata, Ownership, RunRef};
 use crate::observed::RunnerPod;
-use crate::phase::{self, Decision, EventKind, Observed};
+use crate::phase::{self, Decision, EventKind, EventNote, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{
     BaselineSource, RunRegistration, RunRegistry, baseline_from_config_map, baseline_source,
@@ -159,6 +160,32 @@ pub(crate) fn doubling_backoff(base: Duration, retries: u32, max: Duration) -> D
 
 fn object_key(lt: &LoadTest) -> String {
     format!("{}/{}", lt.namespace().unwrap_or_default(), lt.name_any())
+}
+
+/// Records `notes` as Events of the object `reference` points to (a LoadTest or a
+/// LoadTestSchedule). An Event that cannot be written is logged and skipped: events inform
+/// `kubectl describe`, they never decide anything.
+pub(crate) async fn publish_events(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    notes: &[EventNote],
+) {
+    for note in notes {
+        let event = Event {
+            type_: match note.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: note.reason.clone(),
+            note: Some(note.note.clone()),
+            action: note.action.clone(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, reference).await {
+            let object = reference.name.as_deref().unwrap_or_default();
+            tracing::warn!(object, reason = %note.reason, error = %e, "could not record an event");
+        }
+    }
 }
 
 /// Brings one LoadTest one step further, counting the reconcile in the metrics.
@@ -372,22 +399,7 @@ async fn finish_applying(
             "status written"
         );
     }
-    let reference = lt.object_ref(&());
-    for note in &d.events {
-        let event = Event {
-            type_: match note.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: note.reason.clone(),
-            note: Some(note.note.clone()),
-            action: note.action.clone(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(loadtest = %run.loadtest, error = %e, "could not record an event");
-        }
-    }
+    publish_events(&ctx.recorder, &lt.object_ref(&()), &d.events).await;
     if let Some(reason) = &d.abort {
         ctx.registry.abort(&run.run_id, reason);
     }

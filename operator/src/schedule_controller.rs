@@ -20,17 +20,18 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use volley_crds::LoadTest;
 use volley_crds::schedule::{LoadTestSchedule, RunSummary};
 
 use crate::config::{Config, RunnerDefaults};
-use crate::controller::{CONTROLLER_NAME, MAX_BACKOFF, MIN_BACKOFF, api_code, doubling_backoff};
+use crate::controller::{
+    CONTROLLER_NAME, MAX_BACKOFF, MIN_BACKOFF, api_code, doubling_backoff, publish_events,
+};
 use crate::lock;
 use crate::names::{MissingMetadata, label_value};
-use crate::phase::EventKind;
 use crate::schedule::{
     self, Decision, Facts, NewRun, OwnedRun, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION,
 };
@@ -230,22 +231,7 @@ async fn apply(
         )
         .await?;
     }
-    let reference = lts.object_ref(&());
-    for note in &d.events {
-        let event = Event {
-            type_: match note.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: note.reason.clone(),
-            note: Some(note.note.clone()),
-            action: note.action.clone(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(schedule = %lts.name_any(), error = %e, "could not record an event");
-        }
-    }
+    publish_events(&ctx.recorder, &lts.object_ref(&()), &d.events).await;
     if let Some(new) = &d.create {
         tracing::info!(
             namespace = lts.namespace().unwrap_or_default(),
