@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod kube_run;
 mod report_cli;
 
 /// Volley: load tests with exact merged percentiles and a pass/fail verdict.
@@ -60,6 +61,14 @@ enum Command {
         #[command(flatten)]
         reports: report_cli::ReportFiles,
     },
+    /// Run a LoadTest in a Kubernetes cluster: create it (or re-run the existing one with
+    /// this spec), follow it with the progress line of `volley run`, print the same summary
+    /// from its report and write the same report files. Exit code as `volley run`: 0 passed,
+    /// 99 a threshold failed, 1 the run could not be carried out (or following stopped).
+    Kube {
+        #[command(subcommand)]
+        command: KubeCommand,
+    },
     /// Print two runs side by side (overall, per scenario, per step: p50/p95/p99, rps, error
     /// rate, change in %). Exit code: 99 when B exceeds a budget, 0 otherwise, 1 when a file
     /// is not a run summary.
@@ -83,7 +92,12 @@ enum Command {
     /// input. Without a format flag, prints the Markdown.
     Report {
         /// The summary document (JSON); `-` reads standard input.
-        summary: PathBuf,
+        #[arg(required_unless_present = "from_cluster")]
+        summary: Option<PathBuf>,
+        /// Read the report of LoadTest NAMESPACE/NAME's current run from the cluster (its
+        /// report ConfigMap, named in the status) instead of a file; the HTML shows its spec.
+        #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "summary")]
+        from_cluster: Option<String>,
         /// The LoadTest manifest that ran, shown in the HTML report with credentials redacted.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
@@ -116,6 +130,13 @@ enum Command {
     /// Exit code: 0 this runner did its part (also when the run was stopped or aborted),
     /// 1 it could not.
     Agent(cli::AgentArgs),
+}
+
+/// `volley kube ...`.
+#[derive(Subcommand)]
+enum KubeCommand {
+    /// Create (or re-run) the LoadTest of FILE in the cluster and follow it to its verdict.
+    Run(kube_run::KubeRunArgs),
 }
 
 fn main() -> ExitCode {
@@ -170,10 +191,22 @@ fn main() -> ExitCode {
         ),
         Command::Report {
             summary,
+            from_cluster,
             manifest,
             baseline,
             files,
-        } => report_cli::report(&summary, manifest.as_deref(), baseline.as_deref(), files),
+        } => {
+            let source = match (summary, from_cluster) {
+                (_, Some(name)) => report_cli::Source::Cluster(name),
+                (Some(path), None) => report_cli::Source::File(path),
+                // clap requires one of the two.
+                (None, None) => return ExitCode::FAILURE,
+            };
+            report_cli::report(&source, manifest.as_deref(), baseline.as_deref(), files)
+        }
+        Command::Kube {
+            command: KubeCommand::Run(args),
+        } => kube_run::kube_run(args),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd { kind } => cli::print_crd(kind),
         Command::Agent(args) => cli::run_agent(args),

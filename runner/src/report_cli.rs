@@ -1,4 +1,5 @@
-//! `volley report SUMMARY.json` and the report flags of `volley run`: render the summary
+//! `volley report SUMMARY.json` (or `--from-cluster NAMESPACE/NAME`) and the report flags of
+//! `volley run` and `volley kube run`: render the summary
 //! document as HTML, Markdown, JUnit XML and CSV ([`volley_report`]) and write the files.
 
 use std::io::{Read, Write};
@@ -95,36 +96,64 @@ pub fn baseline_comparison(baseline: &Path, run: &[u8]) -> Result<RunComparison,
     Ok(compare(&a, &b, &Budget::default()))
 }
 
-/// `volley report SUMMARY [--manifest FILE] [--html F] [--markdown F] [--junit F] [--csv F]`:
-/// without a format flag the Markdown goes to standard output. Exit 0 written, 1 not.
-pub fn report(
-    summary: &Path,
-    manifest: Option<&Path>,
-    baseline: Option<&Path>,
-    mut files: ReportFiles,
-) -> ExitCode {
+/// Where `volley report` reads the summary document.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file; `-` is standard input.
+    File(PathBuf),
+    /// `--from-cluster NAMESPACE/NAME`: the report ConfigMap of the LoadTest's current run.
+    Cluster(String),
+}
+
+/// The summary document of `source`, the name to prefix messages with and, from a cluster,
+/// the spec that ran.
+fn read_source(source: &Source) -> Result<(Vec<u8>, String, Option<Value>), String> {
+    let path = match source {
+        Source::Cluster(reference) => {
+            let (namespace, name) = crate::kube_run::parse_ref(reference)?;
+            let (bytes, spec) = crate::kube_run::fetch_report(&namespace, &name)?;
+            return Ok((bytes, format!("{namespace}/{name}"), Some(spec)));
+        }
+        Source::File(path) => path,
+    };
     let mut bytes = Vec::new();
-    let read = if summary == Path::new("-") {
+    let read = if path == Path::new("-") {
         std::io::stdin()
             .lock()
             .take(MAX_SUMMARY_BYTES)
             .read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(summary).and_then(|f| f.take(MAX_SUMMARY_BYTES).read_to_end(&mut bytes))
+        std::fs::File::open(path).and_then(|f| f.take(MAX_SUMMARY_BYTES).read_to_end(&mut bytes))
     };
-    if let Err(e) = read {
-        eprintln!("{}: cannot read: {e}", summary.display());
-        return ExitCode::FAILURE;
-    }
+    read.map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    Ok((bytes, path.display().to_string(), None))
+}
+
+/// `volley report SUMMARY|--from-cluster NS/NAME [--manifest FILE] [--html F] [--markdown F]
+/// [--junit F] [--csv F]`: without a format flag the Markdown goes to standard output. Exit 0
+/// written, 1 not.
+pub fn report(
+    source: &Source,
+    manifest: Option<&Path>,
+    baseline: Option<&Path>,
+    mut files: ReportFiles,
+) -> ExitCode {
+    let (bytes, label, cluster_spec) = match read_source(source) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let parsed = match volley_report::load(&bytes) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {e}", summary.display());
+            eprintln!("{label}: {e}");
             return ExitCode::FAILURE;
         }
     };
     let spec = match manifest {
-        None => None,
+        None => cluster_spec,
         Some(path) => match crate::cli::load_manifest_with(path, |_| {}) {
             Ok(lt) => serde_json::to_value(&lt.spec).ok(),
             Err(problems) => {
