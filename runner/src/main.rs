@@ -59,6 +59,8 @@ enum Command {
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
         #[command(flatten)]
+        budget: cli::BudgetArgs,
+        #[command(flatten)]
         reports: report_cli::ReportFiles,
     },
     /// Run a LoadTest in a Kubernetes cluster: create it (or re-run the existing one with
@@ -77,15 +79,8 @@ enum Command {
         a: PathBuf,
         /// The later run's summary, compared with A.
         b: PathBuf,
-        /// B's p95 may be at most this much slower than A's, in every scope, e.g. `10%`.
-        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
-        max_p95_regression: Option<f64>,
-        /// B's error rate may be at most this many percentage points above A's, e.g. `0.5%`.
-        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
-        max_error_rate_increase: Option<f64>,
-        /// B's rps must be at least this share of A's, e.g. `0.95` or `95%`.
-        #[arg(long, value_name = "RATIO", value_parser = |s: &str| volley_core::compare::parse_percent(s, true))]
-        min_rps_ratio: Option<f64>,
+        #[command(flatten)]
+        budget: cli::BudgetArgs,
     },
     /// Render a run's summary document (`volley run --out`, or the `summary.json` key of a
     /// LoadTest's report ConfigMap) as HTML, Markdown, JUnit XML or CSV; `-` reads standard
@@ -104,6 +99,8 @@ enum Command {
         /// An earlier run's summary: the HTML and Markdown reports compare this run with it.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
+        #[command(flatten)]
+        budget: cli::BudgetArgs,
         #[command(flatten)]
         files: report_cli::ReportFiles,
     },
@@ -161,6 +158,7 @@ fn main() -> ExitCode {
             runners,
             allowed_targets,
             baseline,
+            budget,
             reports,
         } => cli::run_file(
             &file,
@@ -171,29 +169,17 @@ fn main() -> ExitCode {
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
                 baseline,
+                budget: budget.budget(),
                 reports,
             },
         ),
-        Command::Compare {
-            a,
-            b,
-            max_p95_regression,
-            max_error_rate_increase,
-            min_rps_ratio,
-        } => cli::compare_files(
-            &a,
-            &b,
-            &volley_core::compare::Budget {
-                max_p95_regression,
-                max_error_rate_increase,
-                min_rps_ratio,
-            },
-        ),
+        Command::Compare { a, b, budget } => cli::compare_files(&a, &b, &budget.budget()),
         Command::Report {
             summary,
             from_cluster,
             manifest,
             baseline,
+            budget,
             files,
         } => {
             let source = match (summary, from_cluster) {
@@ -202,7 +188,12 @@ fn main() -> ExitCode {
                 // clap requires one of the two.
                 (None, None) => return ExitCode::FAILURE,
             };
-            report_cli::report(&source, manifest.as_deref(), baseline.as_deref(), files)
+            if baseline.is_none() && budget.budget() != volley_core::compare::Budget::default() {
+                eprintln!("the budget flags compare with the baseline: pass --baseline SUMMARY");
+                return ExitCode::FAILURE;
+            }
+            let baseline = baseline.map(|file| (file, budget.budget()));
+            report_cli::report(&source, manifest.as_deref(), baseline.as_ref(), files)
         }
         Command::Kube {
             command: KubeCommand::Run(args),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
-use volley_core::compare::{Budget, RunComparison, compare, parse_summary};
+use volley_core::compare::{Budget, RunComparison, compare, parse_summary, render_comparison};
 use volley_report::Summary;
 
 /// Largest summary document read: the operator keeps reports under 1 MiB, `volley run --out`
@@ -87,13 +87,24 @@ pub fn reader_summary(summary: &impl serde::Serialize) -> Result<Summary, String
     volley_report::load(&json).map_err(|e| e.to_string())
 }
 
-/// This run (the summary document `run`) compared with the summary in file `baseline`.
-pub fn baseline_comparison(baseline: &Path, run: &[u8]) -> Result<RunComparison, String> {
+/// This run (the summary document `run`) compared with the summary in file `baseline`, each
+/// figure over `budget` marked: the comparison, and the text `volley compare` prints for it.
+pub fn baseline_comparison(
+    baseline: &Path,
+    run: &[u8],
+    budget: &Budget,
+) -> Result<(RunComparison, String), String> {
     let a = std::fs::read(baseline)
         .map_err(|e| format!("{}: cannot read: {e}", baseline.display()))
         .and_then(|b| parse_summary(&b).map_err(|e| format!("{}: {e}", baseline.display())))?;
     let b = parse_summary(run).map_err(|e| format!("the run's summary: {e}"))?;
-    Ok(compare(&a, &b, &Budget::default()))
+    let comparison = compare(&a, &b, budget);
+    let text = render_comparison(
+        (&baseline.display().to_string(), &a),
+        ("this run", &b),
+        &comparison,
+    );
+    Ok((comparison, text))
 }
 
 /// Where `volley report` reads the summary document.
@@ -135,7 +146,7 @@ fn read_source(source: &Source) -> Result<(Vec<u8>, String, Option<Value>), Stri
 pub fn report(
     source: &Source,
     manifest: Option<&Path>,
-    baseline: Option<&Path>,
+    baseline: Option<&(PathBuf, Budget)>,
     mut files: ReportFiles,
 ) -> ExitCode {
     let (bytes, label, cluster_spec) = match read_source(source) {
@@ -162,8 +173,9 @@ pub fn report(
             }
         },
     };
-    let comparison = match baseline.map(|b| baseline_comparison(b, &bytes)).transpose() {
-        Ok(c) => c,
+    let comparison = baseline.map(|(file, budget)| baseline_comparison(file, &bytes, budget));
+    let comparison = match comparison.transpose() {
+        Ok(c) => c.map(|(c, _)| c),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
