@@ -34,6 +34,8 @@ use crate::report_cli::{ReportFiles, reader_summary, write_reports};
 
 /// The resource as RBAC and error messages name it.
 const RESOURCE: &str = "loadtests.volley.dev";
+/// Polls in a row that may fail to reach the API server before following gives up.
+const MAX_UNREACHABLE_POLLS: u32 = 5;
 /// Times a replace is retried when someone else changed the LoadTest between our read and our
 /// write (HTTP 409).
 const REPLACE_ATTEMPTS: u32 = 3;
@@ -237,10 +239,7 @@ pub fn explain(verb: &str, resource: &str, namespace: &str, e: &kube::Error) -> 
              the chart: `helm install volley charts/volley -n volley-system --create-namespace`, \
              or `kubectl apply --server-side -f charts/volley/crds/`)"
         ),
-        404 => format!(
-            "{resource} {} not found in namespace {namespace}",
-            status.message
-        ),
+        404 => format!("{} (namespace {namespace})", status.message),
         403 => format!(
             "forbidden: your user may not `{verb}` {resource} in namespace {namespace}; grant \
              the RBAC verb `{verb}` on `{resource}` there (docs/reference.md lists what \
@@ -458,13 +457,24 @@ async fn watch_run(
     };
     tokio::pin!(timed_out);
     let mut last_waiting = String::new();
+    let mut unreachable_polls = 0;
     let stopped = loop {
         tokio::select! {
             _ = polls.tick() => {
-                let lt = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| explain("get", RESOURCE, namespace, &e))?;
+                let lt = match api.get_opt(name).await {
+                    Ok(lt) => {
+                        unreachable_polls = 0;
+                        lt
+                    }
+                    // The API server out of reach for a moment (a control-plane upgrade, a
+                    // flaky CI network) does not end a run of many minutes; an answer does.
+                    Err(e) if !matches!(e, kube::Error::Api(_)) && unreachable_polls < MAX_UNREACHABLE_POLLS => {
+                        unreachable_polls += 1;
+                        tracing::warn!(error = %e, attempt = unreachable_polls, "cannot read the LoadTest; trying again");
+                        continue;
+                    }
+                    Err(e) => return Err(explain("get", RESOURCE, namespace, &e)),
+                };
                 let Some(lt) = lt.filter(|lt| awaited.uid.is_none() || lt.metadata.uid == awaited.uid) else {
                     display.finish();
                     eprintln!("loadtest {name} in namespace {namespace} was deleted (or replaced by another object) while it ran");
@@ -478,7 +488,11 @@ async fn watch_run(
                         }
                         last_waiting = why;
                     }
-                    Follow::Running(figures) => display.print(&figures),
+                    Follow::Running(figures) => {
+                        if display.due_after(figures.elapsed) {
+                            display.print(&figures);
+                        }
+                    }
                     Follow::Done { phase, report, exit, message } => {
                         display.finish();
                         if report.is_none() {
@@ -540,10 +554,9 @@ pub fn fetch_report(namespace: &str, name: &str) -> Result<(Vec<u8>, serde_json:
         let client = client().await?;
         let api: Api<LoadTest> = Api::namespaced(client.clone(), namespace);
         let lt = api
-            .get_opt(name)
+            .get(name)
             .await
-            .map_err(|e| explain("get", RESOURCE, namespace, &e))?
-            .ok_or_else(|| format!("loadtest {name} not found in namespace {namespace}"))?;
+            .map_err(|e| explain("get", RESOURCE, namespace, &e))?;
         let status = lt.status.clone().unwrap_or_default();
         let Some(report) = status
             .report_ref
@@ -947,7 +960,10 @@ spec:
         let say = |e| explain("create", RESOURCE, "ci", &e);
         assert!(say(api_error(404, "", "")).contains("install the chart"));
         assert!(say(api_error(404, "namespaces", "ci")).starts_with("namespace ci does not exist"));
-        assert!(say(api_error(404, "loadtests", "web")).contains("not found"));
+        assert_eq!(
+            say(api_error(404, "loadtests", "web")),
+            "said (namespace ci)"
+        );
         let forbidden = say(api_error(403, "loadtests", "web"));
         assert!(
             forbidden.contains("grant the RBAC verb `create` on `loadtests.volley.dev`"),

@@ -534,6 +534,18 @@ impl RunWatch {
             && second.is_multiple_of(every)
     }
 
+    /// Whether a line for a run `elapsed` in is due when the figures come at their own pace
+    /// (`volley kube run` reads the status every few seconds): a new second on a terminal, five
+    /// seconds after the last line in logs, never when quiet.
+    pub fn due_after(&self, elapsed: Duration) -> bool {
+        let second = elapsed.as_secs();
+        match self.progress {
+            Progress::Quiet => false,
+            Progress::Live => self.last_shown != Some(second),
+            Progress::Lines => self.last_shown.is_none_or(|last| second >= last + 5),
+        }
+    }
+
     fn show(&mut self, view: &RunView) {
         let overall = view.merged.overall();
         let c = &overall.counters;

@@ -469,9 +469,11 @@ async fn a_new_loadtest_is_created_followed_and_reported_like_volley_run() {
         "{err}"
     );
     assert!(
-        err.contains("running 2s/2s  20.0 req/s  p95 4ms  errors 0%  runners 1/1  iterations 40"),
+        err.contains("running 1s/2s  20.0 req/s  p95 4ms  errors 0%  runners 1/1  iterations 20"),
         "the progress line from the status: {err}"
     );
+    // Not a terminal: a line every 5 s of load at most, as `volley run` writes to logs.
+    assert_eq!(err.matches("running ").count(), 1, "{err}");
 
     // The POST carried the manifest's LoadTest into the kubeconfig context's namespace.
     let seen = cluster.seen();
@@ -822,4 +824,9 @@ async fn report_from_cluster_renders_the_current_runs_report() {
 
     let out = output(cluster.volley(&["report", "--from-cluster", "ci/nope"])).await;
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(r#"loadtests.volley.dev "nope" not found (namespace ci)"#),
+        "{}",
+        stderr(&out)
+    );
 }
