@@ -1,4 +1,5 @@
-//! `volley`: run LoadTests locally, validate manifests, compare runs, print the CRD.
+//! `volley`: run LoadTests locally or in a cluster (`volley kube run`), validate manifests,
+//! compare runs, render reports, print the CRD.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
