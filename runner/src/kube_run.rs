@@ -353,7 +353,7 @@ async fn run(args: &KubeRunArgs, manifest: &LoadTest) -> Result<u8, String> {
         return Ok(exit);
     };
     let cms: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let bytes = read_report(&cms, &namespace, &report).await?;
+    let bytes = read_report(&cms, &namespace, &report, awaited.uid.as_deref()).await?;
     let summary: RunSummary = serde_json::from_slice(&bytes).map_err(|e| {
         format!("the report ConfigMap {namespace}/{report} is not a run summary: {e}")
     })?;
@@ -518,8 +518,15 @@ async fn watch_run(
     Ok(None)
 }
 
-/// The `summary.json` of the report ConfigMap `name`.
-async fn read_report(cms: &Api<ConfigMap>, namespace: &str, name: &str) -> Result<Vec<u8>, String> {
+/// The `summary.json` of the report ConfigMap `name`, which the LoadTest of UID `owner` must
+/// own (as the operator's reports are): a ConfigMap someone else put under that name is not
+/// its report.
+async fn read_report(
+    cms: &Api<ConfigMap>,
+    namespace: &str,
+    name: &str,
+    owner: Option<&str>,
+) -> Result<Vec<u8>, String> {
     let cm = cms
         .get_opt(name)
         .await
@@ -527,6 +534,17 @@ async fn read_report(cms: &Api<ConfigMap>, namespace: &str, name: &str) -> Resul
         .ok_or_else(|| {
             format!("the report ConfigMap {namespace}/{name} does not exist (deleted?)")
         })?;
+    let owned = cm
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "LoadTest" && Some(o.uid.as_str()) == owner);
+    if owner.is_some() && !owned {
+        return Err(format!(
+            "the ConfigMap {namespace}/{name} is not owned by the LoadTest: not its report"
+        ));
+    }
     cm.data
         .and_then(|mut d| d.remove(REPORT_KEY))
         .map(String::into_bytes)
@@ -566,7 +584,7 @@ pub fn fetch_report(namespace: &str, name: &str) -> Result<(Vec<u8>, serde_json:
             return Err(no_report_yet(namespace, name, &status));
         };
         let cms: Api<ConfigMap> = Api::namespaced(client, namespace);
-        let bytes = read_report(&cms, namespace, &report).await?;
+        let bytes = read_report(&cms, namespace, &report, lt.metadata.uid.as_deref()).await?;
         let spec = serde_json::to_value(&lt.spec).unwrap_or_default();
         Ok((bytes, spec))
     })

@@ -160,6 +160,8 @@ struct Fake {
     seen: Vec<(Method, String, Value)>,
     /// When set, every LoadTest call answers this status code and body.
     refuse: Option<(u16, Value)>,
+    /// A report ConfigMap someone else owns (planted under the report's name).
+    planted: Option<String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -270,11 +272,21 @@ async fn get_configmap(
 ) -> Response {
     let mut f = fake.lock().unwrap();
     f.seen.push((Method::GET, uri.path().into(), Value::Null));
+    // Owned by the LoadTest, as the operator writes reports (unless the test plants one).
+    let owner = match &f.planted {
+        Some(planted) if *planted == name => json!("someone-else"),
+        _ => f
+            .object
+            .as_ref()
+            .map_or(Value::Null, |o| o["metadata"]["uid"].clone()),
+    };
     match f.reports.get(&name) {
         Some(summary) => reply((
             200,
             json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": name, "namespace": ns},
+                   "metadata": {"name": name, "namespace": ns,
+                                "ownerReferences": [{"apiVersion": "volley.dev/v1alpha1",
+                                    "kind": "LoadTest", "name": "web", "uid": owner}]},
                    "data": {"summary.json": summary}}),
         )),
         None => reply(api_status(
@@ -820,6 +832,19 @@ async fn report_from_cluster_renders_the_current_runs_report() {
     assert!(
         err.contains("run 2's report is ConfigMap web-report-r2"),
         "{err}"
+    );
+
+    // A ConfigMap under the report's name that the LoadTest does not own is not its report.
+    cluster.with(|f| {
+        f.planted = Some("web-report-r2".into());
+        f.object.as_mut().unwrap()["status"] = status.clone();
+    });
+    let out = output(cluster.volley(&["report", "--from-cluster", "ci/web"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ConfigMap ci/web-report-r2 is not owned by the LoadTest"),
+        "{}",
+        stderr(&out)
     );
 
     let out = output(cluster.volley(&["report", "--from-cluster", "ci/nope"])).await;
