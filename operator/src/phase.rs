@@ -836,6 +836,7 @@ fn build_status(
         report_ref: results.report_ref,
         conditions,
         history: old.history.clone(),
+        prometheus: old.prometheus.clone(),
     }
 }
 
