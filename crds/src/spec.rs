@@ -843,8 +843,8 @@ pub struct PrometheusObserve {
     /// `target.insecureSkipTlsVerify`.
     #[serde(default)]
     pub insecure_skip_tls_verify: bool,
-    /// The queries. `$__range` (e.g. `93s`), `$__start` and `$__end` (Unix seconds) are
-    /// replaced with the run's window.
+    /// The queries (at most 50). `$__range` (the window's length, e.g. `93412ms`), `$__start`
+    /// and `$__end` (its edges in Unix seconds) are replaced with the run's window.
     #[schemars(length(min = 1, max = 50))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub queries: Vec<PrometheusQuery>,
