@@ -11,6 +11,7 @@ use serde::Deserialize;
 use volley_crds::status::{MetricsStatus, ScenarioStatus, StepStatus};
 
 use crate::metrics::status::{format_latency_ms, format_rate, significant};
+use crate::observe::Observation;
 use crate::threshold::Metric;
 
 /// The figures of a finished run that comparisons need, read from its `summary.json` (the
@@ -33,6 +34,9 @@ pub struct RunFigures {
     /// Per step.
     #[serde(default)]
     pub steps: Vec<StepStatus>,
+    /// The Prometheus queries' results, when the run made them.
+    #[serde(default)]
+    pub prometheus: Option<Observation>,
 }
 
 /// Why a document is not a usable summary: the field (a path like `metrics.rps`, or `.` for
@@ -100,6 +104,11 @@ pub struct ScopeFigures {
 }
 
 impl RunFigures {
+    /// The value of Prometheus query `name` in this run, when it has one.
+    pub fn prometheus_value(&self, name: &str) -> Option<f64> {
+        self.prometheus.as_ref()?.value(name).ok()
+    }
+
     /// The whole run.
     pub fn overall(&self) -> ScopeFigures {
         let m = &self.metrics;
@@ -531,6 +540,7 @@ mod tests {
                 p95_ms: p95,
                 p99_ms: p95 * 2.0,
             }],
+            prometheus: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! are run by the `volley-observe` crate.
 
 use serde::{Deserialize, Serialize};
+use volley_crds::spec::PrometheusQuery;
 use volley_crds::status::PrometheusResult;
 
 /// The run's load window in Unix milliseconds: from the common start (after the start barrier
@@ -38,6 +39,23 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// The results of queries that could not be run at all, each failed with `why`.
+    pub fn unavailable(queries: &[PrometheusQuery], window: Window, why: &str) -> Observation {
+        Observation {
+            window,
+            results: queries
+                .iter()
+                .map(|q| PrometheusResult {
+                    name: q.name.clone(),
+                    query: q.query.clone(),
+                    value: None,
+                    error: Some(why.to_string()),
+                })
+                .collect(),
+            series: Vec::new(),
+        }
+    }
+
     /// The value of query `name`, or why there is none (the query's error, or that no query
     /// of that name ran).
     pub fn value(&self, name: &str) -> Result<f64, String> {

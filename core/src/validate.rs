@@ -32,10 +32,24 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
             "`{}` thresholds need custom metrics, which this version does not record",
             expr.subject
         )),
-        Subject::Prom(_) => Err(format!(
-            "`{}` thresholds need Prometheus queries, which this version does not make",
-            expr.subject
-        )),
+        Subject::Prom(name) => {
+            let queries = spec
+                .observe
+                .as_ref()
+                .and_then(|o| o.prometheus.as_ref())
+                .map(|p| p.queries.as_slice())
+                .unwrap_or_default();
+            if queries.iter().any(|q| &q.name == name) {
+                Ok(())
+            } else {
+                let names: BTreeSet<String> = queries.iter().map(|q| q.name.clone()).collect();
+                Err(format!(
+                    "`{}` names no query of spec.observe.prometheus.queries{}",
+                    expr.subject,
+                    known_list(&names, "queries")
+                ))
+            }
+        }
     }
 }
 
@@ -880,6 +894,21 @@ impl Validator {
                 if let Err(why) = check_threshold_subject(&expr, spec) {
                     self.err(p.to_string(), why);
                 }
+                // Prometheus is read once, after the run, over the whole window.
+                if matches!(expr.subject, Subject::Prom(_)) {
+                    if t.scenario.is_some() {
+                        self.err(
+                            format!("{p}.scenario"),
+                            "a prom() threshold judges the whole run's window; it has no scenario",
+                        );
+                    }
+                    if t.abort_on_fail {
+                        self.err(
+                            format!("{p}.abortOnFail"),
+                            "a prom() threshold is judged after the run, so it cannot abort it",
+                        );
+                    }
+                }
             }
             Err(e) => self.err(p.to_string(), e.to_string()),
         }
@@ -1182,6 +1211,32 @@ mod tests {
         assert!(
             errors[1].starts_with("spec.baseline.configMapRef.key"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn prom_thresholds_name_a_declared_query_and_judge_the_whole_run() {
+        let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\nspec:\n  \
+             target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  - {name: s, \
+             executor: shared-iterations, vus: 1, iterations: 1, steps: [{request: {url: /}}]}\n  \
+             observe: {prometheus: {url: 'http://127.0.0.1:9090', queries: [{name: depth, query: q}, {name: p95, query: q}]}}\n  \
+             thresholds: ['prom(depth) < 100', 'prom(p95) < baseline * 1.1', 'prom(other) < 1', \
+             {expr: 'prom(depth) < 5', scenario: s, abortOnFail: true}]\n";
+        let lt = crate::manifest::parse_manifest(yaml).unwrap();
+        let errors: Vec<String> = validate(&lt.spec)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "spec.thresholds[2]: `prom(other)` names no query of spec.observe.prometheus.queries \
+                 (queries: depth, p95)",
+                "spec.thresholds[3].scenario: a prom() threshold judges the whole run's window; it has no scenario",
+                "spec.thresholds[3].abortOnFail: a prom() threshold is judged after the run, so it cannot abort it",
+            ]
         );
     }
 

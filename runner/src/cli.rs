@@ -291,6 +291,8 @@ pub struct RunOptions {
     pub allowed_targets: TargetPolicy,
     /// A finished run's `summary.json` for baseline thresholds (`--baseline`).
     pub baseline: Option<PathBuf>,
+    /// Replaces `spec.observe.prometheus.url`.
+    pub prometheus_url: Option<String>,
     /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
     pub reports: crate::report_cli::ReportFiles,
 }
@@ -352,6 +354,12 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     let loaded = load_manifest_with(path, |lt| {
         if let Some(url) = options.base_url {
             lt.spec.target.base_url = url;
+        }
+        if let (Some(url), Some(prom)) = (
+            options.prometheus_url,
+            lt.spec.observe.as_mut().and_then(|o| o.prometheus.as_mut()),
+        ) {
+            prom.url = url;
         }
         // Validated with the count it runs with: `vus: 1` split across `--runners 2` would
         // leave runner 1 without a VU and its share of the iterations undone.

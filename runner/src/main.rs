@@ -57,6 +57,10 @@ enum Command {
         /// with it.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
+        /// Read `spec.observe.prometheus` queries from this Prometheus instead of the
+        /// manifest's URL (checked against --allowed-targets like the targets).
+        #[arg(long, value_name = "URL")]
+        prometheus_url: Option<String>,
         #[command(flatten)]
         reports: report_cli::ReportFiles,
     },
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             runners,
             allowed_targets,
             baseline,
+            prometheus_url,
             reports,
         } => cli::run_file(
             &file,
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
                 baseline,
+                prometheus_url,
                 reports,
             },
         ),
