@@ -66,6 +66,11 @@ cat "$work/run.txt"
 [ "$code" = 0 ] || { echo "volley run exited $code, expected 0 (every threshold passes)" >&2; exit 1; }
 curl -fsS "$base_url/stats" >"$work/stats.json"
 
+# volley compare puts the query results of two runs side by side.
+target/debug/volley compare "$work/summary.json" "$work/summary.json" >"$work/compare.txt"
+grep -q '^prometheus$' "$work/compare.txt" && grep -q 'worker_p95_s' "$work/compare.txt" \
+  || { echo "volley compare shows no Prometheus results:" >&2; cat "$work/compare.txt" >&2; exit 1; }
+
 # Prometheus down: a port nothing listens on.
 down="http://127.0.0.1:$(free_port)"
 code=0
