@@ -96,6 +96,7 @@ pub struct ObservedPoint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -231,6 +231,7 @@ fn sample_value(text: &str) -> Result<f64, QueryError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
