@@ -28,6 +28,7 @@ use volley_core::metrics::error::MetricsError;
 use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
 use volley_core::metrics::series::SeriesPoint;
 use volley_core::metrics::status::scenario_statuses;
+use volley_core::observe::{Observation, Window};
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_core::protocol::report::Report;
@@ -35,7 +36,9 @@ use volley_core::protocol::{
     PROTOCOL_VERSION, ReadyRequest, ReadyResponse, ReportResponse, RunnerReport, SetupResult,
     StartResponse,
 };
-use volley_core::threshold::evaluate::{ThresholdResult, abort_trigger, evaluate_thresholds};
+use volley_core::threshold::evaluate::{
+    ThresholdResult, abort_trigger, evaluate_thresholds, judge_prometheus,
+};
 use volley_crds::spec::{ErrorKind, LoadTestSpec};
 use volley_crds::status::{Phase, ScenarioStatus};
 use volley_crds::text::shorten;
@@ -338,9 +341,21 @@ pub struct RunView {
     pub sustainable_rates: Vec<SustainableRate>,
     /// How the run ended, once it has.
     pub end: Option<RunEnd>,
+    /// The Prometheus queries' results, once [`RunState::observe`] has them.
+    pub observation: Option<Observation>,
 }
 
 impl RunView {
+    /// The load window in Unix milliseconds (the common start to the end of the merged data,
+    /// so the start barrier and setup are outside it); `None` before the start.
+    pub fn window(&self) -> Option<Window> {
+        let start = self.start_at_unix_ms?;
+        Some(Window {
+            start_unix_ms: start,
+            end_unix_ms: start + u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
     /// One row per scenario, a rate probe's with its sustainable rate.
     pub fn scenario_statuses(&self) -> Vec<ScenarioStatus> {
         let mut rows = scenario_statuses(&self.merged, self.elapsed);
@@ -416,6 +431,8 @@ pub struct RunState {
     version: u64,
     /// Its LoadTest is gone: the run is dropped once drained ([`RunState::retired`]).
     retiring: bool,
+    /// The Prometheus results, once the finished run has them.
+    observation: Option<Observation>,
 }
 
 impl RunState {
@@ -445,6 +462,7 @@ impl RunState {
             plateaus: PlateauWatch::new(&config.spec),
             version: 0,
             retiring: false,
+            observation: None,
             config: RunConfig { runners, ..config },
         };
         if let Some(unix_ms) = state.config.started_at_unix_ms {
@@ -846,7 +864,29 @@ impl RunState {
             sustainable_rates: plateau::sustainable_rates(&plateaus),
             plateaus,
             end: self.end.clone(),
+            observation: self.observation.clone(),
         }
+    }
+
+    /// Records the Prometheus results of the finished run: its `prom()` thresholds are judged
+    /// on them and the end is decided again (a failed query fails only the thresholds on it;
+    /// the load results stay as they are). Ignored before the run has finished, or for a run
+    /// that never started.
+    pub fn observe(&mut self, observation: Observation) {
+        if self.lifecycle != RunLifecycle::Finished || self.start.is_none() {
+            return;
+        }
+        judge_prometheus(
+            &self.config.spec,
+            &mut self.thresholds,
+            &observation,
+            &self.config.baseline,
+        );
+        let end = self.decide_end();
+        tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run judged with its Prometheus results");
+        self.end = Some(end);
+        self.observation = Some(observation);
+        self.version += 1;
     }
 
     // ---- transitions ------------------------------------------------------------------------
@@ -941,13 +981,22 @@ impl RunState {
             self.series.finish(&self.merged, self.merged_elapsed);
             self.observe_plateaus();
         }
+        self.thresholds = results;
+        let end = self.decide_end();
+        tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");
+        self.end = Some(end);
+        self.set_lifecycle(RunLifecycle::Finished);
+    }
+
+    /// The end of a settled run from its stop, failures and current threshold results.
+    fn decide_end(&self) -> RunEnd {
         let failures = self.failures();
         let mut end = decide_end(&EndFacts {
             stopped: self.stop.as_ref(),
             failures: &failures,
             runners: self.config.runners,
             policy: self.config.spec.runners.failure_policy,
-            thresholds: &results,
+            thresholds: &self.thresholds,
         });
         if end.phase != Phase::Error {
             // A probe's answer belongs in the sentence `kubectl describe` shows.
@@ -960,10 +1009,7 @@ impl RunState {
                 ));
             }
         }
-        tracing::info!(run = %self.config.run, phase = %end.phase, reason = ?end.reason, "run finished");
-        self.thresholds = results;
-        self.end = Some(end);
-        self.set_lifecycle(RunLifecycle::Finished);
+        end
     }
 
     fn fail_silent_runners(&mut self, start: Start, now: Instant) {

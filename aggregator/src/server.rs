@@ -159,6 +159,13 @@ impl Aggregator {
         self.lock().get(run).map(RunState::glance)
     }
 
+    /// Gives a finished run its Prometheus results (see [`RunState::observe`]).
+    pub fn observe(&self, run: &str, observation: volley_core::observe::Observation) {
+        if let Some(state) = self.lock().get_mut(run) {
+            state.observe(observation);
+        }
+    }
+
     /// Stops a run (see [`RunState::abort`]).
     pub fn abort(&self, run: &str, reason: &str, message: &str) {
         self.with_run(run, |s, now| s.abort(reason, message, now));

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::series::{SeriesPoint, SeriesResolution};
 use volley_core::metrics::status::{latency_ms, metrics_status, scenario_statuses, step_statuses};
+use volley_core::observe::Observation;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_core::protocol::report::encode_histogram;
 use volley_core::threshold::evaluate::{ThresholdResult, verdict};
@@ -91,6 +92,9 @@ pub struct RunSummary {
     /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
     #[serde(default)]
     pub histograms: Histograms,
+    /// The `spec.observe.prometheus` queries' results over the run's window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<Observation>,
 }
 
 /// Encoded merged histograms, so other tools can recompute any percentile exactly.
@@ -195,6 +199,7 @@ pub fn build_summary(
             overall: encode_histogram(&overall.latency).unwrap_or_default(),
             steps,
         },
+        prometheus: None,
     }
 }
 
@@ -229,6 +234,7 @@ pub fn summarize(name: &str, view: &RunView) -> RunSummary {
     set_series(&mut summary, view.series_archive.compose(0));
     summary.sustainable_rates = view.sustainable_rates.clone();
     summary.plateaus = view.plateaus.clone();
+    summary.prometheus = view.observation.clone();
     plateau::annotate(&mut summary.scenarios, &summary.sustainable_rates);
     summary
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use volley_crds::status::{MetricsStatus, ScenarioStatus, StepStatus};
 
 use crate::metrics::status::{format_latency_ms, format_rate, significant};
+use crate::observe::Observation;
 use crate::threshold::Metric;
 
 /// The figures of a finished run that comparisons need, read from its `summary.json` (the
@@ -33,6 +34,9 @@ pub struct RunFigures {
     /// Per step.
     #[serde(default)]
     pub steps: Vec<StepStatus>,
+    /// The Prometheus queries' results, when the run made them.
+    #[serde(default)]
+    pub prometheus: Option<Observation>,
 }
 
 /// Why a document is not a usable summary: the field (a path like `metrics.rps`, or `.` for
@@ -100,6 +104,11 @@ pub struct ScopeFigures {
 }
 
 impl RunFigures {
+    /// The value of Prometheus query `name` in this run, when it has one.
+    pub fn prometheus_value(&self, name: &str) -> Option<f64> {
+        self.prometheus.as_ref()?.value(name).ok()
+    }
+
     /// The whole run.
     pub fn overall(&self) -> ScopeFigures {
         let m = &self.metrics;
@@ -314,6 +323,42 @@ pub struct RunComparison {
     /// The whole run, then each scenario, then each step (setup included), in A's order and
     /// then B's extra scopes.
     pub scopes: Vec<ScopeComparison>,
+    /// The Prometheus queries both runs have a value of, in A's order: what the server
+    /// measured before and after (never judged against the budget).
+    pub prometheus: Vec<QueryChange>,
+}
+
+/// One Prometheus query's value in both runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryChange {
+    /// The query's name.
+    pub name: String,
+    /// A's value.
+    pub a: f64,
+    /// B's value.
+    pub b: f64,
+    /// The change from A to B in percent of A (`None` when A is 0).
+    pub change: Option<f64>,
+}
+
+/// The queries both runs have a value of, in A's order.
+fn compare_prometheus(a: &RunFigures, b: &RunFigures) -> Vec<QueryChange> {
+    let Some(observed) = &a.prometheus else {
+        return Vec::new();
+    };
+    observed
+        .results
+        .iter()
+        .filter_map(|r| {
+            let (va, vb) = (r.value?, b.prometheus_value(&r.name)?);
+            Some(QueryChange {
+                name: r.name.clone(),
+                a: va,
+                b: vb,
+                change: (va != 0.0).then(|| (vb - va) / va.abs() * 100.0),
+            })
+        })
+        .collect()
 }
 
 impl RunComparison {
@@ -374,7 +419,10 @@ pub fn compare(a: &RunFigures, b: &RunFigures, budget: &Budget) -> RunComparison
             }
         })
         .collect();
-    RunComparison { scopes }
+    RunComparison {
+        scopes,
+        prometheus: compare_prometheus(a, b),
+    }
 }
 
 fn compare_scope(a: &ScopeFigures, b: &ScopeFigures, budget: &Budget) -> Vec<FigureChange> {
@@ -471,6 +519,23 @@ pub fn render_comparison(
             }
         }
     }
+    if !comparison.prometheus.is_empty() {
+        let _ = writeln!(out, "\nprometheus");
+        let _ = writeln!(out, "  {:<15}{:>12}{:>12}{:>12}", "", "A", "B", "change");
+        for q in &comparison.prometheus {
+            let change = q
+                .change
+                .map_or("-".to_owned(), |pct| format!("{:+}%", rounded(pct)));
+            let _ = writeln!(
+                out,
+                "  {:<15}{:>12}{:>12}{:>12}",
+                q.name,
+                significant(q.a, 4),
+                significant(q.b, 4),
+                change
+            );
+        }
+    }
     let regressions = comparison
         .scopes
         .iter()
@@ -531,6 +596,7 @@ mod tests {
                 p95_ms: p95,
                 p99_ms: p95 * 2.0,
             }],
+            prometheus: None,
         }
     }
 
@@ -645,6 +711,67 @@ mod tests {
                 ("scenario browse step GET /", Some("no requests in B")),
             ]
         );
+    }
+
+    /// Queries both runs have a value of are compared (the seeds' "queue wait p95 before vs
+    /// after"); a query only one run has, or that failed in either, is left out.
+    #[test]
+    fn prometheus_results_are_compared_when_both_runs_have_them() {
+        let observed = |values: &[(&str, Option<f64>)]| {
+            Some(Observation {
+                results: values
+                    .iter()
+                    .map(|(name, value)| volley_crds::status::PrometheusResult {
+                        name: (*name).into(),
+                        query: "q".into(),
+                        value: *value,
+                        error: value.is_none().then(|| "no data".into()),
+                    })
+                    .collect(),
+                ..Observation::default()
+            })
+        };
+        let mut a = run(100.0, 100.0, 0.0);
+        a.prometheus = observed(&[
+            ("queue_wait_p95_s", Some(0.5)),
+            ("failed_in_b", Some(1.0)),
+            ("only_a", Some(3.0)),
+            ("zero", Some(0.0)),
+        ]);
+        let mut b = run(100.0, 100.0, 0.0);
+        b.prometheus = observed(&[
+            ("zero", Some(2.0)),
+            ("failed_in_b", None),
+            ("queue_wait_p95_s", Some(0.25)),
+        ]);
+        let c = compare(&a, &b, &Budget::default());
+        assert_eq!(
+            c.prometheus,
+            vec![
+                QueryChange {
+                    name: "queue_wait_p95_s".into(),
+                    a: 0.5,
+                    b: 0.25,
+                    change: Some(-50.0)
+                },
+                QueryChange {
+                    name: "zero".into(),
+                    a: 0.0,
+                    b: 2.0,
+                    change: None
+                },
+            ]
+        );
+        assert!(!c.regressed());
+        let text = render_comparison(("a.json", &a), ("b.json", &b), &c);
+        assert!(
+            text.contains("\nprometheus\n") && text.contains("queue_wait_p95_s"),
+            "{text}"
+        );
+        assert!(text.contains("-50%"), "{text}");
+        // Without results in one run, nothing to compare.
+        b.prometheus = None;
+        assert!(compare(&a, &b, &Budget::default()).prometheus.is_empty());
     }
 
     #[test]

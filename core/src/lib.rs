@@ -20,6 +20,7 @@
 pub mod compare;
 pub mod manifest;
 pub mod metrics;
+pub mod observe;
 pub mod plan;
 pub mod plateau;
 pub mod protocol;

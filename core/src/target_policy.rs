@@ -532,6 +532,12 @@ pub fn refused_urls(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<RefusedUr
     for (i, sc) in spec.scenarios.iter().enumerate() {
         urls.extend(steps(&sc.steps, format!("spec.scenarios[{i}].steps")));
     }
+    // Volley contacts the Prometheus server too (after the run), so it obeys the same list.
+    if let Some(prom) = spec.observe.as_ref().and_then(|o| o.prometheus.as_ref())
+        && let Ok(url) = Url::parse(&prom.url)
+    {
+        urls.push(("spec.observe.prometheus.url".to_string(), url, None));
+    }
     // One refusal per header field, however many steps it goes with.
     let mut refused_headers = std::collections::BTreeSet::new();
     for (path, url, host) in urls {
@@ -871,6 +877,28 @@ mod tests {
             }],
             ..LoadTestSpec::default()
         }
+    }
+
+    #[test]
+    fn the_prometheus_url_obeys_the_list_without_showing_its_credentials() {
+        use volley_crds::spec::{Observe, PrometheusObserve};
+        let p = policy("10.0.0.0/8");
+        let mut s = spec("http://10.0.0.1", "/login", &["/x"]);
+        s.observe = Some(Observe {
+            prometheus: Some(PrometheusObserve {
+                url: "http://admin:hunter2@169.254.169.254:9090".into(),
+                ..PrometheusObserve::default()
+            }),
+        });
+        let errors = check_spec(&s, &p);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.observe.prometheus.url");
+        assert!(errors[0].message.contains("169.254.169.254"), "{errors:?}");
+        assert!(!errors[0].message.contains("hunter2"), "{errors:?}");
+        if let Some(prom) = s.observe.as_mut().and_then(|o| o.prometheus.as_mut()) {
+            prom.url = "http://10.2.3.4:9090".into();
+        }
+        assert!(check_spec(&s, &p).is_empty());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use crate::template::{Reference, Template, is_identifier};
 use crate::threshold::{Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
-    DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
+    DataFeeder, Executor, LoadTestSpec, PrometheusObserve, Request, Runners, Scenario, Sleep, Step,
+    Threshold,
 };
 use volley_crds::text::shorten;
 
@@ -31,10 +32,24 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
             "`{}` thresholds need custom metrics, which this version does not record",
             expr.subject
         )),
-        Subject::Prom(_) => Err(format!(
-            "`{}` thresholds need Prometheus queries, which this version does not make",
-            expr.subject
-        )),
+        Subject::Prom(name) => {
+            let queries = spec
+                .observe
+                .as_ref()
+                .and_then(|o| o.prometheus.as_ref())
+                .map(|p| p.queries.as_slice())
+                .unwrap_or_default();
+            if queries.iter().any(|q| &q.name == name) {
+                Ok(())
+            } else {
+                let names: BTreeSet<String> = queries.iter().map(|q| q.name.clone()).collect();
+                Err(format!(
+                    "`{}` names no query of spec.observe.prometheus.queries{}",
+                    expr.subject,
+                    known_list(&names, "queries")
+                ))
+            }
+        }
     }
 }
 
@@ -54,6 +69,8 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// Longest header name, and longest header value template, in bytes.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Most `spec.observe.prometheus.queries` (each is one request to Prometheus after the run).
+pub const MAX_PROMETHEUS_QUERIES: usize = 50;
 /// Most errors [`validate`] or [`validate_for_cluster`] lists; one more entry counts the rest. A
 /// manifest with 100 000 broken thresholds must not become a status message larger than etcd
 /// accepts.
@@ -277,6 +294,69 @@ impl Validator {
         self.runners(&spec.runners);
         if let Some(timeout) = spec.timeout {
             self.positive_duration(timeout, "spec.timeout");
+        }
+        if let Some(prom) = spec.observe.as_ref().and_then(|o| o.prometheus.as_ref()) {
+            self.prometheus(prom);
+        }
+    }
+
+    /// `spec.observe.prometheus`: an http(s) URL with a host, one kind of credentials, and
+    /// queries with unique names and some PromQL.
+    fn prometheus(&mut self, prom: &PrometheusObserve) {
+        let p = "spec.observe.prometheus";
+        match url::Url::parse(&prom.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.host_str().is_none_or(str::is_empty) {
+                    self.err(format!("{p}.url"), "the URL has no host");
+                }
+            }
+            Ok(u) => self.err(
+                format!("{p}.url"),
+                format!(
+                    "scheme `{}` is not supported; use http:// or https://",
+                    u.scheme()
+                ),
+            ),
+            // The URL may carry credentials: say what is wrong without repeating it.
+            Err(e) => self.err(format!("{p}.url"), format!("not a URL: {e}")),
+        }
+        if let Some(auth) = &prom.auth
+            && auth.bearer_token_secret_ref.is_some() == auth.basic_auth.is_some()
+        {
+            self.err(
+                format!("{p}.auth"),
+                "set exactly one of bearerTokenSecretRef and basicAuth",
+            );
+        }
+        if prom.queries.is_empty() {
+            self.err(format!("{p}.queries"), "at least one query is required");
+        } else if prom.queries.len() > MAX_PROMETHEUS_QUERIES {
+            self.err(
+                format!("{p}.queries"),
+                format!("at most {MAX_PROMETHEUS_QUERIES} queries"),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, q) in prom.queries.iter().enumerate() {
+            let path = format!("{p}.queries[{i}]");
+            self.name(&q.name, &format!("{path}.name"), "query");
+            if !names.insert(q.name.as_str()) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("query name `{}` is used twice", q.name),
+                );
+            }
+            if q.query.trim().is_empty() {
+                self.err(format!("{path}.query"), "the query is empty");
+            } else if q.query.len() > MAX_URL_BYTES {
+                self.err(
+                    format!("{path}.query"),
+                    format!("the query is longer than {MAX_URL_BYTES} bytes"),
+                );
+            }
+        }
+        if let Some(timeout) = prom.timeout {
+            self.positive_duration(timeout, &format!("{p}.timeout"));
         }
     }
 
@@ -814,6 +894,21 @@ impl Validator {
                 if let Err(why) = check_threshold_subject(&expr, spec) {
                     self.err(p.to_string(), why);
                 }
+                // Prometheus is read once, after the run, over the whole window.
+                if matches!(expr.subject, Subject::Prom(_)) {
+                    if t.scenario.is_some() {
+                        self.err(
+                            format!("{p}.scenario"),
+                            "a prom() threshold judges the whole run's window; it has no scenario",
+                        );
+                    }
+                    if t.abort_on_fail {
+                        self.err(
+                            format!("{p}.abortOnFail"),
+                            "a prom() threshold is judged after the run, so it cannot abort it",
+                        );
+                    }
+                }
             }
             Err(e) => self.err(p.to_string(), e.to_string()),
         }
@@ -1116,6 +1211,74 @@ mod tests {
         assert!(
             errors[1].starts_with("spec.baseline.configMapRef.key"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn prom_thresholds_name_a_declared_query_and_judge_the_whole_run() {
+        let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\nspec:\n  \
+             target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  - {name: s, \
+             executor: shared-iterations, vus: 1, iterations: 1, steps: [{request: {url: /}}]}\n  \
+             observe: {prometheus: {url: 'http://127.0.0.1:9090', queries: [{name: depth, query: q}, {name: p95, query: q}]}}\n  \
+             thresholds: ['prom(depth) < 100', 'prom(p95) < baseline * 1.1', 'prom(other) < 1', \
+             {expr: 'prom(depth) < 5', scenario: s, abortOnFail: true}]\n";
+        let lt = crate::manifest::parse_manifest(yaml).unwrap();
+        let errors: Vec<String> = validate(&lt.spec)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "spec.thresholds[2]: `prom(other)` names no query of spec.observe.prometheus.queries \
+                 (queries: depth, p95)",
+                "spec.thresholds[3].scenario: a prom() threshold judges the whole run's window; it has no scenario",
+                "spec.thresholds[3].abortOnFail: a prom() threshold is judged after the run, so it cannot abort it",
+            ]
+        );
+    }
+
+    #[test]
+    fn prometheus_queries_are_named_once_and_say_something() {
+        let with = |prometheus: &str| {
+            let yaml = format!(
+                "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: t}}\nspec:\n  \
+                 target: {{baseUrl: 'http://127.0.0.1:1'}}\n  scenarios:\n  - {{name: s, \
+                 executor: shared-iterations, vus: 1, iterations: 1, \
+                 steps: [{{request: {{url: /}}}}]}}\n  observe: {{prometheus: {prometheus}}}\n"
+            );
+            let lt = crate::manifest::parse_manifest(&yaml).unwrap();
+            validate(&lt.spec)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            with("{url: 'http://127.0.0.1:9090', queries: [{name: depth, query: 'sum(q)'}]}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            with(
+                "{url: 'ftp://u:secret@prom', timeout: 0s, auth: {}, queries: [{name: depth, query: 'sum(q)'}, \
+                 {name: depth, query: ' '}, {name: 'p 95', query: 'x'}]}"
+            ),
+            vec![
+                "spec.observe.prometheus.url: scheme `ftp` is not supported; use http:// or https://",
+                "spec.observe.prometheus.auth: set exactly one of bearerTokenSecretRef and basicAuth",
+                "spec.observe.prometheus.queries[1].name: query name `depth` is used twice",
+                "spec.observe.prometheus.queries[1].query: the query is empty",
+                "spec.observe.prometheus.queries[2].name: `p 95` is not a valid query name: use up to 63 \
+                 letters, digits, `_` and `-`, starting with a letter",
+                "spec.observe.prometheus.timeout: must be longer than 0s",
+            ]
+        );
+        assert_eq!(
+            with("{url: 'http://127.0.0.1:9090', queries: []}"),
+            vec!["spec.observe.prometheus.queries: at least one query is required"]
         );
     }
 

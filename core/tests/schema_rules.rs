@@ -232,6 +232,11 @@ fn base() -> Value {
                 ],
             }],
             "runners": {"parallelism": 1, "imagePullPolicy": "IfNotPresent"},
+            "observe": {"prometheus": {
+                "url": "http://prometheus.monitoring.svc:9090",
+                "auth": {"bearerTokenSecretRef": {"name": "prom", "key": "token"}},
+                "queries": [{"name": "depth", "query": "max_over_time(q[$__range])"}],
+            }},
         },
     })
 }
@@ -634,6 +639,43 @@ fn broken() -> Vec<(&'static str, Changes, &'static str, &'static str)> {
             one("/spec/data/1", base()["spec"]["data"][0].clone()),
             "spec.data[1]",
             "Duplicate value",
+        ),
+        (
+            "two Prometheus queries of one name",
+            one(
+                "/spec/observe/prometheus/queries/1",
+                base()["spec"]["observe"]["prometheus"]["queries"][0].clone(),
+            ),
+            "spec.observe.prometheus.queries[1]",
+            "Duplicate value",
+        ),
+        (
+            "an empty Prometheus query",
+            one("/spec/observe/prometheus/queries/0/query", json!(" ")),
+            "spec.observe.prometheus.queries[0].query",
+            "should match",
+        ),
+        (
+            "a Prometheus query name that is not a name",
+            one("/spec/observe/prometheus/queries/0/name", json!("p 95")),
+            "spec.observe.prometheus.queries[0].name",
+            "should match",
+        ),
+        (
+            "a Prometheus URL that is not http",
+            one("/spec/observe/prometheus/url", json!("ftp://prometheus")),
+            "spec.observe.prometheus.url",
+            "should match",
+        ),
+        (
+            "both kinds of Prometheus credentials",
+            one(
+                "/spec/observe/prometheus/auth/basicAuth",
+                json!({"usernameSecretRef": {"name": "p", "key": "u"},
+                       "passwordSecretRef": {"name": "p", "key": "p"}}),
+            ),
+            "spec.observe.prometheus.auth",
+            "set exactly one of bearerTokenSecretRef and basicAuth",
         ),
     ]
 }

@@ -92,6 +92,10 @@ pub struct LoadTestSpec {
     /// What to delete once the run has finished. The LoadTest and its report are never deleted.
     #[serde(default)]
     pub cleanup: Cleanup,
+    /// What the system under test measured during the run, read after it: Prometheus queries
+    /// over the run's exact window, shown in the report and judged by `prom(NAME)` thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observe: Option<Observe>,
 }
 
 /// The system under test.
@@ -810,6 +814,99 @@ pub enum CleanupPolicy {
     OnSuccess,
     /// Never (until the LoadTest is deleted).
     Never,
+}
+
+/// Server-side metrics read over the run's window.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Observe {
+    /// Prometheus queries run after the load, over the run's window (start barrier and setup
+    /// excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusObserve>,
+}
+
+/// A Prometheus server and the queries to run on it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusObserve {
+    /// The server's base URL, e.g. `http://prometheus.monitoring.svc:9090` (the HTTP API is
+    /// under `/api/v1/`). Checked against the operator's allowed targets like any address
+    /// Volley contacts; `volley run --prometheus-url` overrides it.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://\S+$"))]
+    pub url: String,
+    /// Credentials, from Secrets in the LoadTest's namespace. Never copied into the status,
+    /// the logs or the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+    /// Accept any TLS certificate from the server (staging only), like
+    /// `target.insecureSkipTlsVerify`.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+    /// The queries (at most 50). `$__range` (the window's length, e.g. `93412ms`), `$__start`
+    /// and `$__end` (its edges in Unix seconds) are replaced with the run's window.
+    #[schemars(length(min = 1, max = 50))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub queries: Vec<PrometheusQuery>,
+    /// Upper bound for each query's HTTP request. Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// Credentials for the Prometheus server: exactly one of a bearer token and basic auth.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.bearerTokenSecretRef) != has(self.basicAuth)",
+    "message": "set exactly one of bearerTokenSecretRef and basicAuth",
+}]))]
+pub struct PrometheusAuth {
+    /// A Secret key holding a bearer token, sent as `Authorization: Bearer ...`. For `volley
+    /// run`, the token comes from the `VOLLEY_PROMETHEUS_TOKEN` environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// HTTP basic auth. For `volley run`, from `VOLLEY_PROMETHEUS_USERNAME` and
+    /// `VOLLEY_PROMETHEUS_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// HTTP basic auth from two Secret keys.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// The user name.
+    pub username_secret_ref: SecretKeyRef,
+    /// The password.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// A key in a Secret in the LoadTest's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+/// One PromQL query, judged by `prom(NAME)` thresholds and shown in the report.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusQuery {
+    /// Name used in thresholds (`prom(NAME) < 100`) and the report.
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    pub name: String,
+    /// PromQL, evaluated once at the window's end (an instant query). It must return one
+    /// series (or a scalar): several series are an error naming their labels, so aggregate
+    /// them (`sum(...)`, `max(...)`).
+    #[schemars(length(max = 8192), regex(pattern = r"\S"))]
+    pub query: String,
+    /// Also read it over the window (a range query, one sample per second, or coarser for long
+    /// runs) for the report's chart.
+    #[serde(default)]
+    pub series: bool,
 }
 
 /// Any JSON value. `x-kubernetes-preserve-unknown-fields` keeps the schema structural.

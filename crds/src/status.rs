@@ -78,6 +78,10 @@ pub struct LoadTestStatus {
     /// them: how p95, throughput and errors moved from run to run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RunRecord>,
+    /// The `spec.observe.prometheus` queries' results over the run's window, read after the
+    /// load (a query that failed says why in `error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prometheus: Vec<PrometheusResult>,
 }
 
 /// The outcome of an earlier run, kept in `status.history`.
@@ -280,6 +284,23 @@ pub struct ThresholdStatus {
     /// A skipped threshold is neither passed nor failed and does not decide the verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+}
+
+/// One Prometheus query's result over the run's window.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusResult {
+    /// The query's name (`prom(NAME)` in thresholds).
+    pub name: String,
+    /// The PromQL as sent, with `$__range`, `$__start` and `$__end` filled in.
+    pub query: String,
+    /// Its value at the window's end; absent when the query failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Why there is no value: Prometheus unreachable or slow, an error it returned, no data,
+    /// or several series (named by their labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One scenario's results.

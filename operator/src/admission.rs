@@ -130,6 +130,32 @@ pub fn secret_refs(spec: &LoadTestSpec) -> Vec<SecretRef> {
             });
         }
     }
+    // The operator reads these itself, to query Prometheus with them.
+    let auth = spec
+        .observe
+        .as_ref()
+        .and_then(|o| o.prometheus.as_ref())
+        .and_then(|p| p.auth.as_ref());
+    if let Some(auth) = auth {
+        let p = "spec.observe.prometheus.auth";
+        if let Some(token) = &auth.bearer_token_secret_ref {
+            refs.push(SecretRef {
+                path: format!("{p}.bearerTokenSecretRef.name"),
+                name: token.name.clone(),
+            });
+        }
+        if let Some(basic) = &auth.basic_auth {
+            for (field, r) in [
+                ("usernameSecretRef", &basic.username_secret_ref),
+                ("passwordSecretRef", &basic.password_secret_ref),
+            ] {
+                refs.push(SecretRef {
+                    path: format!("{p}.basicAuth.{field}.name"),
+                    name: r.name.clone(),
+                });
+            }
+        }
+    }
     refs
 }
 

@@ -355,3 +355,31 @@ async fn an_api_server_that_does_not_answer_in_time_denies() {
         "{answered}"
     );
 }
+
+/// The Secrets of the Prometheus credentials are checked like the runners' (the operator
+/// reads them on the author's behalf).
+#[test]
+fn prometheus_credentials_are_secrets_the_author_must_be_able_to_read() {
+    let lt = fixtures::loadtest_yaml(
+        "web",
+        "observe: {prometheus: {url: 'http://p:9090', auth: {basicAuth: {usernameSecretRef: {name: u, key: k}, \
+         passwordSecretRef: {name: pw, key: k}}}, queries: [{name: q, query: up}]}}",
+    );
+    let refs: Vec<(String, String)> = secret_refs(&lt.spec)
+        .into_iter()
+        .map(|r| (r.path, r.name))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (
+                "spec.observe.prometheus.auth.basicAuth.usernameSecretRef.name".to_string(),
+                "u".to_string()
+            ),
+            (
+                "spec.observe.prometheus.auth.basicAuth.passwordSecretRef.name".to_string(),
+                "pw".to_string()
+            ),
+        ]
+    );
+}

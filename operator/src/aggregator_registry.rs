@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
 use volley_core::metrics::status::{metrics_status, step_statuses};
+use volley_crds::spec::PrometheusObserve;
 use volley_crds::status::Phase;
+use volley_observe::{Credentials, Observation, Prometheus, Window};
 
 use crate::observed::{RunOutcome, RunProgress, RunResults};
 use crate::registry::{RunRegistration, RunRegistry};
@@ -28,6 +30,16 @@ pub const MAX_STATUS_STEPS: usize = 20;
 struct RunName {
     namespace: String,
     loadtest: String,
+    /// `spec.observe.prometheus`, queried once the run has ended.
+    observe: Option<ObserveJob>,
+}
+
+/// The Prometheus queries of a run, and whether they were started.
+#[derive(Clone, Debug)]
+struct ObserveJob {
+    prometheus: PrometheusObserve,
+    credentials: Result<Option<Credentials>, String>,
+    started: bool,
 }
 
 /// The operator's aggregator, as the controller sees it. Cheap to share (`Arc`).
@@ -68,8 +80,63 @@ impl AggregatorRegistry {
         }
     }
 
+    /// Whether run `run` (seen as `view`) waits for its Prometheus results: it ended after its
+    /// start, has queries, and has no results yet. The first time, the queries are started
+    /// in the background; their results reach the aggregator ([`Aggregator::observe`]),
+    /// which judges the `prom()` thresholds and decides the end again.
+    fn observing(&self, run: &str, view: &RunView) -> bool {
+        let (Some(_), None, Some(window)) = (&view.end, &view.observation, view.window()) else {
+            return false;
+        };
+        let mut runs = self.lock();
+        let Some(job) = runs.get_mut(run).and_then(|r| r.observe.as_mut()) else {
+            return false;
+        };
+        if !job.started {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return false;
+            };
+            job.started = true;
+            let aggregator = self.aggregator.clone();
+            let (prometheus, credentials) = (job.prometheus.clone(), job.credentials.clone());
+            let run = run.to_string();
+            runtime.spawn(async move {
+                let observation = query_prometheus(&prometheus, credentials, window).await;
+                aggregator.observe(&run, observation);
+            });
+        }
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunName>> {
         crate::lock(&self.runs)
+    }
+}
+
+/// The queries of `prometheus` over `window`; credentials that could not be read, or a
+/// client that cannot be made, fail every query with the reason. The URL was checked against
+/// the allowed targets with the rest of the spec before the run.
+async fn query_prometheus(
+    prometheus: &PrometheusObserve,
+    credentials: Result<Option<Credentials>, String>,
+    window: Window,
+) -> Observation {
+    let timeout = prometheus
+        .timeout
+        .map(|t| t.get())
+        .unwrap_or(volley_observe::client::DEFAULT_TIMEOUT);
+    let client = credentials.and_then(|c| {
+        Prometheus::new(
+            &prometheus.url,
+            c,
+            prometheus.insecure_skip_tls_verify,
+            timeout,
+        )
+        .map_err(|e| e.to_string())
+    });
+    match client {
+        Ok(client) => volley_observe::observe(&client, &prometheus.queries, window).await,
+        Err(why) => Observation::unavailable(&prometheus.queries, window, &why),
     }
 }
 
@@ -123,6 +190,11 @@ pub fn progress(view: &RunView) -> RunProgress {
         steps: step_statuses(&view.merged, MAX_STATUS_STEPS),
         verdict: report::view_verdict(view),
         report_ref: None,
+        prometheus: view
+            .observation
+            .as_ref()
+            .map(|o| o.results.clone())
+            .unwrap_or_default(),
     });
     RunProgress {
         registered: view.registered,
@@ -150,7 +222,17 @@ fn default_reason(phase: Phase) -> &'static str {
 
 impl RunRegistry for AggregatorRegistry {
     fn progress(&self, run: &str) -> Option<RunProgress> {
-        self.aggregator.view(run).map(|v| progress(&v))
+        let view = self.aggregator.view(run)?;
+        let mut p = progress(&view);
+        if self.observing(run, &view) {
+            // Not finished until Prometheus has answered (bounded by the query timeout): the
+            // final status, verdict and report include the query results.
+            p.outcome = None;
+            if let Some(r) = p.results.as_mut() {
+                r.verdict = None;
+            }
+        }
+        Some(p)
     }
 
     fn register(&self, registration: RunRegistration) {
@@ -159,6 +241,16 @@ impl RunRegistry for AggregatorRegistry {
             RunName {
                 namespace: registration.namespace.clone(),
                 loadtest: registration.loadtest.clone(),
+                observe: registration
+                    .spec
+                    .observe
+                    .as_ref()
+                    .and_then(|o| o.prometheus.clone())
+                    .map(|prometheus| ObserveJob {
+                        prometheus,
+                        credentials: registration.prometheus_credentials.clone(),
+                        started: false,
+                    }),
             },
         );
         self.aggregator.add_run(run_config(&registration));

@@ -32,6 +32,7 @@ fn registration(extra: &str) -> RunRegistration {
         started_at: None,
         start_timeout: None,
         baseline: Default::default(),
+        prometheus_credentials: Ok(None),
     }
 }
 
@@ -343,4 +344,77 @@ async fn a_deleted_loadtest_takes_every_run_of_its_own_and_no_other() {
         h.registry.progress("run-10").is_some(),
         "not this LoadTest's"
     );
+}
+
+/// A run with `spec.observe.prometheus` is not finished for the phase logic until Prometheus
+/// has answered: then its `prom()` thresholds are judged on the results, which are in the
+/// status's results and the report. A fake Prometheus on 127.0.0.1 answers 3 for every query.
+#[tokio::test]
+async fn a_run_waits_for_its_prometheus_results_and_is_judged_on_them() {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+    let asked: Arc<StdMutex<Vec<String>>> = Arc::default();
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(q["query"].clone());
+                // Slower than the first look at the finished run.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3"]}]}}"#
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prom = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let h = harness(registration(&format!(
+        "runners: {{parallelism: 1}}\n  thresholds: ['error_rate < 50%', 'prom(depth) < 2']\n  \
+         observe: {{prometheus: {{url: '{prom}', queries: [{{name: depth, query: 'max_over_time(q[$__range])'}}]}}}}"
+    )))
+    .await;
+    h.ready(0).await;
+    assert!(matches!(h.start(0).await, StartResponse::Start { .. }));
+    h.report(0, 1, 10, 0, true).await;
+
+    let p = h.registry.progress(RUN).unwrap();
+    assert_eq!(p.done, 1);
+    assert_eq!(p.outcome, None, "finished only once Prometheus answered");
+    assert_eq!(p.results.as_ref().unwrap().verdict, None);
+    let mut outcome = None;
+    for _ in 0..200 {
+        let p = h.registry.progress(RUN).unwrap();
+        if let Some(o) = p.outcome.clone() {
+            outcome = Some((o, p.results.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (outcome, results) = outcome.expect("the run finishes once Prometheus answered");
+    assert_eq!(outcome.phase, Phase::Failed, "{outcome:?}");
+    assert_eq!(outcome.reason, "ThresholdsFailed");
+    assert!(
+        outcome.message.contains("prom(depth) 3 >= 2"),
+        "{outcome:?}"
+    );
+    assert_eq!(results.verdict, Some(Verdict::Failed));
+    assert_eq!(results.prometheus.len(), 1);
+    assert_eq!(results.prometheus[0].value, Some(3.0));
+    assert!(
+        results.thresholds[0].passed,
+        "the load's own threshold held"
+    );
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "queried once: {asked:?}");
+    assert!(
+        asked[0].starts_with("max_over_time(q[") && asked[0].ends_with("ms])"),
+        "{asked:?}"
+    );
+    let report = h.registry.report(RUN).unwrap();
+    assert_eq!(report["prometheus"]["results"][0]["value"], 3.0);
+    server.abort();
 }

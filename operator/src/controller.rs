@@ -56,6 +56,7 @@ use crate::pods::runner_pod;
 use crate::registry::{
     BaselineSource, RunRegistration, RunRegistry, baseline_from_config_map, baseline_source,
     schedule_baseline, schedule_selector,
+    prometheus_credentials, prometheus_secret_refs,
 };
 use crate::report::final_report;
 use crate::secret::{Token, run_secret};
@@ -312,6 +313,20 @@ async fn apply(
                 BaselineSource::None => Baseline::default(),
             }
         };
+        // Prometheus credentials likewise: read once, before the run; a Secret that is
+        // missing fails the queries (and only the thresholds on them), not the run.
+        let mut prometheus_secrets = std::collections::BTreeMap::new();
+        if ctx.registry.progress(&run.run_id).is_none() {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace);
+            for r in prometheus_secret_refs(&lt.spec) {
+                if !prometheus_secrets.contains_key(&r.name)
+                    && let Some(secret) = secrets.get_opt(&r.name).await?
+                {
+                    prometheus_secrets.insert(r.name.clone(), secret);
+                }
+            }
+        }
+        let prometheus_credentials = prometheus_credentials(&lt.spec, &prometheus_secrets);
         ctx.registry.register(
             RunRegistration::for_run(lt, run, token)
                 .with_start_timeout(
@@ -319,7 +334,8 @@ async fn apply(
                     phase::run_began(lt),
                     facts.now,
                 )
-                .with_baseline(baseline),
+                .with_baseline(baseline)
+                .with_prometheus_credentials(prometheus_credentials),
         );
     }
     for index in &d.create_pods {

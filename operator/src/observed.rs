@@ -4,7 +4,8 @@
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use k8s_openapi::jiff::Timestamp;
 use volley_crds::status::{
-    MetricsStatus, Phase, ReportRef, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,
+    MetricsStatus, Phase, PrometheusResult, ReportRef, ScenarioStatus, StepStatus, ThresholdStatus,
+    Verdict,
 };
 
 use crate::names::RUNNER_INDEX_LABEL;
@@ -296,6 +297,8 @@ pub struct RunResults {
     pub verdict: Option<Verdict>,
     /// The ConfigMap holding the full report, once written.
     pub report_ref: Option<ReportRef>,
+    /// The Prometheus queries' results, once read after the run.
+    pub prometheus: Vec<PrometheusResult>,
 }
 
 #[cfg(test)]

@@ -502,6 +502,20 @@ fn finish(
         "Finish",
         &format!("{}: {}", ending.reason, message),
     ));
+    // A Prometheus query without a value says so once, whether or not a threshold used it.
+    let failed: Vec<String> = status
+        .prometheus
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .collect();
+    if !failed.is_empty() {
+        d.events.push(EventNote::new(
+            EventKind::Warning,
+            "PrometheusQueryFailed",
+            "Observe",
+            &failed.join("; "),
+        ));
+    }
     d.abort = ending.abort;
     d.create_pods.clear();
     d.create_secret = false;
@@ -770,6 +784,7 @@ fn build_status(
             steps: old.steps.clone(),
             verdict: old.verdict,
             report_ref: old.report_ref.clone(),
+            prometheus: old.prometheus.clone(),
         },
     };
     if results.verdict.is_none()
@@ -836,6 +851,7 @@ fn build_status(
         report_ref: results.report_ref,
         conditions,
         history: old.history.clone(),
+        prometheus: results.prometheus,
     }
 }
 
@@ -2187,6 +2203,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The Prometheus results reach the finished status, and a query without a value is a
+    /// Warning event naming it.
+    #[test]
+    fn prometheus_results_are_in_the_status_and_a_failed_query_is_an_event() {
+        use volley_crds::status::PrometheusResult;
+        let lt = in_phase(fixtures::loadtest("web", 3), Phase::Running);
+        let mut ended = outcome(Phase::Succeeded, "ThresholdsPassed", Some(Verdict::Passed));
+        let results = vec![
+            PrometheusResult {
+                name: "depth".into(),
+                query: "max(q)".into(),
+                value: Some(4.0),
+                error: None,
+            },
+            PrometheusResult {
+                name: "p95".into(),
+                query: "histogram_quantile(0.95, x)".into(),
+                value: None,
+                error: Some("no data: the query returned no series".into()),
+            },
+        ];
+        if let Some(r) = ended.results.as_mut() {
+            r.prometheus = results.clone();
+        }
+        let d = next_step(&Observed {
+            progress: Some(ended),
+            ..observe(&lt, at(40))
+        });
+        assert_eq!(d.status.unwrap().prometheus, results);
+        let events: Vec<(&str, &str)> = d
+            .events
+            .iter()
+            .filter(|e| e.reason == "PrometheusQueryFailed")
+            .map(|e| (e.action.as_str(), e.note.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            [("Observe", "p95: no data: the query returned no series")]
+        );
     }
 
     #[test]

@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use volley_core::compare::{Baseline, parse_summary};
 use volley_crds::schedule::LoadTestSchedule;
+use volley_crds::spec::SecretKeyRef;
 use volley_crds::status::Verdict;
 use volley_crds::{LoadTest, LoadTestSpec};
+use volley_observe::Credentials;
 
 use crate::names::RunRef;
 use crate::observed::RunProgress;
@@ -42,6 +44,60 @@ pub struct RunRegistration {
     /// What the run's baseline thresholds compare with, read before the run starts
     /// ([`baseline_source`], [`baseline_from_config_map`]).
     pub baseline: Baseline,
+    /// The credentials for `spec.observe.prometheus`, read from their Secrets before the run
+    /// starts ([`prometheus_credentials`]), or why they could not be (every query then fails
+    /// with that reason).
+    pub prometheus_credentials: Result<Option<Credentials>, String>,
+}
+
+/// The Secret keys `spec.observe.prometheus.auth` names: the bearer token's, or the basic
+/// auth user name's and password's.
+pub fn prometheus_secret_refs(spec: &LoadTestSpec) -> Vec<&SecretKeyRef> {
+    let Some(auth) = spec
+        .observe
+        .as_ref()
+        .and_then(|o| o.prometheus.as_ref())
+        .and_then(|p| p.auth.as_ref())
+    else {
+        return Vec::new();
+    };
+    match (&auth.bearer_token_secret_ref, &auth.basic_auth) {
+        (Some(token), _) => vec![token],
+        (None, Some(basic)) => vec![&basic.username_secret_ref, &basic.password_secret_ref],
+        (None, None) => Vec::new(),
+    }
+}
+
+/// The credentials of `spec.observe.prometheus.auth` from `secrets` (the Secrets it names,
+/// by name, as read). A missing Secret or key is an error naming it, never its value.
+pub fn prometheus_credentials(
+    spec: &LoadTestSpec,
+    secrets: &std::collections::BTreeMap<String, Secret>,
+) -> Result<Option<Credentials>, String> {
+    let value = |r: &SecretKeyRef| -> Result<String, String> {
+        let secret = secrets.get(&r.name).ok_or_else(|| {
+            format!(
+                "Secret {} (spec.observe.prometheus.auth) does not exist",
+                r.name
+            )
+        })?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .ok_or_else(|| format!("Secret {} has no key {}", r.name, r.key))?;
+        String::from_utf8(bytes.0.clone())
+            .map(|v| v.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|_| format!("key {} of Secret {} is not UTF-8 text", r.key, r.name))
+    };
+    match prometheus_secret_refs(spec).as_slice() {
+        [] => Ok(None),
+        [token] => Ok(Some(Credentials::Bearer(value(token)?))),
+        [username, password, ..] => Ok(Some(Credentials::Basic {
+            username: value(username)?,
+            password: value(password)?,
+        })),
+    }
 }
 
 impl RunRegistration {
@@ -61,7 +117,17 @@ impl RunRegistration {
                 .map(|t| t.0),
             start_timeout: None,
             baseline: Baseline::default(),
+            prometheus_credentials: Ok(None),
         }
+    }
+
+    /// The same registration querying Prometheus with `credentials`.
+    pub fn with_prometheus_credentials(
+        mut self,
+        credentials: Result<Option<Credentials>, String>,
+    ) -> Self {
+        self.prometheus_credentials = credentials;
+        self
     }
 
     /// The same registration comparing with `baseline`.
@@ -252,6 +318,70 @@ mod tests {
     use std::collections::BTreeMap;
 
     use crate::fixtures;
+
+    /// The Prometheus credentials come from the Secrets the spec names; a missing Secret or
+    /// key is an error naming it, never showing a value.
+    #[test]
+    fn prometheus_credentials_come_from_the_named_secrets() {
+        let lt = |auth: &str| {
+            fixtures::loadtest_yaml(
+                "web",
+                &format!(
+                    "observe: {{prometheus: {{url: 'http://p:9090', {auth} queries: [{{name: q, query: up}}]}}}}"
+                ),
+            )
+        };
+        let secret = |name: &str, data: &[(&str, &str)]| {
+            (
+                name.to_string(),
+                Secret {
+                    data: Some(
+                        data.iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.to_string(),
+                                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                                )
+                            })
+                            .collect(),
+                    ),
+                    ..Secret::default()
+                },
+            )
+        };
+        let secrets = BTreeMap::from([secret(
+            "prom",
+            &[("token", "s3cret\n"), ("user", "volley"), ("pw", "pw")],
+        )]);
+        let none = lt("");
+        assert!(prometheus_secret_refs(&none.spec).is_empty());
+        assert_eq!(prometheus_credentials(&none.spec, &secrets), Ok(None));
+        let bearer = lt("auth: {bearerTokenSecretRef: {name: prom, key: token}},");
+        assert_eq!(
+            prometheus_credentials(&bearer.spec, &secrets),
+            Ok(Some(Credentials::Bearer("s3cret".into())))
+        );
+        let basic = lt(
+            "auth: {basicAuth: {usernameSecretRef: {name: prom, key: user}, passwordSecretRef: {name: prom, key: pw}}},",
+        );
+        assert_eq!(
+            prometheus_credentials(&basic.spec, &secrets),
+            Ok(Some(Credentials::Basic {
+                username: "volley".into(),
+                password: "pw".into()
+            }))
+        );
+        let missing = lt("auth: {bearerTokenSecretRef: {name: other, key: token}},");
+        assert_eq!(
+            prometheus_credentials(&missing.spec, &secrets),
+            Err("Secret other (spec.observe.prometheus.auth) does not exist".into())
+        );
+        let no_key = lt("auth: {bearerTokenSecretRef: {name: prom, key: nope}},");
+        assert_eq!(
+            prometheus_credentials(&no_key.spec, &secrets),
+            Err("Secret prom has no key nope".into())
+        );
+    }
 
     fn config_map(key: &str, value: &str) -> ConfigMap {
         ConfigMap {

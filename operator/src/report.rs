@@ -73,7 +73,8 @@ pub fn fit_summary(mut summary: RunSummary, archive: &SeriesArchive, limit: usiz
     }
 }
 
-/// `summary` with per-step histograms, then the series, dropped until it serializes to at most
+/// `summary` with per-step histograms, then the series (per scenario, Prometheus's, the
+/// run's), dropped until it serializes to at most
 /// `limit` bytes (what downsampling could not save, see [`fit_summary`]); `truncated` lists
 /// what was dropped. Measured as [`report_configmap`] stores
 /// it (pretty-printed): the indentation of a long series is far more than the headroom.
@@ -91,6 +92,15 @@ pub fn fit(mut summary: Value, limit: usize) -> Value {
     if size(&summary) > limit && summary.get("scenarioSeries").is_some() {
         summary["scenarioSeries"] = json!([]);
         dropped.push("scenarioSeries");
+    }
+    // Prometheus samples for the charts; the queries' values stay.
+    if size(&summary) > limit
+        && let Some(series) = summary
+            .get_mut("prometheus")
+            .and_then(|p| p.get_mut("series"))
+    {
+        *series = json!([]);
+        dropped.push("prometheus.series");
     }
     if size(&summary) > limit {
         summary["series"] = json!([]);
@@ -186,6 +196,26 @@ mod tests {
         assert_eq!(
             cut["truncated"]["dropped"],
             json!(["histograms.steps", "scenarioSeries"])
+        );
+    }
+
+    #[test]
+    fn prometheus_samples_go_before_the_runs_series_and_its_values_stay() {
+        let points: Vec<Value> = (0..50).map(|i| json!({"t": i, "v": 1})).collect();
+        let results = json!([{"name": "depth", "query": "q", "value": 3.0}]);
+        let summary = json!({
+            "name": "web",
+            "series": [{"second": 1}],
+            "prometheus": {"results": results, "series": [{"name": "depth", "points": points}]},
+            "histograms": {"steps": []},
+        });
+        let cut = fit(summary, 500);
+        assert_eq!(cut["prometheus"]["series"], json!([]));
+        assert_eq!(cut["prometheus"]["results"], results);
+        assert_eq!(cut["series"], json!([{"second": 1}]));
+        assert_eq!(
+            cut["truncated"]["dropped"],
+            json!(["histograms.steps", "prometheus.series"])
         );
     }
 

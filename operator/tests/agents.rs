@@ -61,6 +61,7 @@ async fn two_agents_run_a_loadtest_through_the_operators_aggregator() {
         started_at: None,
         start_timeout: None,
         baseline: Default::default(),
+        prometheus_credentials: Ok(None),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

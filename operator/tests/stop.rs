@@ -162,6 +162,7 @@ async fn start_for(name: &str, extra: &str, secs: u64) -> Run {
         started_at: None,
         start_timeout: None,
         baseline: Default::default(),
+        prometheus_credentials: Ok(None),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -207,6 +208,7 @@ impl Run {
             started_at: None,
             start_timeout: None,
             baseline: Default::default(),
+            prometheus_credentials: Ok(None),
         });
         self.agents = (0..RUNNERS)
             .map(|index| spawn_agent(&volley, &self.url, &run.run_id, index, token.expose()))

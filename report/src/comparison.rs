@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use volley_core::compare::{FigureChange, RunComparison};
-use volley_core::metrics::status::{format_latency_ms, format_rate};
+use volley_core::compare::{FigureChange, QueryChange, RunComparison};
+use volley_core::metrics::status::{format_latency_ms, format_rate, significant};
 
 use crate::escape;
 use crate::markdown::cell;
@@ -63,8 +63,23 @@ pub fn html(c: &RunComparison) -> String {
             );
         }
     }
+    for q in &c.prometheus {
+        let _ = write!(
+            out,
+            "<tr><td>prometheus</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td></td></tr>",
+            escape(&q.name),
+            significant(q.a, 4),
+            significant(q.b, 4),
+            query_change(q)
+        );
+    }
     out.push_str("</tbody></table></section>");
     out
+}
+
+/// A query's change, in percent of the baseline's value.
+fn query_change(q: &QueryChange) -> String {
+    q.change.map_or("-".to_owned(), |pct| format!("{pct:+.1}%"))
 }
 
 /// The same comparison as a Markdown table.
@@ -92,6 +107,16 @@ pub fn markdown(c: &RunComparison) -> String {
                 change(f)
             );
         }
+    }
+    for q in &c.prometheus {
+        let _ = writeln!(
+            out,
+            "| prometheus | {} | {} | {} | {} | |",
+            cell(&q.name),
+            significant(q.a, 4),
+            significant(q.b, 4),
+            query_change(q)
+        );
     }
     out
 }

@@ -97,6 +97,7 @@ pub fn render(s: &Summary, spec: Option<&Value>) -> String {
     thresholds(&mut o, s);
     headline(&mut o, s);
     charts(&mut o, s);
+    server_metrics(&mut o, s);
     distribution(&mut o, s);
     scenarios(&mut o, s);
     errors(&mut o, s);
@@ -372,6 +373,57 @@ fn charts(o: &mut String, s: &Summary) {
         None,
     ));
     scenario_charts(o, s, &x_ticks, x_max);
+}
+
+/// What Prometheus measured over the run's window: each query's value (or error), and a chart
+/// per `series: true` query.
+fn server_metrics(o: &mut String, s: &Summary) {
+    let Some(observed) = &s.prometheus else {
+        return;
+    };
+    o.push_str(
+        "<h2>Server metrics</h2><p class=\"muted\">Prometheus queries over the run's window \
+         (start barrier and setup excluded), at its end.</p>\n<table id=\"prometheus\"><thead><tr>\
+         <th>Query</th><th>PromQL</th><th class=\"n\">Value</th></tr></thead><tbody>\n",
+    );
+    for r in &observed.results {
+        let class = if r.value.is_some() { "n" } else { "n fail" };
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td><code>{}</code></td><td class=\"{class}\">{}</td></tr>",
+            esc(&r.name),
+            esc(&r.query),
+            esc(&crate::prometheus_value(r)),
+        );
+    }
+    o.push_str("</tbody></table>\n");
+    let window = observed.window.length_ms() as f64 / 1000.0;
+    let x_max = window.max(1.0);
+    let x_ticks = time_ticks(x_max);
+    for series in &observed.series {
+        if let Some(e) = &series.error {
+            let _ = writeln!(
+                o,
+                "<p class=\"fail\">{} over time: {}</p>",
+                esc(&series.name),
+                esc(e)
+            );
+            continue;
+        }
+        let points: Vec<(f64, f64)> = series.points.iter().map(|p| (p.t, p.v)).collect();
+        o.push_str(&chart(
+            &format!("prometheus-{}", esc(&series.name)),
+            &format!(
+                "{} (Prometheus, every {} s)",
+                series.name, series.step_seconds
+            ),
+            &[(series.name.as_str(), points)],
+            &[],
+            &x_ticks,
+            x_max,
+            None,
+        ));
+    }
 }
 
 /// With several scenarios: their request rates on one chart, then each one's error rate and

@@ -101,6 +101,18 @@ pub struct Summary {
     /// What the operator left out to fit the report into a ConfigMap.
     #[serde(default)]
     pub truncated: Option<Truncated>,
+    /// The Prometheus queries' results over the run's window (`spec.observe.prometheus`).
+    #[serde(default)]
+    pub prometheus: Option<volley_core::observe::Observation>,
+}
+
+/// A Prometheus query's value as the reports show it: 4 significant digits, or the error.
+pub fn prometheus_value(r: &volley_crds::status::PrometheusResult) -> String {
+    match (r.value, &r.error) {
+        (Some(v), _) => volley_core::metrics::status::significant(v, 4),
+        (None, Some(e)) => format!("error: {e}"),
+        (None, None) => "no data".to_string(),
+    }
 }
 
 /// One scenario's per-second series.

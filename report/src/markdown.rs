@@ -83,6 +83,19 @@ pub fn render(s: &Summary) -> String {
         }
     }
 
+    if let Some(observed) = &s.prometheus {
+        out.push_str("\n### Server metrics\n\n| Query | PromQL | Value |\n| --- | --- | ---: |\n");
+        for r in &observed.results {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} |",
+                cell(&r.name),
+                code(&r.query),
+                cell(&crate::prometheus_value(r)),
+            );
+        }
+    }
+
     let scenarios: Vec<_> = s
         .scenarios
         .iter()

@@ -337,3 +337,51 @@ fn the_comparison_with_the_baseline_shows_the_compare_functions_figures() {
     assert!(at < page.rfind("</body>").unwrap());
     assert_eq!(page.matches("id=\"comparison\"").count(), 1);
 }
+
+/// The Prometheus results are a "Server metrics" section: every query with its value or its
+/// error (hostile text escaped), and a chart with every sample of a series query.
+#[test]
+fn server_metrics_show_each_query_and_chart_each_series() {
+    let mut v = summary("t", 10);
+    v["prometheus"] = json!({
+        "window": {"startUnixMs": 1_000_000, "endUnixMs": 1_010_000},
+        "results": [
+            {"name": "queue_depth_max", "query": "max(max_over_time(q[10000ms]))", "value": 17.0},
+            {"name": "worker_p95_s", "query": "histogram_quantile(0.95, x) > <b>", "value": 0.073_75},
+            {"name": "down", "query": "up", "error": "cannot reach Prometheus at http://p:9090: <refused>"}
+        ],
+        "series": [{"name": "queue_depth", "stepSeconds": 1.0,
+                    "points": (0..10).map(|t| json!({"t": t as f64, "v": (t % 3) as f64})).collect::<Vec<_>>()}]
+    });
+    let s = parse(&v);
+    let page = html::render(&s, None);
+    assert!(page.contains("<table id=\"prometheus\">"), "{page}");
+    assert!(page.contains("<td class=\"n\">0.07375</td>"));
+    assert!(page.contains("<td class=\"n\">17</td>"));
+    assert!(page.contains("error: cannot reach Prometheus at http://p:9090: &lt;refused&gt;"));
+    assert!(page.contains("histogram_quantile(0.95, x) &gt; &lt;b&gt;"));
+    assert!(!page.contains("<b>"));
+    let chart = page
+        .split("id=\"chart-prometheus-queue_depth\"")
+        .nth(1)
+        .expect("a chart of the series");
+    let polyline = chart.split("<polyline").nth(1).unwrap();
+    let points = polyline
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(points.split_whitespace().count(), 10);
+
+    let md = markdown::render(&s);
+    assert!(md.contains("### Server metrics"), "{md}");
+    assert!(
+        md.contains("| queue_depth_max | `max(max_over_time(q[10000ms]))` | 17 |"),
+        "{md}"
+    );
+    assert!(!md.contains("<refused>"), "{md}");
+    // Without results, no section.
+    assert!(!html::render(&parse(&summary("t", 3)), None).contains("Server metrics"));
+}

@@ -320,6 +320,8 @@ pub struct RunOptions {
     /// How much worse than the baseline this run may be (`--max-p95-regression`, ...): over
     /// it, `volley run` exits 99.
     pub budget: Budget,
+    /// Replaces `spec.observe.prometheus.url`.
+    pub prometheus_url: Option<String>,
     /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
     pub reports: crate::report_cli::ReportFiles,
 }
@@ -381,6 +383,12 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     let loaded = load_manifest_with(path, |lt| {
         if let Some(url) = options.base_url {
             lt.spec.target.base_url = url;
+        }
+        if let (Some(url), Some(prom)) = (
+            options.prometheus_url,
+            lt.spec.observe.as_mut().and_then(|o| o.prometheus.as_mut()),
+        ) {
+            prom.url = url;
         }
         // Validated with the count it runs with: `vus: 1` split across `--runners 2` would
         // leave runner 1 without a VU and its share of the iterations undone.

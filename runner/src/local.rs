@@ -22,7 +22,10 @@ use volley_core::metrics::status::{format_latency_ms, format_percent};
 use volley_core::protocol::TOKEN_ENV;
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use volley_crds::LoadTest;
+use volley_crds::spec::PrometheusObserve;
 use volley_crds::status::{Phase, Verdict};
+use volley_observe::client::DEFAULT_TIMEOUT;
+use volley_observe::{Credentials, Observation, Prometheus, Window, observe};
 
 use crate::agent::Agent;
 use crate::aggregator_client::AggregatorClient;
@@ -257,11 +260,78 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
     ticker.abort();
     server.abort();
 
-    let Some(view) = view else {
+    let Some(mut view) = view else {
         let message = "the aggregator lost the run".to_string();
         return error_summary(RunEnd::new(Phase::Error, "AggregatorFailed", message));
     };
+    // Server-side metrics over the run's window, now that it has one. Whatever Prometheus
+    // does, the load results above are kept: a failed query only fails its thresholds.
+    if let (Some(prom), Some(window)) = (
+        spec.observe.as_ref().and_then(|o| o.prometheus.as_ref()),
+        view.window(),
+    ) {
+        if options.progress != Progress::Quiet {
+            eprintln!("querying Prometheus over the run's window ...");
+        }
+        let observation = query_prometheus(prom, window, &options.allowed_targets).await;
+        aggregator.observe(LOCAL_RUN, observation);
+        if let Some(observed) = aggregator.view(LOCAL_RUN) {
+            view = observed;
+        }
+    }
     summarize(&name, &view)
+}
+
+/// The local credentials for `spec.observe.prometheus.auth`: its Secret references name what
+/// the operator reads in a cluster; `volley run` takes the values from the environment.
+pub const PROMETHEUS_TOKEN_ENV: &str = "VOLLEY_PROMETHEUS_TOKEN";
+/// The basic-auth user name for `volley run` (see [`PROMETHEUS_TOKEN_ENV`]).
+pub const PROMETHEUS_USERNAME_ENV: &str = "VOLLEY_PROMETHEUS_USERNAME";
+/// The basic-auth password for `volley run` (see [`PROMETHEUS_TOKEN_ENV`]).
+pub const PROMETHEUS_PASSWORD_ENV: &str = "VOLLEY_PROMETHEUS_PASSWORD";
+
+/// Runs the queries of `prom` over `window`; a client that cannot be made, or a URL outside
+/// the allowed targets, is an error on every query.
+async fn query_prometheus(
+    prom: &PrometheusObserve,
+    window: Window,
+    allowed: &TargetPolicy,
+) -> Observation {
+    let env = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let credentials = match &prom.auth {
+        None => Ok(None),
+        Some(auth) if auth.bearer_token_secret_ref.is_some() => {
+            env(PROMETHEUS_TOKEN_ENV).map(|t| Some(Credentials::Bearer(t)))
+        }
+        Some(_) => env(PROMETHEUS_USERNAME_ENV).and_then(|username| {
+            env(PROMETHEUS_PASSWORD_ENV)
+                .map(|password| Some(Credentials::Basic { username, password }))
+        }),
+    }
+    .map_err(|e| {
+        format!("spec.observe.prometheus.auth names Secrets, which volley run cannot read: {e}")
+    });
+    let client = credentials.and_then(|credentials| {
+        let url = url::Url::parse(&prom.url).map_err(|e| format!("prometheus url: {e}"))?;
+        allowed
+            .check_url(&url)
+            .map_err(|e| format!("not queried: {e}"))?;
+        let timeout = prom.timeout.map(|t| t.get()).unwrap_or(DEFAULT_TIMEOUT);
+        Prometheus::new(
+            &prom.url,
+            credentials,
+            prom.insecure_skip_tls_verify,
+            timeout,
+        )
+        .map_err(|e| e.to_string())
+    });
+    match client {
+        Ok(client) => observe(&client, &prom.queries, window).await,
+        Err(why) => {
+            tracing::warn!(error = %why, "prometheus not queried");
+            Observation::unavailable(&prom.queries, window, &why)
+        }
+    }
 }
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.

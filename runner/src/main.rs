@@ -59,6 +59,10 @@ enum Command {
         /// with it.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
+        /// Read `spec.observe.prometheus` queries from this Prometheus instead of the
+        /// manifest's URL (checked against --allowed-targets like the targets).
+        #[arg(long, value_name = "URL")]
+        prometheus_url: Option<String>,
         #[command(flatten)]
         budget: cli::BudgetArgs,
         #[command(flatten)]
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
             allowed_targets,
             baseline,
             budget,
+            prometheus_url,
             reports,
         } => cli::run_file(
             &file,
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
                 allowed_targets: allowed_targets.unwrap_or_default(),
                 baseline,
                 budget: budget.budget(),
+                prometheus_url,
                 reports,
             },
         ),

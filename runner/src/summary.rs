@@ -54,6 +54,24 @@ pub fn render_text(s: &RunSummary) -> String {
         }
         out.push('\n');
     }
+    if let Some(observed) = &s.prometheus {
+        out.push_str("  prometheus (over the run's window)\n");
+        let width = observed
+            .results
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0);
+        for r in &observed.results {
+            let value = match (r.value, &r.error) {
+                (Some(v), _) => volley_core::metrics::status::significant(v, 4),
+                (None, Some(e)) => format!("error: {e}"),
+                (None, None) => "no data".to_string(),
+            };
+            let _ = writeln!(out, "    {:width$}  {value}", r.name);
+        }
+        out.push('\n');
+    }
     let l = &m.latency_ms;
     let mut rows: Vec<(&str, String)> = vec![
         (

@@ -172,7 +172,7 @@ pub fn step_statuses(run: &RunMetrics, limit: usize) -> Vec<StepStatus> {
 
 /// `x` rounded to `digits` significant digits, without dropping integer
 /// digits (`1234.5` stays `1235`), and without trailing zeros.
-pub(crate) fn significant(x: f64, digits: i32) -> String {
+pub fn significant(x: f64, digits: i32) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::compare::Baseline;
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
+use crate::observe::Observation;
 use crate::threshold::{ScopeMetrics, Subject, SubjectFigures, parse_threshold};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::{ThresholdStatus, Verdict};
@@ -230,6 +231,78 @@ fn evaluate_one(
     )
 }
 
+/// Judges the `prom(NAME)` thresholds of `spec` on the run's Prometheus results, replacing
+/// their entries in `results` ([`evaluate_thresholds`]'s, in the spec's order, where they had
+/// no data: Prometheus is read after the run). A query that failed fails only the thresholds
+/// on it, with its error as the actual value. A baseline threshold reads the baseline run's
+/// result of the same query, and is skipped when that run has none.
+pub fn judge_prometheus(
+    spec: &LoadTestSpec,
+    results: &mut [ThresholdResult],
+    observation: &Observation,
+    baseline: &Baseline,
+) {
+    let none = Measurements::default();
+    for (t, r) in spec.thresholds.iter().zip(results.iter_mut()) {
+        let t = t.to_threshold();
+        let Ok(expr) = parse_threshold(&t.expr) else {
+            continue;
+        };
+        let Subject::Prom(name) = &expr.subject else {
+            continue;
+        };
+        let value = match observation.value(name) {
+            Ok(v) => v,
+            Err(why) => {
+                r.status.actual = volley_crds::text::shorten(&why, 300);
+                r.status.passed = false;
+                r.has_data = false;
+                r.failure_message = Some(format!("`{}`: {why}", t.expr));
+                continue;
+            }
+        };
+        let mut scope = none.scope(&expr.subject, Duration::ZERO);
+        scope.subject = Some(SubjectFigures {
+            value: Some(value),
+            ..SubjectFigures::default()
+        });
+        let baseline_value = match (expr.baseline, baseline) {
+            (None, _) => None,
+            (Some(_), Baseline::Unavailable(why)) => Some(Err(why.clone())),
+            (Some(_), Baseline::Run(figures)) => Some(
+                figures
+                    .prometheus_value(name)
+                    .ok_or_else(|| format!("the baseline run has no result of query {name}")),
+            ),
+        };
+        let (outcome, message) = match baseline_value {
+            None => {
+                let outcome = expr.evaluate(&scope);
+                let message = expr.failure_message(&outcome);
+                (outcome, message)
+            }
+            Some(Ok(b)) => {
+                let outcome = expr.evaluate_on_baseline(&scope, b);
+                let message = expr.baseline_failure_message(&outcome, b);
+                (outcome, message)
+            }
+            Some(Err(why)) => {
+                r.status.actual = format!("skipped: {why}");
+                r.status.passed = false;
+                r.status.skipped = Some(why);
+                r.has_data = false;
+                r.failure_message = None;
+                continue;
+            }
+        };
+        r.status.actual = outcome.actual_display.clone();
+        r.status.passed = outcome.passed;
+        r.status.skipped = None;
+        r.has_data = outcome.actual.is_some();
+        r.failure_message = (!outcome.passed).then_some(message);
+    }
+}
+
 /// The first threshold whose failure should stop the run now: `abortOnFail`, failed on real
 /// data, and past its `delayAbortEval`. Shared by `volley run` and the aggregator so both
 /// abort on exactly the same rule.
@@ -273,6 +346,84 @@ mod tests {
     }
 
     // ---- thresholds ----
+
+    /// During the run a `prom()` threshold has no data (and so can never abort it); after the
+    /// run it is judged on the query's result, a failed query failing only its own thresholds.
+    #[test]
+    fn prom_thresholds_are_judged_on_the_query_results_after_the_run() {
+        use crate::observe::Observation;
+        use volley_crds::status::PrometheusResult;
+        let spec = with_thresholds(vec![
+            ThresholdSpec::Expr("prom(depth) < 100".into()),
+            ThresholdSpec::Expr("prom(p95) < 0.5".into()),
+            ThresholdSpec::Expr("prom(down) < 1".into()),
+            ThresholdSpec::Expr("p(95) < 1s".into()),
+            ThresholdSpec::Expr("prom(depth) < baseline * 1.1".into()),
+        ]);
+        let run = threshold_run();
+        let mut results =
+            evaluate_thresholds(&spec, &run, Duration::from_secs(10), &Baseline::default());
+        assert_eq!(results[0].status.actual, "no data");
+        assert!(!results[0].has_data);
+        let result = |name: &str, value: Option<f64>, error: Option<&str>| PrometheusResult {
+            name: name.into(),
+            query: "q".into(),
+            value,
+            error: error.map(String::from),
+        };
+        let observation = Observation {
+            results: vec![
+                result("depth", Some(42.0), None),
+                result("p95", Some(0.75), None),
+                result(
+                    "down",
+                    None,
+                    Some("cannot reach Prometheus at http://p:9090: refused"),
+                ),
+            ],
+            ..Observation::default()
+        };
+        let http_before = results[3].clone();
+        judge_prometheus(&spec, &mut results, &observation, &Baseline::default());
+        let row = |r: &ThresholdResult| (r.status.actual.clone(), r.status.passed);
+        assert_eq!(row(&results[0]), ("42".to_string(), true));
+        assert_eq!(row(&results[1]), ("0.75".to_string(), false));
+        assert_eq!(
+            results[1].failure_message.as_deref(),
+            Some("prom(p95) 0.75 >= 0.5")
+        );
+        assert_eq!(
+            row(&results[2]),
+            (
+                "cannot reach Prometheus at http://p:9090: refused".to_string(),
+                false
+            )
+        );
+        assert_eq!(
+            results[2].failure_message.as_deref(),
+            Some("`prom(down) < 1`: cannot reach Prometheus at http://p:9090: refused")
+        );
+        // Other thresholds are untouched; a baseline threshold without a baseline is skipped.
+        assert_eq!(results[3], http_before);
+        assert!(results[4].skipped(), "{:?}", results[4]);
+        // With a baseline that has the query's result, it is judged on it: 42 < 40 * 1.1.
+        let mut figures = match baseline() {
+            Baseline::Run(f) => *f,
+            Baseline::Unavailable(_) => unreachable!(),
+        };
+        figures.prometheus = Some(Observation {
+            results: vec![result("depth", Some(40.0), None)],
+            ..Observation::default()
+        });
+        judge_prometheus(
+            &spec,
+            &mut results,
+            &observation,
+            &Baseline::Run(Box::new(figures)),
+        );
+        assert!(!results[4].skipped());
+        assert!(results[4].status.passed, "{:?}", results[4]);
+    }
 
     /// light/convert: 10 × 10 ms, 2 failed; light/GET /api/jobs: 10 × 2 ms; heavy/upload:
     /// 10 × 400 ms; setup/login: 1 × 5 s (must not count anywhere). 10 s elapsed.
@@ -469,6 +620,7 @@ mod tests {
                 requests: 10,
                 ..StepStatus::default()
             }],
+            prometheus: None,
         }))
     }
 

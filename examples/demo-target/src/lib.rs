@@ -15,6 +15,7 @@
 //! | `GET /api/jobs/{id}` | `pending` until the job delay has passed, then `done`; 404 if unknown |
 //! | `GET /api/items`, `GET /api/items/{id}` | small fixed payloads |
 //! | `GET /stats`, `POST /stats/reset` | [`DemoStats`] counters |
+//! | `GET /metrics` | Prometheus metrics: `demo_queue_depth` (requests being handled), `demo_processing_seconds` (histogram), `demo_processed_total` |
 //! | `GET`/`POST /admin/config` | read or change `delay`, `failRate`, `jobDelay` at runtime |
 //!
 //! `/api/*` requests that carry `Authorization: Bearer X` need a token issued
@@ -47,6 +48,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod knobs;
+mod metrics;
 mod routes;
 mod state;
 
@@ -88,8 +90,8 @@ impl Default for DemoConfig {
 /// A snapshot of the server's counters, as served by `GET /stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DemoStats {
-    /// Requests received, on every route except the observer routes `/stats*`
-    /// and `/admin/*` (so reading the stats does not change them).
+    /// Requests received, on every route except the observer routes `/stats*`,
+    /// `/admin/*` and `/metrics` (so reading the stats does not change them).
     pub requests: u64,
     /// Successful logins.
     pub logins: u64,
@@ -102,6 +104,14 @@ pub struct DemoStats {
     /// Responses replaced by a failure from a knob (`fail_rate`, `?fail=`, or
     /// an error status forced with `?status=`).
     pub failures_injected: u64,
+    /// `/auth/*` and `/api/*` requests handled since the start (what `/metrics` exports as
+    /// `demo_processed_total`; `/stats/reset` leaves it, as Prometheus counters only grow).
+    #[serde(default)]
+    pub processed: u64,
+    /// The most `/auth/*` and `/api/*` requests handled at once since the start (the peak of
+    /// `demo_queue_depth`, which Prometheus only samples).
+    #[serde(default)]
+    pub max_queue_depth: u64,
 }
 
 /// A running demo server; stop it with [`DemoTarget::shutdown`].
@@ -184,7 +194,7 @@ impl DemoTarget {
     /// A snapshot of the counters, without making a request (so it does not
     /// count one).
     pub fn stats(&self) -> DemoStats {
-        self.state.stats.snapshot()
+        self.state.stats()
     }
 
     /// Stops accepting connections, cuts short injected delays, and waits (up

@@ -37,9 +37,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             knobs::inject_faults,
-        ));
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), queue));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
         .route(
@@ -64,7 +66,10 @@ pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 /// resetting the stats (or reconfiguring) does not change what is measured.
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let observer = path == "/stats" || path.starts_with("/stats/") || path.starts_with("/admin/");
+    let observer = path == "/stats"
+        || path.starts_with("/stats/")
+        || path.starts_with("/admin/")
+        || path == "/metrics";
     if !observer {
         bump(&state.stats.requests);
     }
@@ -126,7 +131,32 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    Json(state.stats.snapshot()).into_response()
+    Json(state.stats()).into_response()
+}
+
+/// The Prometheus text format of [`crate::metrics::ServerMetrics`].
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        ),
+    }
+}
+
+/// Around every `/auth/*` and `/api/*` request (injected delays included): the queue depth
+/// and processing time `/metrics` exports.
+async fn queue(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let _in_flight = state.metrics.enter();
+    next.run(req).await
 }
 
 async fn reset_stats(State(state): State<Arc<AppState>>) -> Response {

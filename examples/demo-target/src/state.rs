@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::metrics::ServerMetrics;
 use crate::{DemoConfig, DemoStats};
 
 /// How many tokens, jobs and idempotency keys are remembered (each). Beyond
@@ -26,6 +27,8 @@ const MAX_ENTRIES: usize = 1_000_000;
 /// State shared by all handlers.
 pub(crate) struct AppState {
     pub(crate) stats: Counters,
+    /// What `/metrics` exports.
+    pub(crate) metrics: ServerMetrics,
     config: Mutex<DemoConfig>,
     tokens: Mutex<BoundedMap<Uuid, ()>>,
     jobs: Mutex<Jobs>,
@@ -38,6 +41,7 @@ impl AppState {
     pub(crate) fn new(config: DemoConfig, stopped: watch::Receiver<bool>) -> Self {
         Self {
             stats: Counters::default(),
+            metrics: ServerMetrics::new(),
             config: Mutex::new(config),
             tokens: Mutex::new(BoundedMap::new(MAX_ENTRIES)),
             jobs: Mutex::new(Jobs {
@@ -46,6 +50,15 @@ impl AppState {
             }),
             bucket: Mutex::new((0.0, Instant::now())),
             stopped,
+        }
+    }
+
+    /// The counters, with what the metrics counted.
+    pub(crate) fn stats(&self) -> DemoStats {
+        DemoStats {
+            processed: self.metrics.processed(),
+            max_queue_depth: self.metrics.max_queue_depth(),
+            ..self.stats.snapshot()
         }
     }
 
@@ -207,6 +220,8 @@ impl Counters {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             failures_injected: self.failures_injected.load(Ordering::Relaxed),
+            processed: 0,
+            max_queue_depth: 0,
         }
     }
 

@@ -475,6 +475,9 @@ async fn stats_endpoint_and_reset() {
         DemoStats {
             requests: 2,
             jobs_created: 1,
+            // The /api request (not /health) went through the queue /metrics exports.
+            processed: 1,
+            max_queue_depth: 1,
             ..DemoStats::default()
         }
     );
@@ -485,7 +488,15 @@ async fn stats_endpoint_and_reset() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(target.stats(), DemoStats::default());
+    // What /metrics exports only grows, as Prometheus counters do.
+    assert_eq!(
+        target.stats(),
+        DemoStats {
+            processed: 1,
+            max_queue_depth: 1,
+            ..DemoStats::default()
+        }
+    );
     target.shutdown().await;
 }
 
@@ -573,4 +584,44 @@ async fn capacity_must_be_positive() {
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{capacity}");
     }
+}
+
+/// `/metrics` counts the work it did and its queue rises with concurrent slow requests:
+/// 5 requests at once, each held 300 ms, show a queue of 5 and 5 processing times of at least
+/// 250 ms; reading `/metrics` and `/stats` counts as no request.
+#[tokio::test]
+async fn metrics_move_with_the_load() {
+    let target = start(DemoConfig::default()).await;
+    let base = target.base_url();
+    let c = client();
+    let slow: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(c.get(format!("{base}/api/items?delay=300ms")).send()))
+        .collect();
+    for response in slow {
+        assert_eq!(response.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(sample("demo_processed_total"), 5.0);
+    assert_eq!(sample("demo_queue_depth"), 0.0);
+    assert_eq!(sample("demo_processing_seconds_count"), 5.0);
+    assert_eq!(sample("demo_processing_seconds_bucket{le=\"0.25\"}"), 0.0);
+    assert_eq!(sample("demo_processing_seconds_bucket{le=\"0.5\"}"), 5.0);
+    let stats = target.stats();
+    assert_eq!((stats.processed, stats.max_queue_depth), (5, 5));
+    assert_eq!(stats.requests, 5);
+    target.shutdown().await;
 }

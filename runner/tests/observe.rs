@@ -1,0 +1,122 @@
+//! `volley run` with `spec.observe.prometheus`, in-process against the demo target and a fake
+//! Prometheus on 127.0.0.1: the queries cover the run's window, a query that fails (several
+//! series, Prometheus refusing it) fails only the `prom()` thresholds on it, with its message,
+//! and the load results are all kept. The real Prometheus is `.ci/check-prometheus.sh`'s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Query;
+use volley_core::manifest::parse_manifest;
+use volley_core::validate::validate;
+use volley_crds::status::Phase;
+use volley_demo_target::{DemoConfig, DemoTarget};
+use volley_runner::engine::FileRoots;
+use volley_runner::local::{Progress, exit_code, run_local};
+
+use support::bounded;
+
+#[tokio::test]
+async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
+    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
+        .await
+        .unwrap();
+    let asked: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(q.clone());
+                let series = |s: &str| {
+                    format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{s}]}}}}"#)
+                };
+                match q["query"].as_str() {
+                    "per_pod" => (
+                        axum::http::StatusCode::OK,
+                        series(r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}"#),
+                    ),
+                    "broken(" => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        r#"{"status":"error","errorType":"bad_data","error":"unexpected end of input"}"#.to_string(),
+                    ),
+                    _ => (
+                        axum::http::StatusCode::OK,
+                        series(r#"{"metric":{},"value":[1,"0.25"]}"#),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prom = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let yaml = format!(
+        "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: observed}}\nspec:\n  \
+         target: {{baseUrl: '{}'}}\n  scenarios:\n  - {{name: s, executor: shared-iterations, \
+         vus: 2, iterations: 20, steps: [{{request: {{url: /api/items}}}}]}}\n  \
+         observe: {{prometheus: {{url: '{prom}', queries: [{{name: p95, query: 'x[$__range]'}}, \
+         {{name: per_pod, query: per_pod}}, {{name: broken, query: 'broken('}}]}}}}\n  \
+         thresholds: ['requests >= 20', 'prom(p95) < 0.5', 'prom(per_pod) < 10', 'prom(broken) < 1']\n",
+        target.base_url()
+    );
+    let lt = parse_manifest(&yaml).unwrap();
+    validate(&lt.spec).unwrap();
+    let s = bounded(
+        Duration::from_secs(60),
+        run_local(&lt, &FileRoots::default(), Progress::Quiet),
+    )
+    .await;
+
+    assert_eq!(s.metrics.requests, 20, "the load results are kept");
+    assert_eq!(target.stats().processed, 20);
+    let judged: Vec<(&str, bool, &str)> = s
+        .thresholds
+        .iter()
+        .map(|t| (t.expr.as_str(), t.passed, t.actual.as_str()))
+        .collect();
+    assert_eq!(
+        judged,
+        vec![
+            ("requests >= 20", true, "20"),
+            ("prom(p95) < 0.5", true, "0.25"),
+            (
+                "prom(per_pod) < 10",
+                false,
+                "the query returned 2 series where one was expected: {pod=\"a\"}, {pod=\"b\"}; \
+                 aggregate them (e.g. sum(...) or max(...)) or narrow the selector"
+            ),
+            (
+                "prom(broken) < 1",
+                false,
+                "Prometheus refused the query (bad_data): unexpected end of input"
+            ),
+        ]
+    );
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.reason.as_deref(), Some("ThresholdsFailed"));
+    assert_eq!(exit_code(&s), 99);
+    // The window is the run's: `$__range` is its length, the query evaluated at its end.
+    let observed = s.prometheus.as_ref().unwrap();
+    let length = observed.window.length_ms();
+    assert_eq!(
+        length as f64 / 1000.0,
+        (s.duration_seconds * 1000.0).round() / 1000.0
+    );
+    let asked = asked.lock().unwrap().clone();
+    let p95 = asked.iter().find(|q| q["query"].starts_with("x[")).unwrap();
+    assert_eq!(p95["query"], format!("x[{}ms]", length.max(1)));
+    assert_eq!(
+        p95["time"],
+        volley_observe::promql::unix_seconds(observed.window.end_unix_ms)
+    );
+    server.abort();
+    target.shutdown().await;
+}
