@@ -12,7 +12,7 @@ use crate::protocol::TOKEN_ENV;
 use crate::protocol::custom::MAX_REPORT_CUSTOM_METRICS;
 use crate::scenario::{StepKind, is_measured};
 use crate::template::{Reference, Template, is_identifier};
-use crate::threshold::{Subject, ThresholdExpr, parse_threshold};
+use crate::threshold::{Metric, Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
     CustomMetric, DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step,
@@ -30,15 +30,78 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
             "`{}` thresholds need WebSocket steps, which this version does not run",
             expr.subject
         )),
-        Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => Err(format!(
-            "`{}` thresholds need custom metrics, which this version does not record",
-            expr.subject
-        )),
+        Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {
+            check_custom_subject(expr, name, spec)
+        }
         Subject::Prom(_) => Err(format!(
             "`{}` thresholds need Prometheus queries, which this version does not make",
             expr.subject
         )),
     }
+}
+
+/// A threshold on a custom metric: the name is declared in some scenario step's `metrics`,
+/// with the subject's kind, and a trend's time unit matches the threshold's limit.
+fn check_custom_subject(
+    expr: &ThresholdExpr,
+    name: &str,
+    spec: &LoadTestSpec,
+) -> Result<(), String> {
+    let declared = spec
+        .scenarios
+        .iter()
+        .flat_map(|sc| &sc.steps)
+        .flat_map(|st| &st.metrics)
+        .filter(|m| m.name == name)
+        .find_map(CustomKind::of);
+    let Some(kind) = declared else {
+        let mut names: Vec<&str> = spec
+            .scenarios
+            .iter()
+            .flat_map(|sc| &sc.steps)
+            .flat_map(|st| &st.metrics)
+            .map(|m| m.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let known: BTreeSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        return Err(format!(
+            "`{}`: no scenario step declares a custom metric `{name}` in its `metrics`{}",
+            expr.subject,
+            known_list(&known, "declared custom metrics")
+        ));
+    };
+    let wanted = match &expr.subject {
+        Subject::Trend { .. } => "trend",
+        Subject::Counter(_) => "counter",
+        _ => "gauge",
+    };
+    if kind.name() != wanted {
+        return Err(format!(
+            "`{}`: custom metric `{name}` is a {kind}; write `{}({name})`",
+            expr.subject,
+            kind.name()
+        ));
+    }
+    if let (Subject::Trend { time_unit, .. }, CustomKind::Trend { time }) = (&expr.subject, kind)
+        && expr.metric != Metric::Count
+        && *time_unit != time
+    {
+        return Err(if time {
+            format!(
+                "`{}` is a time trend (its unit is a time unit): write the limit with a time \
+                 unit, e.g. `{} < 200ms`",
+                expr.subject, expr.metric
+            )
+        } else {
+            format!(
+                "`{}` is a plain-number trend (its unit is not us, ms or s): write the limit as \
+                 a plain number, e.g. `{} < 20`",
+                expr.subject, expr.metric
+            )
+        });
+    }
+    Ok(())
 }
 
 /// Most runner pods one LoadTest may ask for.

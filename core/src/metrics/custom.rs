@@ -841,4 +841,113 @@ mod tests {
         assert_eq!(d.metrics["c"].value(), Some(2.0));
         assert!(early.since(&late).is_err());
     }
+
+    #[test]
+    fn thresholds_judge_the_merged_custom_metrics_of_their_scope() {
+        use crate::compare::Baseline;
+        use crate::metrics::model::RunMetrics;
+        use crate::metrics::test_support::spec;
+        use crate::threshold::evaluate::evaluate_thresholds;
+        use volley_crds::spec::{CustomMetric as Declared, ThresholdSpec, TrendMetric};
+
+        let mut spec = spec();
+        let declare = |name: &str, unit: &str| Declared {
+            name: name.to_owned(),
+            trend: Some(TrendMetric {
+                json_path: Some("$.x".to_owned()),
+                unit: Some(unit.to_owned()),
+                ..TrendMetric::default()
+            }),
+            ..Declared::default()
+        };
+        spec.scenarios[0].steps[0].metrics = vec![
+            declare("lat", "ms"),
+            Declared {
+                name: "hits".to_owned(),
+                counter: Some(Default::default()),
+                ..Declared::default()
+            },
+        ];
+        spec.scenarios[1].steps[0].metrics = vec![
+            declare("lat", "s"),
+            Declared {
+                name: "depth".to_owned(),
+                gauge: Some(Default::default()),
+                ..Declared::default()
+            },
+        ];
+        spec.thresholds = [
+            "trend(lat) p(50) < 150ms",
+            "trend(lat) count == 4",
+            "trend(lat) max > 1s",
+            "counter(hits) == 2.5",
+            "gauge(depth) < 4",
+            "gauge(depth) max >= 9",
+            "gauge(nothing) < 1",
+        ]
+        .map(|e| ThresholdSpec::Expr(e.to_owned()))
+        .to_vec();
+        // Two runners.
+        let mut run = RunMetrics::for_spec(&spec);
+        let mut other = RunMetrics::for_spec(&spec);
+        let light = run.step_mut(1, 0).unwrap();
+        for v in [100_000, 120_000] {
+            light
+                .custom
+                .record("lat", &Observation::Trend(Reading::Value(v)));
+        }
+        light
+            .custom
+            .record("hits", &Observation::Counter(Reading::Value(1500)));
+        let light = other.step_mut(1, 0).unwrap();
+        light
+            .custom
+            .record("hits", &Observation::Counter(Reading::Value(1000)));
+        light
+            .custom
+            .record("lat", &Observation::Trend(Reading::Missing));
+        let heavy = other.step_mut(2, 0).unwrap();
+        heavy
+            .custom
+            .record("lat", &Observation::Trend(Reading::Value(2_000_000)));
+        heavy
+            .custom
+            .record("lat", &Observation::Trend(Reading::Value(90_000)));
+        for (at_us, v) in [(1, 9000), (3, 3000), (2, 5000)] {
+            heavy.custom.record(
+                "depth",
+                &Observation::Gauge {
+                    at_us,
+                    reading: Reading::Value(v),
+                },
+            );
+        }
+        run.merge(&other).unwrap();
+        let results = evaluate_thresholds(
+            &spec,
+            &run,
+            std::time::Duration::from_secs(1),
+            &Baseline::default(),
+        );
+        let got: Vec<(&str, bool)> = results
+            .iter()
+            .map(|r| (r.status.actual.as_str(), r.status.passed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("100ms", true),
+                ("4", true),
+                // Statistics come from the histogram: to its 3 significant digits, the
+                // highest equivalent value for max (as for latencies).
+                ("2.001s", true),
+                ("2.5", true),
+                ("3", true),
+                ("9.007", true),
+                ("no data", false),
+            ],
+            "{results:#?}"
+        );
+        assert_eq!(run.overall().custom.metrics["lat"].faults().missing, 1);
+    }
 }
