@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::metrics::custom::{CustomKind, CustomMetric, CustomMetrics};
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
-use volley_crds::status::{LatencyMs, MetricsStatus, ScenarioStatus, StepStatus};
+use volley_crds::status::{
+    CustomMetricStatus, LatencyMs, MetricsStatus, ScenarioStatus, StepStatus,
+};
 
 fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -119,7 +122,47 @@ pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
         errors: format_percent(c.failures, c.requests),
         throughput: format_rate(per_second(c.requests, elapsed)),
         duration: volley_crds::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string(),
+        custom: custom_metric_rows(&m.custom, MAX_STATUS_CUSTOM_METRICS),
     }
+}
+
+/// Most custom metrics the status lists (an object in etcd must stay small).
+pub const MAX_STATUS_CUSTOM_METRICS: usize = 20;
+
+/// Rows for custom metrics, the first `limit` by name. Statistics use the same formula as
+/// threshold evaluation (`value / 1000` of the histogram), so a threshold and its row agree.
+pub fn custom_metric_rows(m: &CustomMetrics, limit: usize) -> Vec<CustomMetricStatus> {
+    m.metrics
+        .iter()
+        .take(limit)
+        .map(|(name, metric)| {
+            let kind = metric.kind();
+            let faults = metric.faults();
+            let h = metric.histogram().filter(|h| !h.is_empty());
+            let stat = |f: &dyn Fn(&Histogram<u64>) -> f64| h.map(|h| f(h) / 1000.0);
+            let thousandths = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
+            let (min, max) = match metric {
+                // Exact: kept beside the histogram.
+                CustomMetric::Gauge { min, max, .. } => (thousandths(*min), thousandths(*max)),
+                _ => (stat(&|h| h.min() as f64), stat(&|h| h.max() as f64)),
+            };
+            CustomMetricStatus {
+                name: name.clone(),
+                kind: kind.name().to_owned(),
+                unit: matches!(kind, CustomKind::Trend { time: true }).then(|| "ms".to_owned()),
+                count: metric.count(),
+                missing: faults.missing,
+                invalid: faults.invalid,
+                value: metric.value(),
+                min,
+                avg: stat(&|h| h.mean()),
+                p50: stat(&|h| h.value_at_quantile(0.5) as f64),
+                p95: stat(&|h| h.value_at_quantile(0.95) as f64),
+                p99: stat(&|h| h.value_at_quantile(0.99) as f64),
+                max,
+            }
+        })
+        .collect()
 }
 
 /// A rate for `kubectl get`, to 3 significant digits: `30/s`, `1235/s`, `0.5/s`.
