@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -52,9 +52,9 @@ spec:
     )
 }
 
-/// `volley run FILE --runners 3 -q --out summary.json`, at most [`LIMIT`]: its output and
-/// the summary.
-async fn run(yaml: &str, tag: &str) -> (Output, Value) {
+/// `volley run FILE --runners 3 -q --out summary.json --html report.html --markdown
+/// report.md`, at most [`LIMIT`]: its output, the summary and the directory of the files.
+async fn run(yaml: &str, tag: &str) -> (Output, Value, PathBuf) {
     let dir = tempdir(tag);
     let file = dir.join("lt.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -64,6 +64,10 @@ async fn run(yaml: &str, tag: &str) -> (Output, Value) {
         .arg(&file)
         .args(["-q", "--runners", RUNNERS, "--out"])
         .arg(&out)
+        .arg("--html")
+        .arg(dir.join("report.html"))
+        .arg("--markdown")
+        .arg(dir.join("report.md"))
         .env_remove("RUST_LOG")
         .kill_on_drop(true);
     let output = tokio::time::timeout(LIMIT, cmd.output())
@@ -71,7 +75,7 @@ async fn run(yaml: &str, tag: &str) -> (Output, Value) {
         .unwrap_or_else(|_| panic!("volley run took longer than {LIMIT:?}"))
         .expect("run volley");
     let summary = read_summary(&out, &output);
-    (output, summary)
+    (output, summary, dir)
 }
 
 fn read_summary(out: &Path, output: &Output) -> Value {
@@ -121,7 +125,8 @@ async fn three_runners_record_exactly_what_the_target_sent() {
         .await
         .unwrap();
     let iterations = 150;
-    let (out, summary) = run(&manifest(&target.base_url(), iterations, PASSING), "custom").await;
+    let (out, summary, dir) =
+        run(&manifest(&target.base_url(), iterations, PASSING), "custom").await;
     let sent: InferStats = target.stats().infer;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(summary["verdict"], "Passed", "{summary}");
@@ -195,6 +200,39 @@ async fn three_runners_record_exactly_what_the_target_sent() {
         .collect();
     assert_eq!(actuals[1], sent.latency_values.to_string());
     assert_eq!(actuals[3], sent.crisis.to_string());
+
+    // The reports' custom metrics tables show the summary's rows.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let table = html
+        .split("<table id=\"custom-metrics\">")
+        .nth(1)
+        .expect("an HTML custom metrics table")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(
+        table.contains(&format!(
+            "<td>crisis_detections</td><td>counter</td><td class=\"n\">{}</td><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">{}</td>",
+            sent.responses, sent.crisis
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "<td>inference_latency</td><td>trend (ms)</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            sent.latency_values, sent.latency_omitted, sent.latency_garbled
+        )),
+        "{table}"
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("### Custom metrics"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "| tokens_total | counter | {} | 0 | 0 | {} |",
+            sent.responses, sent.tokens_sum
+        )),
+        "{md}"
+    );
     target.shutdown().await;
 }
 
@@ -207,7 +245,7 @@ async fn a_failed_custom_metric_threshold_fails_the_run_with_exit_99() {
     - "counter(crisis_detections) > 0"
     - "counter(crisis_detections) < 1"
     - "gauge(queue_depth) max < 5""#;
-    let (out, summary) = run(&manifest(&target.base_url(), 30, thresholds), "custom-fail").await;
+    let (out, summary, _) = run(&manifest(&target.base_url(), 30, thresholds), "custom-fail").await;
     assert_eq!(out.status.code(), Some(99), "{}", text(&out));
     assert_eq!(summary["verdict"], "Failed", "{summary}");
     let passed: Vec<bool> = summary["thresholds"]

@@ -165,6 +165,16 @@ pub fn custom_metric_rows(m: &CustomMetrics, limit: usize) -> Vec<CustomMetricSt
         .collect()
 }
 
+/// One figure of a custom metric row for people: a time trend's as a latency (`44.2ms`),
+/// anything else as a plain number to 4 significant digits (integer digits kept: `7275`).
+pub fn format_custom_figure(row: &CustomMetricStatus, v: f64) -> String {
+    if row.unit.as_deref() == Some("ms") {
+        format_latency_ms(v)
+    } else {
+        significant(v, 4)
+    }
+}
+
 /// A rate for `kubectl get`, to 3 significant digits: `30/s`, `1235/s`, `0.5/s`.
 pub fn format_rate(per_second: f64) -> String {
     format!("{}/s", significant(per_second, 3))
