@@ -26,6 +26,13 @@ const RUNNERS: &str = "3";
 /// `iterations` calls of `/api/infer` (every 5th without `latency_ms`, every 3rd with it as
 /// text, every 4th a crisis) by 6 VUs, each reading five custom metrics; then `thresholds`.
 fn manifest(base: &str, iterations: u32, thresholds: &str) -> String {
+    let workload =
+        format!("executor: shared-iterations\n      vus: 6\n      iterations: {iterations}");
+    manifest_with(base, &workload, thresholds)
+}
+
+/// [`manifest`] with another executor and its fields.
+fn manifest_with(base: &str, workload: &str, thresholds: &str) -> String {
     format!(
         r#"
 apiVersion: volley.dev/v1alpha1
@@ -35,9 +42,7 @@ spec:
   target: {{baseUrl: "{base}", timeout: 10s}}
   scenarios:
     - name: infer
-      executor: shared-iterations
-      vus: 6
-      iterations: {iterations}
+      {workload}
       steps:
         - name: infer
           request: {{url: "/api/infer?omit=5&garble=3&crisis=4"}}
@@ -260,6 +265,36 @@ async fn a_failed_custom_metric_threshold_fails_the_run_with_exit_99() {
         text(&out).contains(&format!("counter(crisis_detections) {}", sent.crisis)),
         "{}",
         text(&out)
+    );
+    target.shutdown().await;
+}
+
+/// abortOnFail on a custom metric stops the run on the merged figure: 50 calls/s over three
+/// runners for 30 s would be 1500 calls; the merged crisis count reaches 20 after about 80.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_on_fail_acts_on_a_merged_custom_metric() {
+    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
+        .await
+        .unwrap();
+    let workload =
+        "executor: constant-arrival-rate\n      rate: 50\n      duration: 30s\n      maxVUs: 30";
+    let thresholds = r#"
+    - {expr: "counter(crisis_detections) < 20", abortOnFail: true}"#;
+    let (out, summary, _) = run(
+        &manifest_with(&target.base_url(), workload, thresholds),
+        "custom-abort",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out));
+    assert_eq!(summary["reason"], "ThresholdAborted", "{summary}");
+    assert_eq!(summary["thresholds"][0]["aborted"], true, "{summary}");
+    let crisis = f(&row(&summary, "crisis_detections")["value"]);
+    let sent = target.stats().infer;
+    assert!(crisis >= 20.0, "{crisis}");
+    assert!(
+        sent.responses < 1500,
+        "aborted early: {} calls",
+        sent.responses
     );
     target.shutdown().await;
 }

@@ -245,6 +245,49 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    #[test]
+    fn custom_metric_rows_are_bounded_and_show_what_thresholds_see() {
+        use crate::metrics::custom::{Observation, Reading};
+        let mut m = CustomMetrics::default();
+        for i in 0..25 {
+            m.record(
+                &format!("c{i:02}"),
+                &Observation::Counter(Reading::Value(500)),
+            );
+        }
+        m.metrics.insert(
+            "lat".to_owned(),
+            CustomMetric::new(CustomKind::Trend { time: true }),
+        );
+        m.record("lat", &Observation::Trend(Reading::Value(44_200)));
+        m.record("lat", &Observation::Trend(Reading::Invalid));
+        for (at_us, v) in [(1, 3_000), (2, 9_000), (3, 4_500)] {
+            m.record(
+                "q",
+                &Observation::Gauge {
+                    at_us,
+                    reading: Reading::Value(v),
+                },
+            );
+        }
+        let rows = custom_metric_rows(&m, MAX_STATUS_CUSTOM_METRICS);
+        assert_eq!(rows.len(), 20);
+        assert_eq!(rows[0].name, "c00");
+        assert_eq!(rows[0].value, Some(0.5));
+        let all = custom_metric_rows(&m, usize::MAX);
+        assert_eq!(all.len(), 27);
+        let lat = all.iter().find(|r| r.name == "lat").unwrap();
+        assert_eq!(
+            (lat.unit.as_deref(), lat.count, lat.invalid),
+            (Some("ms"), 1, 1)
+        );
+        assert_eq!(format_custom_figure(lat, lat.p95.unwrap()), "44.2ms");
+        let q = all.iter().find(|r| r.name == "q").unwrap();
+        assert_eq!((q.value, q.min, q.max), (Some(4.5), Some(3.0), Some(9.0)));
+        assert_eq!(format_custom_figure(q, 7275.0), "7275");
+        assert_eq!(format_custom_figure(q, 0.125), "0.125");
+    }
+
     use crate::metrics::histogram::record_latency;
     use crate::metrics::model::Counters;
     use crate::metrics::test_support::{record, spec};

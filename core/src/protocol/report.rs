@@ -812,6 +812,47 @@ mod tests {
     }
 
     #[test]
+    fn custom_metrics_travel_in_the_report_and_their_count_is_capped() {
+        use crate::metrics::custom::{Observation, Reading};
+        use crate::protocol::custom::MAX_REPORT_CUSTOM_METRICS;
+        let mut run = busy_run(2, 10, 0.7);
+        let step = run.step_mut(0, 1).unwrap();
+        step.custom
+            .record("lat", &Observation::Trend(Reading::Value(1234)));
+        step.custom
+            .record("hits", &Observation::Counter(Reading::Missing));
+        let report = Report::from_metrics(0, 1, Duration::ZERO, false, &run).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_metrics().unwrap(), run);
+        // A step without custom metrics carries no `custom` key (reports stay as they were).
+        assert_eq!(json.matches("\"custom\"").count(), 1, "{json}");
+
+        let mut big = back.clone();
+        let one = big.scenarios[0].steps[1].custom[0].clone();
+        big.scenarios[0].steps[1].custom = (0..=MAX_REPORT_CUSTOM_METRICS)
+            .map(|i| CustomMetricReport {
+                name: format!("m{i}"),
+                ..one.clone()
+            })
+            .collect();
+        assert!(matches!(
+            big.to_metrics(),
+            Err(MetricsError::TooManyCustomMetrics {
+                metrics: 257,
+                limit: 256
+            })
+        ));
+        let mut bad = back;
+        bad.scenarios[0].steps[1].custom[1].name = "hits".to_owned();
+        let err = bad.to_metrics().unwrap_err().to_string();
+        assert!(
+            err.contains("step `step-1` custom: custom metric `hits`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn report_size_at_realistic_load() {
         let mut sizes = Vec::new();
         // Step medians 5, 10, .. 50 ms; log-normal spread `sigma` (0.7: p99 ≈ 5× median, a
