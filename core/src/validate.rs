@@ -812,7 +812,7 @@ impl Validator {
                 Some(_) => {}
                 None => {
                     self.custom_metrics
-                        .insert(m.name.clone(), (kind, format!("{mp}")));
+                        .insert(m.name.clone(), (kind, mp.clone()));
                 }
             }
         }

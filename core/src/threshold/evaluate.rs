@@ -45,12 +45,12 @@ impl Measurements {
             // declares the name (validation holds the kind to the subject's).
             Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {
                 let m = self.custom.metrics.get(name)?;
-                let kind_matches = match (subject, m.kind()) {
+                let kind_matches = matches!(
+                    (subject, m.kind()),
                     (Subject::Trend { .. }, CustomKind::Trend { .. })
-                    | (Subject::Counter(_), CustomKind::Counter)
-                    | (Subject::Gauge(_), CustomKind::Gauge) => true,
-                    _ => false,
-                };
+                        | (Subject::Counter(_), CustomKind::Counter)
+                        | (Subject::Gauge(_), CustomKind::Gauge)
+                );
                 kind_matches.then(|| SubjectFigures {
                     histogram: m.histogram(),
                     failures: 0,

@@ -239,7 +239,7 @@ impl Counters {
 
     /// The next `/api/infer` response, tallied (see the crate docs for the formulas).
     pub(crate) fn next_inference(&self, knobs: InferKnobs) -> Inference {
-        let every = |k: u64, n: u64| k > 0 && n % k == 0;
+        let every = |k: u64, n: u64| k > 0 && n.is_multiple_of(k);
         let mut t = lock(&self.infer);
         t.responses += 1;
         let n = t.responses;
