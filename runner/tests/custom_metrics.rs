@@ -206,6 +206,31 @@ async fn three_runners_record_exactly_what_the_target_sent() {
     assert_eq!(actuals[1], sent.latency_values.to_string());
     assert_eq!(actuals[3], sent.crisis.to_string());
 
+    // So do the text summary's lines.
+    let printed = text(&out);
+    let line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("crisis_detections"))
+        .unwrap_or_else(|| panic!("no custom metric line in {printed}"));
+    assert!(
+        line.ends_with(&format!(
+            "counter  total {}  of {} values",
+            sent.crisis, sent.responses
+        )),
+        "{line}"
+    );
+    let line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("inference_latency"))
+        .unwrap();
+    assert!(
+        line.ends_with(&format!(
+            "missing {}  invalid {}",
+            sent.latency_omitted, sent.latency_garbled
+        )),
+        "{line}"
+    );
+
     // The reports' custom metrics tables show the summary's rows.
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     let table = html
