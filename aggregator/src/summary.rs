@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::series::{SeriesPoint, SeriesResolution};
 use volley_core::metrics::status::{
@@ -24,8 +24,9 @@ use crate::series::{ComposedSeries, ScenarioSeries, SeriesArchive, fit};
 /// Per-step rows kept in the summary (the status keeps fewer; the JSON has them all).
 const MAX_STEP_ROWS: usize = 1_000;
 
-/// Everything a finished run reports; serialized as `summary.json`.
-#[derive(Clone, Debug, Serialize)]
+/// Everything a finished run reports; serialized as `summary.json`, and read back from a
+/// report ConfigMap by `volley kube run` (fields a trimmed report may lack have defaults).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// The LoadTest's name.
@@ -33,73 +34,80 @@ pub struct RunSummary {
     /// Succeeded, Failed, Aborted or Error.
     pub phase: Phase,
     /// Passed or Failed; absent when the run ended before thresholds could be judged.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
     /// Machine-readable reason, e.g. `ThresholdsFailed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// A sentence for humans.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Wall time of the load phase, in seconds.
     pub duration_seconds: f64,
     /// How many runners shared the load.
     pub runners: u32,
     /// Largest gap between the runners' first requests, in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_skew_ms: Option<f64>,
     /// Runners that died, could not start or went silent, with when and why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runner_failures: Vec<RunnerFailureRow>,
     /// All scenarios merged (setup excluded).
     pub metrics: MetricsStatus,
     /// Latency measured from the actual send rather than the scheduled start, in ms. The gap
     /// between this and `metrics.latencyMs` is time iterations spent waiting to be sent: a
     /// large gap means the load generator (or `maxVUs`) could not keep up with the schedule.
+    #[serde(default)]
     pub latency_sent_ms: LatencyMs,
     /// Latency of the failed requests alone, in ms (absent without failures): a timeout shows
     /// up here as a slow failure, a refused connection as a fast one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_latency_ms: Option<LatencyMs>,
     /// Each threshold with its actual value.
+    #[serde(default)]
     pub thresholds: Vec<ThresholdStatus>,
     /// Per scenario.
+    #[serde(default)]
     pub scenarios: Vec<ScenarioStatus>,
     /// Per step (setup included).
+    #[serde(default)]
     pub steps: Vec<StepStatus>,
     /// The run over time: one point per second for the newest part of the run, older points
     /// in coarser buckets (each point's `intervalMs` says; `series_resolution` lists them).
+    #[serde(default)]
     pub series: Vec<SeriesPoint>,
     /// The same for each load scenario, labelled as `series`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scenario_series: Vec<ScenarioSeries>,
     /// Which stretch of `series` (and `scenario_series`) has which interval, oldest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series_resolution: Vec<SeriesResolution>,
     /// Rate probes: each plateau of a ramping-arrival-rate scenario, measured and judged on
     /// its own window.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plateaus: Vec<PlateauResult>,
     /// Rate probes: per scenario, the highest plateau rate that held and the first that did
     /// not.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sustainable_rates: Vec<SustainableRate>,
     /// The merged latency histograms, HdrHistogram V2 + DEFLATE, base64.
+    #[serde(default)]
     pub histograms: Histograms,
 }
 
 /// Encoded merged histograms, so other tools can recompute any percentile exactly.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Histograms {
     /// Every request of every scenario (setup excluded), in microseconds.
     pub overall: String,
     /// Each step's histogram.
+    #[serde(default)]
     pub steps: Vec<StepHistogram>,
 }
 
 /// One step's encoded histogram.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepHistogram {
     /// Scenario name.
@@ -111,16 +119,16 @@ pub struct StepHistogram {
 }
 
 /// A runner that failed, in the summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerFailureRow {
     /// The runner's index.
     pub index: u32,
     /// Where it ran.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// Seconds after the common start when it failed; absent before the start.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_seconds: Option<f64>,
     /// What happened.
     pub reason: String,

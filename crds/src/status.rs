@@ -382,6 +382,14 @@ pub struct StepStatus {
     pub p99_ms: f64,
 }
 
+/// The annotation that asks for a new run of an unchanged spec: any value the status has not
+/// answered yet (`status.rerunRequest`) starts one run.
+pub const RERUN_ANNOTATION: &str = "volley.dev/rerun";
+
+/// The key of the full report (the summary document `volley run --out` writes) in the report
+/// ConfigMap [`ReportRef`] names.
+pub const REPORT_KEY: &str = "summary.json";
+
 /// Where the full report is stored.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

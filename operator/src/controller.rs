@@ -55,6 +55,7 @@ use crate::phase::{self, Decision, EventKind, EventNote, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{
     BaselineSource, RunRegistration, RunRegistry, baseline_from_config_map, baseline_source,
+    schedule_baseline, schedule_selector,
 };
 use crate::report::final_report;
 use crate::secret::{Token, run_secret};
@@ -285,15 +286,31 @@ async fn apply(
         let token = token.ok_or_else(|| Error::NoToken(run.secret_name.clone()))?;
         // The baseline is read once, before the aggregator first knows the run; registering
         // a known run again keeps its state, baseline included.
-        let baseline = match baseline_source(lt) {
-            BaselineSource::ConfigMap { name, key }
-                if ctx.registry.progress(&run.run_id).is_none() =>
-            {
-                let configmaps: Api<ConfigMap> =
-                    Api::namespaced(ctx.client.clone(), &run.namespace);
-                baseline_from_config_map(&name, &key, configmaps.get_opt(&name).await?.as_ref())
+        let baseline = if ctx.registry.progress(&run.run_id).is_some() {
+            Baseline::default()
+        } else {
+            // A run of a schedule without a baseline of its own compares with the schedule's
+            // newest passed run (each run of a schedule is a LoadTest of its own).
+            let source = match (baseline_source(lt), schedule_selector(lt)) {
+                (BaselineSource::None, Some(selector)) => {
+                    let loadtests: Api<LoadTest> =
+                        Api::namespaced(ctx.client.clone(), &run.namespace);
+                    let runs = loadtests
+                        .list(&ListParams::default().labels(&selector))
+                        .await?;
+                    schedule_baseline(lt, &runs.items)
+                }
+                (source, _) => source,
+            };
+            match source {
+                BaselineSource::ConfigMap { name, key } => {
+                    let configmaps: Api<ConfigMap> =
+                        Api::namespaced(ctx.client.clone(), &run.namespace);
+                    let cm = configmaps.get_opt(&name).await?;
+                    baseline_from_config_map(&name, &key, cm.as_ref())
+                }
+                BaselineSource::None => Baseline::default(),
             }
-            _ => Baseline::default(),
         };
         ctx.registry.register(
             RunRegistration::for_run(lt, run, token)

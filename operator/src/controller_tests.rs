@@ -1382,3 +1382,78 @@ async fn the_baseline_config_map_is_read_before_the_run_and_given_to_the_aggrega
         expect_no_more(handle, ctx).await;
     }
 }
+
+/// A run of a LoadTestSchedule without `spec.baseline` and without a passed run of its own:
+/// the operator lists the schedule's runs (by its label), picks the newest Passed one the
+/// same schedule owns, reads that run's report ConfigMap and registers the run with it as the
+/// baseline.
+#[tokio::test]
+async fn a_scheduled_run_compares_with_the_schedules_newest_passed_run() {
+    const LIST: &str = "/apis/volley.dev/v1alpha1/namespaces/team-a/loadtests\
+                        ?&labelSelector=volley.dev%2Fschedule%3Dnightly";
+    let owner = |uid: &str| {
+        json!([{"apiVersion": "volley.dev/v1alpha1", "kind": "LoadTestSchedule",
+                "name": "nightly", "uid": uid, "controller": true, "blockOwnerDeletion": true}])
+    };
+    let sibling = |name: &str, uid: &str, verdict: &str, completed: &str| {
+        json!({"apiVersion": "volley.dev/v1alpha1", "kind": "LoadTest",
+               "metadata": {"name": name, "namespace": "team-a", "uid": name,
+                            "labels": {"volley.dev/schedule": "nightly"},
+                            "ownerReferences": owner(uid)},
+               "spec": {"target": {"baseUrl": "http://target.team-a.svc:8080"}, "scenarios": []},
+               "status": {"phase": "Succeeded", "verdict": verdict, "completionTime": completed,
+                          "reportRef": {"configMapName": format!("{name}-report")}}})
+    };
+    let summary = json!({"name": "nightly-2", "durationSeconds": 10, "metrics": {
+        "requests": 100, "failures": 0, "errorRate": 0, "rps": 10, "iterations": 100,
+        "droppedIterations": 0, "dataReceivedBytes": 0, "dataSentBytes": 0, "p95": "7ms",
+        "errors": "0%", "latencyMs": {"min": 1, "mean": 2, "p50": 2, "p90": 4, "p95": 7,
+        "p99": 9, "max": 12}}});
+    let registry = Arc::new(FakeRegistry::default());
+    let (ctx, mut handle) = setup(registry.clone());
+    let mut lt = fixtures::loadtest("web", 1);
+    lt.metadata.labels = Some([("volley.dev/schedule".into(), "nightly".into())].into());
+    lt.metadata.owner_references = Some(serde_json::from_value(owner("sched-1")).unwrap());
+    let lt = Arc::new(lt);
+    let task = tokio::spawn(reconcile(lt.clone(), ctx.clone()));
+    expect_reads(&mut handle, Vec::new(), None).await;
+    expect_no_report(&mut handle).await;
+    let secret = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(secret.method, "POST");
+    let list = serve(&mut handle, 200, |_| {
+        json!({"apiVersion": "volley.dev/v1alpha1", "kind": "LoadTestList", "metadata": {},
+        "items": [
+            sibling("nightly-1", "sched-1", "Passed", "2026-12-01T02:00:00Z"),
+            sibling("nightly-2", "sched-1", "Passed", "2026-12-02T02:00:00Z"),
+            sibling("nightly-3", "sched-1", "Failed", "2026-12-03T02:00:00Z"),
+            sibling("nightly-9", "other-schedule", "Passed", "2026-12-04T02:00:00Z"),
+        ]})
+    })
+    .await;
+    assert_eq!((list.method.as_str(), list.uri.as_str()), ("GET", LIST));
+    let get = serve(&mut handle, 200, |_| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "nightly-2-report", "namespace": "team-a"},
+               "data": {"summary.json": summary.to_string()}})
+    })
+    .await;
+    assert_eq!(
+        (get.method.as_str(), get.uri.as_str()),
+        (
+            "GET",
+            "/api/v1/namespaces/team-a/configmaps/nightly-2-report"
+        )
+    );
+    let pod = serve(&mut handle, 201, |s| s.body.clone()).await;
+    assert_eq!(pod.body["metadata"]["name"], "web-runner-0");
+    serve(&mut handle, 200, |_| serde_json::to_value(&*lt).unwrap()).await;
+    serve(&mut handle, 201, |s| s.body.clone()).await;
+    task.await.unwrap().unwrap();
+    let registered = registry.registered.lock().unwrap().clone();
+    let config = crate::aggregator_registry::run_config(&registered[0]);
+    let volley_core::compare::Baseline::Run(figures) = &config.baseline else {
+        panic!("the schedule's run is the baseline: {:?}", config.baseline);
+    };
+    assert_eq!(figures.overall().p95_ms, 7.0);
+    expect_no_more(handle, ctx).await;
+}

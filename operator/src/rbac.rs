@@ -11,7 +11,7 @@
 //!
 //! | API group | resources | verbs | used for |
 //! |---|---|---|---|
-//! | `volley.dev` | `loadtests` | get, list, watch, create, delete | the controller's watch; a schedule's runs (created on schedule, deleted beyond the history limits or replaced) |
+//! | `volley.dev` | `loadtests` | get, list, watch, create, delete | the controller's watch; a schedule's runs (created on schedule, deleted beyond the history limits or replaced; listed for a scheduled run's baseline) |
 //! | `volley.dev` | `loadtests/status` | patch | status writes (JSON merge patch) |
 //! | `volley.dev` | `loadtests/finalizers` | update | ownerReferences with `blockOwnerDeletion` (required where the OwnerReferencesPermissionEnforcement admission plugin runs) |
 //! | `volley.dev` | `loadtestschedules` | get, list, watch | the schedule controller's watch |

@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use volley_core::compare::{Baseline, parse_summary};
+use volley_crds::schedule::LoadTestSchedule;
 use volley_crds::status::Verdict;
 use volley_crds::{LoadTest, LoadTestSpec};
 
 use crate::names::RunRef;
 use crate::observed::RunProgress;
 use crate::report::REPORT_KEY;
+use crate::schedule::SCHEDULE_LABEL;
 use crate::secret::Token;
 
 /// A run the aggregator should accept runners for.
@@ -150,6 +153,69 @@ pub fn baseline_source(lt: &LoadTest) -> BaselineSource {
         })
 }
 
+/// The label selector of the runs of the LoadTestSchedule that owns `lt` (its controller
+/// ownerReference of kind `LoadTestSchedule`), from `lt`'s own schedule label; `None` for a
+/// LoadTest no schedule owns.
+pub fn schedule_selector(lt: &LoadTest) -> Option<String> {
+    schedule_owner(lt)?;
+    let value = lt.metadata.labels.as_ref()?.get(SCHEDULE_LABEL)?;
+    Some(format!("{SCHEDULE_LABEL}={value}"))
+}
+
+/// The UID of the LoadTestSchedule that owns `lt` as its controller.
+fn schedule_owner(lt: &LoadTest) -> Option<&str> {
+    lt.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.kind == <LoadTestSchedule as kube::Resource>::kind(&()) && o.controller == Some(true)
+        })
+        .map(|o| o.uid.as_str())
+}
+
+/// The baseline of a run of a LoadTestSchedule that has none of its own ([`baseline_source`]
+/// says [`BaselineSource::None`]): the report of the newest Passed run of the same schedule
+/// among `runs` (the LoadTests listed under its label; only those the same schedule owns,
+/// by UID, count, and `lt` itself never does). A run is each LoadTest's current run and every
+/// run in its history; the newest is the one that completed last, and a run without a
+/// report or a completion time cannot be one.
+pub fn schedule_baseline(lt: &LoadTest, runs: &[LoadTest]) -> BaselineSource {
+    let Some(schedule) = schedule_owner(lt) else {
+        return BaselineSource::None;
+    };
+    let passed = |verdict: Option<Verdict>,
+                  report: Option<&volley_crds::status::ReportRef>,
+                  completed: Option<&Time>| {
+        match (verdict, report, completed) {
+            (Some(Verdict::Passed), Some(r), Some(t)) => Some((t.0, r.config_map_name.clone())),
+            _ => None,
+        }
+    };
+    runs.iter()
+        .filter(|run| run.metadata.uid != lt.metadata.uid && schedule_owner(run) == Some(schedule))
+        .filter_map(|run| run.status.as_ref())
+        .flat_map(|status| {
+            let current = passed(
+                status.verdict,
+                status.report_ref.as_ref(),
+                status.completion_time.as_ref(),
+            );
+            let earlier = status
+                .history
+                .iter()
+                .map(|r| passed(r.verdict, r.report_ref.as_ref(), r.completion_time.as_ref()));
+            std::iter::once(current).chain(earlier).flatten()
+        })
+        .max_by_key(|(completed, _)| *completed)
+        .map_or(BaselineSource::None, |(_, name)| {
+            BaselineSource::ConfigMap {
+                name,
+                key: REPORT_KEY.to_string(),
+            }
+        })
+}
+
 /// The baseline in `cm` (the ConfigMap `name` as read; `None` when it does not exist) under
 /// `key`. A missing ConfigMap or key, or a value that is not a summary, makes the baseline
 /// unavailable with the reason, so the run goes ahead and its baseline thresholds are skipped
@@ -231,6 +297,102 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(baseline_source(&lt), BaselineSource::None);
+    }
+
+    /// A run of schedule `owner` named `name` (uid `name`), with `status`.
+    fn scheduled(name: &str, owner: &str, status: serde_json::Value) -> LoadTest {
+        let mut lt = fixtures::loadtest_yaml(name, "");
+        lt.metadata.uid = Some(name.into());
+        lt.metadata.labels = Some(BTreeMap::from([(SCHEDULE_LABEL.into(), "nightly".into())]));
+        lt.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "volley.dev/v1alpha1".into(),
+                kind: "LoadTestSchedule".into(),
+                name: "nightly".into(),
+                uid: owner.into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]);
+        lt.status = Some(serde_json::from_value(status).unwrap());
+        lt
+    }
+
+    fn passed(report: &str, completed: &str) -> serde_json::Value {
+        serde_json::json!({"phase": "Succeeded", "verdict": "Passed",
+            "completionTime": completed, "reportRef": {"configMapName": report}})
+    }
+
+    /// A run of a schedule without its own baseline compares with the newest Passed run of
+    /// the same schedule: by completion, across runs and their histories; never a failed run,
+    /// one of another schedule (same label, other UID), itself, or a run without a report.
+    #[test]
+    fn a_scheduled_run_compares_with_the_schedules_newest_passed_run() {
+        let me = scheduled("nightly-3", "s1", serde_json::json!({"phase": "Pending"}));
+        assert_eq!(
+            schedule_selector(&me).as_deref(),
+            Some("volley.dev/schedule=nightly")
+        );
+        let report = |name: &str| BaselineSource::ConfigMap {
+            name: name.into(),
+            key: REPORT_KEY.into(),
+        };
+        let t = |h: u32| format!("2026-12-0{h}T02:00:00Z");
+        let older = scheduled("nightly-1", "s1", passed("nightly-1-report", &t(1)));
+        let newer = scheduled("nightly-2", "s1", passed("nightly-2-report", &t(2)));
+        let failed = scheduled(
+            "nightly-4",
+            "s1",
+            serde_json::json!({"phase": "Failed", "verdict": "Failed", "completionTime": t(4),
+                "reportRef": {"configMapName": "nightly-4-report"}}),
+        );
+        let foreign = scheduled("nightly-x", "s2", passed("nightly-x-report", &t(5)));
+        let no_report = scheduled(
+            "nightly-5",
+            "s1",
+            serde_json::json!({"phase": "Succeeded", "verdict": "Passed", "completionTime": t(6)}),
+        );
+        let mut myself = me.clone();
+        myself.status = Some(serde_json::from_value(passed("nightly-3-report", &t(7))).unwrap());
+        let all = [
+            older.clone(),
+            newer.clone(),
+            failed.clone(),
+            foreign,
+            no_report,
+            myself,
+        ];
+        assert_eq!(schedule_baseline(&me, &all), report("nightly-2-report"));
+        assert_eq!(
+            schedule_baseline(&me, &[newer.clone(), older.clone()]),
+            report("nightly-2-report"),
+            "the order of the list does not matter"
+        );
+        assert_eq!(
+            schedule_baseline(&me, std::slice::from_ref(&failed)),
+            BaselineSource::None
+        );
+        assert_eq!(schedule_baseline(&me, &[]), BaselineSource::None);
+
+        // A re-run run of the schedule: its history counts as much as its current run.
+        let rerun = scheduled(
+            "nightly-6",
+            "s1",
+            serde_json::json!({"phase": "Failed", "verdict": "Failed", "completionTime": t(9),
+                "reportRef": {"configMapName": "nightly-6-report-r2"},
+                "history": [{"run": 1, "verdict": "Passed", "completionTime": t(8),
+                             "reportRef": {"configMapName": "nightly-6-report"}}]}),
+        );
+        assert_eq!(
+            schedule_baseline(&me, &[older, newer, rerun]),
+            report("nightly-6-report")
+        );
+
+        // Not owned by a schedule (only labelled): no schedule baseline, no list.
+        let mut loose = me.clone();
+        loose.metadata.owner_references = None;
+        assert_eq!(schedule_selector(&loose), None);
+        assert_eq!(schedule_baseline(&loose, &[failed]), BaselineSource::None);
     }
 
     #[test]

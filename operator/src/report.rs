@@ -23,8 +23,8 @@ use volley_crds::status::Verdict;
 
 use crate::names::RunRef;
 
-/// The key of the report in its ConfigMap.
-pub const REPORT_KEY: &str = "summary.json";
+/// The key of the report in its ConfigMap (the API's, so `volley kube run` reads it too).
+pub use volley_crds::status::REPORT_KEY;
 /// Largest report written: the API server refuses ConfigMaps over 1 MiB, and the object's
 /// metadata needs some room.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024 - 16 * 1024;

@@ -23,9 +23,9 @@ use volley_crds::{LoadTest, LoadTestStatus};
 
 use crate::conditions::{self, COMPLETE, ConditionInputs, STARTED, THRESHOLDS_PASSED};
 
-/// The annotation that asks for a new run of an unchanged spec: any value the status has not
-/// answered yet (`status.rerunRequest`) starts one run.
-pub const RERUN_ANNOTATION: &str = "volley.dev/rerun";
+/// The annotation that asks for a new run of an unchanged spec (the API's, so `volley kube run`
+/// sets it too).
+pub use volley_crds::status::RERUN_ANNOTATION;
 /// Entries `status.history` keeps when `spec.cleanup.historyLimit` is not set.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
 /// The most entries `status.history` keeps, whatever the spec says: the status is one object

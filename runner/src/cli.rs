@@ -278,6 +278,32 @@ fn manifest_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The budget flags of `volley compare`, also on `volley run --baseline` and `volley report
+/// --baseline` (where A is the baseline and B this run).
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct BudgetArgs {
+    /// B's p95 may be at most this much slower than A's, in every scope, e.g. `10%`.
+    #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
+    pub max_p95_regression: Option<f64>,
+    /// B's error rate may be at most this many percentage points above A's, e.g. `0.5%`.
+    #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
+    pub max_error_rate_increase: Option<f64>,
+    /// B's rps must be at least this share of A's, e.g. `0.95` or `95%`.
+    #[arg(long, value_name = "RATIO", value_parser = |s: &str| volley_core::compare::parse_percent(s, true))]
+    pub min_rps_ratio: Option<f64>,
+}
+
+impl BudgetArgs {
+    /// The budget the flags give (unset ones are not checked).
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_p95_regression: self.max_p95_regression,
+            max_error_rate_increase: self.max_error_rate_increase,
+            min_rps_ratio: self.min_rps_ratio,
+        }
+    }
+}
+
 /// `volley run`'s options besides the file.
 #[derive(Debug)]
 pub struct RunOptions {
@@ -291,6 +317,9 @@ pub struct RunOptions {
     pub allowed_targets: TargetPolicy,
     /// A finished run's `summary.json` for baseline thresholds (`--baseline`).
     pub baseline: Option<PathBuf>,
+    /// How much worse than the baseline this run may be (`--max-p95-regression`, ...): over
+    /// it, `volley run` exits 99.
+    pub budget: Budget,
     /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
     pub reports: crate::report_cli::ReportFiles,
 }
@@ -374,6 +403,13 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
         eprintln!("nothing was sent: the run needs targets outside --allowed-targets");
         return ExitCode::from(EXIT_ERROR);
     }
+    if options.baseline.is_none() && options.budget != Budget::default() {
+        eprintln!(
+            "--max-p95-regression, --max-error-rate-increase and --min-rps-ratio compare with \
+             the baseline: pass --baseline SUMMARY"
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
     let baseline = match local_baseline(options.baseline.as_deref(), &lt.spec) {
         Ok(b) => b,
         Err(e) => {
@@ -417,26 +453,47 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
             return ExitCode::from(EXIT_ERROR);
         }
     }
+    let comparison = match &options.baseline {
+        Some(b) => serde_json::to_vec(&summary)
+            .map_err(|e| format!("cannot encode the summary: {e}"))
+            .and_then(|run| crate::report_cli::baseline_comparison(b, &run, &options.budget))
+            .map(Some),
+        None => Ok(None),
+    };
+    let comparison = match comparison {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     if options.reports.any() {
         let spec = serde_json::to_value(&lt.spec).ok();
-        let comparison = match &options.baseline {
-            Some(b) => serde_json::to_vec(&summary)
-                .map_err(|e| format!("cannot encode the summary: {e}"))
-                .and_then(|run| crate::report_cli::baseline_comparison(b, &run))
-                .map(Some),
-            None => Ok(None),
-        };
-        let written = comparison.and_then(|c| {
-            crate::report_cli::reader_summary(&summary).and_then(|s| {
-                crate::report_cli::write_reports(&s, spec.as_ref(), c.as_ref(), &options.reports)
-            })
+        let written = crate::report_cli::reader_summary(&summary).and_then(|s| {
+            crate::report_cli::write_reports(
+                &s,
+                spec.as_ref(),
+                comparison.as_ref().map(|(c, _)| c),
+                &options.reports,
+            )
         });
         if let Err(e) = written {
             eprintln!("{e}");
             return ExitCode::from(EXIT_ERROR);
         }
     }
-    ExitCode::from(exit_code(&summary))
+    let code = exit_code(&summary);
+    // With a budget, the comparison is printed as `volley compare` prints it, and a run
+    // whose thresholds passed still fails the gate when it is over budget.
+    if options.budget != Budget::default()
+        && let Some((comparison, text)) = &comparison
+    {
+        print!("\n{text}");
+        if code == EXIT_PASSED && comparison.regressed() {
+            return ExitCode::from(EXIT_THRESHOLDS_FAILED);
+        }
+    }
+    ExitCode::from(code)
 }
 
 /// Arguments of `volley agent`.

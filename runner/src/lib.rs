@@ -19,7 +19,9 @@
 //!    [`executor`], [`feeder`], [`summary`], [`exit`] (the exit codes), and [`signals`]
 //!    (SIGTERM and Ctrl-C, for `volley run` and `volley agent`; it uses only `exit`).
 //!
-//! The `volley` binary (`main.rs`, `cli.rs`: the subcommands and their arguments) sits on top
+//! The `volley` binary (`main.rs`, `cli.rs`: the subcommands and their arguments;
+//! `report_cli.rs`: `volley report` and the report flags; `kube_run.rs`: `volley kube run` and
+//! `volley report --from-cluster`, the only code that talks to the Kubernetes API) sits on top
 //! and uses this library only through its public modules.
 
 pub mod agent;

@@ -266,9 +266,15 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
 
 /// The exit code for a summary: 0 passed, 99 thresholds failed, 1 anything else.
 pub fn exit_code(s: &RunSummary) -> u8 {
-    match (s.phase, s.verdict) {
+    exit_code_of(s.phase, s.verdict, s.reason.as_deref())
+}
+
+/// The exit code for a run that ended in `phase` with `verdict` for `reason` (a summary's, or
+/// a LoadTest status's when its run left no report): as [`exit_code`].
+pub fn exit_code_of(phase: Phase, verdict: Option<Verdict>, reason: Option<&str>) -> u8 {
+    match (phase, verdict) {
         (Phase::Succeeded, _) => EXIT_PASSED,
-        (Phase::Failed, Some(Verdict::Failed)) if s.reason.as_deref() != Some("RunnerFailed") => {
+        (Phase::Failed, Some(Verdict::Failed)) if reason != Some("RunnerFailed") => {
             EXIT_THRESHOLDS_FAILED
         }
         _ => EXIT_ERROR,
@@ -447,8 +453,55 @@ fn describe_exit(status: Option<ExitStatus>) -> String {
     }
 }
 
-/// The progress display, fed by the aggregator's view.
-struct RunWatch {
+/// The figures of one progress line, from the aggregator's view (`volley run`) or from a
+/// LoadTest's status (`volley kube run`), so both print the same line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProgressFigures {
+    /// How long the load has run.
+    pub elapsed: Duration,
+    /// How long it is planned to run.
+    pub planned: Duration,
+    /// Requests per second.
+    pub rps: f64,
+    /// p95 latency in ms, when measured.
+    pub p95_ms: Option<f64>,
+    /// Failed requests so far.
+    pub failures: u64,
+    /// Requests so far.
+    pub requests: u64,
+    /// Runners sending load.
+    pub running: u32,
+    /// Runners of the run.
+    pub runners: u32,
+    /// Completed iterations.
+    pub iterations: u64,
+    /// Iterations an arrival-rate executor could not start.
+    pub dropped: u64,
+}
+
+impl ProgressFigures {
+    /// `running 12s/30s  20.0 req/s  p95 4ms  errors 0.00%  runners 2/2  iterations 240 (dropped 0)`.
+    pub fn line(&self) -> String {
+        format!(
+            "running {}/{}  {:.1} req/s  p95 {}  errors {}  runners {}/{}  iterations {} (dropped {})",
+            volley_crds::Duration::from(Duration::from_secs(self.elapsed.as_secs())),
+            volley_crds::Duration::from(Duration::from_secs(self.planned.as_secs())),
+            self.rps,
+            self.p95_ms
+                .map(format_latency_ms)
+                .unwrap_or_else(|| "-".into()),
+            format_percent(self.failures, self.requests),
+            self.running,
+            self.runners,
+            self.iterations,
+            self.dropped,
+        )
+    }
+}
+
+/// The progress display on stderr: fed by the aggregator's view in `volley run`, by the
+/// LoadTest's status in `volley kube run`.
+pub struct RunWatch {
     progress: Progress,
     planned: Duration,
     last_shown: Option<u64>,
@@ -456,7 +509,8 @@ struct RunWatch {
 }
 
 impl RunWatch {
-    fn new(progress: Progress, planned: Duration) -> RunWatch {
+    /// A display for a run planned to last `planned`.
+    pub fn new(progress: Progress, planned: Duration) -> RunWatch {
         RunWatch {
             progress,
             planned,
@@ -480,26 +534,43 @@ impl RunWatch {
             && second.is_multiple_of(every)
     }
 
+    /// Whether a line for a run `elapsed` in is due when the figures come at their own pace
+    /// (`volley kube run` reads the status every few seconds): a new second on a terminal, five
+    /// seconds after the last line in logs, never when quiet.
+    pub fn due_after(&self, elapsed: Duration) -> bool {
+        let second = elapsed.as_secs();
+        match self.progress {
+            Progress::Quiet => false,
+            Progress::Live => self.last_shown != Some(second),
+            Progress::Lines => self.last_shown.is_none_or(|last| second >= last + 5),
+        }
+    }
+
     fn show(&mut self, view: &RunView) {
-        let second = view.elapsed.as_secs();
-        self.last_shown = Some(second);
         let overall = view.merged.overall();
         let c = &overall.counters;
         let point = view.series.last();
-        let line = format!(
-            "running {}/{}  {:.1} req/s  p95 {}  errors {}  runners {}/{}  iterations {} (dropped {})",
-            volley_crds::Duration::from(Duration::from_secs(second)),
-            volley_crds::Duration::from(Duration::from_secs(self.planned.as_secs())),
-            point.map(|p| p.rps).unwrap_or(0.0),
-            point
-                .map(|p| format_latency_ms(p.p95_ms))
-                .unwrap_or_else(|| "-".into()),
-            format_percent(c.failures, c.requests),
-            view.running,
-            view.runners,
-            c.iterations,
-            c.dropped_iterations,
-        );
+        self.print(&ProgressFigures {
+            elapsed: view.elapsed,
+            planned: self.planned,
+            rps: point.map(|p| p.rps).unwrap_or(0.0),
+            p95_ms: point.map(|p| p.p95_ms),
+            failures: c.failures,
+            requests: c.requests,
+            running: view.running,
+            runners: view.runners,
+            iterations: c.iterations,
+            dropped: c.dropped_iterations,
+        });
+    }
+
+    /// Prints `figures` (rewriting the line in place on a terminal), unless quiet.
+    pub fn print(&mut self, figures: &ProgressFigures) {
+        if self.progress == Progress::Quiet {
+            return;
+        }
+        self.last_shown = Some(figures.elapsed.as_secs());
+        let line = figures.line();
         let mut err = std::io::stderr().lock();
         if self.progress == Progress::Live {
             let _ = write!(err, "\r\x1b[2K{line}");
@@ -510,7 +581,8 @@ impl RunWatch {
         let _ = err.flush();
     }
 
-    fn finish(&mut self) {
+    /// Ends the live line, so what follows starts on a line of its own.
+    pub fn finish(&mut self) {
         if self.live_line_open {
             let _ = writeln!(std::io::stderr());
             self.live_line_open = false;

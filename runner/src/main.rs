@@ -1,4 +1,5 @@
-//! `volley`: run LoadTests locally, validate manifests, compare runs, print the CRD.
+//! `volley`: run LoadTests locally or in a cluster (`volley kube run`), validate manifests,
+//! compare runs, render reports, print the CRD.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod kube_run;
 mod report_cli;
 
 /// Volley: load tests with exact merged percentiles and a pass/fail verdict.
@@ -58,7 +60,17 @@ enum Command {
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
         #[command(flatten)]
+        budget: cli::BudgetArgs,
+        #[command(flatten)]
         reports: report_cli::ReportFiles,
+    },
+    /// Run a LoadTest in a Kubernetes cluster: create it (or re-run the existing one with
+    /// this spec), follow it with the progress line of `volley run`, print the same summary
+    /// from its report and write the same report files. Exit code as `volley run`: 0 passed,
+    /// 99 a threshold failed, 1 the run could not be carried out (or following stopped).
+    Kube {
+        #[command(subcommand)]
+        command: KubeCommand,
     },
     /// Print two runs side by side (overall, per scenario, per step: p50/p95/p99, rps, error
     /// rate, change in %). Exit code: 99 when B exceeds a budget, 0 otherwise, 1 when a file
@@ -68,28 +80,28 @@ enum Command {
         a: PathBuf,
         /// The later run's summary, compared with A.
         b: PathBuf,
-        /// B's p95 may be at most this much slower than A's, in every scope, e.g. `10%`.
-        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
-        max_p95_regression: Option<f64>,
-        /// B's error rate may be at most this many percentage points above A's, e.g. `0.5%`.
-        #[arg(long, value_name = "PERCENT", value_parser = |s: &str| volley_core::compare::parse_percent(s, false))]
-        max_error_rate_increase: Option<f64>,
-        /// B's rps must be at least this share of A's, e.g. `0.95` or `95%`.
-        #[arg(long, value_name = "RATIO", value_parser = |s: &str| volley_core::compare::parse_percent(s, true))]
-        min_rps_ratio: Option<f64>,
+        #[command(flatten)]
+        budget: cli::BudgetArgs,
     },
     /// Render a run's summary document (`volley run --out`, or the `summary.json` key of a
     /// LoadTest's report ConfigMap) as HTML, Markdown, JUnit XML or CSV; `-` reads standard
     /// input. Without a format flag, prints the Markdown.
     Report {
         /// The summary document (JSON); `-` reads standard input.
-        summary: PathBuf,
+        #[arg(required_unless_present = "from_cluster")]
+        summary: Option<PathBuf>,
+        /// Read the report of LoadTest NAMESPACE/NAME's current run from the cluster (its
+        /// report ConfigMap, named in the status) instead of a file; the HTML shows its spec.
+        #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "summary")]
+        from_cluster: Option<String>,
         /// The LoadTest manifest that ran, shown in the HTML report with credentials redacted.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
         /// An earlier run's summary: the HTML and Markdown reports compare this run with it.
         #[arg(long, value_name = "SUMMARY")]
         baseline: Option<PathBuf>,
+        #[command(flatten)]
+        budget: cli::BudgetArgs,
         #[command(flatten)]
         files: report_cli::ReportFiles,
     },
@@ -118,6 +130,13 @@ enum Command {
     Agent(cli::AgentArgs),
 }
 
+/// `volley kube ...`.
+#[derive(Subcommand)]
+enum KubeCommand {
+    /// Create (or re-run) the LoadTest of FILE in the cluster and follow it to its verdict.
+    Run(kube_run::KubeRunArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -140,6 +159,7 @@ fn main() -> ExitCode {
             runners,
             allowed_targets,
             baseline,
+            budget,
             reports,
         } => cli::run_file(
             &file,
@@ -150,30 +170,35 @@ fn main() -> ExitCode {
                 runners,
                 allowed_targets: allowed_targets.unwrap_or_default(),
                 baseline,
+                budget: budget.budget(),
                 reports,
             },
         ),
-        Command::Compare {
-            a,
-            b,
-            max_p95_regression,
-            max_error_rate_increase,
-            min_rps_ratio,
-        } => cli::compare_files(
-            &a,
-            &b,
-            &volley_core::compare::Budget {
-                max_p95_regression,
-                max_error_rate_increase,
-                min_rps_ratio,
-            },
-        ),
+        Command::Compare { a, b, budget } => cli::compare_files(&a, &b, &budget.budget()),
         Command::Report {
             summary,
+            from_cluster,
             manifest,
             baseline,
+            budget,
             files,
-        } => report_cli::report(&summary, manifest.as_deref(), baseline.as_deref(), files),
+        } => {
+            let source = match (summary, from_cluster) {
+                (_, Some(name)) => report_cli::Source::Cluster(name),
+                (Some(path), None) => report_cli::Source::File(path),
+                // clap requires one of the two.
+                (None, None) => return ExitCode::FAILURE,
+            };
+            if baseline.is_none() && budget.budget() != volley_core::compare::Budget::default() {
+                eprintln!("the budget flags compare with the baseline: pass --baseline SUMMARY");
+                return ExitCode::FAILURE;
+            }
+            let baseline = baseline.map(|file| (file, budget.budget()));
+            report_cli::report(&source, manifest.as_deref(), baseline.as_ref(), files)
+        }
+        Command::Kube {
+            command: KubeCommand::Run(args),
+        } => kube_run::kube_run(args),
         Command::Validate { files, cluster } => cli::validate_files(&files, cluster),
         Command::Crd { kind } => cli::print_crd(kind),
         Command::Agent(args) => cli::run_agent(args),

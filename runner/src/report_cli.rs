@@ -1,4 +1,5 @@
-//! `volley report SUMMARY.json` and the report flags of `volley run`: render the summary
+//! `volley report SUMMARY.json` (or `--from-cluster NAMESPACE/NAME`) and the report flags of
+//! `volley run` and `volley kube run`: render the summary
 //! document as HTML, Markdown, JUnit XML and CSV ([`volley_report`]) and write the files.
 
 use std::io::{Read, Write};
@@ -6,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
-use volley_core::compare::{Budget, RunComparison, compare, parse_summary};
+use volley_core::compare::{Budget, RunComparison, compare, parse_summary, render_comparison};
 use volley_report::Summary;
 
 /// Largest summary document read: the operator keeps reports under 1 MiB, `volley run --out`
@@ -86,45 +87,84 @@ pub fn reader_summary(summary: &impl serde::Serialize) -> Result<Summary, String
     volley_report::load(&json).map_err(|e| e.to_string())
 }
 
-/// This run (the summary document `run`) compared with the summary in file `baseline`.
-pub fn baseline_comparison(baseline: &Path, run: &[u8]) -> Result<RunComparison, String> {
+/// This run (the summary document `run`) compared with the summary in file `baseline`, each
+/// figure over `budget` marked: the comparison, and the text `volley compare` prints for it.
+pub fn baseline_comparison(
+    baseline: &Path,
+    run: &[u8],
+    budget: &Budget,
+) -> Result<(RunComparison, String), String> {
     let a = std::fs::read(baseline)
         .map_err(|e| format!("{}: cannot read: {e}", baseline.display()))
         .and_then(|b| parse_summary(&b).map_err(|e| format!("{}: {e}", baseline.display())))?;
     let b = parse_summary(run).map_err(|e| format!("the run's summary: {e}"))?;
-    Ok(compare(&a, &b, &Budget::default()))
+    let comparison = compare(&a, &b, budget);
+    let text = render_comparison(
+        (&baseline.display().to_string(), &a),
+        ("this run", &b),
+        &comparison,
+    );
+    Ok((comparison, text))
 }
 
-/// `volley report SUMMARY [--manifest FILE] [--html F] [--markdown F] [--junit F] [--csv F]`:
-/// without a format flag the Markdown goes to standard output. Exit 0 written, 1 not.
-pub fn report(
-    summary: &Path,
-    manifest: Option<&Path>,
-    baseline: Option<&Path>,
-    mut files: ReportFiles,
-) -> ExitCode {
+/// Where `volley report` reads the summary document.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file; `-` is standard input.
+    File(PathBuf),
+    /// `--from-cluster NAMESPACE/NAME`: the report ConfigMap of the LoadTest's current run.
+    Cluster(String),
+}
+
+/// The summary document of `source`, the name to prefix messages with and, from a cluster,
+/// the spec that ran.
+fn read_source(source: &Source) -> Result<(Vec<u8>, String, Option<Value>), String> {
+    let path = match source {
+        Source::Cluster(reference) => {
+            let (namespace, name) = crate::kube_run::parse_ref(reference)?;
+            let (bytes, spec) = crate::kube_run::fetch_report(&namespace, &name)?;
+            return Ok((bytes, format!("{namespace}/{name}"), Some(spec)));
+        }
+        Source::File(path) => path,
+    };
     let mut bytes = Vec::new();
-    let read = if summary == Path::new("-") {
+    let read = if path == Path::new("-") {
         std::io::stdin()
             .lock()
             .take(MAX_SUMMARY_BYTES)
             .read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(summary).and_then(|f| f.take(MAX_SUMMARY_BYTES).read_to_end(&mut bytes))
+        std::fs::File::open(path).and_then(|f| f.take(MAX_SUMMARY_BYTES).read_to_end(&mut bytes))
     };
-    if let Err(e) = read {
-        eprintln!("{}: cannot read: {e}", summary.display());
-        return ExitCode::FAILURE;
-    }
+    read.map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    Ok((bytes, path.display().to_string(), None))
+}
+
+/// `volley report SUMMARY|--from-cluster NS/NAME [--manifest FILE] [--html F] [--markdown F]
+/// [--junit F] [--csv F]`: without a format flag the Markdown goes to standard output. Exit 0
+/// written, 1 not.
+pub fn report(
+    source: &Source,
+    manifest: Option<&Path>,
+    baseline: Option<&(PathBuf, Budget)>,
+    mut files: ReportFiles,
+) -> ExitCode {
+    let (bytes, label, cluster_spec) = match read_source(source) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let parsed = match volley_report::load(&bytes) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {e}", summary.display());
+            eprintln!("{label}: {e}");
             return ExitCode::FAILURE;
         }
     };
     let spec = match manifest {
-        None => None,
+        None => cluster_spec,
         Some(path) => match crate::cli::load_manifest_with(path, |_| {}) {
             Ok(lt) => serde_json::to_value(&lt.spec).ok(),
             Err(problems) => {
@@ -133,8 +173,9 @@ pub fn report(
             }
         },
     };
-    let comparison = match baseline.map(|b| baseline_comparison(b, &bytes)).transpose() {
-        Ok(c) => c,
+    let comparison = baseline.map(|(file, budget)| baseline_comparison(file, &bytes, budget));
+    let comparison = match comparison.transpose() {
+        Ok(c) => c.map(|(c, _)| c),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;

@@ -256,3 +256,107 @@ async fn compare_prints_both_runs_and_exits_99_over_budget() {
     std::fs::remove_dir_all(&dir).ok();
     target.shutdown().await;
 }
+
+/// The budget flags of `volley compare` on `volley run --baseline` and `volley report
+/// --baseline`: a run whose thresholds all pass but whose p95 is a second over the baseline's
+/// prints the comparison with each regression marked and exits 99; its Markdown and HTML mark
+/// the regressed figures; `volley report` marks them too (and exits 0: it only renders); a
+/// budget without a baseline is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_on_run_and_report_marks_the_regression_and_gates_the_run() {
+    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
+        .await
+        .unwrap();
+    let base = target.base_url();
+    let dir = tempdir("budget");
+    let fast = manifest(&dir, "fast", &base, "0ms", "[]");
+    let (out, fast_json) = run(&fast, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let fast_json = fast_json.to_str().unwrap();
+
+    let slow = manifest(&dir, "slow", &base, "1s", "[]");
+    let markdown = dir.join("slow.md");
+    let html = dir.join("slow.html");
+    let (out, slow_json) = run(
+        &slow,
+        &[
+            "--baseline",
+            fast_json,
+            "--max-p95-regression",
+            "10%",
+            "--markdown",
+            markdown.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(99), "over budget: {}", text(&out));
+    assert!(
+        stdout.contains("verdict: PASSED"),
+        "thresholds passed: {stdout}"
+    );
+    assert_eq!(
+        stdout.matches("REGRESSED (more than +10%)").count(),
+        3,
+        "p95 in each scope: {stdout}"
+    );
+    assert!(stdout.ends_with("3 figure(s) over budget\n"), "{stdout}");
+    let md = std::fs::read_to_string(&markdown).unwrap();
+    assert_eq!(md.matches("REGRESSED").count(), 3, "{md}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("id=\"comparison\""), "comparison section");
+    assert!(page.contains("REGRESSED"), "marked in the HTML");
+
+    // Within budget (the same load again): the run's own verdict decides, exit 0. The
+    // baseline is a copy: this run's `--out` overwrites slow.json.
+    let slow_before = dir.join("slow-before.json");
+    std::fs::copy(&slow_json, &slow_before).unwrap();
+    let (out, _) = run(
+        &slow,
+        &[
+            "--baseline",
+            slow_before.to_str().unwrap(),
+            "--max-p95-regression",
+            "50%",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("no budget exceeded\n"));
+
+    let out = volley(&[
+        "report",
+        slow_json.to_str().unwrap(),
+        "--baseline",
+        fast_json,
+        "--max-p95-regression",
+        "10%",
+        "--markdown",
+        "-",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("REGRESSED")
+            .count(),
+        3,
+        "{}",
+        text(&out)
+    );
+
+    let out = volley(&[
+        "run",
+        fast.to_str().unwrap(),
+        "-q",
+        "--max-p95-regression",
+        "10%",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --baseline SUMMARY"));
+    std::fs::remove_dir_all(&dir).ok();
+    target.shutdown().await;
+}
