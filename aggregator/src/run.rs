@@ -237,8 +237,9 @@ impl DecodedReport {
     }
 }
 
-/// Checks that `report` names only the scenarios and steps of `shape`, each at most once, and
-/// only error kinds of [`ErrorKind::ALL`]; says what does not fit.
+/// Checks that `report` names only the scenarios and steps of `shape`, each at most once, only
+/// the custom metrics each step declares, and only error kinds of [`ErrorKind::ALL`]; says what
+/// does not fit.
 fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
     let quote = |name: &str| format!("{:?}", shorten(name, MAX_QUOTED_CHARS));
     let mut seen_scenarios = Vec::with_capacity(report.scenarios.len());
@@ -259,9 +260,23 @@ fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
         })?;
         let mut seen_steps = Vec::with_capacity(scenario.steps.len());
         for step in &scenario.steps {
-            if !expected.steps.iter().any(|s| s.name == step.name) {
+            let Some(expected_step) = expected.steps.iter().find(|s| s.name == step.name) else {
                 return Err(format!(
                     "no step {} in scenario {}",
+                    quote(&step.name),
+                    quote(&scenario.name)
+                ));
+            };
+            // Custom metrics: only those the step declares (their kinds are checked by the
+            // merge check), so a report cannot add names to the result.
+            if let Some(c) = step
+                .custom
+                .iter()
+                .find(|c| !expected_step.m.custom.metrics.contains_key(&c.name))
+            {
+                return Err(format!(
+                    "custom metric {} in step {} of scenario {}, which does not declare it",
+                    quote(&c.name),
                     quote(&step.name),
                     quote(&scenario.name)
                 ));

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::series::{SeriesPoint, SeriesResolution};
-use volley_core::metrics::status::{latency_ms, metrics_status, scenario_statuses, step_statuses};
+use volley_core::metrics::status::{
+    custom_metric_rows, latency_ms, metrics_status, scenario_statuses, step_statuses,
+};
 use volley_core::observe::Observation;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
 use volley_core::protocol::report::encode_histogram;
@@ -183,7 +185,11 @@ pub fn build_summary(
         runners,
         start_skew_ms: start_skew.map(|d| d.as_secs_f64() * 1000.0),
         runner_failures: Vec::new(),
-        metrics: metrics_status(&overall, elapsed),
+        // The status keeps the first few custom metrics; the summary has room for all.
+        metrics: MetricsStatus {
+            custom: custom_metric_rows(&overall.custom, usize::MAX),
+            ..metrics_status(&overall, elapsed)
+        },
         latency_sent_ms: latency_ms(&overall.latency_sent),
         failed_latency_ms: (!overall.failed_latency.is_empty())
             .then(|| latency_ms(&overall.failed_latency)),

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley_aggregator::RunLifecycle;
 use volley_aggregator::server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_BODY_BYTES};
+use volley_core::protocol::custom::{CustomData, CustomMetricReport};
 use volley_core::protocol::report::MAX_REPORT_STEPS;
 use volley_core::protocol::{self, PROTOCOL_VERSION, ReadyRequest, RunnerReport, SetupResult};
 
@@ -273,6 +274,18 @@ async fn reports_outside_the_runs_spec_are_refused_and_change_nothing() {
     r.report.scenarios[0].steps[0].counters.errors =
         (0..400_000).map(|i| (format!("e{i}"), 1)).collect();
     attacks.push(("400k error kinds", r));
+
+    let mut r = legit.clone();
+    r.report.scenarios[0].steps[0].custom = vec![CustomMetricReport {
+        name: "made_up".into(),
+        data: CustomData::Counter {
+            total: 1000,
+            count: 1,
+        },
+        missing: 0,
+        invalid: 0,
+    }];
+    attacks.push(("a custom metric the step does not declare", r));
 
     let shape = s.agg.view("a").unwrap().merged;
     for (what, report) in &attacks {

@@ -7,14 +7,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
+use crate::metrics::custom::CustomKind;
 use crate::protocol::TOKEN_ENV;
+use crate::protocol::custom::MAX_REPORT_CUSTOM_METRICS;
 use crate::scenario::{StepKind, is_measured};
 use crate::template::{Reference, Template, is_identifier};
-use crate::threshold::{Subject, ThresholdExpr, parse_threshold};
+use crate::threshold::{Metric, Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
-    DataFeeder, Executor, LoadTestSpec, PrometheusObserve, Request, Runners, Scenario, Sleep, Step,
-    Threshold,
+    CustomMetric, DataFeeder, Executor, LoadTestSpec, PrometheusObserve, Request, Runners,
+    Scenario, Sleep, Step, Threshold, ValueSource,
 };
 use volley_crds::text::shorten;
 
@@ -28,10 +30,9 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
             "`{}` thresholds need WebSocket steps, which this version does not run",
             expr.subject
         )),
-        Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => Err(format!(
-            "`{}` thresholds need custom metrics, which this version does not record",
-            expr.subject
-        )),
+        Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {
+            check_custom_subject(expr, name, spec)
+        }
         Subject::Prom(name) => {
             let queries = spec
                 .observe
@@ -53,6 +54,70 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
     }
 }
 
+/// A threshold on a custom metric: the name is declared in some scenario step's `metrics`,
+/// with the subject's kind, and a trend's time unit matches the threshold's limit.
+fn check_custom_subject(
+    expr: &ThresholdExpr,
+    name: &str,
+    spec: &LoadTestSpec,
+) -> Result<(), String> {
+    let declared = spec
+        .scenarios
+        .iter()
+        .flat_map(|sc| &sc.steps)
+        .flat_map(|st| &st.metrics)
+        .filter(|m| m.name == name)
+        .find_map(CustomKind::of);
+    let Some(kind) = declared else {
+        let mut names: Vec<&str> = spec
+            .scenarios
+            .iter()
+            .flat_map(|sc| &sc.steps)
+            .flat_map(|st| &st.metrics)
+            .map(|m| m.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let known: BTreeSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        return Err(format!(
+            "`{}`: no scenario step declares a custom metric `{name}` in its `metrics`{}",
+            expr.subject,
+            known_list(&known, "declared custom metrics")
+        ));
+    };
+    let wanted = match &expr.subject {
+        Subject::Trend { .. } => "trend",
+        Subject::Counter(_) => "counter",
+        _ => "gauge",
+    };
+    if kind.name() != wanted {
+        return Err(format!(
+            "`{}`: custom metric `{name}` is a {kind}; write `{}({name})`",
+            expr.subject,
+            kind.name()
+        ));
+    }
+    if let (Subject::Trend { time_unit, .. }, CustomKind::Trend { time }) = (&expr.subject, kind)
+        && expr.metric != Metric::Count
+        && *time_unit != time
+    {
+        return Err(if time {
+            format!(
+                "`{}` is a time trend (its unit is a time unit): write the limit with a time \
+                 unit, e.g. `{} < 200ms`",
+                expr.subject, expr.metric
+            )
+        } else {
+            format!(
+                "`{}` is a plain-number trend (its unit is not us, ms or s): write the limit as \
+                 a plain number, e.g. `{} < 20`",
+                expr.subject, expr.metric
+            )
+        });
+    }
+    Ok(())
+}
+
 /// Most runner pods one LoadTest may ask for.
 pub const MAX_PARALLELISM: u32 = 1_000;
 /// Most VUs (or maxVUs) one scenario may ask for, in total.
@@ -71,6 +136,8 @@ pub const MAX_URL_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Most `spec.observe.prometheus.queries` (each is one request to Prometheus after the run).
 pub const MAX_PROMETHEUS_QUERIES: usize = 50;
+/// Most custom metrics one step may declare.
+pub const MAX_STEP_CUSTOM_METRICS: usize = 32;
 /// Most errors [`validate`] or [`validate_for_cluster`] lists; one more entry counts the rest. A
 /// manifest with 100 000 broken thresholds must not become a status message larger than etcd
 /// accepts.
@@ -130,6 +197,10 @@ struct Validator {
     suppressed: usize,
     /// Every `${env:NAME}` seen, with the field it is in.
     env_refs: Vec<(String, String)>,
+    /// Every custom metric declared so far: its kind and where it was first declared.
+    custom_metrics: BTreeMap<String, (CustomKind, String)>,
+    /// Custom metric declarations in all steps.
+    custom_declarations: usize,
 }
 
 /// The extracted names visible to a step: what earlier steps of the same list extract.
@@ -287,6 +358,16 @@ impl Validator {
                 );
             }
             self.steps(&sc.steps, &format!("{path}.steps"), &scope);
+        }
+        if self.custom_declarations > MAX_REPORT_CUSTOM_METRICS {
+            self.err(
+                "spec",
+                format!(
+                    "{} custom metrics are declared over all steps; at most \
+                     {MAX_REPORT_CUSTOM_METRICS} are supported",
+                    self.custom_declarations
+                ),
+            );
         }
         for (i, t) in spec.thresholds.iter().enumerate() {
             self.threshold(&t.to_threshold(), &format!("spec.thresholds[{i}]"), spec);
@@ -622,6 +703,7 @@ impl Validator {
                         ("extract", !step.extract.is_empty()),
                         ("retry", step.retry.is_some()),
                         ("until", step.until.is_some()),
+                        ("metrics", !step.metrics.is_empty()),
                     ] {
                         if set {
                             self.err(
@@ -634,6 +716,7 @@ impl Validator {
                 Ok(StepKind::Request(req)) => {
                     self.request(req, &format!("{p}.request"), scope, &extracted);
                     self.step_options(step, &p);
+                    self.custom_metrics(&step.metrics, &format!("{p}.metrics"));
                 }
             }
             for name in step.extract.keys() {
@@ -728,6 +811,119 @@ impl Validator {
                     ),
                 );
             }
+        }
+    }
+
+    /// A step's `metrics` list: names, one kind each, one source each, and one kind per name
+    /// across the whole spec (values of one name are merged).
+    fn custom_metrics(&mut self, metrics: &[CustomMetric], p: &str) {
+        if metrics.len() > MAX_STEP_CUSTOM_METRICS {
+            self.err(
+                p.to_string(),
+                format!(
+                    "{} custom metrics in one step; at most {MAX_STEP_CUSTOM_METRICS}",
+                    metrics.len()
+                ),
+            );
+        }
+        self.custom_declarations += metrics.len();
+        let mut names = HashSet::new();
+        for (i, m) in metrics.iter().enumerate() {
+            let mp = format!("{p}[{i}]");
+            self.name(&m.name, &format!("{mp}.name"), "custom metric");
+            let repeated = !names.insert(m.name.as_str());
+            if repeated {
+                self.err(
+                    format!("{mp}.name"),
+                    format!(
+                        "custom metric `{}` is declared twice in this step",
+                        shorten(&m.name, 60)
+                    ),
+                );
+            }
+            if let Some(t) = &m.trend {
+                self.value_source(&t.source(), &format!("{mp}.trend"));
+                if let Some(unit) = &t.unit
+                    && (unit.trim().is_empty()
+                        || unit.len() > 32
+                        || control_char(unit, false).is_some())
+                {
+                    self.err(
+                        format!("{mp}.trend.unit"),
+                        "a unit is up to 32 characters, e.g. ms, s, us (time) or tokens (a label)",
+                    );
+                }
+            }
+            if let Some(c) = &m.counter {
+                let cp = format!("{mp}.counter");
+                match &c.when {
+                    Some(when) => {
+                        if source_count(&c.source()) > 0 {
+                            self.err(
+                                cp.clone(),
+                                "set either `when` (count matching responses) or a value source \
+                                 (jsonPath, header or regex: add the number), not both",
+                            );
+                        }
+                        self.value_source(&when.source(), &format!("{cp}.when"));
+                    }
+                    None => self.value_source(&c.source(), &cp),
+                }
+            }
+            if let Some(g) = &m.gauge {
+                self.value_source(g, &format!("{mp}.gauge"));
+            }
+            let Some(kind) = CustomKind::of(m) else {
+                self.err(mp, "set exactly one of trend, counter, gauge");
+                continue;
+            };
+            match self.custom_metrics.get(&m.name) {
+                // Said above; one message per mistake.
+                _ if repeated => {}
+                Some((first, at)) if *first != kind => {
+                    let message = format!(
+                        "custom metric `{}` is a {first} at {at}; one name has one kind (a \
+                         trend's unit is a time unit everywhere or nowhere)",
+                        shorten(&m.name, 60)
+                    );
+                    self.err(format!("{mp}.name"), message);
+                }
+                Some(_) => {}
+                None => {
+                    self.custom_metrics
+                        .insert(m.name.clone(), (kind, mp.clone()));
+                }
+            }
+        }
+    }
+
+    /// Exactly one of jsonPath, header, regex, each well formed.
+    fn value_source(&mut self, src: &ValueSource, p: &str) {
+        if source_count(src) != 1 {
+            self.err(p.to_string(), "set exactly one of jsonPath, header, regex");
+        }
+        if let Some(jp) = &src.json_path {
+            self.json_path(jp, &format!("{p}.jsonPath"));
+        }
+        if let Some(h) = &src.header {
+            let valid = !h.is_empty()
+                && h.len() <= MAX_HEADER_BYTES
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                self.err(format!("{p}.header"), "not a valid HTTP header name");
+            }
+        }
+        if let Some(re) = &src.regex
+            && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
+        {
+            self.err(
+                format!("{p}.regex"),
+                format!(
+                    "not a valid regular expression: {}",
+                    first_line(&e.to_string())
+                ),
+            );
         }
     }
 
@@ -1171,6 +1367,18 @@ fn token_message() -> String {
     format!(
         "${{env:{TOKEN_ENV}}} is the run's token for the aggregator; it must never be sent to the target"
     )
+}
+
+/// How many of jsonPath, header, regex are set.
+fn source_count(src: &ValueSource) -> usize {
+    [
+        src.json_path.is_some(),
+        src.header.is_some(),
+        src.regex.is_some(),
+    ]
+    .into_iter()
+    .filter(|s| *s)
+    .count()
 }
 
 fn first_line(s: &str) -> &str {

@@ -378,6 +378,152 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "sleep_schema")]
     pub sleep: Option<Sleep>,
+    /// Custom metrics this step records from each response it judges: trends (distributions
+    /// such as a server-reported `inference_latency`), counters and gauges, read with a JSON
+    /// path, a header or a regex. Thresholds address them as `trend(NAME)`, `counter(NAME)`
+    /// and `gauge(NAME)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<CustomMetric>,
+}
+
+/// A custom metric a step records from its responses. Exactly one of `trend`, `counter` and
+/// `gauge` is set. Steps may share a name (their values are merged) if they declare the same
+/// kind (and, for trends, a time unit or not alike).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomMetric {
+    /// The metric's name in thresholds, status and reports, e.g. `inference_latency`.
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    pub name: String,
+    /// A distribution (percentiles, avg, min, max) of a number read from each response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<TrendMetric>,
+    /// A running total: 1 per response matching `when`, or the number read from each one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<CounterMetric>,
+    /// A value that goes up and down (e.g. a queue depth): the last one read, min, max and
+    /// the distribution of every reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauge: Option<ValueSource>,
+}
+
+/// Where a custom metric reads its number. Exactly one source is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueSource {
+    /// A JSON path into the body, e.g. `$.latency_ms` (a JSON number, or a string holding one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// A response header name, e.g. `X-Queue-Depth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A regular expression over the body; the first capture group (or the whole match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A trend: the value source and its unit.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrendMetric {
+    /// A JSON path into the body, e.g. `$.latency_ms` (a JSON number, or a string holding one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// A response header name, e.g. `X-Queue-Depth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A regular expression over the body; the first capture group (or the whole match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The number's unit. A time unit (`us`, `ms`, `s`) makes a time trend, kept like
+    /// latencies (microseconds, thresholds in `ms`/`s`); anything else (e.g. `tokens`) or
+    /// nothing makes a plain-number trend, the unit a label only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// A counter: either `when` (adds 1 per matching response) or a value source (adds the number
+/// read).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterMetric {
+    /// Add 1 for each response where this holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<CounterWhen>,
+    /// Add the number read with this JSON path into the body (instead of `when`), e.g. `$.latency_ms` (a JSON number, or a string holding one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Add the number in this response header (instead of `when`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Add the number this regular expression finds in the body (instead of `when`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// The condition of a counting counter.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterWhen {
+    /// A JSON path into the body, e.g. `$.crisis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// A response header name, e.g. `X-Cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A regular expression over the body; the first capture group (or the whole match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The value that counts (compared as text: `true`, `42`, `done`). Without it, any value
+    /// found counts.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar_text"
+    )]
+    #[schemars(schema_with = "scalar_schema")]
+    pub equals: Option<String>,
+}
+
+macro_rules! value_source_of {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// Where the value is read, as one [`ValueSource`].
+            pub fn source(&self) -> ValueSource {
+                ValueSource {
+                    json_path: self.json_path.clone(),
+                    header: self.header.clone(),
+                    regex: self.regex.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+// The three source fields are repeated in each struct rather than `#[serde(flatten)]`ed: a
+// flattened struct hides misspelt keys from the unknown-field check.
+value_source_of!(TrendMetric, CounterMetric, CounterWhen);
+
+/// Reads a YAML/JSON scalar (string, number or boolean) as its text, so `equals: true` and
+/// `equals: "true"` mean the same.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s)),
+        v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => Ok(Some(v.to_string())),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string, number or boolean, not {other}"
+        ))),
+    }
+}
+
+/// A string, number or boolean: no structural schema names all three, so the API server
+/// accepts any value here and Volley's own reading checks it.
+fn scalar_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "The value that counts (compared as text: `true`, `42`, `done`). Without it, any value found counts.",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 impl Scenario {

@@ -242,6 +242,54 @@ pub struct MetricsStatus {
     /// `2m30s`).
     #[serde(default)]
     pub duration: String,
+    /// Custom metrics read from responses (steps' `metrics`), all load scenarios merged, by
+    /// name; at most 20 in the status (the summary lists every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<CustomMetricStatus>,
+}
+
+/// One custom metric, all load scenarios merged. Time trends are in milliseconds; other trends,
+/// counters and gauges in their own unit. Statistics come from the metric's histogram (3
+/// significant digits); `value`, and a gauge's `min` and `max`, are exact.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomMetricStatus {
+    /// The metric's name.
+    pub name: String,
+    /// `trend`, `counter` or `gauge`.
+    pub kind: String,
+    /// `ms` for a time trend (its figures are in milliseconds); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Values recorded (a counter: values added, matching or not).
+    pub count: u64,
+    /// Responses the value was missing from (or no response at all).
+    #[serde(default)]
+    pub missing: u64,
+    /// Values that were not numbers the metric takes (text, negative).
+    #[serde(default)]
+    pub invalid: u64,
+    /// A counter's total, a gauge's last reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Smallest value (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Mean (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg: Option<f64>,
+    /// Median (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    /// 95th percentile (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    /// 99th percentile (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    /// Largest value (trends, gauges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 /// Latency statistics in milliseconds.

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use volley_aggregator::{Aggregator, RunConfig, RunView};
-use volley_core::metrics::status::{metrics_status, step_statuses};
+use volley_core::metrics::status::{
+    MAX_STATUS_CUSTOM_METRICS, custom_metric_rows, metrics_status, step_statuses,
+};
 use volley_crds::spec::PrometheusObserve;
 use volley_crds::status::Phase;
 use volley_observe::{Credentials, Observation, Prometheus, Window};
@@ -145,6 +147,7 @@ pub fn figures(view: &RunView) -> RunFigures {
     RunFigures {
         active_runners: view.running,
         scenarios: view.scenario_statuses(),
+        custom: custom_metric_rows(&view.merged.overall().custom, MAX_STATUS_CUSTOM_METRICS),
     }
 }
 

@@ -55,8 +55,7 @@ use crate::phase::{self, Decision, EventKind, EventNote, Observed};
 use crate::pods::runner_pod;
 use crate::registry::{
     BaselineSource, RunRegistration, RunRegistry, baseline_from_config_map, baseline_source,
-    schedule_baseline, schedule_selector,
-    prometheus_credentials, prometheus_secret_refs,
+    prometheus_credentials, prometheus_secret_refs, schedule_baseline, schedule_selector,
 };
 use crate::report::final_report;
 use crate::secret::{Token, run_secret};

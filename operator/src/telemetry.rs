@@ -8,6 +8,11 @@
 //!   start of the run), `volley_run_sustainable_rate` (a rate probe's answer so far, once a
 //!   plateau has held), and `volley_run_active_runners{namespace,loadtest}`. A run's series
 //!   disappear when the run is forgotten;
+//! - custom metrics read from responses (steps' `metrics`), all load scenarios merged, labelled
+//!   `namespace`, `loadtest` and `metric`: `volley_run_custom_value` (a counter's total, a
+//!   gauge's last reading), `volley_run_custom_p50` / `_p95` / `_p99` (trends and gauges; ms for
+//!   time trends) and `volley_run_custom_unrecorded{why="missing"|"invalid"}`. Only the first
+//!   20 metrics by name get series (the status's bound), so a run adds at most 120;
 //! - `volley_runs_finished_total{namespace,loadtest,phase}`: runs that ended, by final phase
 //!   (Succeeded, Failed, Aborted, Error), counted once when the operator first writes the final
 //!   phase. Unlike the live figures it is kept when the run is forgotten (that happens right
@@ -23,7 +28,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use volley_crds::status::{Phase, ScenarioStatus};
+use volley_core::metrics::status::MAX_STATUS_CUSTOM_METRICS;
+use volley_crds::status::{CustomMetricStatus, Phase, ScenarioStatus};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,6 +55,23 @@ struct RunLabels {
     loadtest: String,
 }
 
+/// Labels of a run's custom metric figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CustomLabels {
+    namespace: String,
+    loadtest: String,
+    metric: String,
+}
+
+/// Labels of a custom metric's unrecorded values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnrecordedLabels {
+    namespace: String,
+    loadtest: String,
+    metric: String,
+    why: String,
+}
+
 /// Labels of the finished-runs counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishedLabels {
@@ -66,6 +89,8 @@ pub struct RunFigures {
     pub active_runners: u32,
     /// One row per scenario.
     pub scenarios: Vec<ScenarioStatus>,
+    /// Custom metrics, all load scenarios merged (at most the status's 20).
+    pub custom: Vec<CustomMetricStatus>,
 }
 
 /// Every metric the operator exposes.
@@ -82,6 +107,13 @@ pub struct OperatorMetrics {
     sustainable_rate: Family<ScenarioLabels, FloatGauge>,
     active_runners: Family<RunLabels, Gauge>,
     runs_finished: Family<FinishedLabels, Counter>,
+    custom_value: Family<CustomLabels, FloatGauge>,
+    custom_p50: Family<CustomLabels, FloatGauge>,
+    custom_p95: Family<CustomLabels, FloatGauge>,
+    custom_p99: Family<CustomLabels, FloatGauge>,
+    custom_unrecorded: Family<UnrecordedLabels, Gauge>,
+    /// The custom metric names each run currently has series for, so they can be removed.
+    known_custom: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
     /// The scenario labels each run currently has, so they can be removed.
     known: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
@@ -151,6 +183,36 @@ impl OperatorMetrics {
             "Runners of the run sending load",
             active_runners.clone(),
         );
+        let custom_value = Family::<CustomLabels, FloatGauge>::default();
+        let custom_p50 = Family::<CustomLabels, FloatGauge>::default();
+        let custom_p95 = Family::<CustomLabels, FloatGauge>::default();
+        let custom_p99 = Family::<CustomLabels, FloatGauge>::default();
+        let custom_unrecorded = Family::<UnrecordedLabels, Gauge>::default();
+        registry.register(
+            "volley_run_custom_value",
+            "Custom metrics: a counter's total or a gauge's last reading since the run's start",
+            custom_value.clone(),
+        );
+        registry.register(
+            "volley_run_custom_p50",
+            "Custom metrics: median of a trend or gauge since the run's start (ms for time trends)",
+            custom_p50.clone(),
+        );
+        registry.register(
+            "volley_run_custom_p95",
+            "Custom metrics: 95th percentile of a trend or gauge (ms for time trends)",
+            custom_p95.clone(),
+        );
+        registry.register(
+            "volley_run_custom_p99",
+            "Custom metrics: 99th percentile of a trend or gauge (ms for time trends)",
+            custom_p99.clone(),
+        );
+        registry.register(
+            "volley_run_custom_unrecorded",
+            "Custom metrics: values not recorded because they were missing or not a number",
+            custom_unrecorded.clone(),
+        );
         registry.register(
             "volley_runs_finished",
             "Runs that ended, by final phase (Succeeded, Failed, Aborted, Error)",
@@ -168,6 +230,12 @@ impl OperatorMetrics {
             sustainable_rate,
             active_runners,
             runs_finished,
+            custom_value,
+            custom_p50,
+            custom_p95,
+            custom_p99,
+            custom_unrecorded,
+            known_custom: Default::default(),
             known: Default::default(),
         }
     }
@@ -231,6 +299,72 @@ impl OperatorMetrics {
             names.push(s.scenario.clone());
         }
         crate::lock(&self.known).insert((namespace.into(), loadtest.into()), names);
+        self.set_custom(namespace, loadtest, &figures.custom);
+    }
+
+    /// Sets the custom metric series of a run (the first [`MAX_STATUS_CUSTOM_METRICS`] rows,
+    /// which the status bound already makes them), dropping those of names it no longer has.
+    fn set_custom(&self, namespace: &str, loadtest: &str, rows: &[CustomMetricStatus]) {
+        let rows = &rows[..rows.len().min(MAX_STATUS_CUSTOM_METRICS)];
+        let key = (namespace.to_string(), loadtest.to_string());
+        let gone = crate::lock(&self.known_custom)
+            .insert(key, rows.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        for name in gone.iter().filter(|n| !rows.iter().any(|r| &r.name == *n)) {
+            self.remove_custom(namespace, loadtest, name);
+        }
+        for r in rows {
+            let labels = CustomLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                metric: r.name.clone(),
+            };
+            for (family, v) in [
+                (&self.custom_value, r.value),
+                (&self.custom_p50, r.p50),
+                (&self.custom_p95, r.p95),
+                (&self.custom_p99, r.p99),
+            ] {
+                if let Some(v) = v {
+                    family.get_or_create(&labels).set(v);
+                }
+            }
+            for (why, n) in [("missing", r.missing), ("invalid", r.invalid)] {
+                self.custom_unrecorded
+                    .get_or_create(&UnrecordedLabels {
+                        namespace: namespace.into(),
+                        loadtest: loadtest.into(),
+                        metric: r.name.clone(),
+                        why: why.into(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Removes every series of custom metric `metric` of a run.
+    fn remove_custom(&self, namespace: &str, loadtest: &str, metric: &str) {
+        let labels = CustomLabels {
+            namespace: namespace.into(),
+            loadtest: loadtest.into(),
+            metric: metric.into(),
+        };
+        for family in [
+            &self.custom_value,
+            &self.custom_p50,
+            &self.custom_p95,
+            &self.custom_p99,
+        ] {
+            family.remove(&labels);
+        }
+        for why in ["missing", "invalid"] {
+            self.custom_unrecorded.remove(&UnrecordedLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                metric: metric.into(),
+                why: why.into(),
+            });
+        }
     }
 
     /// Removes every series of the run of `namespace/loadtest`.
@@ -259,6 +393,12 @@ impl OperatorMetrics {
             namespace: namespace.into(),
             loadtest: loadtest.into(),
         });
+        let custom = crate::lock(&self.known_custom)
+            .remove(&(namespace.to_string(), loadtest.to_string()))
+            .unwrap_or_default();
+        for metric in custom {
+            self.remove_custom(namespace, loadtest, &metric);
+        }
     }
 
     /// The text exposition of every metric.
@@ -316,6 +456,7 @@ mod tests {
                         ..scenario("buy", 5.0)
                     },
                 ],
+                ..RunFigures::default()
             },
         );
         let text = m.encode();
@@ -345,6 +486,71 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("loadtest=\"web\""), "{text}");
         assert!(text.contains("volley_operator_reconciles_total"));
+    }
+
+    #[test]
+    fn custom_metrics_get_bounded_series_that_leave_with_the_run() {
+        let m = OperatorMetrics::new();
+        let row = |name: String| CustomMetricStatus {
+            name,
+            kind: "trend".into(),
+            unit: Some("ms".into()),
+            count: 10,
+            missing: 2,
+            invalid: 1,
+            p50: Some(12.5),
+            p95: Some(40.0),
+            p99: Some(41.0),
+            ..CustomMetricStatus::default()
+        };
+        let mut custom: Vec<CustomMetricStatus> =
+            (0..30).map(|i| row(format!("m{i:02}"))).collect();
+        custom[0] = CustomMetricStatus {
+            kind: "counter".into(),
+            unit: None,
+            value: Some(7.0),
+            p50: None,
+            p95: None,
+            p99: None,
+            ..row("m00".into())
+        };
+        let figures = RunFigures {
+            custom,
+            ..RunFigures::default()
+        };
+        m.set_run("team-a", "web", &figures);
+        let text = m.encode();
+        for line in [
+            "volley_run_custom_value{namespace=\"team-a\",loadtest=\"web\",metric=\"m00\"} 7.0",
+            "volley_run_custom_p95{namespace=\"team-a\",loadtest=\"web\",metric=\"m01\"} 40.0",
+            "volley_run_custom_unrecorded{namespace=\"team-a\",loadtest=\"web\",metric=\"m01\",why=\"missing\"} 2",
+            "volley_run_custom_unrecorded{namespace=\"team-a\",loadtest=\"web\",metric=\"m19\",why=\"invalid\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Bounded: the 21st name and later get no series.
+        assert!(!text.contains("metric=\"m20\""), "{text}");
+        // A name the run no longer reports loses its series; the rest leave with the run.
+        m.set_run(
+            "team-a",
+            "web",
+            &RunFigures {
+                custom: vec![row("m05".into())],
+                ..RunFigures::default()
+            },
+        );
+        let text = m.encode();
+        assert!(!text.contains("metric=\"m01\""), "{text}");
+        assert!(text.contains("metric=\"m05\""), "{text}");
+        m.remove_run("team-a", "web");
+        assert!(
+            !m.encode().contains("volley_run_custom_p95{"),
+            "{}",
+            m.encode()
+        );
     }
 
     #[test]

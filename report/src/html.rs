@@ -21,7 +21,10 @@ use volley_core::protocol::report::decode_histogram;
 use volley_core::threshold::{Metric, Subject, parse_threshold};
 use volley_crds::status::{LatencyMs, Phase};
 
-use crate::{SeriesPoint, Summary, escape as esc, outcome, point_error_rate, redact_spec};
+use crate::{
+    CUSTOM_METRIC_COLUMNS, SeriesPoint, Summary, custom_metric_cells, escape as esc, outcome,
+    point_error_rate, redact_spec,
+};
 
 /// Line colours, as the `l0`.. classes of the style sheet.
 const PALETTE: [&str; 6] = [
@@ -100,6 +103,7 @@ pub fn render(s: &Summary, spec: Option<&Value>) -> String {
     server_metrics(&mut o, s);
     distribution(&mut o, s);
     scenarios(&mut o, s);
+    custom_metrics(&mut o, s);
     errors(&mut o, s);
     runners(&mut o, s);
     if let Some(spec) = spec {
@@ -676,6 +680,29 @@ fn time_ticks(x_max: f64) -> Vec<(f64, String)> {
 fn axis_number(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The custom metrics table (steps' `metrics`, all load scenarios merged).
+fn custom_metrics(o: &mut String, s: &Summary) {
+    let rows = custom_metric_cells(s);
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str("<h2>Custom metrics</h2><table id=\"custom-metrics\"><thead><tr>");
+    for (i, h) in CUSTOM_METRIC_COLUMNS.iter().enumerate() {
+        let class = if i < 2 { "" } else { " class=\"n\"" };
+        let _ = write!(o, "<th{class}>{h}</th>");
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for cells in rows {
+        o.push_str("<tr>");
+        for (i, c) in cells.iter().enumerate() {
+            let class = if i < 2 { "" } else { " class=\"n\"" };
+            let _ = write!(o, "<td{class}>{}</td>", esc(c));
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
 }
 
 /// Per-scenario, per-step and plateau tables.

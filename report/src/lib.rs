@@ -255,6 +255,43 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The headers of the custom metrics table, as HTML and Markdown show it.
+pub const CUSTOM_METRIC_COLUMNS: [&str; 12] = [
+    "Metric", "Kind", "Count", "Missing", "Invalid", "Value", "min", "avg", "p50", "p95", "p99",
+    "max",
+];
+
+/// The custom metrics table's cells, one row per metric in [`CUSTOM_METRIC_COLUMNS`] order, as
+/// plain text for the renderer to escape; `—` where a figure does not apply.
+pub fn custom_metric_cells(s: &Summary) -> Vec<[String; 12]> {
+    use volley_core::metrics::status::format_custom_figure;
+    s.metrics
+        .custom
+        .iter()
+        .map(|r| {
+            let fig = |v: Option<f64>| v.map_or("—".to_owned(), |v| format_custom_figure(r, v));
+            let kind = match &r.unit {
+                Some(unit) => format!("{} ({unit})", r.kind),
+                None => r.kind.clone(),
+            };
+            [
+                r.name.clone(),
+                kind,
+                r.count.to_string(),
+                r.missing.to_string(),
+                r.invalid.to_string(),
+                fig(r.value),
+                fig(r.min),
+                fig(r.avg),
+                fig(r.p50),
+                fig(r.p95),
+                fig(r.p99),
+                fig(r.max),
+            ]
+        })
+        .collect()
+}
+
 /// Error rate of one series point (0 without requests).
 pub fn point_error_rate(p: &SeriesPoint) -> f64 {
     if p.requests == 0 {

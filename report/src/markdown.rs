@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use volley_core::metrics::model::SETUP_SCENARIO;
 use volley_core::metrics::status::format_latency_ms;
 
-use crate::{Summary, outcome};
+use crate::{CUSTOM_METRIC_COLUMNS, Summary, custom_metric_cells, outcome};
 
 /// The report as GitHub-flavoured Markdown.
 pub fn render(s: &Summary) -> String {
@@ -93,6 +93,19 @@ pub fn render(s: &Summary) -> String {
                 code(&r.query),
                 cell(&crate::prometheus_value(r)),
             );
+        }
+    }
+    let custom = custom_metric_cells(s);
+    if !custom.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Custom metrics\n\n| {} |\n|{}",
+            CUSTOM_METRIC_COLUMNS.join(" | "),
+            " --- |".repeat(CUSTOM_METRIC_COLUMNS.len())
+        );
+        for cells in custom {
+            let cells: Vec<String> = cells.iter().map(|c| cell(c)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
     }
 

@@ -332,6 +332,7 @@ fn record_outcome(
     outcome: &StepOutcome,
     end_to_end: bool,
 ) {
+    outcome.custom.record_into(&mut m.custom);
     let c = &mut m.counters;
     c.checks_passed += u64::from(outcome.checks_passed);
     c.checks_failed += u64::from(outcome.checks_failed);
@@ -538,6 +539,7 @@ mod tests {
             checks_passed: 1,
             checks_failed: 0,
             error: None,
+            custom: Default::default(),
         };
         record_outcome(&mut m, &outcome, false);
         assert_eq!(m.counters.requests, 2);
@@ -558,6 +560,7 @@ mod tests {
             checks_passed: 0,
             checks_failed: 0,
             error: Some(ErrorKind::Timeout),
+            custom: Default::default(),
         };
         record_outcome(&mut m, &outcome, true);
         assert_eq!(m.counters.requests, 3);
@@ -577,6 +580,7 @@ mod tests {
             checks_passed: 0,
             checks_failed: 0,
             error: Some(ErrorKind::Extract),
+            custom: Default::default(),
         };
         record_outcome(&mut m, &outcome, false);
         assert_eq!((m.counters.requests, m.counters.failures), (1, 1));

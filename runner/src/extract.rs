@@ -125,7 +125,16 @@ impl CompiledExtractor {
         spec: &spec::Extractor,
         compiler: &TemplateCompiler<'_>,
     ) -> Result<CompiledExtractor, StepError> {
-        let field = format!("extract.{name}");
+        Self::compile_at(&format!("extract.{name}"), spec, compiler)
+    }
+
+    /// Compiles an extractor found at `field` (a step's `extract.NAME`, or the source of a
+    /// custom metric).
+    pub(crate) fn compile_at(
+        field: &str,
+        spec: &spec::Extractor,
+        compiler: &TemplateCompiler<'_>,
+    ) -> Result<CompiledExtractor, StepError> {
         let sources = [
             spec.json_path.is_some(),
             spec.header.is_some(),
@@ -134,7 +143,7 @@ impl CompiledExtractor {
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(
-                compiler.invalid(&field, "set exactly one of jsonPath, header, cookie, regex")
+                compiler.invalid(field, "set exactly one of jsonPath, header, cookie, regex")
             );
         }
         if let Some(path) = &spec.json_path {
@@ -158,7 +167,7 @@ impl CompiledExtractor {
             Some(pattern) => compile_regex(pattern, &format!("{field}.regex"), compiler)
                 .map(CompiledExtractor::Regex),
             None => {
-                Err(compiler.invalid(&field, "set exactly one of jsonPath, header, cookie, regex"))
+                Err(compiler.invalid(field, "set exactly one of jsonPath, header, cookie, regex"))
             }
         }
     }

@@ -9,8 +9,9 @@
 //! 2. [`agent`]: one runner of a distributed run, from registration to the final report.
 //! 3. [`aggregator_client`]: the HTTP side of the runner protocol; [`engine`]: one runner's
 //!    share of a test (VUs, executors, feeders, steps).
-//! 4. [`step`]: one step, compiled once and run per VU; it assembles `check`, `extract` and
-//!    `render`, where `check` uses `extract`, and both use `render`.
+//! 4. [`step`]: one step, compiled once and run per VU; it assembles `check`, `extract`,
+//!    `custom_metrics` and `render`, where `check` and `custom_metrics` use `extract`, and all
+//!    use `render`.
 //! 5. `step_error` (why a step cannot be compiled) and `vu` (a VU's state): below everything
 //!    that compiles or renders steps, which all use them; `step` re-exports them as
 //!    `step::StepError` and `step::VuContext`.
@@ -35,6 +36,7 @@ pub mod summary;
 
 mod check;
 pub mod cookies;
+mod custom_metrics;
 mod extract;
 mod render;
 pub mod step;

@@ -61,6 +61,8 @@ use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
 use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
+use crate::custom_metrics::CompiledCustomMetrics;
+pub use crate::custom_metrics::Observed;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
 
@@ -145,6 +147,8 @@ pub struct StepOutcome {
     pub checks_failed: u32,
     /// The step's verdict.
     pub error: Option<ErrorKind>,
+    /// The step's custom metrics, read from the response the verdict was made on.
+    pub custom: Observed,
 }
 
 /// A step prepared once per run: templates parsed, JSON paths and regexes compiled, URL base
@@ -185,6 +189,7 @@ struct CompiledRequest {
     timeout: Duration,
     checks: Checks,
     extract: Vec<(String, CompiledExtractor)>,
+    custom: CompiledCustomMetrics,
     retry: StepRetry,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
@@ -492,8 +497,11 @@ fn compile_request(
         }),
         None => None,
     };
-    let keep_body =
-        checks.needs_body() || extract.iter().any(|(_, e)| e.needs_body()) || until.is_some();
+    let custom = CompiledCustomMetrics::compile(&step.metrics, compiler)?;
+    let keep_body = checks.needs_body()
+        || extract.iter().any(|(_, e)| e.needs_body())
+        || custom.needs_body()
+        || until.is_some();
     let timeout = request.timeout.unwrap_or(target.timeout).get();
     if timeout.is_zero() {
         return Err(compiler.invalid("request.timeout", "must be longer than 0s"));
@@ -508,6 +516,7 @@ fn compile_request(
         timeout,
         checks,
         extract,
+        custom,
         retry,
         until,
         keep_body,
@@ -719,6 +728,7 @@ pub async fn run_step(
                 checks_passed: 0,
                 checks_failed: 0,
                 error: None,
+                custom: Observed::default(),
             }
         }
         StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
@@ -775,6 +785,7 @@ struct ResponseEvaluation {
     tally: CheckTally,
     error: Option<ErrorKind>,
     values: Vec<(String, Option<String>)>,
+    custom: Observed,
 }
 
 /// The last exchange of a retry sequence.
@@ -804,6 +815,7 @@ impl CompiledRequest {
                     checks_passed: 0,
                     checks_failed: 0,
                     error: Some(ErrorKind::Extract),
+                    custom: Observed::default(),
                 };
             }
         };
@@ -822,6 +834,7 @@ impl CompiledRequest {
                 checks_passed: 0,
                 checks_failed: 0,
                 error: Some(ErrorKind::Blocked),
+                custom: Observed::default(),
             };
         }
         let mut samples = Vec::with_capacity(1);
@@ -892,6 +905,7 @@ impl CompiledRequest {
             tally: CheckTally::default(),
             error: None,
             values: Vec::new(),
+            custom: Observed::default(),
         });
         for (name, value) in verdict.values {
             match value {
@@ -909,6 +923,7 @@ impl CompiledRequest {
             checks_passed: verdict.tally.passed,
             checks_failed: verdict.tally.failed,
             error: step_error.or(verdict.error),
+            custom: verdict.custom,
         }
     }
 
@@ -1267,6 +1282,7 @@ impl CompiledRequest {
             tally,
             error,
             values,
+            custom: self.custom.observe(response),
         }
     }
 }

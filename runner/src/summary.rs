@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use volley_core::metrics::model::SETUP_SCENARIO;
-use volley_core::metrics::status::{format_latency_ms, format_percent};
-use volley_crds::status::{LatencyMs, Phase, StepStatus, ThresholdStatus};
+use volley_core::metrics::status::{format_custom_figure, format_latency_ms, format_percent};
+use volley_crds::status::{CustomMetricStatus, LatencyMs, Phase, StepStatus, ThresholdStatus};
 
 pub use volley_aggregator::RunEnd;
 pub use volley_aggregator::summary::{
@@ -121,6 +121,7 @@ pub fn render_text(s: &RunSummary) -> String {
     for (name, value) in rows {
         let _ = writeln!(out, "  {name:.<14} {value}");
     }
+    custom_rows(&mut out, &m.custom);
     for sc in &s.scenarios {
         let _ = writeln!(
             out,
@@ -161,6 +162,49 @@ pub fn render_text(s: &RunSummary) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Custom metrics, one line each: the figures that apply to the kind, and what could not be
+/// recorded (`missing`, `invalid`) whenever it is not zero.
+fn custom_rows(out: &mut String, rows: &[CustomMetricStatus]) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("\n  custom metrics\n");
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in rows {
+        let fig = |v: Option<f64>| v.map_or("-".to_owned(), |v| format_custom_figure(r, v));
+        let figures = match r.kind.as_str() {
+            "counter" => format!("total {}  of {} values", fig(r.value), r.count),
+            "gauge" => format!(
+                "last {}  min {}  avg {}  max {}  ({} readings)",
+                fig(r.value),
+                fig(r.min),
+                fig(r.avg),
+                fig(r.max),
+                r.count
+            ),
+            _ => format!(
+                "count {}  min {}  avg {}  p95 {}  p99 {}  max {}",
+                r.count,
+                fig(r.min),
+                fig(r.avg),
+                fig(r.p95),
+                fig(r.p99),
+                fig(r.max)
+            ),
+        };
+        let faults = if r.missing + r.invalid > 0 {
+            format!("  missing {}  invalid {}", r.missing, r.invalid)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "    {:<width$}  {:<7}  {figures}{faults}",
+            r.name, r.kind
+        );
+    }
 }
 
 /// A rate probe's plateaus, one line each, and its sustainable rate.

@@ -92,6 +92,14 @@ pub enum MetricsError {
         /// The most steps a report may carry (`protocol::report::MAX_REPORT_STEPS`).
         limit: usize,
     },
+    /// A report carries more custom metrics than the protocol accepts.
+    #[error("the report has {metrics} custom metrics; at most {limit} are accepted")]
+    TooManyCustomMetrics {
+        /// Custom metrics in the report, over all steps.
+        metrics: usize,
+        /// The most a report may carry (`protocol::custom::MAX_REPORT_CUSTOM_METRICS`).
+        limit: usize,
+    },
     /// An error in one histogram of one step, with where it is.
     #[error("scenario `{scenario}` step `{step}` {field}: {source}")]
     InStep {
@@ -105,6 +113,23 @@ pub enum MetricsError {
         #[source]
         source: Box<MetricsError>,
     },
+    /// Two custom metrics of one name but different kinds were to be merged.
+    #[error("a {theirs} cannot be merged into a {ours} of the same name")]
+    CustomKind {
+        /// The kind already held (`time trend`, `counter`, ...).
+        ours: String,
+        /// The kind of the one being added.
+        theirs: String,
+    },
+    /// An error in one custom metric, with its name.
+    #[error("custom metric `{name}`: {source}")]
+    InCustomMetric {
+        /// The metric's name (cut to 100 characters).
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: Box<MetricsError>,
+    },
 }
 
 impl MetricsError {
@@ -114,6 +139,14 @@ impl MetricsError {
             scenario: shorten(scenario, 100),
             step: shorten(step, 100),
             field,
+            source: Box::new(self),
+        }
+    }
+
+    /// This error, placed in one custom metric.
+    pub(crate) fn in_custom_metric(self, name: &str) -> MetricsError {
+        MetricsError::InCustomMetric {
+            name: shorten(name, 100),
             source: Box::new(self),
         }
     }

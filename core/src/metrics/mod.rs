@@ -5,6 +5,8 @@
 //!   into them, and exact histogram arithmetic.
 //! - [`model`]: [`model::RunMetrics`], everything a run measured, cumulative since its start,
 //!   and its exact merge.
+//! - [`custom`]: custom metrics read from responses (trends, counters, gauges), recorded
+//!   per step and merged exactly.
 //! - [`error`]: [`error::MetricsError`], why metrics could not be merged, compared, encoded or
 //!   decoded.
 //! - [`status`]: status rows and display strings for merged data.
@@ -14,6 +16,7 @@
 //! ([`crate::threshold::evaluate`]); the report a runner sends them in lives with the protocol
 //! ([`crate::protocol::report`]).
 
+pub mod custom;
 pub mod error;
 pub mod histogram;
 pub mod model;

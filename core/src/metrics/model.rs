@@ -9,6 +9,7 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::custom::CustomMetrics;
 use crate::metrics::error::MetricsError;
 use crate::metrics::histogram::{
     HistogramSummary, add_checked, add_clamped, fits, histogram_since, new_latency_histogram,
@@ -169,6 +170,8 @@ pub struct Measurements {
     pub failed_latency: Histogram<u64>,
     /// Requests, failures, iterations, checks, bytes, errors by kind.
     pub counters: Counters,
+    /// Custom metrics read from responses (the step's `metrics:` list), by name.
+    pub custom: CustomMetrics,
 }
 
 impl Default for Measurements {
@@ -178,6 +181,7 @@ impl Default for Measurements {
             latency_sent: new_latency_histogram(),
             failed_latency: new_latency_histogram(),
             counters: Counters::default(),
+            custom: CustomMetrics::default(),
         }
     }
 }
@@ -189,6 +193,7 @@ impl PartialEq for Measurements {
             && same_histogram(&self.latency, &other.latency)
             && same_histogram(&self.latency_sent, &other.latency_sent)
             && same_histogram(&self.failed_latency, &other.failed_latency)
+            && self.custom == other.custom
     }
 }
 
@@ -200,6 +205,7 @@ impl fmt::Debug for Measurements {
             .field("latency_sent", &HistogramSummary(&self.latency_sent))
             .field("failed_latency", &HistogramSummary(&self.failed_latency))
             .field("counters", &self.counters)
+            .field("custom", &self.custom)
             .finish()
     }
 }
@@ -214,6 +220,7 @@ impl Measurements {
             latency_sent: histogram_since(&earlier.latency_sent, &self.latency_sent)?,
             failed_latency: histogram_since(&earlier.failed_latency, &self.failed_latency)?,
             counters: self.counters.since(&earlier.counters)?,
+            custom: self.custom.since(&earlier.custom)?,
         })
     }
 
@@ -226,13 +233,15 @@ impl Measurements {
         add_checked(&mut self.latency_sent, &other.latency_sent)?;
         add_checked(&mut self.failed_latency, &other.failed_latency)?;
         self.counters.add(&other.counters);
+        self.custom.add_clamped(&other.custom);
         Ok(())
     }
 
     fn check_addable(&self, other: &Measurements) -> Result<(), MetricsError> {
         fits(&self.latency, &other.latency)?;
         fits(&self.latency_sent, &other.latency_sent)?;
-        fits(&self.failed_latency, &other.failed_latency)
+        fits(&self.failed_latency, &other.failed_latency)?;
+        self.custom.check_addable(&other.custom)
     }
 
     /// Like [`Measurements::add`], clamping out-of-range values instead of failing.
@@ -241,6 +250,7 @@ impl Measurements {
         add_clamped(&mut self.latency_sent, &other.latency_sent);
         add_clamped(&mut self.failed_latency, &other.failed_latency);
         self.counters.add(&other.counters);
+        self.custom.add_clamped(&other.custom);
     }
 }
 
@@ -307,7 +317,10 @@ impl RunMetrics {
                     .filter(|s| crate::scenario::is_measured(s))
                     .map(|s| StepMetrics {
                         name: s.display_name(),
-                        m: Measurements::default(),
+                        m: Measurements {
+                            custom: CustomMetrics::for_step(s),
+                            ..Measurements::default()
+                        },
                     })
                     .collect(),
             }

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::metrics::custom::{CustomKind, CustomMetric, CustomMetrics};
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
-use volley_crds::status::{LatencyMs, MetricsStatus, ScenarioStatus, StepStatus};
+use volley_crds::status::{
+    CustomMetricStatus, LatencyMs, MetricsStatus, ScenarioStatus, StepStatus,
+};
 
 fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -119,6 +122,56 @@ pub fn metrics_status(m: &Measurements, elapsed: Duration) -> MetricsStatus {
         errors: format_percent(c.failures, c.requests),
         throughput: format_rate(per_second(c.requests, elapsed)),
         duration: volley_crds::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string(),
+        custom: custom_metric_rows(&m.custom, MAX_STATUS_CUSTOM_METRICS),
+    }
+}
+
+/// Most custom metrics the status lists (an object in etcd must stay small).
+pub const MAX_STATUS_CUSTOM_METRICS: usize = 20;
+
+/// Rows for custom metrics, the first `limit` by name. Statistics use the same formula as
+/// threshold evaluation (`value / 1000` of the histogram), so a threshold and its row agree.
+pub fn custom_metric_rows(m: &CustomMetrics, limit: usize) -> Vec<CustomMetricStatus> {
+    m.metrics
+        .iter()
+        .take(limit)
+        .map(|(name, metric)| {
+            let kind = metric.kind();
+            let faults = metric.faults();
+            let h = metric.histogram().filter(|h| !h.is_empty());
+            let stat = |f: &dyn Fn(&Histogram<u64>) -> f64| h.map(|h| f(h) / 1000.0);
+            let thousandths = |v: Option<u64>| v.map(|v| v as f64 / 1000.0);
+            let (min, max) = match metric {
+                // Exact: kept beside the histogram.
+                CustomMetric::Gauge { min, max, .. } => (thousandths(*min), thousandths(*max)),
+                _ => (stat(&|h| h.min() as f64), stat(&|h| h.max() as f64)),
+            };
+            CustomMetricStatus {
+                name: name.clone(),
+                kind: kind.name().to_owned(),
+                unit: matches!(kind, CustomKind::Trend { time: true }).then(|| "ms".to_owned()),
+                count: metric.count(),
+                missing: faults.missing,
+                invalid: faults.invalid,
+                value: metric.value(),
+                min,
+                avg: stat(&|h| h.mean()),
+                p50: stat(&|h| h.value_at_quantile(0.5) as f64),
+                p95: stat(&|h| h.value_at_quantile(0.95) as f64),
+                p99: stat(&|h| h.value_at_quantile(0.99) as f64),
+                max,
+            }
+        })
+        .collect()
+}
+
+/// One figure of a custom metric row for people: a time trend's as a latency (`44.2ms`),
+/// anything else as a plain number to 4 significant digits (integer digits kept: `7275`).
+pub fn format_custom_figure(row: &CustomMetricStatus, v: f64) -> String {
+    if row.unit.as_deref() == Some("ms") {
+        format_latency_ms(v)
+    } else {
+        significant(v, 4)
     }
 }
 
@@ -191,6 +244,49 @@ pub fn significant(x: f64, digits: i32) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn custom_metric_rows_are_bounded_and_show_what_thresholds_see() {
+        use crate::metrics::custom::{Observation, Reading};
+        let mut m = CustomMetrics::default();
+        for i in 0..25 {
+            m.record(
+                &format!("c{i:02}"),
+                &Observation::Counter(Reading::Value(500)),
+            );
+        }
+        m.metrics.insert(
+            "lat".to_owned(),
+            CustomMetric::new(CustomKind::Trend { time: true }),
+        );
+        m.record("lat", &Observation::Trend(Reading::Value(44_200)));
+        m.record("lat", &Observation::Trend(Reading::Invalid));
+        for (at_us, v) in [(1, 3_000), (2, 9_000), (3, 4_500)] {
+            m.record(
+                "q",
+                &Observation::Gauge {
+                    at_us,
+                    reading: Reading::Value(v),
+                },
+            );
+        }
+        let rows = custom_metric_rows(&m, MAX_STATUS_CUSTOM_METRICS);
+        assert_eq!(rows.len(), 20);
+        assert_eq!(rows[0].name, "c00");
+        assert_eq!(rows[0].value, Some(0.5));
+        let all = custom_metric_rows(&m, usize::MAX);
+        assert_eq!(all.len(), 27);
+        let lat = all.iter().find(|r| r.name == "lat").unwrap();
+        assert_eq!(
+            (lat.unit.as_deref(), lat.count, lat.invalid),
+            (Some("ms"), 1, 1)
+        );
+        assert_eq!(format_custom_figure(lat, lat.p95.unwrap()), "44.2ms");
+        let q = all.iter().find(|r| r.name == "q").unwrap();
+        assert_eq!((q.value, q.min, q.max), (Some(4.5), Some(3.0), Some(9.0)));
+        assert_eq!(format_custom_figure(q, 7275.0), "7275");
+        assert_eq!(format_custom_figure(q, 0.125), "0.125");
+    }
 
     use crate::metrics::histogram::record_latency;
     use crate::metrics::model::Counters;

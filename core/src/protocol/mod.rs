@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::report::Report;
 use volley_crds::spec::LoadTestSpec;
 
+pub mod custom;
 pub mod report;
 
 /// Version of these messages; a runner and an aggregator must agree on it.

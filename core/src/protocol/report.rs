@@ -17,6 +17,9 @@ use crate::metrics::histogram::{
     LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT, new_latency_histogram,
 };
 use crate::metrics::model::{Counters, Measurements, RunMetrics, ScenarioMetrics, StepMetrics};
+use crate::protocol::custom::{
+    CustomMetricReport, MAX_REPORT_CUSTOM_METRICS, decode_custom, encode_custom,
+};
 
 /// Largest encoded histogram [`decode_histogram`] accepts, in bytes after base64 decoding.
 pub const MAX_ENCODED_HISTOGRAM_BYTES: usize = 1 << 20;
@@ -81,6 +84,9 @@ pub struct StepReport {
     pub latency_sent: String,
     /// [`Measurements::failed_latency`], encoded.
     pub failed_latency: String,
+    /// [`Measurements::custom`]: the step's custom metrics, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<CustomMetricReport>,
 }
 
 impl Report {
@@ -109,6 +115,8 @@ impl Report {
                             latency: enc(&st.m.latency, "latency")?,
                             latency_sent: enc(&st.m.latency_sent, "latencySent")?,
                             failed_latency: enc(&st.m.failed_latency, "failedLatency")?,
+                            custom: encode_custom(&st.m.custom)
+                                .map_err(|e| e.in_step(&s.name, &st.name, "custom"))?,
                         })
                     })
                     .collect::<Result<Vec<_>, MetricsError>>()?;
@@ -141,6 +149,17 @@ impl Report {
                 limit: MAX_REPORT_STEPS,
             });
         }
+        let custom = self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.steps)
+            .fold(0usize, |n, st| n.saturating_add(st.custom.len()));
+        if custom > MAX_REPORT_CUSTOM_METRICS {
+            return Err(MetricsError::TooManyCustomMetrics {
+                metrics: custom,
+                limit: MAX_REPORT_CUSTOM_METRICS,
+            });
+        }
         let scenarios = self
             .scenarios
             .iter()
@@ -159,6 +178,8 @@ impl Report {
                                 latency_sent: dec(&st.latency_sent, "latencySent")?,
                                 failed_latency: dec(&st.failed_latency, "failedLatency")?,
                                 counters: st.counters.clone(),
+                                custom: decode_custom(&st.custom)
+                                    .map_err(|e| e.in_step(&s.name, &st.name, "custom"))?,
                             },
                         })
                     })
@@ -788,6 +809,47 @@ mod tests {
                 limit: 512
             })
         ));
+    }
+
+    #[test]
+    fn custom_metrics_travel_in_the_report_and_their_count_is_capped() {
+        use crate::metrics::custom::{Observation, Reading};
+        use crate::protocol::custom::MAX_REPORT_CUSTOM_METRICS;
+        let mut run = busy_run(2, 10, 0.7);
+        let step = run.step_mut(0, 1).unwrap();
+        step.custom
+            .record("lat", &Observation::Trend(Reading::Value(1234)));
+        step.custom
+            .record("hits", &Observation::Counter(Reading::Missing));
+        let report = Report::from_metrics(0, 1, Duration::ZERO, false, &run).unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_metrics().unwrap(), run);
+        // A step without custom metrics carries no `custom` key (reports stay as they were).
+        assert_eq!(json.matches("\"custom\"").count(), 1, "{json}");
+
+        let mut big = back.clone();
+        let one = big.scenarios[0].steps[1].custom[0].clone();
+        big.scenarios[0].steps[1].custom = (0..=MAX_REPORT_CUSTOM_METRICS)
+            .map(|i| CustomMetricReport {
+                name: format!("m{i}"),
+                ..one.clone()
+            })
+            .collect();
+        assert!(matches!(
+            big.to_metrics(),
+            Err(MetricsError::TooManyCustomMetrics {
+                metrics: 257,
+                limit: 256
+            })
+        ));
+        let mut bad = back;
+        bad.scenarios[0].steps[1].custom[1].name = "hits".to_owned();
+        let err = bad.to_metrics().unwrap_err().to_string();
+        assert!(
+            err.contains("step `step-1` custom: custom metric `hits`"),
+            "{err}"
+        );
     }
 
     #[test]

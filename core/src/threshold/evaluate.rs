@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::compare::Baseline;
+use crate::metrics::custom::CustomKind;
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
 use crate::observe::Observation;
 use crate::threshold::{ScopeMetrics, Subject, SubjectFigures, parse_threshold};
@@ -41,8 +42,23 @@ impl Measurements {
             Subject::Http => None,
             // WebSocket steps: not recorded yet.
             Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => None,
-            // Custom metrics read from responses: not recorded yet.
-            Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => None,
+            // Custom metrics read from responses: the scope's merge of every step that
+            // declares the name (validation holds the kind to the subject's).
+            Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {
+                let m = self.custom.metrics.get(name)?;
+                let kind_matches = matches!(
+                    (subject, m.kind()),
+                    (Subject::Trend { .. }, CustomKind::Trend { .. })
+                        | (Subject::Counter(_), CustomKind::Counter)
+                        | (Subject::Gauge(_), CustomKind::Gauge)
+                );
+                kind_matches.then(|| SubjectFigures {
+                    histogram: m.histogram(),
+                    failures: 0,
+                    attempts: 0,
+                    value: m.value(),
+                })
+            }
             // Prometheus queries are judged on the run's query results, not per scope: not
             // queried yet.
             Subject::Prom(_) => None,

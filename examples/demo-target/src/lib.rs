@@ -14,6 +14,7 @@
 //! | `POST /api/process` | 202 `{"id","status":"pending"}`; honours `Idempotency-Key` |
 //! | `GET /api/jobs/{id}` | `pending` until the job delay has passed, then `done`; 404 if unknown |
 //! | `GET /api/items`, `GET /api/items/{id}` | small fixed payloads |
+//! | `GET /api/infer` | `{"latency_ms","crisis","tokens"}` + `X-Queue-Depth`: values to read as custom metrics ([`InferStats`] tallies what was sent) |
 //! | `GET /stats`, `POST /stats/reset` | [`DemoStats`] counters |
 //! | `GET /metrics` | Prometheus metrics: `demo_queue_depth` (requests being handled), `demo_processing_seconds` (histogram), `demo_processed_total` |
 //! | `GET`/`POST /admin/config` | read or change `delay`, `failRate`, `jobDelay` at runtime |
@@ -25,6 +26,12 @@
 //!
 //! With a `capacity`, `/api/*` requests past that many per second are answered
 //! 503 (a token bucket holding a tenth of a second's worth).
+//!
+//! `GET /api/infer` derives its values from its own response number `n` (1, 2, …):
+//! `latency_ms = 10 + 37n mod 190`, `crisis = (n mod C == 0)` (`?crisis=C`, default 7),
+//! `tokens = n mod 100`, header `X-Queue-Depth: n mod 50`; `?omit=K` leaves `latency_ms` out of
+//! every K-th response and `?garble=K` sends it as the text `"n/a"` in every K-th (omit wins
+//! when both hit). `/stats` tallies exactly what was sent, so a test can compare.
 //!
 //! `/auth/*` and `/api/*` also take the query knobs `?delay=20ms` (extra
 //! latency), `?fail=0.01` (fraction answered 500) and `?status=503` (force a
@@ -112,6 +119,38 @@ pub struct DemoStats {
     /// `demo_queue_depth`, which Prometheus only samples).
     #[serde(default)]
     pub max_queue_depth: u64,
+    /// What `GET /api/infer` sent.
+    #[serde(default)]
+    pub infer: InferStats,
+}
+
+/// What `GET /api/infer` sent, to compare with custom metrics read from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InferStats {
+    /// Responses sent.
+    pub responses: u64,
+    /// Responses whose `latency_ms` was a number.
+    pub latency_values: u64,
+    /// The sum of those numbers, in ms.
+    pub latency_ms_sum: u64,
+    /// The smallest of them.
+    pub latency_ms_min: Option<u64>,
+    /// The largest of them.
+    pub latency_ms_max: Option<u64>,
+    /// Responses without `latency_ms` (`?omit=`).
+    pub latency_omitted: u64,
+    /// Responses whose `latency_ms` was not a number (`?garble=`).
+    pub latency_garbled: u64,
+    /// Responses with `"crisis": true`.
+    pub crisis: u64,
+    /// The sum of `tokens` sent.
+    pub tokens_sum: u64,
+    /// The smallest `X-Queue-Depth` sent.
+    pub depth_min: Option<u64>,
+    /// The largest `X-Queue-Depth` sent.
+    pub depth_max: Option<u64>,
+    /// The `X-Queue-Depth` of the last response.
+    pub depth_last: Option<u64>,
 }
 
 /// A running demo server; stop it with [`DemoTarget::shutdown`].

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -15,7 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::knobs;
-use crate::state::{AppState, bump};
+use crate::state::{AppState, InferKnobs, LatencyField, bump};
 
 /// Builds the whole application.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -24,6 +24,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/process", post(process))
         .route("/api/jobs/{id}", get(job))
         .route("/api/items", get(items))
+        .route("/api/infer", get(infer))
         .route("/api/items/{id}", get(item))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -238,6 +239,31 @@ async fn items() -> Json<serde_json::Value> {
 /// Any id is found, so rate tests can use arbitrary ids.
 async fn item(Path(id): Path<String>) -> Json<serde_json::Value> {
     Json(json!({ "id": id, "name": format!("item {id}"), "price": 100 }))
+}
+
+/// `GET /api/infer?omit=K&garble=K&crisis=C`: values for custom metrics to read, derived from
+/// the response number (see the crate docs) and tallied in `/stats`.
+async fn infer(State(state): State<Arc<AppState>>, Query(q): Query<InferQuery>) -> Response {
+    let sent = state.stats.next_inference(InferKnobs {
+        omit: q.omit.unwrap_or(0),
+        garble: q.garble.unwrap_or(0),
+        crisis: q.crisis.unwrap_or(0),
+    });
+    let mut body = json!({ "crisis": sent.crisis, "tokens": sent.tokens });
+    match sent.latency_ms {
+        Some(LatencyField::Number(ms)) => body["latency_ms"] = json!(ms),
+        Some(LatencyField::Garbled) => body["latency_ms"] = json!("n/a"),
+        None => {}
+    }
+    ([("x-queue-depth", sent.depth.to_string())], Json(body)).into_response()
+}
+
+/// The query of `GET /api/infer`.
+#[derive(Deserialize)]
+struct InferQuery {
+    omit: Option<u64>,
+    garble: Option<u64>,
+    crisis: Option<u64>,
 }
 
 async fn not_found() -> Response {

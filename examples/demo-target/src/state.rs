@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::metrics::ServerMetrics;
-use crate::{DemoConfig, DemoStats};
+use crate::{DemoConfig, DemoStats, InferStats};
 
 /// How many tokens, jobs and idempotency keys are remembered (each). Beyond
 /// this the oldest are forgotten, so a long soak test cannot grow memory
@@ -209,6 +209,32 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) failures_injected: AtomicU64,
+    /// What `/api/infer` sent; one lock so the response number and the tallies agree.
+    infer: Mutex<InferStats>,
+}
+
+/// The values of one `/api/infer` response.
+pub(crate) struct Inference {
+    /// `None`: left out (`?omit=`).
+    pub(crate) latency_ms: Option<LatencyField>,
+    pub(crate) crisis: bool,
+    pub(crate) tokens: u64,
+    pub(crate) depth: u64,
+}
+
+/// What `latency_ms` holds.
+pub(crate) enum LatencyField {
+    Number(u64),
+    /// Text instead of a number (`?garble=`).
+    Garbled,
+}
+
+/// The knobs of one `/api/infer` request: every K-th response is changed (0: never).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InferKnobs {
+    pub(crate) omit: u64,
+    pub(crate) garble: u64,
+    pub(crate) crisis: u64,
 }
 
 impl Counters {
@@ -222,6 +248,43 @@ impl Counters {
             failures_injected: self.failures_injected.load(Ordering::Relaxed),
             processed: 0,
             max_queue_depth: 0,
+            infer: lock(&self.infer).clone(),
+        }
+    }
+
+    /// The next `/api/infer` response, tallied (see the crate docs for the formulas).
+    pub(crate) fn next_inference(&self, knobs: InferKnobs) -> Inference {
+        let every = |k: u64, n: u64| k > 0 && n.is_multiple_of(k);
+        let mut t = lock(&self.infer);
+        t.responses += 1;
+        let n = t.responses;
+        let latency = 10 + (37 * n) % 190;
+        let latency_ms = if every(knobs.omit, n) {
+            t.latency_omitted += 1;
+            None
+        } else if every(knobs.garble, n) {
+            t.latency_garbled += 1;
+            Some(LatencyField::Garbled)
+        } else {
+            t.latency_values += 1;
+            t.latency_ms_sum += latency;
+            t.latency_ms_min = Some(t.latency_ms_min.map_or(latency, |m| m.min(latency)));
+            t.latency_ms_max = Some(t.latency_ms_max.map_or(latency, |m| m.max(latency)));
+            Some(LatencyField::Number(latency))
+        };
+        let crisis = every(if knobs.crisis == 0 { 7 } else { knobs.crisis }, n);
+        t.crisis += u64::from(crisis);
+        let tokens = n % 100;
+        t.tokens_sum += tokens;
+        let depth = n % 50;
+        t.depth_min = Some(t.depth_min.map_or(depth, |m| m.min(depth)));
+        t.depth_max = Some(t.depth_max.map_or(depth, |m| m.max(depth)));
+        t.depth_last = Some(depth);
+        Inference {
+            latency_ms,
+            crisis,
+            tokens,
+            depth,
         }
     }
 
@@ -238,6 +301,7 @@ impl Counters {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+        *lock(&self.infer) = InferStats::default();
     }
 }
 

@@ -625,3 +625,51 @@ async fn metrics_move_with_the_load() {
     assert_eq!(stats.requests, 5);
     target.shutdown().await;
 }
+
+#[tokio::test]
+async fn infer_sends_values_derived_from_the_response_number_and_tallies_them() {
+    let target = start(DemoConfig::default()).await;
+    let client = client();
+    let url = format!("{}/api/infer?omit=5&garble=3&crisis=4", target.base_url());
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let depth: u64 = response.headers()["x-queue-depth"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        bodies.push((depth, json_of(response).await));
+    }
+    // n = 1..=10: omitted at 5 and 10, garbled at 3, 6, 9; crisis at 4 and 8.
+    let (depth, body) = &bodies[0];
+    assert_eq!(*depth, 1);
+    assert_eq!(
+        body,
+        &json!({"latency_ms": 47, "crisis": false, "tokens": 1})
+    );
+    assert_eq!(bodies[2].1["latency_ms"], json!("n/a"));
+    assert!(bodies[4].1.get("latency_ms").is_none());
+    assert_eq!(bodies[3].1["crisis"], json!(true));
+    let numbers: Vec<u64> = bodies
+        .iter()
+        .filter_map(|(_, b)| b["latency_ms"].as_u64())
+        .collect();
+    assert_eq!(numbers, [47, 84, 158, 79, 116]);
+    let infer = target.stats().infer;
+    assert_eq!(
+        (infer.responses, infer.latency_values, infer.latency_omitted),
+        (10, 5, 2)
+    );
+    assert_eq!(infer.latency_garbled, 3);
+    assert_eq!(infer.latency_ms_sum, numbers.iter().sum::<u64>());
+    assert_eq!(infer.latency_ms_min, numbers.iter().min().copied());
+    assert_eq!(infer.crisis, 2);
+    assert_eq!(infer.tokens_sum, 55);
+    assert_eq!(
+        (infer.depth_min, infer.depth_max, infer.depth_last),
+        (Some(1), Some(10), Some(10))
+    );
+    target.shutdown().await;
+}
