@@ -558,7 +558,7 @@ pub fn run_agent(args: AgentArgs) -> ExitCode {
         Err(e) => return fail(e.to_string()),
     };
     drop(token);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match volley_runner::engine::runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

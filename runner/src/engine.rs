@@ -25,6 +25,24 @@ use crate::executor::{self, ExecutorCounters, ExecutorSummary, IterationEnd, Tic
 use crate::feeder::{Feeder, FeederError};
 use crate::step::{CompiledStep, StepError, StepOutcome, VuContext, build_client, run_step};
 
+/// The async runtime a runner's load runs on: a current-thread runtime when the process may
+/// use one CPU (a runner pod limited to one core, or a generator pinned to one), else the
+/// multi-threaded one.
+///
+/// On one CPU the work-stealing scheduler buys nothing and costs its atomics, cross-worker
+/// wake-ups and the spare worker it keeps for blocking I/O; measured on the closed model,
+/// `benches/throughput.sh` (see the README's performance section).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cpus <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+}
+
 /// Where this runner stands among the runners of a test.
 #[derive(Clone, Debug)]
 pub struct RunnerPlace {

@@ -35,6 +35,8 @@ use tokio::time::{Instant, sleep_until};
 use volley_core::scenario::{Workload, peak};
 use volley_crds::spec::{Scenario, Stage};
 
+use crate::pacing::Pacer;
+
 /// Offsets are capped here so that adding them to an [`Instant`] cannot overflow; no load test
 /// runs for a century.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -292,6 +294,8 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
         exhausted: false,
     };
     let mut tasks: JoinSet<(PooledVu<V>, IterationEnd)> = JoinSet::new();
+    // Tokio's own timer would start iterations up to ~1 ms late (see `crate::pacing`).
+    let mut pacer = Pacer::default();
     let mut i: u64 = 0;
     let grace_from = loop {
         // Take back VUs whose iterations finished, so they can serve the iterations due now.
@@ -313,7 +317,7 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
                 // Wake for finished iterations too: an `Exhausted` must stop the scenario now,
                 // not at the next due time, which may be far away.
                 Some(res) = tasks.join_next(), if !tasks.is_empty() => pool.take_back(res),
-                () = sleep_until(due) => {}
+                () = pacer.sleep_until(due) => {}
             }
             continue;
         }

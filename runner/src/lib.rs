@@ -16,8 +16,10 @@
 //!    that compiles or renders steps, which all use them; `step` re-exports them as
 //!    `step::StepError` and `step::VuContext`.
 //! 6. Leaves, using nothing else in the crate: [`cookies`] (used by `vu`, `extract`, `step`),
-//!    [`executor`], [`feeder`], [`summary`], [`exit`] (the exit codes), and [`signals`]
-//!    (SIGTERM and Ctrl-C, for `volley run` and `volley agent`; it uses only `exit`).
+//!    [`executor`] (its arrival-rate timer is `pacing`, a leaf too), [`feeder`], [`summary`], [`exit`] (the exit codes), `transport` (the HTTP
+//!    path: a VU's own connection for plain HTTP, reqwest for TLS; used by `vu` and `step`),
+//!    and [`signals`] (SIGTERM and Ctrl-C, for `volley run` and `volley agent`; it uses only
+//!    `exit`).
 //!
 //! The `volley` binary (`main.rs`, `cli.rs`: the subcommands and their arguments;
 //! `report_cli.rs`: `volley report` and the report flags; `kube_run.rs`: `volley kube run` and
@@ -38,7 +40,9 @@ mod check;
 pub mod cookies;
 mod custom_metrics;
 mod extract;
+mod pacing;
 mod render;
 pub mod step;
 mod step_error;
+mod transport;
 mod vu;

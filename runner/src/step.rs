@@ -40,6 +40,7 @@
 //! delivered (chunked framing excluded; there is no decompression). TLS records, TCP/IP
 //! overhead, and the hops of followed redirects are not counted.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,13 +66,14 @@ use crate::custom_metrics::CompiledCustomMetrics;
 pub use crate::custom_metrics::Observed;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+use crate::transport::{Connections, Endpoint, Response};
 
 // Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
 pub use crate::step_error::StepError;
 pub use crate::vu::VuContext;
 
 /// `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("volley/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = crate::transport::USER_AGENT;
 
 /// Redirects [`run_step`] follows before a request fails (kind `connect`).
 const MAX_REDIRECTS: usize = 10;
@@ -182,6 +184,8 @@ struct CompiledRequest {
     /// The URL template, for `Debug` (redacted).
     url_text: Text,
     url: UrlTemplate,
+    /// A literal plain-HTTP URL's endpoint, derived once (see [`crate::transport`]).
+    endpoint: Option<Endpoint>,
     headers: Vec<(HeaderName, HeaderTemplate)>,
     /// A `Cookie` header given in the manifest; the jar's cookies are appended to it.
     cookie: Option<Text>,
@@ -506,10 +510,15 @@ fn compile_request(
     if timeout.is_zero() {
         return Err(compiler.invalid("request.timeout", "must be longer than 0s"));
     }
+    let endpoint = match &url {
+        UrlTemplate::Static(url) => Endpoint::of(url),
+        UrlTemplate::Dynamic { .. } => None,
+    };
     Ok(CompiledRequest {
         method,
         url_text,
         url,
+        endpoint,
         headers,
         cookie,
         body,
@@ -988,6 +997,7 @@ impl CompiledRequest {
                 .exchange(
                     client,
                     &mut ctx.cookies,
+                    &mut ctx.connections,
                     rendered,
                     first.take(),
                     hard_deadline,
@@ -1110,6 +1120,7 @@ impl CompiledRequest {
         &self,
         client: &reqwest::Client,
         jar: &mut CookieJar,
+        connections: &mut Connections,
         rendered: &Rendered,
         origin: Option<Instant>,
         hard_deadline: Option<Instant>,
@@ -1120,9 +1131,10 @@ impl CompiledRequest {
             None => sent + self.timeout,
         };
         let mut method = self.method.clone();
-        let mut url = rendered.url.clone();
-        let mut headers = rendered.headers.clone();
-        let mut body = rendered.body.clone();
+        // Borrowed until a redirect changes them: most exchanges send the rendered request as is.
+        let mut url = Cow::Borrowed(&rendered.url);
+        let mut headers = Cow::Borrowed(&rendered.headers);
+        let mut body = rendered.body.as_ref();
         let mut bytes_sent = 0u64;
         let mut bytes_received = 0u64;
         let mut status = None;
@@ -1132,20 +1144,14 @@ impl CompiledRequest {
         let mut hops = 0;
         let error = loop {
             let same_origin = hops == 0 || url.origin() == rendered.url.origin();
-            let mut request = reqwest::Request::new(method.clone(), url.clone());
-            *request.headers_mut() = headers.clone();
+            let mut request_headers = headers.as_ref().clone();
             if !same_origin {
-                request.headers_mut().remove(AUTHORIZATION);
+                request_headers.remove(AUTHORIZATION);
             }
             bytes_sent += if hops == 0 {
                 rendered.bytes
             } else {
-                request_head_bytes(
-                    &method,
-                    &url,
-                    request.headers(),
-                    body.as_ref().map_or(0, Bytes::len),
-                )
+                request_head_bytes(&method, &url, &request_headers, body.map_or(0, Bytes::len))
             };
             if same_origin {
                 let mut cookie = rendered.cookie.clone().unwrap_or_default();
@@ -1155,7 +1161,7 @@ impl CompiledRequest {
                         Ok(mut value) => {
                             value.set_sensitive(true);
                             bytes_sent += header_line_bytes(&COOKIE, &value);
-                            request.headers_mut().insert(COOKIE, value);
+                            request_headers.insert(COOKIE, value);
                         }
                         Err(_) => {
                             tracing::debug!("cookie header is not a valid header value; not sent")
@@ -1163,19 +1169,24 @@ impl CompiledRequest {
                     }
                 }
             }
-            if let Some(body) = &body {
-                *request.body_mut() = Some(body.clone().into());
-            }
-
-            let mut response =
-                match tokio::time::timeout_at(deadline, client.execute(request)).await {
-                    Err(_) => break Some(ErrorKind::Timeout),
-                    Ok(Err(e)) => break Some(classify(&e)),
-                    Ok(Ok(response)) => response,
-                };
+            // A literal URL's endpoint was derived once, at compile time; others per hop.
+            let derived;
+            let endpoint = match (&self.endpoint, hops) {
+                (Some(endpoint), 0) => Some(endpoint),
+                _ => {
+                    derived = Endpoint::of(&url);
+                    derived.as_ref()
+                }
+            };
+            let send = connections.send(client, endpoint, &method, &url, request_headers, body);
+            let mut response = match tokio::time::timeout_at(deadline, send).await {
+                Err(_) => break Some(ErrorKind::Timeout),
+                Ok(Err(kind)) => break Some(kind),
+                Ok(Ok(response)) => response,
+            };
             let code = response.status();
             status = Some(code.as_u16());
-            let response_headers = std::mem::take(response.headers_mut());
+            let response_headers = response.take_headers();
             bytes_received += response_head_bytes(code, &response_headers);
             jar.store_from(&response_headers);
 
@@ -1192,12 +1203,13 @@ impl CompiledRequest {
                 {
                     break Some(e);
                 }
+                connections.finished();
                 if hops == MAX_REDIRECTS {
                     tracing::debug!("more than {MAX_REDIRECTS} redirects");
                     break Some(ErrorKind::Connect);
                 }
                 // An allowed host must not be able to bounce the load to a forbidden one.
-                if let Err(refused) = self.allowed(&next, Some(false), &headers) {
+                if let Err(refused) = self.allowed(&next, Some(false), headers.as_ref()) {
                     self.warn_refused("(redirect)", &refused);
                     break Some(ErrorKind::Blocked);
                 }
@@ -1211,9 +1223,9 @@ impl CompiledRequest {
                 if to_get {
                     method = Method::GET;
                     body = None;
-                    headers.remove(CONTENT_TYPE);
+                    headers.to_mut().remove(CONTENT_TYPE);
                 }
-                url = next;
+                url = Cow::Owned(next);
                 continue;
             }
 
@@ -1224,6 +1236,7 @@ impl CompiledRequest {
             match read_body(&mut response, deadline, kept.as_mut(), &mut bytes_received).await {
                 Err(e) => break Some(e),
                 Ok(truncated) => {
+                    connections.finished();
                     let mut final_headers = response_headers;
                     if !redirect_cookies.is_empty() {
                         // Earlier hops first, so the final response's own cookies win.
@@ -1290,7 +1303,7 @@ impl CompiledRequest {
 /// Reads a body to its end before `deadline`, counting its bytes into `received` and keeping
 /// up to [`BODY_CAP`] of them in `keep`. Returns whether bytes were dropped.
 async fn read_body(
-    response: &mut reqwest::Response,
+    response: &mut Response,
     deadline: Instant,
     mut keep: Option<&mut Vec<u8>>,
     received: &mut u64,
@@ -1299,7 +1312,7 @@ async fn read_body(
     loop {
         match tokio::time::timeout_at(deadline, response.chunk()).await {
             Err(_) => return Err(ErrorKind::Timeout),
-            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Err(kind)) => return Err(kind),
             Ok(Ok(None)) => return Ok(truncated),
             Ok(Ok(Some(chunk))) => {
                 *received += chunk.len() as u64;
@@ -1318,16 +1331,6 @@ async fn read_body(
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
     base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
-}
-
-/// Maps a client error to a kind: timeouts are `timeout`, everything else (refused, reset,
-/// DNS, TLS, a body cut short, too many redirects) is `connect`.
-fn classify(error: &reqwest::Error) -> ErrorKind {
-    if error.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Connect
-    }
 }
 
 /// `name: value\r\n`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cookies::CookieJar;
+use crate::transport::Connections;
 
 /// Per-VU state that steps read and write.
 #[derive(Clone, Debug)]
@@ -25,6 +26,9 @@ pub struct VuContext {
     pub row: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// The VU's cookies; they persist across iterations (e.g. a CSRF cookie).
     pub cookies: CookieJar,
+    /// The VU's own keep-alive connection for plain HTTP ([`crate::transport`]); a clone of
+    /// the context starts without one.
+    pub connections: Connections,
 }
 
 impl VuContext {
@@ -38,6 +42,7 @@ impl VuContext {
             extracted: BTreeMap::new(),
             row: BTreeMap::new(),
             cookies: CookieJar::new(),
+            connections: Connections::default(),
         }
     }
 }
