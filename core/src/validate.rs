@@ -118,6 +118,9 @@ fn check_custom_subject(
     Ok(())
 }
 
+/// The compiled size a regular expression (extraction, checks, custom metrics) may reach: a
+/// pattern like `a{1000}{1000}` must be refused, not compiled into gigabytes.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Most runner pods one LoadTest may ask for.
 pub const MAX_PARALLELISM: u32 = 1_000;
 /// Most VUs (or maxVUs) one scenario may ask for, in total.
@@ -774,16 +777,8 @@ impl Validator {
             if let Some(jp) = &ex.json_path {
                 self.json_path(jp, &format!("{ep}.jsonPath"));
             }
-            if let Some(re) = &ex.regex
-                && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
-            {
-                self.err(
-                    format!("{ep}.regex"),
-                    format!(
-                        "not a valid regular expression: {}",
-                        first_line(&e.to_string())
-                    ),
-                );
+            if let Some(re) = &ex.regex {
+                self.regex(re, &format!("{ep}.regex"));
             }
         }
         if let Some(retry) = &step.retry {
@@ -914,16 +909,8 @@ impl Validator {
                 self.err(format!("{p}.header"), "not a valid HTTP header name");
             }
         }
-        if let Some(re) = &src.regex
-            && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
-        {
-            self.err(
-                format!("{p}.regex"),
-                format!(
-                    "not a valid regular expression: {}",
-                    first_line(&e.to_string())
-                ),
-            );
+        if let Some(re) = &src.regex {
+            self.regex(re, &format!("{p}.regex"));
         }
     }
 
@@ -1234,6 +1221,22 @@ impl Validator {
                     ),
                 );
             }
+        }
+    }
+
+    /// A regular expression as the runner compiles it (same size limit), so what validates runs.
+    fn regex(&mut self, re: &str, p: &str) {
+        if let Err(e) = regex::RegexBuilder::new(re)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            self.err(
+                p.to_string(),
+                format!(
+                    "not a valid regular expression: {}",
+                    first_line(&e.to_string())
+                ),
+            );
         }
     }
 

@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, SET_COOKIE};
 use serde_json::Value;
 use serde_json_path::JsonPath;
+use volley_core::validate::REGEX_SIZE_LIMIT;
 use volley_crds::spec;
 
 use crate::cookies::parse_set_cookie;
@@ -18,9 +19,6 @@ use crate::step_error::StepError;
 /// beyond it are still read (and counted) but dropped; a JSON body cut short this way no
 /// longer parses, so JSON paths into it find nothing.
 pub(crate) const BODY_CAP: usize = 4 << 20;
-
-/// Size limit of compiled regular expressions (as in manifest validation).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A complete response as a step sees it.
 #[derive(Debug)]
