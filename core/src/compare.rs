@@ -525,6 +525,7 @@ mod tests {
                 p50_ms: p95 / 2.0,
                 p95_ms: p95,
                 p99_ms: p95 * 2.0,
+                websocket: None,
             }],
         }
     }

@@ -14,6 +14,7 @@ use crate::threshold::parse_threshold;
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
     DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
+    WebSocket,
 };
 use volley_crds::text::shorten;
 
@@ -154,7 +155,7 @@ impl Validator {
         for (path, step) in steps {
             let parts = match StepKind::of(step) {
                 Ok(StepKind::Request(r)) => r.multipart.as_slice(),
-                Ok(StepKind::Sleep(_)) | Err(_) => &[],
+                Ok(StepKind::Sleep(_) | StepKind::WebSocket(_)) | Err(_) => &[],
             };
             for (k, part) in parts.iter().enumerate() {
                 if part.file.is_some() {
@@ -534,6 +535,33 @@ impl Validator {
                     self.request(req, &format!("{p}.request"), scope, &extracted);
                     self.step_options(step, &p);
                 }
+                Ok(StepKind::WebSocket(ws)) => {
+                    self.websocket(ws, &format!("{p}.websocket"), scope, &extracted);
+                    self.step_options(step, &p);
+                    // Polling resends a request; a session is not resent until a value shows.
+                    if step.until.is_some() {
+                        self.err(
+                            format!("{p}.until"),
+                            "`until` polls a request; a websocket step waits with `messages[].expect` instead",
+                        );
+                    }
+                    if let Some(check) = &step.check
+                        && !check.status.is_empty()
+                    {
+                        self.err(
+                            format!("{p}.check.status"),
+                            "a websocket step has no response status to check (a failed handshake is an error of its own)",
+                        );
+                    }
+                    for (name, ex) in &step.extract {
+                        if ex.cookie.is_some() {
+                            self.err(
+                                format!("{p}.extract.{name}.cookie"),
+                                "a websocket step has no cookies to extract; use jsonPath, regex or header (of the handshake response)",
+                            );
+                        }
+                    }
+                }
             }
             for name in step.extract.keys() {
                 if !is_identifier(name) {
@@ -699,6 +727,112 @@ impl Validator {
             }
         }
         if let Some(t) = req.timeout {
+            self.positive_duration(t, &format!("{p}.timeout"));
+        }
+    }
+
+    /// A `websocket` step: URL scheme, headers, subprotocols, messages and their expectations.
+    fn websocket(
+        &mut self,
+        ws: &WebSocket,
+        p: &str,
+        scope: &Scope<'_>,
+        extracted: &BTreeSet<String>,
+    ) {
+        if ws.url.trim().is_empty() {
+            self.err(format!("{p}.url"), "must not be empty");
+        } else if ws.url.len() > MAX_URL_BYTES {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "is {} bytes long; a URL may be at most {MAX_URL_BYTES} bytes",
+                    ws.url.len()
+                ),
+            );
+        } else if let Some(c) = control_char(&ws.url, false) {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "contains the control character U+{:04X}; URLs cannot",
+                    u32::from(c)
+                ),
+            );
+        } else if let Some((scheme, _)) = ws.url.split_once("://")
+            && !scheme.contains(['$', '/', '{'])
+            && !["ws", "wss"].contains(&scheme.to_ascii_lowercase().as_str())
+        {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "scheme `{}` is not a WebSocket scheme; write ws:// or wss://, or a path relative to target.baseUrl",
+                    shorten(scheme, 20)
+                ),
+            );
+        }
+        self.template(&ws.url, &format!("{p}.url"), scope, extracted);
+        self.headers(&ws.headers, &format!("{p}.headers"));
+        for (name, value) in &ws.headers {
+            self.template(value, &format!("{p}.headers.{name}"), scope, extracted);
+        }
+        for (i, proto) in ws.subprotocols.iter().enumerate() {
+            let token = !proto.is_empty()
+                && proto.len() <= 256
+                && proto
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                self.err(
+                    format!("{p}.subprotocols[{i}]"),
+                    "a subprotocol is a non-empty token (letters, digits and !#$%&'*+-.^_`|~)",
+                );
+            }
+        }
+        for (i, message) in ws.messages.iter().enumerate() {
+            let mp = format!("{p}.messages[{i}]");
+            self.template(&message.send, &format!("{mp}.send"), scope, extracted);
+            let Some(expect) = &message.expect else {
+                continue;
+            };
+            let ep = format!("{mp}.expect");
+            let matchers = [
+                expect.json_path.is_some(),
+                expect.contains.is_some(),
+                expect.regex.is_some(),
+            ];
+            if matchers.iter().filter(|m| **m).count() != 1 {
+                self.err(ep.clone(), "set exactly one of jsonPath, contains, regex");
+            }
+            if expect.equals.is_some() && expect.json_path.is_none() {
+                self.err(format!("{ep}.equals"), "`equals` needs `jsonPath`");
+            }
+            if let Some(equals) = &expect.equals
+                && (equals.is_array() || equals.is_object())
+            {
+                self.err(
+                    format!("{ep}.equals"),
+                    "compare with a string, number, boolean or null (values are compared as text)",
+                );
+            }
+            if let Some(jp) = &expect.json_path {
+                self.json_path(jp, &format!("{ep}.jsonPath"));
+            }
+            if let Some(re) = &expect.regex
+                && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
+            {
+                self.err(
+                    format!("{ep}.regex"),
+                    format!(
+                        "not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+            }
+            self.positive_duration(expect.timeout, &format!("{ep}.timeout"));
+        }
+        if let Some(hold) = ws.hold {
+            self.bounded_duration(hold, &format!("{p}.hold"));
+        }
+        if let Some(t) = ws.timeout {
             self.positive_duration(t, &format!("{p}.timeout"));
         }
     }

@@ -10,7 +10,9 @@
 //! 3. [`aggregator_client`]: the HTTP side of the runner protocol; [`engine`]: one runner's
 //!    share of a test (VUs, executors, feeders, steps).
 //! 4. [`step`]: one step, compiled once and run per VU; it assembles `check`, `extract` and
-//!    `render`, where `check` uses `extract`, and both use `render`.
+//!    `render`, where `check` uses `extract`, and both use `render`. Beside it, [`websocket`]
+//!    (the `websocket` step kind, dispatched by `step`), which uses `check`, `extract`,
+//!    `render` and, from `step`, only the URL join and the retry backoff.
 //! 5. `step_error` (why a step cannot be compiled) and `vu` (a VU's state): below everything
 //!    that compiles or renders steps, which all use them; `step` re-exports them as
 //!    `step::StepError` and `step::VuContext`.
@@ -38,3 +40,4 @@ mod render;
 pub mod step;
 mod step_error;
 mod vu;
+pub mod websocket;

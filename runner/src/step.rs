@@ -63,6 +63,7 @@ use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+use crate::websocket::{CompiledWebSocket, WsOutcome};
 
 // Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
 pub use crate::step_error::StepError;
@@ -145,6 +146,8 @@ pub struct StepOutcome {
     pub checks_failed: u32,
     /// The step's verdict.
     pub error: Option<ErrorKind>,
+    /// A `websocket` step's own figures (its handshakes are the samples above).
+    pub websocket: Option<Box<WsOutcome>>,
 }
 
 /// A step prepared once per run: templates parsed, JSON paths and regexes compiled, URL base
@@ -158,6 +161,7 @@ pub struct CompiledStep {
 enum StepAction {
     Sleep(Duration, Duration),
     Request(Box<CompiledRequest>),
+    WebSocket(Box<CompiledWebSocket>),
 }
 
 impl fmt::Debug for CompiledStep {
@@ -168,6 +172,7 @@ impl fmt::Debug for CompiledStep {
         match &self.kind {
             StepAction::Sleep(min, max) => d.field("sleep", &(min, max)),
             StepAction::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+            StepAction::WebSocket(ws) => d.field("websocket", &ws.url_text),
         };
         d.finish_non_exhaustive()
     }
@@ -254,11 +259,19 @@ impl CompiledStep {
         &self.name
     }
 
-    /// True for an HTTP request step, false for a sleep.
+    /// True for an HTTP request or WebSocket step, false for a sleep.
     pub fn is_request(&self) -> bool {
         match self.kind {
-            StepAction::Request(_) => true,
+            StepAction::Request(_) | StepAction::WebSocket(_) => true,
             StepAction::Sleep(..) => false,
+        }
+    }
+
+    /// A `websocket` step's connections: (open now, most open at once).
+    pub fn websocket_open(&self) -> Option<(u64, u64)> {
+        match &self.kind {
+            StepAction::WebSocket(ws) => Some(ws.gauge().read()),
+            StepAction::Request(_) | StepAction::Sleep(..) => None,
         }
     }
 
@@ -269,6 +282,7 @@ impl CompiledStep {
     pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
         let request = match &mut self.kind {
             StepAction::Request(request) => request,
+            StepAction::WebSocket(ws) => return ws.restrict(policy),
             StepAction::Sleep(..) => return Ok(()),
         };
         if policy.is_empty() {
@@ -318,6 +332,12 @@ pub(crate) fn compile_with_env(
             request,
             target,
             manifest_dir,
+            &mut compiler,
+        )?)),
+        StepKind::WebSocket(ws) => StepAction::WebSocket(Box::new(CompiledWebSocket::compile(
+            step,
+            ws,
+            target,
             &mut compiler,
         )?)),
     };
@@ -719,9 +739,36 @@ pub async fn run_step(
                 checks_passed: 0,
                 checks_failed: 0,
                 error: None,
+                websocket: None,
             }
         }
         StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+        StepAction::WebSocket(ws) => {
+            let run = ws.run(&step.name, ctx, not_before).await;
+            let last = run.attempts.len().saturating_sub(1);
+            let samples = run
+                .attempts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| RequestSample {
+                    latency: a.latency,
+                    latency_sent: a.latency_sent,
+                    // The session's payload bytes go with the attempt that connected.
+                    bytes_sent: if i == last { run.bytes.0 } else { 0 },
+                    bytes_received: if i == last { run.bytes.1 } else { 0 },
+                    status: a.status,
+                    error: a.error,
+                })
+                .collect();
+            StepOutcome {
+                samples,
+                step_latency: run.step_latency,
+                checks_passed: run.checks.passed,
+                checks_failed: run.checks.failed,
+                error: run.error,
+                websocket: Some(Box::new(run.outcome)),
+            }
+        }
     }
 }
 
@@ -804,6 +851,7 @@ impl CompiledRequest {
                     checks_passed: 0,
                     checks_failed: 0,
                     error: Some(ErrorKind::Extract),
+                    websocket: None,
                 };
             }
         };
@@ -822,6 +870,7 @@ impl CompiledRequest {
                 checks_passed: 0,
                 checks_failed: 0,
                 error: Some(ErrorKind::Blocked),
+                websocket: None,
             };
         }
         let mut samples = Vec::with_capacity(1);
@@ -909,6 +958,7 @@ impl CompiledRequest {
             checks_passed: verdict.tally.passed,
             checks_failed: verdict.tally.failed,
             error: step_error.or(verdict.error),
+            websocket: None,
         }
     }
 
@@ -1299,7 +1349,7 @@ async fn read_body(
 
 /// The pause before retry number `attempt` (1-based: after the first attempt): `base`,
 /// doubled each time, capped at 10 s (or `base` if that is longer).
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
     base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
 }

@@ -14,6 +14,7 @@ use crate::metrics::histogram::{
     HistogramSummary, add_checked, add_clamped, fits, histogram_since, new_latency_histogram,
     same_histogram,
 };
+use crate::metrics::websocket::{self, WsMeasurements};
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
 
 /// The name of the pseudo-scenario that holds the `setup` steps. It is left out of the overall
@@ -169,6 +170,9 @@ pub struct Measurements {
     pub failed_latency: Histogram<u64>,
     /// Requests, failures, iterations, checks, bytes, errors by kind.
     pub counters: Counters,
+    /// What `websocket` steps measured besides their handshakes (which count as requests
+    /// above); `None` where no WebSocket step contributed.
+    pub websocket: Option<Box<WsMeasurements>>,
 }
 
 impl Default for Measurements {
@@ -178,6 +182,7 @@ impl Default for Measurements {
             latency_sent: new_latency_histogram(),
             failed_latency: new_latency_histogram(),
             counters: Counters::default(),
+            websocket: None,
         }
     }
 }
@@ -189,6 +194,7 @@ impl PartialEq for Measurements {
             && same_histogram(&self.latency, &other.latency)
             && same_histogram(&self.latency_sent, &other.latency_sent)
             && same_histogram(&self.failed_latency, &other.failed_latency)
+            && self.websocket == other.websocket
     }
 }
 
@@ -200,6 +206,7 @@ impl fmt::Debug for Measurements {
             .field("latency_sent", &HistogramSummary(&self.latency_sent))
             .field("failed_latency", &HistogramSummary(&self.failed_latency))
             .field("counters", &self.counters)
+            .field("websocket", &self.websocket)
             .finish()
     }
 }
@@ -214,6 +221,10 @@ impl Measurements {
             latency_sent: histogram_since(&earlier.latency_sent, &self.latency_sent)?,
             failed_latency: histogram_since(&earlier.failed_latency, &self.failed_latency)?,
             counters: self.counters.since(&earlier.counters)?,
+            websocket: websocket::since_optional(
+                self.websocket.as_deref(),
+                earlier.websocket.as_deref(),
+            )?,
         })
     }
 
@@ -226,13 +237,20 @@ impl Measurements {
         add_checked(&mut self.latency_sent, &other.latency_sent)?;
         add_checked(&mut self.failed_latency, &other.failed_latency)?;
         self.counters.add(&other.counters);
+        websocket::add_optional(&mut self.websocket, other.websocket.as_deref());
         Ok(())
     }
 
     fn check_addable(&self, other: &Measurements) -> Result<(), MetricsError> {
         fits(&self.latency, &other.latency)?;
         fits(&self.latency_sent, &other.latency_sent)?;
-        fits(&self.failed_latency, &other.failed_latency)
+        fits(&self.failed_latency, &other.failed_latency)?;
+        match (&self.websocket, &other.websocket) {
+            (Some(mine), Some(theirs)) => mine.check_addable(theirs),
+            // An empty side takes any histogram made by this crate; check against a fresh one.
+            (None, Some(theirs)) => WsMeasurements::default().check_addable(theirs),
+            (_, None) => Ok(()),
+        }
     }
 
     /// Like [`Measurements::add`], clamping out-of-range values instead of failing.
@@ -241,6 +259,7 @@ impl Measurements {
         add_clamped(&mut self.latency_sent, &other.latency_sent);
         add_clamped(&mut self.failed_latency, &other.failed_latency);
         self.counters.add(&other.counters);
+        websocket::add_optional(&mut self.websocket, other.websocket.as_deref());
     }
 }
 
@@ -307,7 +326,11 @@ impl RunMetrics {
                     .filter(|s| crate::scenario::is_measured(s))
                     .map(|s| StepMetrics {
                         name: s.display_name(),
-                        m: Measurements::default(),
+                        m: Measurements {
+                            // A WebSocket step shows its (zero) figures from the start.
+                            websocket: s.websocket.is_some().then(Default::default),
+                            ..Measurements::default()
+                        },
                     })
                     .collect(),
             }

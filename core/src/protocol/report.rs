@@ -17,6 +17,7 @@ use crate::metrics::histogram::{
     LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT, new_latency_histogram,
 };
 use crate::metrics::model::{Counters, Measurements, RunMetrics, ScenarioMetrics, StepMetrics};
+use crate::metrics::websocket::{WsCounters, WsMeasurements};
 
 /// Largest encoded histogram [`decode_histogram`] accepts, in bytes after base64 decoding.
 pub const MAX_ENCODED_HISTOGRAM_BYTES: usize = 1 << 20;
@@ -26,7 +27,7 @@ pub const MAX_ENCODED_HISTOGRAM_BYTES: usize = 1 << 20;
 pub const MAX_DECOMPRESSED_HISTOGRAM_BYTES: usize = 1 << 20;
 /// Most steps (over all scenarios) a [`Report`] may carry. Each decoded step holds three
 /// histograms of about 190 KiB each, so this bounds what one report can make the aggregator
-/// allocate.
+/// allocate. A step with WebSocket figures holds three more and counts twice.
 pub const MAX_REPORT_STEPS: usize = 512;
 
 /// Cookie of HdrHistogram's V2 format.
@@ -81,6 +82,23 @@ pub struct StepReport {
     pub latency_sent: String,
     /// [`Measurements::failed_latency`], encoded.
     pub failed_latency: String,
+    /// [`Measurements::websocket`], for `websocket` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsStepReport>,
+}
+
+/// The WebSocket figures of a [`StepReport`]: counters and three encoded histograms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsStepReport {
+    /// [`WsMeasurements::counters`].
+    pub counters: WsCounters,
+    /// [`WsMeasurements::connect`], encoded.
+    pub connect: String,
+    /// [`WsMeasurements::message`], encoded.
+    pub message: String,
+    /// [`WsMeasurements::chunk`], encoded.
+    pub chunk: String,
 }
 
 impl Report {
@@ -109,6 +127,15 @@ impl Report {
                             latency: enc(&st.m.latency, "latency")?,
                             latency_sent: enc(&st.m.latency_sent, "latencySent")?,
                             failed_latency: enc(&st.m.failed_latency, "failedLatency")?,
+                            websocket: match st.m.websocket.as_deref() {
+                                Some(ws) => Some(WsStepReport {
+                                    counters: ws.counters.clone(),
+                                    connect: enc(&ws.connect, "websocket.connect")?,
+                                    message: enc(&ws.message, "websocket.message")?,
+                                    chunk: enc(&ws.chunk, "websocket.chunk")?,
+                                }),
+                                None => None,
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>, MetricsError>>()?;
@@ -134,7 +161,10 @@ impl Report {
         let steps = self
             .scenarios
             .iter()
-            .fold(0usize, |n, s| n.saturating_add(s.steps.len()));
+            .flat_map(|s| &s.steps)
+            .fold(0usize, |n, st| {
+                n.saturating_add(1 + usize::from(st.websocket.is_some()))
+            });
         if steps > MAX_REPORT_STEPS {
             return Err(MetricsError::TooManySteps {
                 steps,
@@ -159,6 +189,15 @@ impl Report {
                                 latency_sent: dec(&st.latency_sent, "latencySent")?,
                                 failed_latency: dec(&st.failed_latency, "failedLatency")?,
                                 counters: st.counters.clone(),
+                                websocket: match &st.websocket {
+                                    Some(ws) => Some(Box::new(WsMeasurements {
+                                        connect: dec(&ws.connect, "websocket.connect")?,
+                                        message: dec(&ws.message, "websocket.message")?,
+                                        chunk: dec(&ws.chunk, "websocket.chunk")?,
+                                        counters: ws.counters.clone(),
+                                    })),
+                                    None => None,
+                                },
                             },
                         })
                     })

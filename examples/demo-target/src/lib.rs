@@ -16,6 +16,7 @@
 //! | `GET /api/items`, `GET /api/items/{id}` | small fixed payloads |
 //! | `GET /stats`, `POST /stats/reset` | [`DemoStats`] counters |
 //! | `GET`/`POST /admin/config` | read or change `delay`, `failRate`, `jobDelay` at runtime |
+//! | `GET /ws/echo`, `GET /ws/stream` | WebSocket echo and streaming replies, with knobs (`?replyDelay=`, `?chunks=`, `?interval=`, `?dropAfter=`, `?silent=`; see `src/websocket.rs`) |
 //!
 //! `/api/*` requests that carry `Authorization: Bearer X` need a token issued
 //! by `/auth/login` (401 otherwise), and unsafe ones that carry a `csrf_token`
@@ -25,7 +26,7 @@
 //! With a `capacity`, `/api/*` requests past that many per second are answered
 //! 503 (a token bucket holding a tenth of a second's worth).
 //!
-//! `/auth/*` and `/api/*` also take the query knobs `?delay=20ms` (extra
+//! `/auth/*`, `/api/*` and `/ws/*` (the handshake) also take the query knobs `?delay=20ms` (extra
 //! latency), `?fail=0.01` (fraction answered 500) and `?status=503` (force a
 //! status).
 //!
@@ -49,6 +50,7 @@ use tokio::task::JoinHandle;
 mod knobs;
 mod routes;
 mod state;
+mod websocket;
 
 use state::AppState;
 
@@ -102,6 +104,24 @@ pub struct DemoStats {
     /// Responses replaced by a failure from a knob (`fail_rate`, `?fail=`, or
     /// an error status forced with `?status=`).
     pub failures_injected: u64,
+    /// WebSocket handshakes accepted (`/ws/*`).
+    #[serde(default)]
+    pub ws_connections: u64,
+    /// WebSocket messages received from clients.
+    #[serde(default)]
+    pub ws_messages_received: u64,
+    /// WebSocket messages sent to clients.
+    #[serde(default)]
+    pub ws_messages_sent: u64,
+    /// WebSocket connections dropped on purpose (`?dropAfter=`).
+    #[serde(default)]
+    pub ws_dropped: u64,
+    /// WebSocket connections open now.
+    #[serde(default)]
+    pub ws_open: u64,
+    /// Most WebSocket connections open at once.
+    #[serde(default)]
+    pub ws_open_max: u64,
 }
 
 /// A running demo server; stop it with [`DemoTarget::shutdown`].
