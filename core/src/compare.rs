@@ -215,6 +215,11 @@ impl ScopeFigures {
             Metric::Requests => Ok(self.requests as f64),
             Metric::Iterations => kept(self.iterations.map(|n| n as f64)),
             Metric::DroppedIterations => kept(self.dropped_iterations.map(|n| n as f64)),
+            // Only thresholds with a subject use these; their baselines are looked up by
+            // subject, never here.
+            Metric::Count | Metric::Value => Err(format!(
+                "the baseline summary has no {metric} of HTTP requests"
+            )),
         }
     }
 }

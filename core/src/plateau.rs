@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::model::Measurements;
 use crate::metrics::status::{per_second, quantile_ms, ratio};
 use crate::scenario::Workload;
-use crate::threshold::{Metric, parse_threshold};
+use crate::threshold::{Metric, Subject, ThresholdExpr, parse_threshold};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::ScenarioStatus;
 
@@ -119,9 +119,14 @@ pub struct PlateauResult {
     pub failed: Vec<String>,
 }
 
-/// Whether a threshold's metric describes a window (see the module documentation).
-fn judged_per_window(metric: Metric) -> bool {
-    !matches!(metric, Metric::Rps | Metric::Requests | Metric::Iterations)
+/// Whether a threshold describes a window (see the module documentation). Prometheus queries
+/// are made once for the whole run.
+fn judged_per_window(expr: &ThresholdExpr) -> bool {
+    !matches!(expr.subject, Subject::Prom(_))
+        && !matches!(
+            expr.metric,
+            Metric::Rps | Metric::Requests | Metric::Iterations | Metric::Count
+        )
 }
 
 /// Judges `plateau` on `window` (the plateau scenario's measurements between two cumulative
@@ -145,10 +150,10 @@ pub fn judge_plateau(
             continue;
         };
         // A baseline threshold compares whole runs; a plateau is a window of one.
-        if !applies || !judged_per_window(expr.metric) || expr.baseline.is_some() {
+        if !applies || !judged_per_window(&expr) || expr.baseline.is_some() {
             continue;
         }
-        let outcome = expr.evaluate(&window.scope(length));
+        let outcome = expr.evaluate(&window.scope(&expr.subject, length));
         held = Some(held.unwrap_or(true) && outcome.passed);
         if !outcome.passed {
             failed.push(expr.failure_message(&outcome));

@@ -10,13 +10,34 @@ use std::fmt;
 use crate::protocol::TOKEN_ENV;
 use crate::scenario::{StepKind, is_measured};
 use crate::template::{Reference, Template, is_identifier};
-use crate::threshold::parse_threshold;
+use crate::threshold::{Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
     DataFeeder, Executor, LoadTestSpec, Request, Runners, Scenario, Sleep, Step, Threshold,
     WebSocket,
 };
 use volley_crds::text::shorten;
+
+/// Whether `spec` records what the threshold's subject needs (a declared custom metric, a
+/// Prometheus query, WebSocket steps), with the reason when it does not.
+fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<(), String> {
+    let _ = spec;
+    match &expr.subject {
+        Subject::Http => Ok(()),
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => Err(format!(
+            "`{}` thresholds need WebSocket steps, which this version does not run",
+            expr.subject
+        )),
+        Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => Err(format!(
+            "`{}` thresholds need custom metrics, which this version does not record",
+            expr.subject
+        )),
+        Subject::Prom(_) => Err(format!(
+            "`{}` thresholds need Prometheus queries, which this version does not make",
+            expr.subject
+        )),
+    }
+}
 
 /// Most runner pods one LoadTest may ask for.
 pub const MAX_PARALLELISM: u32 = 1_000;
@@ -922,8 +943,13 @@ impl Validator {
     }
 
     fn threshold(&mut self, t: &Threshold, p: &str, spec: &LoadTestSpec) {
-        if let Err(e) = parse_threshold(&t.expr) {
-            self.err(p.to_string(), e.to_string());
+        match parse_threshold(&t.expr) {
+            Ok(expr) => {
+                if let Err(why) = check_threshold_subject(&expr, spec) {
+                    self.err(p.to_string(), why);
+                }
+            }
+            Err(e) => self.err(p.to_string(), e.to_string()),
         }
         match (&t.scenario, &t.step) {
             (None, Some(_)) => self.err(

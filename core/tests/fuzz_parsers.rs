@@ -423,6 +423,7 @@ fn check_threshold(text: String) -> Result<(), TestCaseError> {
                 let canonical = t.to_string();
                 let again = parse_threshold(&canonical)
                     .map_err(|e| TestCaseError::fail(format!("{canonical:?}: {e}")))?;
+                prop_assert_eq!(&again.subject, &t.subject, "{}", canonical);
                 prop_assert_eq!(again.metric, t.metric, "{}", canonical);
                 prop_assert_eq!(again.comparison, t.comparison, "{}", canonical);
                 prop_assert_eq!(again.value.to_bits(), t.value.to_bits(), "{}", canonical);

@@ -18,7 +18,7 @@ use serde_json::Value;
 use volley_core::metrics::model::SETUP_SCENARIO;
 use volley_core::metrics::status::format_latency_ms;
 use volley_core::protocol::report::decode_histogram;
-use volley_core::threshold::{Metric, parse_threshold};
+use volley_core::threshold::{Metric, Subject, parse_threshold};
 use volley_crds::status::{LatencyMs, Phase};
 
 use crate::{SeriesPoint, Summary, escape as esc, outcome, point_error_rate, redact_spec};
@@ -287,9 +287,13 @@ type Limit = (String, f64);
 fn limits(s: &Summary, scope: &str) -> (Vec<Limit>, Vec<Limit>, Vec<Limit>) {
     let (mut rps, mut err, mut lat) = (Vec::new(), Vec::new(), Vec::new());
     for t in s.thresholds.iter().filter(|t| t.scope == scope) {
+        // The charts show HTTP requests; a threshold on another subject has no line there.
         let Ok(parsed) = parse_threshold(&t.expr) else {
             continue;
         };
+        if parsed.subject != Subject::Http || parsed.baseline.is_some() {
+            continue;
+        }
         let label = t.expr.clone();
         match parsed.metric {
             Metric::Rps => rps.push((label, parsed.value)),

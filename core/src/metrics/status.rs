@@ -301,7 +301,7 @@ mod tests {
         );
         // Status and thresholds agree on the figure.
         let t = parse_threshold("p(95) < 1s").unwrap();
-        let outcome = t.evaluate(&m.scope(Duration::from_secs(10)));
+        let outcome = t.evaluate(&m.scope(&t.subject, Duration::from_secs(10)));
         assert_eq!(outcome.actual, Some(s.latency_ms.p95));
     }
 

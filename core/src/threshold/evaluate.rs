@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use crate::compare::Baseline;
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
-use crate::threshold::{ScopeMetrics, parse_threshold};
+use crate::threshold::{ScopeMetrics, Subject, SubjectFigures, parse_threshold};
 use volley_crds::spec::LoadTestSpec;
 use volley_crds::status::{ThresholdStatus, Verdict};
 
 impl Measurements {
-    /// The figures thresholds are evaluated on.
-    pub(crate) fn scope(&self, elapsed: Duration) -> ScopeMetrics<'_> {
+    /// The figures thresholds on `subject` are evaluated on.
+    pub(crate) fn scope(&self, subject: &Subject, elapsed: Duration) -> ScopeMetrics<'_> {
         let c = &self.counters;
         ScopeMetrics {
+            subject: self.subject_figures(subject),
             latency_us: &self.latency,
             requests: c.requests,
             failures: c.failures,
@@ -29,6 +30,21 @@ impl Measurements {
             checks_passed: c.checks_passed,
             checks_failed: c.checks_failed,
             elapsed,
+        }
+    }
+
+    /// What `subject` recorded in this scope, or `None` when it recorded nothing here (its
+    /// thresholds then have no data). HTTP requests are the scope's own counters and latency.
+    fn subject_figures(&self, subject: &Subject) -> Option<SubjectFigures<'_>> {
+        match subject {
+            Subject::Http => None,
+            // WebSocket steps: not recorded yet.
+            Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => None,
+            // Custom metrics read from responses: not recorded yet.
+            Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => None,
+            // Prometheus queries are judged on the run's query results, not per scope: not
+            // queried yet.
+            Subject::Prom(_) => None,
         }
     }
 }
@@ -173,6 +189,10 @@ fn evaluate_one(
     // The baseline's figure for this scope, or why there is none (the threshold is skipped).
     let baseline_figure = match (expr.baseline, baseline) {
         (None, _) => None,
+        (Some(_), _) if expr.subject != Subject::Http => Some(Err(format!(
+            "baselines hold figures of HTTP requests only, not of `{}`",
+            expr.subject
+        ))),
         (Some(_), Baseline::Unavailable(why)) => Some(Err(why.clone())),
         (Some(_), Baseline::Run(figures)) => Some(
             figures
@@ -182,8 +202,8 @@ fn evaluate_one(
         ),
     };
     let outcome = match baseline_figure {
-        None => expr.evaluate(&data.scope(elapsed)),
-        Some(Ok(b)) => expr.evaluate_on_baseline(&data.scope(elapsed), b),
+        None => expr.evaluate(&data.scope(&expr.subject, elapsed)),
+        Some(Ok(b)) => expr.evaluate_on_baseline(&data.scope(&expr.subject, elapsed), b),
         Some(Err(why)) => {
             let mut skipped = result(format!("skipped: {why}"), false, false, None);
             skipped.status.skipped = Some(why);

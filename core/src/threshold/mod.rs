@@ -5,12 +5,15 @@
 //! thresholds:
 //!
 //! ```text
-//! threshold := metric operator limit
+//! threshold := subject? metric operator limit
+//!            | scalar operator limit | "gauge(" name ")" ("min" | "max" | "avg") operator limit
+//! subject   := "ws_connect" | "ws_message" | "ws_chunk" | "trend(" name ")"
+//! scalar    := "counter(" name ")" | "gauge(" name ")" | "prom(" name ")"
 //! limit     := number unit?                      (the unit is required where the metric has one)
 //!            | "baseline" ( "*" number | ("+" | "-") number unit? )?
 //! metric    := "p" "(" number ")" | "avg" | "med" | "min" | "max"
 //!            | "error_rate" | "checks" | "rps"
-//!            | "requests" | "iterations" | "dropped_iterations"
+//!            | "requests" | "iterations" | "dropped_iterations" | "count"
 //! operator  := "<" | "<=" | ">" | ">=" | "=="
 //! number    := digits ("." digits)? | "." digits     (no sign, no exponent)
 //! unit      := "us" | "µs" | "ms" | "s" | "m" | "%"
@@ -25,6 +28,14 @@
 //! | `error_rate`, `checks`                  | `N%` with `0 <= N <= 100` (required)      | fraction        |
 //! | `rps`                                   | a bare number                             | per second      |
 //! | `requests`, `iterations`, `dropped_iterations` | a bare whole number                | count           |
+//!
+//! Without a subject a threshold is about HTTP requests. A [`Subject`] names other figures:
+//! WebSocket handshakes, messages and frames (`ws_connect p(95) < 100ms`, `ws_connect error_rate
+//! < 5%`, `ws_chunk count > 100`), a custom trend (`trend(NAME) p(95) < 200ms`, or a plain
+//! number when the trend is not a duration), and scalars compared directly: a custom counter's
+//! total (`counter(NAME) > 0`), a gauge's last value or its `min`/`max`/`avg`
+//! (`gauge(NAME) max < 100`), a Prometheus query's result (`prom(NAME) < 0.5`). Scalars and
+//! plain trends take plain numbers; `count` is a whole number; `error_rate` a percentage.
 //!
 //! A bare number where a unit belongs is refused with the threshold to write instead: it was
 //! once read as milliseconds or as a fraction, so `error_rate < 1` meant 100% and passed
@@ -95,6 +106,12 @@ pub enum Metric {
     Iterations,
     /// `dropped_iterations`: iterations that were due but could not start.
     DroppedIterations,
+    /// `count`: how many values a [`Subject`] other than HTTP recorded (e.g. WebSocket
+    /// handshakes that completed for `ws_connect count`).
+    Count,
+    /// Written as nothing: the single value of a scalar subject (`counter(NAME)`,
+    /// `gauge(NAME)`, `prom(NAME)`): a counter's total, a gauge's last value, a query's result.
+    Value,
 }
 
 /// The kind of quantity a metric measures, which decides the units it accepts,
@@ -109,9 +126,12 @@ enum Quantity {
     Rate,
     /// A whole number, compared exactly.
     Count,
+    /// A plain number without a unit (a custom metric's or a Prometheus query's value).
+    Plain,
 }
 
 impl Metric {
+    /// The quantity of this metric of HTTP requests.
     fn quantity(self) -> Quantity {
         match self {
             Metric::Percentile(_) | Metric::Avg | Metric::Min | Metric::Max | Metric::Med => {
@@ -119,8 +139,20 @@ impl Metric {
             }
             Metric::ErrorRate | Metric::Checks => Quantity::Ratio,
             Metric::Rps => Quantity::Rate,
-            Metric::Requests | Metric::Iterations | Metric::DroppedIterations => Quantity::Count,
+            Metric::Requests
+            | Metric::Iterations
+            | Metric::DroppedIterations
+            | Metric::Count
+            | Metric::Value => Quantity::Count,
         }
+    }
+
+    /// A statistic of a distribution: `p(N)`, `avg`, `med`, `min` or `max`.
+    pub fn is_statistic(self) -> bool {
+        matches!(
+            self,
+            Metric::Percentile(_) | Metric::Avg | Metric::Min | Metric::Max | Metric::Med
+        )
     }
 }
 
@@ -141,13 +173,15 @@ impl fmt::Display for Metric {
             Metric::Requests => "requests",
             Metric::Iterations => "iterations",
             Metric::DroppedIterations => "dropped_iterations",
+            Metric::Count => "count",
+            Metric::Value => "",
         };
         f.write_str(name)
     }
 }
 
 /// The named metrics (everything but `p(N)`), for parsing and for suggestions.
-const NAMED_METRICS: [(&str, Metric); 10] = [
+const NAMED_METRICS: [(&str, Metric); 11] = [
     ("avg", Metric::Avg),
     ("min", Metric::Min),
     ("max", Metric::Max),
@@ -158,7 +192,135 @@ const NAMED_METRICS: [(&str, Metric); 10] = [
     ("requests", Metric::Requests),
     ("iterations", Metric::Iterations),
     ("dropped_iterations", Metric::DroppedIterations),
+    ("count", Metric::Count),
 ];
+
+/// What a threshold measures the metric of: HTTP requests unless the threshold names another
+/// subject before its metric (`ws_connect p(95) < 100ms`, `trend(tokens) avg > 20`,
+/// `counter(retries) < 10`, `prom(queue_depth_max) < 100`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// HTTP requests: every threshold written without a subject.
+    Http,
+    /// `ws_connect`: WebSocket handshakes (time to connect; `error_rate` counts failed ones).
+    WsConnect,
+    /// `ws_message`: WebSocket messages that wait for a reply (time from send to the matching
+    /// reply; `error_rate` counts those without one).
+    WsMessage,
+    /// `ws_chunk`: time between consecutive frames received on a WebSocket connection.
+    WsChunk,
+    /// `trend(NAME)`: a custom trend read from responses (a distribution).
+    Trend {
+        /// The trend's name as declared in a step's `metrics`.
+        name: String,
+        /// The limit was written with a time unit, so the trend holds durations (compared in
+        /// milliseconds) rather than plain numbers.
+        time_unit: bool,
+    },
+    /// `counter(NAME)`: a custom counter's total.
+    Counter(String),
+    /// `gauge(NAME)`: a custom gauge: its last value, or `min`/`max`/`avg` of its samples.
+    Gauge(String),
+    /// `prom(NAME)`: the result of a Prometheus query declared in `spec.observe.prometheus`.
+    Prom(String),
+}
+
+/// The subject as written before the metric, e.g. `ws_connect` or `trend(tokens)`; empty for
+/// HTTP requests.
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Http => Ok(()),
+            Subject::WsConnect => f.write_str("ws_connect"),
+            Subject::WsMessage => f.write_str("ws_message"),
+            Subject::WsChunk => f.write_str("ws_chunk"),
+            Subject::Trend { name, .. } => write!(f, "trend({name})"),
+            Subject::Counter(name) => write!(f, "counter({name})"),
+            Subject::Gauge(name) => write!(f, "gauge({name})"),
+            Subject::Prom(name) => write!(f, "prom({name})"),
+        }
+    }
+}
+
+/// The subjects written as one word.
+const WORD_SUBJECTS: [(&str, Subject); 3] = [
+    ("ws_connect", Subject::WsConnect),
+    ("ws_message", Subject::WsMessage),
+    ("ws_chunk", Subject::WsChunk),
+];
+
+/// The subjects written `KIND(NAME)`.
+const NAMED_SUBJECTS: [&str; 4] = ["trend", "counter", "gauge", "prom"];
+
+impl Subject {
+    /// The metrics a threshold on this subject may use, for parsing and for the error that
+    /// lists them.
+    fn accepts(&self, metric: Metric) -> bool {
+        match self {
+            Subject::Http => !matches!(metric, Metric::Count | Metric::Value),
+            Subject::WsConnect | Subject::WsMessage => {
+                metric.is_statistic() || matches!(metric, Metric::ErrorRate | Metric::Count)
+            }
+            Subject::WsChunk | Subject::Trend { .. } => {
+                metric.is_statistic() || metric == Metric::Count
+            }
+            Subject::Gauge(_) => {
+                matches!(
+                    metric,
+                    Metric::Value | Metric::Min | Metric::Max | Metric::Avg
+                )
+            }
+            Subject::Counter(_) | Subject::Prom(_) => metric == Metric::Value,
+        }
+    }
+
+    /// What to write instead when [`Self::accepts`] refuses a metric.
+    fn accepted_text(&self) -> &'static str {
+        match self {
+            Subject::Http => {
+                "p(N), avg, med, min, max, error_rate, checks, rps, requests, \
+                             iterations and dropped_iterations"
+            }
+            Subject::WsConnect | Subject::WsMessage => {
+                "p(N), avg, med, min, max, error_rate and count"
+            }
+            Subject::WsChunk | Subject::Trend { .. } => "p(N), avg, med, min, max and count",
+            Subject::Gauge(_) => {
+                "min, max, avg, or nothing for its last value (`gauge(NAME) < 10`)"
+            }
+            Subject::Counter(_) | Subject::Prom(_) => {
+                "no metric: compare it directly, like `counter(NAME) > 0` or `prom(NAME) < 100`"
+            }
+        }
+    }
+}
+
+/// The quantity `metric` of `subject` is, which decides units, display and exactness.
+fn quantity_of(subject: &Subject, metric: Metric) -> Quantity {
+    match subject {
+        Subject::Http => metric.quantity(),
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => match metric {
+            Metric::ErrorRate => Quantity::Ratio,
+            Metric::Count => Quantity::Count,
+            _ => Quantity::Latency,
+        },
+        Subject::Trend { time_unit, .. } => match metric {
+            Metric::Count => Quantity::Count,
+            _ if *time_unit => Quantity::Latency,
+            _ => Quantity::Plain,
+        },
+        Subject::Counter(_) | Subject::Gauge(_) | Subject::Prom(_) => Quantity::Plain,
+    }
+}
+
+/// The subject and metric as written, e.g. `p(95)`, `ws_connect p(95)`, `counter(retries)`.
+fn head_text(subject: &Subject, metric: Metric) -> String {
+    match (subject, metric) {
+        (Subject::Http, m) => m.to_string(),
+        (s, Metric::Value) => s.to_string(),
+        (s, m) => format!("{s} {m}"),
+    }
+}
 
 /// How the measured value must relate to the threshold's value for it to pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +413,8 @@ impl BaselineOp {
 /// One parsed threshold, such as `p(95) < 500ms` or `p(95) < baseline * 1.1`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdExpr {
+    /// Whose metric: HTTP requests unless the threshold names another subject.
+    pub subject: Subject,
     /// What is measured.
     pub metric: Metric,
     /// How the measurement must relate to the limit to pass.
@@ -297,8 +461,8 @@ impl FromStr for ThresholdExpr {
 /// always parses back to an equal metric, comparison and value.
 impl fmt::Display for ThresholdExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ", self.metric, self.comparison)?;
-        let quantity = self.metric.quantity();
+        write!(f, "{} {} ", self.head(), self.comparison)?;
+        let quantity = self.quantity();
         match self.baseline {
             None => f.write_str(&exact_text(quantity, self.value)),
             Some(BaselineOp::Times) if self.value == 1.0 => f.write_str("baseline"),
@@ -331,6 +495,24 @@ pub struct ScopeMetrics<'a> {
     pub checks_failed: u64,
     /// How long the scope ran, to turn `requests` into `rps`.
     pub elapsed: Duration,
+    /// The figures of the threshold's subject in this scope when it is not HTTP requests
+    /// (`None`: the subject recorded nothing here, so the threshold has no data).
+    pub subject: Option<SubjectFigures<'a>>,
+}
+
+/// What a subject other than HTTP requests recorded in one scope, for its thresholds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectFigures<'a> {
+    /// The recorded values, times 1000 in the canonical unit: microseconds for durations,
+    /// thousandths for plain numbers. Statistics and `count` read it.
+    pub histogram: Option<&'a Histogram<u64>>,
+    /// Attempts that failed, for `error_rate` (`failures / attempts`).
+    pub failures: u64,
+    /// Attempts, for `error_rate`; zero means `error_rate` has no data.
+    pub attempts: u64,
+    /// The subject's single value for [`Metric::Value`]: a counter's total, a gauge's last
+    /// value, a query's result.
+    pub value: Option<f64>,
 }
 
 /// The result of evaluating one threshold.
@@ -371,7 +553,7 @@ impl ThresholdExpr {
             Some(limit) => self.evaluate_with_limit(m, limit),
             None => ThresholdOutcome {
                 passed: false,
-                actual: measure(self.metric, m),
+                actual: self.measure(m),
                 actual_display: "no baseline".to_owned(),
             },
         }
@@ -394,12 +576,12 @@ impl ThresholdExpr {
     }
 
     fn evaluate_with_limit(&self, m: &ScopeMetrics<'_>, limit: f64) -> ThresholdOutcome {
-        let Some(actual) = measure(self.metric, m) else {
+        let Some(actual) = self.measure(m) else {
             return ThresholdOutcome::no_data();
         };
         // A limit made from a baseline is a computed float: compare counts with the same
         // tolerance as everything else.
-        let exact = self.metric.quantity() == Quantity::Count && self.baseline.is_none();
+        let exact = self.quantity() == Quantity::Count && self.baseline.is_none();
         ThresholdOutcome {
             passed: self.comparison.holds(actual, limit, exact),
             actual: Some(actual),
@@ -412,7 +594,7 @@ impl ThresholdExpr {
     /// `p(95) has no data`. Given a passing outcome it states the relation
     /// that held, e.g. `p(95) 412ms < 500ms`.
     pub fn failure_message(&self, outcome: &ThresholdOutcome) -> String {
-        let quantity = self.metric.quantity();
+        let quantity = self.quantity();
         let limit = with_rate_suffix(quantity, exact_text(quantity, self.value));
         self.sentence(outcome, self.value, &limit, "")
     }
@@ -420,7 +602,7 @@ impl ThresholdExpr {
     /// [`Self::failure_message`] for an outcome of [`Self::evaluate_on_baseline`]: the limit
     /// with how it was made, e.g. `p(95) 612ms >= 550ms (baseline 500ms * 1.1)`.
     pub fn baseline_failure_message(&self, outcome: &ThresholdOutcome, baseline: f64) -> String {
-        let quantity = self.metric.quantity();
+        let quantity = self.quantity();
         let limit = self.limit(Some(baseline)).unwrap_or(self.value);
         let operand = match self.baseline {
             None | Some(BaselineOp::Times) if self.value == 1.0 => String::new(),
@@ -441,9 +623,9 @@ impl ThresholdExpr {
         after: &str,
     ) -> String {
         let Some(actual) = outcome.actual else {
-            return format!("{} has no data", self.metric);
+            return format!("{} has no data", self.head());
         };
-        let quantity = self.metric.quantity();
+        let quantity = self.quantity();
         let mut shown = self.format_value(actual);
         // Rounding for display can make a failing value look like the limit
         // ("500ms > 500ms"); show it in full then, so the sentence makes sense.
@@ -455,14 +637,14 @@ impl ThresholdExpr {
         } else {
             self.comparison.negated_symbol()
         };
-        format!("{} {shown} {relation} {limit}{after}", self.metric)
+        format!("{} {shown} {relation} {limit}{after}", self.head())
     }
 
     /// A value in this metric's canonical unit, shown in its natural unit and
     /// rounded to 4 significant digits for people: `612ms`, `1.2s`, `500us`,
     /// `0.42%`, `123.4/s`, `1000`.
     pub fn format_value(&self, v: f64) -> String {
-        match self.metric.quantity() {
+        match self.quantity() {
             Quantity::Latency => {
                 if v > 0.0 && v < 1.0 {
                     format!("{}us", significant(v * 1000.0, 4))
@@ -475,13 +657,54 @@ impl ThresholdExpr {
             Quantity::Ratio => format!("{}%", significant(v * 100.0, 4)),
             Quantity::Rate => format!("{}/s", significant(v, 4)),
             Quantity::Count => format!("{v:.0}"),
+            Quantity::Plain => significant(v, 6),
+        }
+    }
+
+    /// The subject and metric as written, e.g. `p(95)`, `ws_connect p(95)` or
+    /// `counter(retries)`: what the threshold is about, for messages.
+    pub fn head(&self) -> String {
+        head_text(&self.subject, self.metric)
+    }
+
+    fn quantity(&self) -> Quantity {
+        quantity_of(&self.subject, self.metric)
+    }
+
+    /// The metric's value in `m`, in its canonical unit, or `None` if there is nothing to
+    /// measure.
+    fn measure(&self, m: &ScopeMetrics<'_>) -> Option<f64> {
+        if self.subject == Subject::Http {
+            return measure_http(self.metric, m);
+        }
+        let figures = m.subject?;
+        let histogram = || figures.histogram.filter(|h| !h.is_empty());
+        match self.metric {
+            Metric::Percentile(p) => {
+                histogram().map(|h| h.value_at_quantile(p / 100.0) as f64 / 1000.0)
+            }
+            Metric::Med => histogram().map(|h| h.value_at_quantile(0.5) as f64 / 1000.0),
+            Metric::Avg => histogram().map(|h| h.mean() / 1000.0),
+            Metric::Min => histogram().map(|h| h.min() as f64 / 1000.0),
+            Metric::Max => histogram().map(|h| h.max() as f64 / 1000.0),
+            Metric::ErrorRate => {
+                (figures.attempts > 0).then(|| figures.failures as f64 / figures.attempts as f64)
+            }
+            Metric::Count => Some(figures.histogram.map_or(0, |h| h.len()) as f64),
+            Metric::Value => figures.value,
+            // Parsing refuses these for every subject but HTTP.
+            Metric::Checks
+            | Metric::Rps
+            | Metric::Requests
+            | Metric::Iterations
+            | Metric::DroppedIterations => None,
         }
     }
 }
 
-/// The metric's value in `m`, in its canonical unit, or `None` if there is
+/// An HTTP metric's value in `m`, in its canonical unit, or `None` if there is
 /// nothing to measure.
-fn measure(metric: Metric, m: &ScopeMetrics<'_>) -> Option<f64> {
+fn measure_http(metric: Metric, m: &ScopeMetrics<'_>) -> Option<f64> {
     let h = m.latency_us;
     let ms = |us: u64| us as f64 / 1000.0;
     let ratio = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
@@ -503,6 +726,8 @@ fn measure(metric: Metric, m: &ScopeMetrics<'_>) -> Option<f64> {
             Metric::Requests => Some(m.requests as f64),
             Metric::Iterations => Some(m.iterations as f64),
             Metric::DroppedIterations => Some(m.dropped_iterations as f64),
+            // Parsing refuses these for HTTP requests.
+            Metric::Count | Metric::Value => None,
         },
     }
 }
@@ -591,7 +816,7 @@ fn exact_text(quantity: Quantity, value: f64) -> String {
                 .find_map(|a| shortest(value, a, percent_to_fraction))
                 .map_or_else(|| format!("{approx}%"), |p| format!("{p}%"))
         }
-        Quantity::Rate | Quantity::Count => format!("{value}"),
+        Quantity::Rate | Quantity::Count | Quantity::Plain => format!("{value}"),
     }
 }
 
@@ -696,11 +921,16 @@ impl<'a> Parser<'a> {
                 "the threshold is empty: write `metric operator value`, like `p(95) < 500ms`",
             );
         }
-        let metric = self.metric()?;
+        let (mut subject, metric) = self.subject_and_metric()?;
+        if let Subject::Trend { time_unit, .. } = &mut subject {
+            *time_unit = metric.is_statistic() && self.limit_has_time_unit();
+        }
+        let head = head_text(&subject, metric);
+        let quantity = quantity_of(&subject, metric);
         self.skip_whitespace();
-        let comparison = self.comparison(metric)?;
+        let comparison = self.comparison(&head)?;
         self.skip_whitespace();
-        let (value, baseline) = self.limit(metric, comparison)?;
+        let (value, baseline) = self.limit(quantity, &head, comparison)?;
         self.skip_whitespace();
         if !self.at_end() {
             let rest = self.text(self.pos, self.chars.len());
@@ -713,6 +943,7 @@ impl<'a> Parser<'a> {
             );
         }
         Ok(ThresholdExpr {
+            subject,
             metric,
             comparison,
             value,
@@ -724,7 +955,8 @@ impl<'a> Parser<'a> {
     /// The limit after the operator: a value, or `baseline` with an optional factor or offset.
     fn limit(
         &mut self,
-        metric: Metric,
+        quantity: Quantity,
+        metric: &str,
         comparison: Comparison,
     ) -> Result<(f64, Option<BaselineOp>), ThresholdParseError> {
         let start = self.pos;
@@ -732,7 +964,7 @@ impl<'a> Parser<'a> {
             // Not `baseline`: the value's own errors say what is wrong.
             self.pos = start;
             let prefix = format!("{metric} {comparison}");
-            return Ok((self.value(metric, &prefix)?, None));
+            return Ok((self.value(quantity, metric, &prefix)?, None));
         }
         self.skip_whitespace();
         let op = match self.peek() {
@@ -749,7 +981,7 @@ impl<'a> Parser<'a> {
                 "{metric} {comparison} baseline {}",
                 if op == BaselineOp::Plus { '+' } else { '-' }
             );
-            return Ok((self.value(metric, &prefix)?, Some(op)));
+            return Ok((self.value(quantity, metric, &prefix)?, Some(op)));
         }
         let (factor, _) =
             self.number("a factor after `baseline *`, like the 1.10 in `baseline * 1.10`")?;
@@ -769,6 +1001,106 @@ impl<'a> Parser<'a> {
             );
         }
         Ok((factor, Some(BaselineOp::Times)))
+    }
+
+    /// The subject, when one is written before the metric, and the metric.
+    fn subject_and_metric(&mut self) -> Result<(Subject, Metric), ThresholdParseError> {
+        let start = self.pos;
+        let word = self.eat_while(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        let subject = if let Some((_, s)) = WORD_SUBJECTS.iter().find(|(w, _)| *w == word) {
+            s.clone()
+        } else if NAMED_SUBJECTS.contains(&word.as_str()) && self.next_non_blank() == Some('(') {
+            let name = self.subject_name(&word)?;
+            match word.as_str() {
+                "trend" => Subject::Trend {
+                    name,
+                    time_unit: false,
+                },
+                "counter" => Subject::Counter(name),
+                "gauge" => Subject::Gauge(name),
+                _ => Subject::Prom(name),
+            }
+        } else {
+            self.pos = start;
+            let metric = self.metric()?;
+            if !Subject::Http.accepts(metric) {
+                return self.error(
+                    start,
+                    format!(
+                        "`{metric}` needs a subject, like `ws_connect {metric}` or \
+                         `trend(NAME) {metric}`; for HTTP requests write `requests`"
+                    ),
+                );
+            }
+            return Ok((Subject::Http, metric));
+        };
+        self.skip_whitespace();
+        let at = self.pos;
+        let comparison_next = self.peek().is_none_or(|c| "<>=!≤≥≠".contains(c));
+        if comparison_next && subject.accepts(Metric::Value) {
+            return Ok((subject, Metric::Value));
+        }
+        let metric = self.metric()?;
+        if !subject.accepts(metric) {
+            return self.error(
+                at,
+                format!(
+                    "`{subject}` has no `{metric}`: it takes {}",
+                    subject.accepted_text()
+                ),
+            );
+        }
+        Ok((subject, metric))
+    }
+
+    /// The `(NAME)` after `trend`, `counter`, `gauge` or `prom`.
+    fn subject_name(&mut self, kind: &str) -> Result<String, ThresholdParseError> {
+        self.skip_whitespace();
+        self.pos += 1; // the `(` the caller saw
+        self.skip_whitespace();
+        let at = self.pos;
+        let name = self.eat_while(|c| c.is_alphanumeric() || "_.:-".contains(c));
+        if name.is_empty() {
+            return self.error(
+                at,
+                format!("expected the name of the {kind} in parentheses, like `{kind}(my_metric)`"),
+            );
+        }
+        self.skip_whitespace();
+        if self.peek() != Some(')') {
+            return self.error(self.pos, format!("expected `)` to close `{kind}({name}`"));
+        }
+        self.pos += 1;
+        Ok(name)
+    }
+
+    /// The next character that is not whitespace, without moving.
+    fn next_non_blank(&self) -> Option<char> {
+        self.chars
+            .get(self.pos..)
+            .and_then(|rest| rest.iter().find(|c| !c.is_whitespace()).copied())
+    }
+
+    /// Whether the limit ahead carries a time unit (`200ms`, `baseline + 5ms`), which makes a
+    /// trend's statistics durations rather than plain numbers. Only a guess from the text:
+    /// the value's own parsing reports anything malformed.
+    fn limit_has_time_unit(&self) -> bool {
+        let rest: String = self
+            .chars
+            .get(self.pos..)
+            .unwrap_or_default()
+            .iter()
+            .collect();
+        let rest = rest.trim_start_matches(|c: char| "<>=!≤≥≠".contains(c) || c.is_whitespace());
+        let rest = rest
+            .strip_prefix("baseline")
+            .unwrap_or(rest)
+            .trim_start_matches(|c: char| "+-*".contains(c) || c.is_whitespace());
+        let unit = rest
+            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .trim_start();
+        let word: String = unit.chars().take_while(|c| c.is_alphabetic()).collect();
+        matches!(word.as_str(), "us" | "µs" | "μs" | "ms" | "s" | "m")
     }
 
     fn metric(&mut self) -> Result<Metric, ThresholdParseError> {
@@ -836,7 +1168,7 @@ impl<'a> Parser<'a> {
         Ok(Metric::Percentile(n))
     }
 
-    fn comparison(&mut self, metric: Metric) -> Result<Comparison, ThresholdParseError> {
+    fn comparison(&mut self, metric: &str) -> Result<Comparison, ThresholdParseError> {
         let start = self.pos;
         let op = self.eat_while(|c| "<>=!≤≥≠".contains(c));
         let advice = "use <, <=, >, >= or ==";
@@ -941,11 +1273,13 @@ impl<'a> Parser<'a> {
 
     /// The value after the operator, converted to the metric's canonical unit.
     /// `prefix` is what comes before the value (`p(95) <`), to show in messages what to write.
-    fn value(&mut self, metric: Metric, prefix: &str) -> Result<f64, ThresholdParseError> {
-        let after = prefix
-            .strip_prefix(&metric.to_string())
-            .unwrap_or(prefix)
-            .trim();
+    fn value(
+        &mut self,
+        quantity: Quantity,
+        metric: &str,
+        prefix: &str,
+    ) -> Result<f64, ThresholdParseError> {
+        let after = prefix.strip_prefix(metric).unwrap_or(prefix).trim();
         let (number, number_at) = self.number(&format!("a number after `{after}`"))?;
         let number_text = self.text(number_at, self.pos);
         let unit = self.unit();
@@ -954,12 +1288,12 @@ impl<'a> Parser<'a> {
         // `p(95) < 500 parsecs`: the unknown word is what is wrong, and the trailing-text
         // error after this says so better than "needs a unit"; the value is never used.
         if unit.is_none()
-            && matches!(metric.quantity(), Quantity::Latency | Quantity::Ratio)
+            && matches!(quantity, Quantity::Latency | Quantity::Ratio)
             && !self.rest_is_blank()
         {
             return Ok(0.0);
         }
-        match metric.quantity() {
+        match quantity {
             Quantity::Latency => {
                 let unit = match unit_str {
                     // A bare number was once read as milliseconds; `p(95) < 2` meaning 2ms
@@ -1027,6 +1361,13 @@ impl<'a> Parser<'a> {
                     ),
                 ),
             },
+            Quantity::Plain => match unit_str {
+                None => Ok(number),
+                Some(u) => self.error(
+                    unit_at,
+                    format!("{metric} is a plain number: write it like `{prefix} {number_text}`, without `{u}`"),
+                ),
+            },
             Quantity::Count => {
                 if let Some(u) = unit_str {
                     return self.error(
@@ -1048,7 +1389,7 @@ impl<'a> Parser<'a> {
 
 /// Why `error_rate < 0.01` is refused, with what to write instead: the number as a
 /// percentage, and, when it could have been meant as a fraction, that fraction as one.
-fn bare_ratio_message(metric: Metric, prefix: &str, number: f64, text: &str) -> String {
+fn bare_ratio_message(metric: &str, prefix: &str, number: f64, text: &str) -> String {
     let as_percent = format!("`{prefix} {text}%`");
     let percent_of_fraction = number * 100.0;
     if number > 0.0 && number <= 1.0 {
@@ -1192,6 +1533,7 @@ mod tests {
             checks_passed: 10,
             checks_failed: 0,
             elapsed: Duration::from_secs(10),
+            subject: None,
         }
     }
 
@@ -1764,6 +2106,7 @@ mod tests {
 
     fn round_trips(metric: Metric, value: f64) -> Result<(), TestCaseError> {
         let t = ThresholdExpr {
+            subject: Subject::Http,
             metric,
             comparison: Comparison::Le,
             value,
@@ -1811,6 +2154,7 @@ mod tests {
         ) {
             let baseline = [BaselineOp::Times, BaselineOp::Plus, BaselineOp::Minus][op];
             let t = ThresholdExpr {
+                subject: Subject::Http,
                 metric,
                 comparison: Comparison::Lt,
                 value: operand,
@@ -2228,6 +2572,191 @@ mod tests {
         assert_eq!(
             message,
             format!("p(95) {} >= 500ms", outcome.actual_display)
+        );
+    }
+
+    // ---- subjects: WebSocket, custom metrics, Prometheus ----
+
+    #[test]
+    fn parses_subjects_before_the_metric() {
+        let cases: [(&str, Subject, Metric, f64); 10] = [
+            (
+                "ws_connect p(95) < 100ms",
+                Subject::WsConnect,
+                Metric::Percentile(95.0),
+                100.0,
+            ),
+            (
+                "ws_connect error_rate < 5%",
+                Subject::WsConnect,
+                Metric::ErrorRate,
+                0.05,
+            ),
+            (
+                "ws_message avg < 1s",
+                Subject::WsMessage,
+                Metric::Avg,
+                1000.0,
+            ),
+            (
+                "ws_chunk count >= 1000",
+                Subject::WsChunk,
+                Metric::Count,
+                1000.0,
+            ),
+            (
+                "trend( inference_latency ) p(99) < 200ms",
+                Subject::Trend {
+                    name: "inference_latency".into(),
+                    time_unit: true,
+                },
+                Metric::Percentile(99.0),
+                200.0,
+            ),
+            (
+                "trend(tokens) avg > 20.5",
+                Subject::Trend {
+                    name: "tokens".into(),
+                    time_unit: false,
+                },
+                Metric::Avg,
+                20.5,
+            ),
+            (
+                "counter(crisis_detections) > 0",
+                Subject::Counter("crisis_detections".into()),
+                Metric::Value,
+                0.0,
+            ),
+            (
+                "gauge(queue_depth)<10",
+                Subject::Gauge("queue_depth".into()),
+                Metric::Value,
+                10.0,
+            ),
+            (
+                "gauge(queue_depth) max < 100",
+                Subject::Gauge("queue_depth".into()),
+                Metric::Max,
+                100.0,
+            ),
+            (
+                "prom(worker_p95_s) < 0.5",
+                Subject::Prom("worker_p95_s".into()),
+                Metric::Value,
+                0.5,
+            ),
+        ];
+        for (input, subject, metric, value) in cases {
+            let t = parse(input);
+            assert_eq!(
+                (&t.subject, t.metric, t.value),
+                (&subject, metric, value),
+                "{input:?}"
+            );
+            // The canonical text names the subject and parses back to the same threshold.
+            let again = parse(&t.to_string());
+            assert_eq!(
+                (again.subject, again.metric, again.value),
+                (subject, metric, value),
+                "{t}"
+            );
+        }
+        assert_eq!(parse("prom(q) < 100").to_string(), "prom(q) < 100");
+        assert_eq!(
+            parse("ws_connect p(95)<0.1s").to_string(),
+            "ws_connect p(95) < 100ms"
+        );
+        assert_eq!(
+            parse("trend(x) p(95) < baseline * 1.1").to_string(),
+            "trend(x) p(95) < baseline * 1.1"
+        );
+        // Without a subject nothing changes.
+        assert_eq!(parse("p(95) < 500ms").subject, Subject::Http);
+    }
+
+    #[test]
+    fn refuses_metrics_a_subject_does_not_have() {
+        assert_err(
+            "ws_chunk error_rate < 1%",
+            10,
+            &["`ws_chunk` has no `error_rate`", "count"],
+        );
+        assert_err(
+            "prom(q) p(95) < 1",
+            9,
+            &["`prom(q)` has no `p(95)`", "compare it directly"],
+        );
+        assert_err("counter(c) rps > 1", 12, &["has no `rps`"]);
+        assert_err("ws_connect rps > 1", 12, &["`ws_connect` has no `rps`"]);
+        assert_err("ws_connect < 1ms", 12, &["expected a metric"]);
+        assert_err("count > 5", 1, &["`count` needs a subject", "requests"]);
+        assert_err(
+            "trend() avg < 1ms",
+            7,
+            &["name of the trend", "trend(my_metric)"],
+        );
+        assert_err("trend(x avg < 1ms", 9, &["expected `)`"]);
+        // Units follow the subject's quantity.
+        assert_err("prom(q) < 5ms", 12, &["plain number", "without `ms`"]);
+        assert_err("gauge(g) max < 1%", 17, &["plain number"]);
+        assert_err("ws_message p(95) < 500", 23, &["needs a unit"]);
+        assert_err("ws_connect count > 1.5", 20, &["whole number"]);
+        // `trend` without parentheses is just an unknown metric, as before.
+        assert_err("trend < 5", 1, &["unknown metric `trend`"]);
+    }
+
+    #[test]
+    fn subjects_are_measured_on_their_own_figures() {
+        let requests = histogram([1_000; 10]);
+        let mut connect = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for us in [400, 600, 800, 2000] {
+            connect.record(us).unwrap();
+        }
+        let mut m = scope(&requests);
+        // No figures for the subject: no data, which fails.
+        let none = parse("ws_connect p(50) < 1s").evaluate(&m);
+        assert!(!none.passed);
+        assert_eq!(none.actual_display, "no data");
+        assert_eq!(
+            parse("ws_connect p(50) < 1s").failure_message(&none),
+            "ws_connect p(50) has no data"
+        );
+        m.subject = Some(SubjectFigures {
+            histogram: Some(&connect),
+            failures: 1,
+            attempts: 5,
+            value: Some(7.0),
+        });
+        assert_verdicts(
+            &m,
+            &[
+                ("ws_connect max < 1.5ms", false),
+                ("ws_connect max < 2.5ms", true),
+                ("ws_connect min == 400us", true),
+                ("ws_connect count == 4", true),
+                ("ws_connect error_rate <= 20%", true),
+                ("ws_connect error_rate < 20%", false),
+                ("counter(c) == 7", true),
+                ("gauge(g) > 7", false),
+                ("trend(t) max < 2.5", true),
+            ],
+        );
+        let t = parse("ws_connect p(99) < 1ms");
+        let outcome = t.evaluate(&m);
+        assert_eq!(outcome.actual, Some(2.0));
+        assert_eq!(t.failure_message(&outcome), "ws_connect p(99) 2ms >= 1ms");
+        let plain = parse("trend(tokens) avg < 10");
+        assert_eq!(plain.format_value(95.0), "95");
+        // No attempts: error_rate has no data rather than 0%.
+        m.subject = Some(SubjectFigures::default());
+        assert_eq!(
+            parse("ws_message error_rate < 1%").evaluate(&m).actual,
+            None
+        );
+        assert_eq!(
+            parse("ws_message count == 0").evaluate(&m).actual,
+            Some(0.0)
         );
     }
 }
