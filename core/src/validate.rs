@@ -24,10 +24,21 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
     let _ = spec;
     match &expr.subject {
         Subject::Http => Ok(()),
-        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => Err(format!(
-            "`{}` thresholds need WebSocket steps, which this version does not run",
-            expr.subject
-        )),
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => {
+            let any = spec
+                .scenarios
+                .iter()
+                .flat_map(|sc| &sc.steps)
+                .any(|st| st.websocket.is_some());
+            if any {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{}` thresholds judge WebSocket steps, and no scenario has a `websocket` step",
+                    expr.subject
+                ))
+            }
+        }
         Subject::Trend { .. } | Subject::Counter(_) | Subject::Gauge(_) => Err(format!(
             "`{}` thresholds need custom metrics, which this version does not record",
             expr.subject
@@ -36,6 +47,48 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
             "`{}` thresholds need Prometheus queries, which this version does not make",
             expr.subject
         )),
+    }
+}
+
+/// A WebSocket threshold scoped to a scenario or step: that scope must hold a `websocket`
+/// step, or the threshold could only ever say "no data". Says which field is at fault.
+fn check_ws_scope(
+    expr: &ThresholdExpr,
+    t: &Threshold,
+    spec: &LoadTestSpec,
+) -> Result<(), (&'static str, String)> {
+    if !matches!(
+        expr.subject,
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk
+    ) {
+        return Ok(());
+    }
+    let Some(sc) = t
+        .scenario
+        .as_ref()
+        .and_then(|name| spec.scenarios.iter().find(|s| &s.name == name))
+    else {
+        return Ok(());
+    };
+    match &t.step {
+        Some(step) => match sc.steps.iter().find(|s| &s.display_name() == step) {
+            Some(s) if s.websocket.is_none() => Err((
+                "step",
+                format!(
+                    "`{}` thresholds judge WebSocket steps, and step `{step}` is not one",
+                    expr.subject
+                ),
+            )),
+            _ => Ok(()),
+        },
+        None if !sc.steps.iter().any(|s| s.websocket.is_some()) => Err((
+            "scenario",
+            format!(
+                "`{}` thresholds judge WebSocket steps, and scenario `{}` has none",
+                expr.subject, sc.name
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -947,6 +1000,8 @@ impl Validator {
             Ok(expr) => {
                 if let Err(why) = check_threshold_subject(&expr, spec) {
                     self.err(p.to_string(), why);
+                } else if let Err((field, why)) = check_ws_scope(&expr, t, spec) {
+                    self.err(format!("{p}.{field}"), why);
                 }
             }
             Err(e) => self.err(p.to_string(), e.to_string()),

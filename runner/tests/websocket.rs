@@ -401,3 +401,84 @@ async fn volley_run_with_three_runners_reports_the_merged_websocket_figures() {
     assert_eq!(w.open, 0);
     target.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_thresholds_are_judged_on_the_merged_figures() {
+    let target = demo().await;
+    let yaml = format!(
+        "{}  thresholds:\n    - \"ws_message p(50) >= 40ms\"\n    - \"ws_connect error_rate < 5%\"\n    - \"ws_connect count >= 12\"\n    - \"ws_chunk count >= 36\"\n    - \"ws_message p(99) < 1ms\"\n",
+        ECHO.replace("  target:", "  runners: {parallelism: 2}\n  target:")
+    );
+    let lt = manifest(&yaml, &target.base_url());
+    let s = bounded(
+        Duration::from_secs(60),
+        run_local(&lt, &FileRoots::default(), Progress::Quiet),
+    )
+    .await;
+    let results: Vec<(bool, &str)> = s
+        .thresholds
+        .iter()
+        .map(|t| (t.passed, t.actual.as_str()))
+        .collect();
+    eprintln!("{results:?}");
+    // The server waits 40 ms before each reply: the median cannot be below it, nor the p99
+    // under a millisecond.
+    assert_eq!(
+        s.thresholds.iter().map(|t| t.passed).collect::<Vec<_>>(),
+        [true, true, true, true, false],
+        "{:?}",
+        s.thresholds
+    );
+    assert_eq!(s.thresholds[2].actual, "12");
+    assert_eq!(s.phase, Phase::Failed);
+    target.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_on_fail_stops_a_run_whose_replies_never_come() {
+    let target = demo().await;
+    let lt = manifest(
+        r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {name: ws-abort}
+spec:
+  target: {baseUrl: "@BASE@"}
+  scenarios:
+    - name: silent
+      executor: constant-vus
+      vus: 2
+      duration: 60s
+      steps:
+        - name: silent
+          websocket:
+            url: /ws/echo?silent=true
+            messages:
+              - send: hello
+                expect: {contains: hello, timeout: 100ms}
+  thresholds:
+    - {expr: "ws_message error_rate < 1%", abortOnFail: true}
+"#,
+        &target.base_url(),
+    );
+    let s = bounded(
+        Duration::from_secs(60),
+        run_local(&lt, &FileRoots::default(), Progress::Quiet),
+    )
+    .await;
+    eprintln!(
+        "{:?} after {}s: {:?}",
+        s.phase, s.duration_seconds, s.thresholds
+    );
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("ThresholdAborted"),
+        "{:?}",
+        s.message
+    );
+    assert!(s.thresholds[0].aborted);
+    assert_eq!(s.thresholds[0].actual, "100%");
+    // Stopped long before the 60 s the scenario asks for.
+    assert!(s.duration_seconds < 30.0, "{}", s.duration_seconds);
+    target.shutdown().await;
+}
