@@ -78,6 +78,13 @@ pub fn figures(view: &RunView) -> RunFigures {
     RunFigures {
         active_runners: view.running,
         scenarios: view.scenario_statuses(),
+        websocket_steps: volley_core::metrics::status::step_statuses(
+            &view.merged,
+            MAX_STATUS_STEPS,
+        )
+        .into_iter()
+        .filter(|st| st.websocket.is_some())
+        .collect(),
     }
 }
 

@@ -65,6 +65,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_operator() {
                 sustainable_rate: Some(400.0),
                 ..ScenarioStatus::default()
             }],
+            websocket_steps: Vec::new(),
         },
     );
     // Counter families have no sample line until a series exists: finish one run.
