@@ -156,18 +156,20 @@ spec:
         - name: stream
           websocket:
             url: /ws/stream?chunks=4&interval=30ms
+            subprotocols: [json]
             messages:
               - send: '{"op":"infer","id":"${uuid}"}'
                 expect: {jsonPath: "$.done", equals: true, timeout: 10s}
           check: {jsonPath: "$.chunks", equals: "4"}
           extract:
             chunks: {jsonPath: "$.chunks"}
+            proto: {header: Sec-WebSocket-Protocol}
         - name: after
           websocket:
             url: /ws/echo
             messages:
-              - send: 'got ${chunks}'
-                expect: {regex: "^got 4$", timeout: 10s}
+              - send: 'got ${chunks} ${proto}'
+                expect: {regex: "^got 4 json$", timeout: 10s}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,8 @@
 //! close frame once N messages have been received (an abnormal close), `?silent=true` never
 //! replies (so expectations time out).
 //!
+//! A client offering the subprotocol `json` gets it.
+//!
 //! The server counts connections, messages both ways and open connections in
 //! [`crate::DemoStats`], so tests can compare what a client measured with what the server saw.
 
@@ -113,6 +115,8 @@ fn accept(state: Arc<AppState>, knobs: WsKnobs, upgrade: WebSocketUpgrade, mode:
     };
     upgrade
         .read_buffer_size(READ_BUFFER)
+        // Picked when the client offers it (clients that offer a subprotocol need one back).
+        .protocols(["json"])
         .on_upgrade(move |socket| serve(state, socket, behaviour, mode))
         .into_response()
 }
