@@ -484,3 +484,86 @@ spec:
     assert!(s.duration_seconds < 30.0, "{}", s.duration_seconds);
     target.shutdown().await;
 }
+
+/// A `wss://` echo server on 127.0.0.1 with a self-signed certificate; returns its port.
+async fn wss_echo_server() -> u16 {
+    use futures::{SinkExt as _, StreamExt as _};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+
+    let key =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_needs_insecure_skip_tls_verify_for_a_self_signed_certificate() {
+    let port = wss_echo_server().await;
+    let yaml = |insecure: bool| {
+        format!(
+            r#"
+apiVersion: volley.dev/v1alpha1
+kind: LoadTest
+metadata: {{name: wss}}
+spec:
+  target: {{baseUrl: "https://127.0.0.1:{port}", insecureSkipTlsVerify: {insecure}}}
+  scenarios:
+    - name: tls
+      executor: shared-iterations
+      vus: 1
+      iterations: 2
+      steps:
+        - name: echo
+          websocket:
+            url: /echo
+            messages:
+              - send: over tls
+                expect: {{contains: over tls, timeout: 10s}}
+"#
+        )
+    };
+    // Relative to an https base URL: wss. The certificate is nobody's: refused...
+    let run = run_engine(&manifest(&yaml(false), ""), 0, 1).await;
+    let w = ws(&run, "tls", "echo");
+    assert_eq!(
+        w.counters.errors,
+        std::collections::BTreeMap::from([("handshake".to_owned(), 2)])
+    );
+    // ... unless the target says to accept any certificate.
+    let run = run_engine(&manifest(&yaml(true), ""), 0, 1).await;
+    let w = ws(&run, "tls", "echo");
+    assert!(w.counters.errors.is_empty(), "{:?}", w.counters.errors);
+    assert_eq!((w.counters.connected, w.message.len()), (2, 2));
+}
