@@ -560,7 +560,7 @@ impl CompiledWebSocket {
             };
             session.out.counters.messages_expecting += 1;
             match session
-                .receive_until(sent_at + *timeout, Some((matcher, &handshake_headers)))
+                .receive_until(sent_at + *timeout, Some(matcher))
                 .await
             {
                 Waited::Matched(body) => {
@@ -838,11 +838,7 @@ struct Session<'a> {
 impl Session<'_> {
     /// Receives until `deadline`, counting and timing every data frame; with a matcher, stops
     /// at the first frame that matches.
-    async fn receive_until(
-        &mut self,
-        deadline: Instant,
-        matcher: Option<(&Matcher, &HeaderMap)>,
-    ) -> Waited {
+    async fn receive_until(&mut self, deadline: Instant, matcher: Option<&Matcher>) -> Waited {
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.socket.next()).await {
                 Err(_) => return Waited::TimedOut,
@@ -871,10 +867,11 @@ impl Session<'_> {
             } else {
                 payload
             };
-            if let Some((matcher, headers)) = matcher {
+            if let Some(matcher) = matcher {
+                // Matchers read the payload only: no copy of the handshake headers per frame.
                 let message = Received::new(
                     StatusCode::SWITCHING_PROTOCOLS,
-                    headers.clone(),
+                    HeaderMap::new(),
                     kept,
                     false,
                 );
