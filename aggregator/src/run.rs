@@ -28,6 +28,7 @@ use volley_core::metrics::error::MetricsError;
 use volley_core::metrics::model::{Counters, RunMetrics, error_kind_name};
 use volley_core::metrics::series::SeriesPoint;
 use volley_core::metrics::status::scenario_statuses;
+use volley_core::metrics::websocket::WS_ERROR_KINDS;
 use volley_core::observe::{Observation, Window};
 use volley_core::plan;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
@@ -238,8 +239,8 @@ impl DecodedReport {
 }
 
 /// Checks that `report` names only the scenarios and steps of `shape`, each at most once, only
-/// the custom metrics each step declares, and only error kinds of [`ErrorKind::ALL`]; says what
-/// does not fit.
+/// the custom metrics each step declares, and only error kinds of [`ErrorKind::ALL`] (and, for
+/// WebSocket figures, of [`WS_ERROR_KINDS`]); says what does not fit.
 fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
     let quote = |name: &str| format!("{:?}", shorten(name, MAX_QUOTED_CHARS));
     let mut seen_scenarios = Vec::with_capacity(report.scenarios.len());
@@ -298,6 +299,21 @@ fn fits_shape(report: &Report, shape: &RunMetrics) -> Result<(), String> {
                     ErrorKind::ALL.map(error_kind_name).join(", ")
                 )
             })?;
+            if let Some(ws) = &step.websocket
+                && let Some(kind) = ws
+                    .counters
+                    .errors
+                    .keys()
+                    .find(|k| !WS_ERROR_KINDS.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "websocket error kind {} in step {} of scenario {} (known: {})",
+                    quote(kind),
+                    quote(&step.name),
+                    quote(&scenario.name),
+                    WS_ERROR_KINDS.join(", ")
+                ));
+            }
         }
     }
     Ok(())

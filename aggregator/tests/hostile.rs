@@ -264,6 +264,21 @@ async fn reports_outside_the_runs_spec_are_refused_and_change_nothing() {
     attacks.push(("an unknown error kind", r));
 
     let mut r = legit.clone();
+    let empty = volley_core::protocol::report::encode_histogram(
+        &volley_core::metrics::histogram::new_latency_histogram(),
+    )
+    .unwrap();
+    let mut ws = volley_core::metrics::websocket::WsCounters::default();
+    ws.count_error("made-up");
+    r.report.scenarios[0].steps[0].websocket = Some(volley_core::protocol::report::WsStepReport {
+        counters: ws,
+        connect: empty.clone(),
+        message: empty.clone(),
+        chunk: empty,
+    });
+    attacks.push(("an unknown websocket error kind", r));
+
+    let mut r = legit.clone();
     r.report.scenarios[0]
         .iterations
         .errors

@@ -595,6 +595,7 @@ mod tests {
                 p50_ms: p95 / 2.0,
                 p95_ms: p95,
                 p99_ms: p95 * 2.0,
+                websocket: None,
             }],
             prometheus: None,
         }

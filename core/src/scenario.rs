@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use volley_crds::spec::{Executor, Request, Scenario, Sleep, Stage, Step};
+use volley_crds::spec::{Executor, Request, Scenario, Sleep, Stage, Step, WebSocket};
 
 /// `maxDuration` of iteration-based executors when a scenario does not set one (k6's 10m).
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
@@ -37,21 +37,30 @@ pub enum StepKind<'a> {
     Request(&'a Request),
     /// Pause.
     Sleep(&'a Sleep),
+    /// A WebSocket session (with the step's check, extract and retry).
+    WebSocket(&'a WebSocket),
 }
 
 impl<'a> StepKind<'a> {
-    /// The kind of `step`: exactly one of `request` and `sleep` must be set.
+    /// The kind of `step`: exactly one of `request`, `websocket` and `sleep` must be set.
     pub fn of(step: &'a Step) -> Result<StepKind<'a>, ShapeError> {
-        match (&step.request, &step.sleep) {
-            (Some(request), None) => Ok(StepKind::Request(request)),
-            (None, Some(sleep)) => Ok(StepKind::Sleep(sleep)),
-            (Some(_), Some(_)) => Err(ShapeError {
+        match (&step.request, &step.websocket, &step.sleep) {
+            (Some(request), None, None) => Ok(StepKind::Request(request)),
+            (None, Some(ws), None) => Ok(StepKind::WebSocket(ws)),
+            (None, None, Some(sleep)) => Ok(StepKind::Sleep(sleep)),
+            (None, None, None) => Err(ShapeError {
+                field: "request",
+                message: "a step needs `request`, `websocket` or `sleep`".into(),
+            }),
+            (_, Some(_), _) => Err(ShapeError {
+                field: "websocket",
+                message: "a step is either a request, a websocket or a sleep; split it into \
+                          several steps"
+                    .into(),
+            }),
+            (Some(_), None, Some(_)) => Err(ShapeError {
                 field: "sleep",
                 message: "a step is either a request or a sleep; split it into two steps".into(),
-            }),
-            (None, None) => Err(ShapeError {
-                field: "request",
-                message: "a step needs `request` or `sleep`".into(),
             }),
         }
     }
@@ -60,7 +69,7 @@ impl<'a> StepKind<'a> {
     /// name it.
     pub fn is_measured(self) -> bool {
         match self {
-            StepKind::Request(_) => true,
+            StepKind::Request(_) | StepKind::WebSocket(_) => true,
             StepKind::Sleep(_) => false,
         }
     }

@@ -495,26 +495,26 @@ pub fn refused_urls(spec: &LoadTestSpec, policy: &TargetPolicy) -> Vec<RefusedUr
     let steps = |steps: &[Step], prefix: String| {
         let mut urls = Vec::new();
         for (i, s) in steps.iter().enumerate() {
-            let request = match StepKind::of(s) {
-                Ok(StepKind::Request(request)) => request,
+            // A WebSocket handshake is an HTTP request to the same host and port: a relative
+            // URL goes to the base URL's host (ws for http, wss for https, same default ports).
+            let (field, step_url, step_headers) = match StepKind::of(s) {
+                Ok(StepKind::Request(request)) => ("request", &request.url, &request.headers),
+                Ok(StepKind::WebSocket(ws)) => ("websocket", &ws.url, &ws.headers),
                 Ok(StepKind::Sleep(_)) | Err(_) => continue,
             };
-            let url = static_host_url(&request.url);
+            let url = static_host_url(step_url);
             // Where the request goes when its host is known: its own URL, or the base URL's
             // host for a relative one.
             let goes_to = url
                 .clone()
-                .or_else(|| is_relative(&request.url).then(|| base.clone()).flatten());
+                .or_else(|| is_relative(step_url).then(|| base.clone()).flatten());
             if let Some(url) = url {
-                urls.push((format!("{prefix}[{i}].request.url"), url, None));
+                urls.push((format!("{prefix}[{i}].{field}.url"), url, None));
             }
-            let own = request
-                .headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("host"));
+            let own = step_headers.keys().any(|k| k.eq_ignore_ascii_case("host"));
             let header = if own {
-                literal_host_header(&request.headers)
-                    .map(|(name, value)| (format!("{prefix}[{i}].request.headers.{name}"), value))
+                literal_host_header(step_headers)
+                    .map(|(name, value)| (format!("{prefix}[{i}].{field}.headers.{name}"), value))
             } else {
                 target_host.clone()
             };
@@ -627,7 +627,10 @@ pub fn static_host_url(url: &str) -> Option<Url> {
         return None;
     }
     let (scheme, after) = prefix.split_once("://")?;
-    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+    if !matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "http" | "https" | "ws" | "wss"
+    ) {
         return None;
     }
     let authority = match after.find(['/', '?', '#']) {

@@ -16,7 +16,7 @@ use crate::threshold::{Metric, Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
     CustomMetric, DataFeeder, Executor, LoadTestSpec, PrometheusObserve, Request, Runners,
-    Scenario, Sleep, Step, Threshold, ValueSource,
+    Scenario, Sleep, Step, Threshold, ValueSource, WebSocket,
 };
 use volley_crds::text::shorten;
 
@@ -26,10 +26,21 @@ fn check_threshold_subject(expr: &ThresholdExpr, spec: &LoadTestSpec) -> Result<
     let _ = spec;
     match &expr.subject {
         Subject::Http => Ok(()),
-        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => Err(format!(
-            "`{}` thresholds need WebSocket steps, which this version does not run",
-            expr.subject
-        )),
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => {
+            let any = spec
+                .scenarios
+                .iter()
+                .flat_map(|sc| &sc.steps)
+                .any(|st| st.websocket.is_some());
+            if any {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{}` thresholds judge WebSocket steps, and no scenario has a `websocket` step",
+                    expr.subject
+                ))
+            }
+        }
         Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {
             check_custom_subject(expr, name, spec)
         }
@@ -121,6 +132,49 @@ fn check_custom_subject(
 /// The compiled size a regular expression (extraction, checks, custom metrics) may reach: a
 /// pattern like `a{1000}{1000}` must be refused, not compiled into gigabytes.
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A WebSocket threshold scoped to a scenario or step: that scope must hold a `websocket`
+/// step, or the threshold could only ever say "no data". Says which field is at fault.
+fn check_ws_scope(
+    expr: &ThresholdExpr,
+    t: &Threshold,
+    spec: &LoadTestSpec,
+) -> Result<(), (&'static str, String)> {
+    if !matches!(
+        expr.subject,
+        Subject::WsConnect | Subject::WsMessage | Subject::WsChunk
+    ) {
+        return Ok(());
+    }
+    let Some(sc) = t
+        .scenario
+        .as_ref()
+        .and_then(|name| spec.scenarios.iter().find(|s| &s.name == name))
+    else {
+        return Ok(());
+    };
+    match &t.step {
+        Some(step) => match sc.steps.iter().find(|s| &s.display_name() == step) {
+            Some(s) if s.websocket.is_none() => Err((
+                "step",
+                format!(
+                    "`{}` thresholds judge WebSocket steps, and step `{step}` is not one",
+                    expr.subject
+                ),
+            )),
+            _ => Ok(()),
+        },
+        None if !sc.steps.iter().any(|s| s.websocket.is_some()) => Err((
+            "scenario",
+            format!(
+                "`{}` thresholds judge WebSocket steps, and scenario `{}` has none",
+                expr.subject, sc.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Most runner pods one LoadTest may ask for.
 pub const MAX_PARALLELISM: u32 = 1_000;
 /// Most VUs (or maxVUs) one scenario may ask for, in total.
@@ -266,7 +320,7 @@ impl Validator {
         for (path, step) in steps {
             let parts = match StepKind::of(step) {
                 Ok(StepKind::Request(r)) => r.multipart.as_slice(),
-                Ok(StepKind::Sleep(_)) | Err(_) => &[],
+                Ok(StepKind::Sleep(_) | StepKind::WebSocket(_)) | Err(_) => &[],
             };
             for (k, part) in parts.iter().enumerate() {
                 if part.file.is_some() {
@@ -721,6 +775,34 @@ impl Validator {
                     self.step_options(step, &p);
                     self.custom_metrics(&step.metrics, &format!("{p}.metrics"));
                 }
+                Ok(StepKind::WebSocket(ws)) => {
+                    self.websocket(ws, &format!("{p}.websocket"), scope, &extracted);
+                    self.step_options(step, &p);
+                    self.custom_metrics(&step.metrics, &format!("{p}.metrics"));
+                    // Polling resends a request; a session is not resent until a value shows.
+                    if step.until.is_some() {
+                        self.err(
+                            format!("{p}.until"),
+                            "`until` polls a request; a websocket step waits with `messages[].expect` instead",
+                        );
+                    }
+                    if let Some(check) = &step.check
+                        && !check.status.is_empty()
+                    {
+                        self.err(
+                            format!("{p}.check.status"),
+                            "a websocket step has no response status to check (a failed handshake is an error of its own)",
+                        );
+                    }
+                    for (name, ex) in &step.extract {
+                        if ex.cookie.is_some() {
+                            self.err(
+                                format!("{p}.extract.{name}.cookie"),
+                                "a websocket step has no cookies to extract; use jsonPath, regex or header (of the handshake response)",
+                            );
+                        }
+                    }
+                }
             }
             for name in step.extract.keys() {
                 if !is_identifier(name) {
@@ -987,6 +1069,112 @@ impl Validator {
         }
     }
 
+    /// A `websocket` step: URL scheme, headers, subprotocols, messages and their expectations.
+    fn websocket(
+        &mut self,
+        ws: &WebSocket,
+        p: &str,
+        scope: &Scope<'_>,
+        extracted: &BTreeSet<String>,
+    ) {
+        if ws.url.trim().is_empty() {
+            self.err(format!("{p}.url"), "must not be empty");
+        } else if ws.url.len() > MAX_URL_BYTES {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "is {} bytes long; a URL may be at most {MAX_URL_BYTES} bytes",
+                    ws.url.len()
+                ),
+            );
+        } else if let Some(c) = control_char(&ws.url, false) {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "contains the control character U+{:04X}; URLs cannot",
+                    u32::from(c)
+                ),
+            );
+        } else if let Some((scheme, _)) = ws.url.split_once("://")
+            && !scheme.contains(['$', '/', '{'])
+            && !["ws", "wss"].contains(&scheme.to_ascii_lowercase().as_str())
+        {
+            self.err(
+                format!("{p}.url"),
+                format!(
+                    "scheme `{}` is not a WebSocket scheme; write ws:// or wss://, or a path relative to target.baseUrl",
+                    shorten(scheme, 20)
+                ),
+            );
+        }
+        self.template(&ws.url, &format!("{p}.url"), scope, extracted);
+        self.headers(&ws.headers, &format!("{p}.headers"));
+        for (name, value) in &ws.headers {
+            self.template(value, &format!("{p}.headers.{name}"), scope, extracted);
+        }
+        for (i, proto) in ws.subprotocols.iter().enumerate() {
+            let token = !proto.is_empty()
+                && proto.len() <= 256
+                && proto
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                self.err(
+                    format!("{p}.subprotocols[{i}]"),
+                    "a subprotocol is a non-empty token (letters, digits and !#$%&'*+-.^_`|~)",
+                );
+            }
+        }
+        for (i, message) in ws.messages.iter().enumerate() {
+            let mp = format!("{p}.messages[{i}]");
+            self.template(&message.send, &format!("{mp}.send"), scope, extracted);
+            let Some(expect) = &message.expect else {
+                continue;
+            };
+            let ep = format!("{mp}.expect");
+            let matchers = [
+                expect.json_path.is_some(),
+                expect.contains.is_some(),
+                expect.regex.is_some(),
+            ];
+            if matchers.iter().filter(|m| **m).count() != 1 {
+                self.err(ep.clone(), "set exactly one of jsonPath, contains, regex");
+            }
+            if expect.equals.is_some() && expect.json_path.is_none() {
+                self.err(format!("{ep}.equals"), "`equals` needs `jsonPath`");
+            }
+            if let Some(equals) = &expect.equals
+                && (equals.is_array() || equals.is_object())
+            {
+                self.err(
+                    format!("{ep}.equals"),
+                    "compare with a string, number, boolean or null (values are compared as text)",
+                );
+            }
+            if let Some(jp) = &expect.json_path {
+                self.json_path(jp, &format!("{ep}.jsonPath"));
+            }
+            if let Some(re) = &expect.regex
+                && let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build()
+            {
+                self.err(
+                    format!("{ep}.regex"),
+                    format!(
+                        "not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+            }
+            self.positive_duration(expect.timeout, &format!("{ep}.timeout"));
+        }
+        if let Some(hold) = ws.hold {
+            self.bounded_duration(hold, &format!("{p}.hold"));
+        }
+        if let Some(t) = ws.timeout {
+            self.positive_duration(t, &format!("{p}.timeout"));
+        }
+    }
+
     fn json_templates(
         &mut self,
         v: &serde_json::Value,
@@ -1076,6 +1264,8 @@ impl Validator {
             Ok(expr) => {
                 if let Err(why) = check_threshold_subject(&expr, spec) {
                     self.err(p.to_string(), why);
+                } else if let Err((field, why)) = check_ws_scope(&expr, t, spec) {
+                    self.err(format!("{p}.{field}"), why);
                 }
                 // Prometheus is read once, after the run, over the whole window.
                 if matches!(expr.subject, Subject::Prom(_)) {

@@ -319,19 +319,34 @@ fn broken() -> Vec<(&'static str, Changes, &'static str, &'static str)> {
             "a step with request and sleep",
             one(&format!("{SCENARIO}/steps/1/request"), json!({"url": "/x"})),
             "spec.scenarios[0].steps[1]",
-            "either a request or a sleep",
+            "a step is either a request, a websocket or a sleep",
         ),
         (
             "a step with neither",
             remove(&format!("{SCENARIO}/steps/1/sleep")),
             "spec.scenarios[0].steps[1]",
-            "either a request or a sleep",
+            "a step is either a request, a websocket or a sleep",
+        ),
+        (
+            "a step with request, websocket and sleep",
+            vec![
+                (
+                    format!("{SCENARIO}/steps/1/request"),
+                    Some(json!({"url": "/x"})),
+                ),
+                (
+                    format!("{SCENARIO}/steps/1/websocket"),
+                    Some(json!({"url": "/ws"})),
+                ),
+            ],
+            "spec.scenarios[0].steps[1]",
+            "a step is either a request, a websocket or a sleep",
         ),
         (
             "a setup step with neither",
             one("/spec/setup/0", json!({"name": "nothing"})),
             "spec.setup[0]",
-            "either a request or a sleep",
+            "a step is either a request, a websocket or a sleep",
         ),
         (
             "constant-arrival-rate without rate",

@@ -343,12 +343,18 @@ pub struct Stage {
 }
 
 /// One step of an iteration (or of `setup`): an HTTP request with optional check, extraction,
-/// retry and polling, or a sleep. Exactly one of `request` and `sleep` is set.
+/// retry and polling, a WebSocket session, or a sleep. Exactly one of `request`, `websocket`
+/// and `sleep` is set.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// Exactly one of three, in the forms the cost estimate knows: an odd count (`!=` chains as
+// exclusive or) that is not all three (not all equal).
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.request) != has(self.sleep)",
-    "message": "a step is either a request or a sleep: set exactly one of them",
+    "rule": "has(self.request) != has(self.websocket) != has(self.sleep)",
+    "message": "a step is either a request, a websocket or a sleep: set exactly one of them",
+}, {
+    "rule": "has(self.request) != has(self.websocket) || has(self.request) != has(self.sleep)",
+    "message": "a step is either a request, a websocket or a sleep: set exactly one of them",
 }]))]
 pub struct Step {
     /// Name used in metrics, thresholds and status. Default for requests: `METHOD url`.
@@ -378,6 +384,10 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "sleep_schema")]
     pub sleep: Option<Sleep>,
+    /// A WebSocket session instead of a request: connect, send messages (each may wait for a
+    /// reply), hold the connection open, close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocket>,
     /// Custom metrics this step records from each response it judges: trends (distributions
     /// such as a server-reported `inference_latency`), counters and gauges, read with a JSON
     /// path, a header or a regex. Thresholds address them as `trend(NAME)`, `counter(NAME)`
@@ -543,10 +553,11 @@ impl Step {
         if let Some(name) = &self.name {
             return name.clone();
         }
-        match (&self.request, &self.sleep) {
-            (Some(req), _) => format!("{} {}", req.method.to_uppercase(), req.url),
-            (None, Some(sleep)) => format!("sleep {sleep}"),
-            (None, None) => "(empty step)".to_string(),
+        match (&self.request, &self.websocket, &self.sleep) {
+            (Some(req), _, _) => format!("{} {}", req.method.to_uppercase(), req.url),
+            (None, Some(ws), _) => format!("WS {}", ws.url),
+            (None, None, Some(sleep)) => format!("sleep {sleep}"),
+            (None, None, None) => "(empty step)".to_string(),
         }
     }
 }
@@ -621,6 +632,86 @@ impl Default for Request {
 
 fn default_method() -> String {
     "GET".to_string()
+}
+
+/// A WebSocket session: connect (the handshake is checked against the allowed targets first),
+/// send `messages` in order, each optionally waiting for a reply, keep receiving for `hold`,
+/// then close. Strings may use the same templates as requests.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocket {
+    /// `ws://` or `wss://` URL, or a path relative to `target.baseUrl` (whose `http` becomes
+    /// `ws` and `https` becomes `wss`).
+    #[schemars(length(max = 8192), regex(pattern = r"\S"))]
+    pub url: String,
+    /// Extra headers of the handshake request (the target's headers are sent too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Subprotocols offered in `Sec-WebSocket-Protocol`, in order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub subprotocols: Vec<String>,
+    /// Text messages sent in order once connected; each may wait for a matching reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub messages: Vec<WsMessage>,
+    /// How long to keep the connection open after the messages, receiving (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Duration>,
+    /// Handshake timeout (default `target.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// One message of a WebSocket session.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WsMessage {
+    /// The text to send (templates allowed).
+    pub send: String,
+    /// Wait for a received message that matches; the time from the send to it is the
+    /// message latency. Messages that do not match are counted and timed as chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<WsExpect>,
+}
+
+/// What a reply must look like. Exactly one of `jsonPath`, `contains` and `regex` is set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WsExpect {
+    /// A JSON path into the received message; with `equals`, the value it must have
+    /// (compared as text: `true`, `42` and `"done"` all work), otherwise it must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// The value `jsonPath` must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json_schema")]
+    pub equals: Option<serde_json::Value>,
+    /// Text the received message must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// A regular expression the received message must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// How long to wait for the reply (default 10s); past it the step fails with an
+    /// `expect timeout`.
+    #[serde(default = "default_expect_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_expect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl WebSocket {
+    /// Every string of the session that may hold `${...}` templates: URL, header values,
+    /// messages.
+    pub fn texts(&self) -> Vec<&str> {
+        let mut out = vec![self.url.as_str()];
+        out.extend(self.headers.values().map(String::as_str));
+        out.extend(self.messages.iter().map(|m| m.send.as_str()));
+        out
+    }
 }
 
 /// One part of a multipart body: a text value, a local file, or a ConfigMap key.

@@ -401,6 +401,45 @@ pub struct StepStatus {
     pub p95_ms: f64,
     /// 99th percentile latency in ms.
     pub p99_ms: f64,
+    /// A `websocket` step's own figures (its handshakes are the requests above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsStepStatus>,
+}
+
+/// A `websocket` step's figures in status: a fixed set of numbers, so a row stays small.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WsStepStatus {
+    /// Connection attempts.
+    pub connections: u64,
+    /// Failed connection attempts (refused or handshake) / attempts.
+    pub connect_error_rate: f64,
+    /// 95th percentile connect (handshake) time in ms.
+    pub connect_p95_ms: f64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Median message latency (send to matching reply) in ms.
+    pub message_p50_ms: f64,
+    /// 95th percentile message latency in ms.
+    pub message_p95_ms: f64,
+    /// 99th percentile message latency in ms.
+    pub message_p99_ms: f64,
+    /// 95th percentile interval between received frames in ms.
+    pub chunk_p95_ms: f64,
+    /// Connections refused.
+    pub refused: u64,
+    /// Handshakes that failed.
+    pub handshake_errors: u64,
+    /// Connections closed abnormally.
+    pub closed_abnormally: u64,
+    /// Expected replies that did not come in time.
+    pub expect_timeouts: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Most connections open at once (merged: the sum of each runner's peak).
+    pub open_max: u64,
 }
 
 /// The annotation that asks for a new run of an unchanged spec: any value the status has not

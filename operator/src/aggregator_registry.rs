@@ -148,6 +148,13 @@ pub fn figures(view: &RunView) -> RunFigures {
         active_runners: view.running,
         scenarios: view.scenario_statuses(),
         custom: custom_metric_rows(&view.merged.overall().custom, MAX_STATUS_CUSTOM_METRICS),
+        websocket_steps: volley_core::metrics::status::step_statuses(
+            &view.merged,
+            MAX_STATUS_STEPS,
+        )
+        .into_iter()
+        .filter(|st| st.websocket.is_some())
+        .collect(),
     }
 }
 

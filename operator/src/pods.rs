@@ -193,7 +193,7 @@ pub fn referenced_configmaps(lt: &LoadTest) -> BTreeSet<String> {
         .chain(spec.scenarios.iter().flat_map(|s| s.steps.iter()))
         .filter_map(|step| match StepKind::of(step) {
             Ok(StepKind::Request(r)) => Some(r),
-            Ok(StepKind::Sleep(_)) | Err(_) => None,
+            Ok(StepKind::Sleep(_) | StepKind::WebSocket(_)) | Err(_) => None,
         })
         .flat_map(|r| r.multipart.iter())
         .filter_map(|p| p.config_map_ref.as_ref());

@@ -17,7 +17,13 @@
 //!   (Succeeded, Failed, Aborted, Error), counted once when the operator first writes the final
 //!   phase. Unlike the live figures it is kept when the run is forgotten (that happens right
 //!   as the run finishes, so removing it would lose every count): its series are bounded by the
-//!   LoadTest names times four phases, and a LoadTest re-created under the same name reuses them.
+//!   LoadTest names times four phases, and a LoadTest re-created under the same name reuses them;
+//! - per `websocket` step of a live run, labelled `namespace`, `loadtest`, `scenario` and
+//!   `step`: `volley_run_ws_open` and `volley_run_ws_open_max` (connections), `volley_run_ws_
+//!   connect_error_rate`, `volley_run_ws_connect_p95_ms`, `volley_run_ws_message_p95_ms` /
+//!   `_p99_ms`, `volley_run_ws_chunk_p95_ms`, `volley_run_ws_messages_sent` / `_received`, and
+//!   `volley_run_ws_errors{kind}` (refused, handshake, closed, expect_timeout); removed with
+//!   the run's other live series.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -29,7 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use volley_core::metrics::status::MAX_STATUS_CUSTOM_METRICS;
-use volley_crds::status::{CustomMetricStatus, Phase, ScenarioStatus};
+use volley_crds::status::{CustomMetricStatus, Phase, ScenarioStatus, StepStatus};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -80,7 +86,163 @@ struct FinishedLabels {
     phase: String,
 }
 
+/// Labels of a `websocket` step's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    namespace: String,
+    loadtest: String,
+    scenario: String,
+    step: String,
+}
+
+/// Labels of a `websocket` step's errors by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepKindLabels {
+    namespace: String,
+    loadtest: String,
+    scenario: String,
+    step: String,
+    kind: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A step of a run: (scenario, step).
+type StepKey = (String, String);
+
+/// The WebSocket gauges, one series per `websocket` step of a live run.
+#[derive(Debug, Default)]
+struct WsFamilies {
+    open: Family<StepLabels, FloatGauge>,
+    open_max: Family<StepLabels, FloatGauge>,
+    connect_error_rate: Family<StepLabels, FloatGauge>,
+    connect_p95: Family<StepLabels, FloatGauge>,
+    message_p95: Family<StepLabels, FloatGauge>,
+    message_p99: Family<StepLabels, FloatGauge>,
+    chunk_p95: Family<StepLabels, FloatGauge>,
+    messages_sent: Family<StepLabels, FloatGauge>,
+    messages_received: Family<StepLabels, FloatGauge>,
+    errors: Family<StepKindLabels, FloatGauge>,
+}
+
+impl WsFamilies {
+    fn register(&self, registry: &mut Registry) {
+        for (name, help, family) in [
+            (
+                "volley_run_ws_open",
+                "WebSocket connections open now",
+                &self.open,
+            ),
+            (
+                "volley_run_ws_open_max",
+                "Most WebSocket connections open at once (sum of each runner's peak)",
+                &self.open_max,
+            ),
+            (
+                "volley_run_ws_connect_error_rate",
+                "Refused or failed WebSocket handshakes / connection attempts",
+                &self.connect_error_rate,
+            ),
+            (
+                "volley_run_ws_connect_p95_ms",
+                "95th percentile WebSocket connect (handshake) time, ms",
+                &self.connect_p95,
+            ),
+            (
+                "volley_run_ws_message_p95_ms",
+                "95th percentile WebSocket message latency (send to matching reply), ms",
+                &self.message_p95,
+            ),
+            (
+                "volley_run_ws_message_p99_ms",
+                "99th percentile WebSocket message latency, ms",
+                &self.message_p99,
+            ),
+            (
+                "volley_run_ws_chunk_p95_ms",
+                "95th percentile interval between received WebSocket frames, ms",
+                &self.chunk_p95,
+            ),
+            (
+                "volley_run_ws_messages_sent",
+                "WebSocket messages sent since the run's start",
+                &self.messages_sent,
+            ),
+            (
+                "volley_run_ws_messages_received",
+                "WebSocket messages received since the run's start",
+                &self.messages_received,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "volley_run_ws_errors",
+            "WebSocket errors since the run's start, by kind (refused, handshake, closed, expect_timeout)",
+            self.errors.clone(),
+        );
+    }
+
+    fn set(&self, labels: &StepLabels, st: &StepStatus) {
+        let Some(w) = &st.websocket else {
+            return;
+        };
+        self.open.get_or_create(labels).set(w.open as f64);
+        self.open_max.get_or_create(labels).set(w.open_max as f64);
+        self.connect_error_rate
+            .get_or_create(labels)
+            .set(w.connect_error_rate);
+        self.connect_p95.get_or_create(labels).set(w.connect_p95_ms);
+        self.message_p95.get_or_create(labels).set(w.message_p95_ms);
+        self.message_p99.get_or_create(labels).set(w.message_p99_ms);
+        self.chunk_p95.get_or_create(labels).set(w.chunk_p95_ms);
+        self.messages_sent
+            .get_or_create(labels)
+            .set(w.messages_sent as f64);
+        self.messages_received
+            .get_or_create(labels)
+            .set(w.messages_received as f64);
+        for (kind, n) in [
+            ("refused", w.refused),
+            ("handshake", w.handshake_errors),
+            ("closed", w.closed_abnormally),
+            ("expect_timeout", w.expect_timeouts),
+        ] {
+            self.errors
+                .get_or_create(&kind_labels(labels, kind))
+                .set(n as f64);
+        }
+    }
+
+    fn remove(&self, labels: &StepLabels) {
+        for family in [
+            &self.open,
+            &self.open_max,
+            &self.connect_error_rate,
+            &self.connect_p95,
+            &self.message_p95,
+            &self.message_p99,
+            &self.chunk_p95,
+            &self.messages_sent,
+            &self.messages_received,
+        ] {
+            family.remove(labels);
+        }
+        for kind in ["refused", "handshake", "closed", "expect_timeout"] {
+            self.errors.remove(&kind_labels(labels, kind));
+        }
+    }
+}
+
+fn kind_labels(labels: &StepLabels, kind: &str) -> StepKindLabels {
+    StepKindLabels {
+        namespace: labels.namespace.clone(),
+        loadtest: labels.loadtest.clone(),
+        scenario: labels.scenario.clone(),
+        step: labels.step.clone(),
+        kind: kind.to_string(),
+    }
+}
 
 /// A run's figures at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,6 +253,8 @@ pub struct RunFigures {
     pub scenarios: Vec<ScenarioStatus>,
     /// Custom metrics, all load scenarios merged (at most the status's 20).
     pub custom: Vec<CustomMetricStatus>,
+    /// The step rows of `websocket` steps (others are left out).
+    pub websocket_steps: Vec<StepStatus>,
 }
 
 /// Every metric the operator exposes.
@@ -114,8 +278,11 @@ pub struct OperatorMetrics {
     custom_unrecorded: Family<UnrecordedLabels, Gauge>,
     /// The custom metric names each run currently has series for, so they can be removed.
     known_custom: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+    websocket: WsFamilies,
     /// The scenario labels each run currently has, so they can be removed.
     known: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+    /// The (scenario, step) labels of each run's `websocket` steps, so they can be removed.
+    known_ws: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<StepKey>>>,
 }
 
 impl Default for OperatorMetrics {
@@ -218,6 +385,8 @@ impl OperatorMetrics {
             "Runs that ended, by final phase (Succeeded, Failed, Aborted, Error)",
             runs_finished.clone(),
         );
+        let websocket = WsFamilies::default();
+        websocket.register(&mut registry);
         OperatorMetrics {
             registry,
             reconciles,
@@ -236,7 +405,9 @@ impl OperatorMetrics {
             custom_p99,
             custom_unrecorded,
             known_custom: Default::default(),
+            websocket,
             known: Default::default(),
+            known_ws: Default::default(),
         }
     }
 
@@ -299,6 +470,18 @@ impl OperatorMetrics {
             names.push(s.scenario.clone());
         }
         crate::lock(&self.known).insert((namespace.into(), loadtest.into()), names);
+        let mut steps = Vec::new();
+        for st in &figures.websocket_steps {
+            let labels = StepLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                scenario: st.scenario.clone(),
+                step: st.step.clone(),
+            };
+            self.websocket.set(&labels, st);
+            steps.push((st.scenario.clone(), st.step.clone()));
+        }
+        crate::lock(&self.known_ws).insert((namespace.into(), loadtest.into()), steps);
         self.set_custom(namespace, loadtest, &figures.custom);
     }
 
@@ -389,6 +572,17 @@ impl OperatorMetrics {
                 family.remove(&labels);
             }
         }
+        let steps = crate::lock(&self.known_ws)
+            .remove(&(namespace.to_string(), loadtest.to_string()))
+            .unwrap_or_default();
+        for (scenario, step) in steps {
+            self.websocket.remove(&StepLabels {
+                namespace: namespace.into(),
+                loadtest: loadtest.into(),
+                scenario,
+                step,
+            });
+        }
         self.active_runners.remove(&RunLabels {
             namespace: namespace.into(),
             loadtest: loadtest.into(),
@@ -456,6 +650,18 @@ mod tests {
                         ..scenario("buy", 5.0)
                     },
                 ],
+                websocket_steps: vec![StepStatus {
+                    scenario: "buy".into(),
+                    step: "stream".into(),
+                    websocket: Some(volley_crds::status::WsStepStatus {
+                        open: 40,
+                        open_max: 50,
+                        message_p99_ms: 480.0,
+                        expect_timeouts: 3,
+                        ..Default::default()
+                    }),
+                    ..StepStatus::default()
+                }],
                 ..RunFigures::default()
             },
         );
@@ -476,6 +682,10 @@ mod tests {
             "volley_run_latency_p99_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"browse\"} 12.0",
             "volley_run_sustainable_rate{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\"} 400.0",
             "volley_run_active_runners{namespace=\"team-a\",loadtest=\"web\"} 2",
+            "volley_run_ws_open{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\",step=\"stream\"} 40.0",
+            "volley_run_ws_open_max{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\",step=\"stream\"} 50.0",
+            "volley_run_ws_message_p99_ms{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\",step=\"stream\"} 480.0",
+            "volley_run_ws_errors{namespace=\"team-a\",loadtest=\"web\",scenario=\"buy\",step=\"stream\",kind=\"expect_timeout\"} 3.0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

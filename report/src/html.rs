@@ -746,6 +746,7 @@ fn scenarios(o: &mut String, s: &Summary) {
         }
         o.push_str("</tbody></table>\n");
     }
+    websocket(o, s);
     if !s.plateaus.is_empty() {
         o.push_str("<h2>Rate probe plateaus</h2><table id=\"plateaus\"><thead><tr><th>Scenario</th><th class=\"n\">Offered</th><th class=\"n\">Achieved</th><th class=\"n\">Window</th><th class=\"n\">Requests</th><th class=\"n\">Error rate</th><th class=\"n\">p95</th><th>Held</th></tr></thead><tbody>\n");
         for p in &s.plateaus {
@@ -780,6 +781,43 @@ fn scenarios(o: &mut String, s: &Summary) {
 }
 
 /// Failed requests by kind.
+/// The `websocket` steps: connections, messages, the three latencies, errors by kind.
+fn websocket(o: &mut String, s: &Summary) {
+    let rows: Vec<_> = s
+        .steps
+        .iter()
+        .filter_map(|st| st.websocket.as_ref().map(|w| (st, w)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str("<h2>WebSocket</h2><p class=\"muted\">Connect: TCP, TLS and the handshake. Message: a send to the reply its <code>expect</code> matched. Chunk: time between received frames. Max open merges each runner's peak.</p><table id=\"websocket\"><thead><tr><th>Scenario</th><th>Step</th><th class=\"n\">Connections</th><th class=\"n\">Connect errors</th><th class=\"n\">Connect p95</th><th class=\"n\">Sent</th><th class=\"n\">Received</th><th class=\"n\">Message p50</th><th class=\"n\">Message p95</th><th class=\"n\">Message p99</th><th class=\"n\">Chunk p95</th><th class=\"n\">Refused</th><th class=\"n\">Handshake</th><th class=\"n\">Closed abnormally</th><th class=\"n\">Expect timeouts</th><th class=\"n\">Open / max</th></tr></thead><tbody>\n");
+    for (st, w) in rows {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}%</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td></tr>",
+            esc(&st.scenario),
+            esc(&st.step),
+            w.connections,
+            w.connect_error_rate * 100.0,
+            format_latency_ms(w.connect_p95_ms),
+            w.messages_sent,
+            w.messages_received,
+            format_latency_ms(w.message_p50_ms),
+            format_latency_ms(w.message_p95_ms),
+            format_latency_ms(w.message_p99_ms),
+            format_latency_ms(w.chunk_p95_ms),
+            w.refused,
+            w.handshake_errors,
+            w.closed_abnormally,
+            w.expect_timeouts,
+            w.open,
+            w.open_max,
+        );
+    }
+    o.push_str("</tbody></table>\n");
+}
+
 fn errors(o: &mut String, s: &Summary) {
     let kinds = &s.metrics.errors_by_kind;
     o.push_str("<h2>Errors by kind</h2>\n");

@@ -130,6 +130,35 @@ pub fn render(s: &Summary) -> String {
             );
         }
     }
+    let ws: Vec<_> = s
+        .steps
+        .iter()
+        .filter_map(|st| st.websocket.as_ref().map(|w| (st, w)))
+        .collect();
+    if !ws.is_empty() {
+        out.push_str("\n### WebSocket\n\n| Scenario | Step | Connections | Connect errors | Connect p95 | Sent | Received | Message p95 | Message p99 | Chunk p95 | Refused | Handshake | Closed abnormally | Expect timeouts | Max open |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for (st, w) in ws {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(&st.scenario),
+                cell(&st.step),
+                w.connections,
+                w.connect_error_rate * 100.0,
+                format_latency_ms(w.connect_p95_ms),
+                w.messages_sent,
+                w.messages_received,
+                format_latency_ms(w.message_p95_ms),
+                format_latency_ms(w.message_p99_ms),
+                format_latency_ms(w.chunk_p95_ms),
+                w.refused,
+                w.handshake_errors,
+                w.closed_abnormally,
+                w.expect_timeouts,
+                w.open_max,
+            );
+        }
+    }
     out
 }
 

@@ -385,3 +385,48 @@ fn server_metrics_show_each_query_and_chart_each_series() {
     // Without results, no section.
     assert!(!html::render(&parse(&summary("t", 3)), None).contains("Server metrics"));
 }
+
+#[test]
+fn websocket_steps_get_a_table_in_html_and_markdown() {
+    let mut v = summary("ws", 10);
+    v["steps"] = json!([
+        {"scenario": "http", "step": "GET /", "requests": 10, "errorRate": 0.0,
+         "p50Ms": 1.0, "p95Ms": 2.0, "p99Ms": 3.0},
+        {"scenario": "stream", "step": "<ws>", "requests": 1000, "errorRate": 0.01,
+         "p50Ms": 1.0, "p95Ms": 2.0, "p99Ms": 3.0,
+         "websocket": {"connections": 1000, "connectErrorRate": 0.01, "connectP95Ms": 4.5,
+            "messagesSent": 2000, "messagesReceived": 12000, "messageP50Ms": 120.0,
+            "messageP95Ms": 310.0, "messageP99Ms": 480.0, "chunkP95Ms": 52.0, "refused": 4,
+            "handshakeErrors": 6, "closedAbnormally": 3, "expectTimeouts": 7, "open": 0,
+            "openMax": 997}}
+    ]);
+    let s = parse(&v);
+    let page = html::render(&s, None);
+    let table = &page[page
+        .find("<table id=\"websocket\">")
+        .expect("a WebSocket table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    // One row, the websocket step's, with its figures; the HTTP step has none.
+    assert_eq!(table.matches("<tr><td>").count(), 1, "{table}");
+    for text in [
+        "&lt;ws&gt;",
+        "1000",
+        "1.00%",
+        "310ms",
+        "480ms",
+        "52ms",
+        "997",
+    ] {
+        assert!(table.contains(text), "{text} in {table}");
+    }
+    let md = markdown::render(&s);
+    let section = &md[md.find("### WebSocket").expect("a WebSocket section")..];
+    assert!(
+        section.contains("| stream | &lt;ws> | 1000 | 1.00% | 4.5ms | 2000 | 12000 | 310ms | 480ms | 52ms | 4 | 6 | 3 | 7 | 997 |"),
+        "{section}"
+    );
+    // Without websocket steps there is no such section.
+    let plain = parse(&summary("plain", 10));
+    assert!(!html::render(&plain, None).contains("id=\"websocket\""));
+    assert!(!markdown::render(&plain).contains("WebSocket"));
+}

@@ -6,14 +6,12 @@
 //!
 //! The values are taken with the step's extraction machinery ([`CompiledExtractor`]: JSON path,
 //! header, regex) and turned into numbers by [`Reading::parse`]; recording and merging are
-//! `volley_core::metrics::custom`'s. [`CompiledCustomMetrics::observe_message`] reads a body
-//! without a response around it (e.g. a WebSocket message).
+//! `volley_core::metrics::custom`'s. A `websocket` step reads them from the message its checks
+//! judge, with the handshake response's headers.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use volley_core::metrics::custom::{
     CustomMetrics, Observation, PLAIN_SCALE, Reading, time_unit_micros,
 };
@@ -140,20 +138,6 @@ impl CompiledCustomMetrics {
                 .collect(),
         )
     }
-
-    /// Reads every metric from a message body that came without status or headers (e.g. a
-    /// WebSocket message): header sources find nothing there and count as missing.
-    #[allow(
-        dead_code,
-        reason = "for the WebSocket step (#16), which reads its received messages with it"
-    )]
-    pub(crate) fn observe_message(&self, body: &[u8]) -> Observed {
-        if self.metrics.is_empty() {
-            return Observed::default();
-        }
-        let received = Received::new(StatusCode::OK, HeaderMap::new(), body.to_vec(), false);
-        self.observe(Some(&received))
-    }
 }
 
 impl Reader {
@@ -185,7 +169,8 @@ impl Reader {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue};
 
     use super::*;
 
@@ -278,8 +263,14 @@ mod tests {
                     ..
                 }
         )));
-        // A message body without headers.
-        let o = m.observe_message(br#"{"latency_ms": 3}"#);
+        // A body without the header a gauge reads: that one is missing.
+        let message = Received::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            br#"{"latency_ms": 3}"#.to_vec(),
+            false,
+        );
+        let o = m.observe(Some(&message));
         assert_eq!(values(&o)[0].1, Observation::Trend(Reading::Value(3000)));
         let mut into = CustomMetrics::default();
         o.record_into(&mut into);

@@ -316,6 +316,22 @@ impl Engine {
                     sc.counters.interrupted.load(Ordering::Relaxed);
             }
         }
+        let setup = self.setup.iter().map(|st| (0, st));
+        let load = self
+            .scenarios
+            .iter()
+            .flat_map(|sc| sc.steps.iter().map(move |st| (sc.metrics_index, st)));
+        for (scenario, step) in setup.chain(load) {
+            // WebSocket connections are a gauge the step keeps live; read it now.
+            if let (Some((open, max)), Some(index)) =
+                (step.compiled.websocket_open(), step.metrics_index)
+                && let Some(m) = run.step_mut(scenario, index)
+            {
+                let ws = m.websocket.get_or_insert_with(Default::default);
+                ws.counters.open = open;
+                ws.counters.open_max = max;
+            }
+        }
         run
     }
 
@@ -351,6 +367,9 @@ fn record_outcome(
     end_to_end: bool,
 ) {
     outcome.custom.record_into(&mut m.custom);
+    if let Some(ws) = &outcome.websocket {
+        crate::websocket::record(m.websocket.get_or_insert_with(Default::default), ws);
+    }
     let c = &mut m.counters;
     c.checks_passed += u64::from(outcome.checks_passed);
     c.checks_failed += u64::from(outcome.checks_failed);
@@ -391,11 +410,11 @@ fn record_outcome(
 fn referenced_feeders(steps: &[Step]) -> std::collections::BTreeSet<String> {
     steps
         .iter()
-        .filter_map(|s| match StepKind::of(s) {
-            Ok(StepKind::Request(r)) => Some(r),
-            Ok(StepKind::Sleep(_)) | Err(_) => None,
+        .flat_map(|s| match StepKind::of(s) {
+            Ok(StepKind::Request(r)) => r.texts(),
+            Ok(StepKind::WebSocket(ws)) => ws.texts(),
+            Ok(StepKind::Sleep(_)) | Err(_) => Vec::new(),
         })
-        .flat_map(|r| r.texts())
         .filter_map(|text| Template::parse(text).ok())
         .flat_map(|t| {
             t.references()
@@ -558,6 +577,7 @@ mod tests {
             checks_failed: 0,
             error: None,
             custom: Default::default(),
+            websocket: None,
         };
         record_outcome(&mut m, &outcome, false);
         assert_eq!(m.counters.requests, 2);
@@ -579,6 +599,7 @@ mod tests {
             checks_failed: 0,
             error: Some(ErrorKind::Timeout),
             custom: Default::default(),
+            websocket: None,
         };
         record_outcome(&mut m, &outcome, true);
         assert_eq!(m.counters.requests, 3);
@@ -599,6 +620,7 @@ mod tests {
             checks_failed: 0,
             error: Some(ErrorKind::Extract),
             custom: Default::default(),
+            websocket: None,
         };
         record_outcome(&mut m, &outcome, false);
         assert_eq!((m.counters.requests, m.counters.failures), (1, 1));

@@ -11,7 +11,9 @@
 //!    share of a test (VUs, executors, feeders, steps).
 //! 4. [`step`]: one step, compiled once and run per VU; it assembles `check`, `extract`,
 //!    `custom_metrics` and `render`, where `check` and `custom_metrics` use `extract`, and all
-//!    use `render`.
+//!    use `render`. Beside it, [`websocket`] (the `websocket` step kind, dispatched by `step`),
+//!    which uses `check`, `extract`, `render` and, from `step`, only the URL join and the retry
+//!    backoff.
 //! 5. `step_error` (why a step cannot be compiled) and `vu` (a VU's state): below everything
 //!    that compiles or renders steps, which all use them; `step` re-exports them as
 //!    `step::StepError` and `step::VuContext`.
@@ -46,3 +48,4 @@ pub mod step;
 mod step_error;
 mod transport;
 mod vu;
+pub mod websocket;

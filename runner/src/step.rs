@@ -67,6 +67,7 @@ pub use crate::custom_metrics::Observed;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
 use crate::transport::{Connections, Endpoint, Response};
+use crate::websocket::{CompiledWebSocket, WsOutcome};
 
 // Defined below `check`, `extract` and `render`, which use them too; part of this module's API.
 pub use crate::step_error::StepError;
@@ -151,6 +152,8 @@ pub struct StepOutcome {
     pub error: Option<ErrorKind>,
     /// The step's custom metrics, read from the response the verdict was made on.
     pub custom: Observed,
+    /// A `websocket` step's own figures (its handshakes are the samples above).
+    pub websocket: Option<Box<WsOutcome>>,
 }
 
 /// A step prepared once per run: templates parsed, JSON paths and regexes compiled, URL base
@@ -164,6 +167,7 @@ pub struct CompiledStep {
 enum StepAction {
     Sleep(Duration, Duration),
     Request(Box<CompiledRequest>),
+    WebSocket(Box<CompiledWebSocket>),
 }
 
 impl fmt::Debug for CompiledStep {
@@ -174,6 +178,7 @@ impl fmt::Debug for CompiledStep {
         match &self.kind {
             StepAction::Sleep(min, max) => d.field("sleep", &(min, max)),
             StepAction::Request(r) => d.field("method", &r.method).field("url", &r.url_text),
+            StepAction::WebSocket(ws) => d.field("websocket", &ws.url_text),
         };
         d.finish_non_exhaustive()
     }
@@ -263,11 +268,19 @@ impl CompiledStep {
         &self.name
     }
 
-    /// True for an HTTP request step, false for a sleep.
+    /// True for an HTTP request or WebSocket step, false for a sleep.
     pub fn is_request(&self) -> bool {
         match self.kind {
-            StepAction::Request(_) => true,
+            StepAction::Request(_) | StepAction::WebSocket(_) => true,
             StepAction::Sleep(..) => false,
+        }
+    }
+
+    /// A `websocket` step's connections: (open now, most open at once).
+    pub fn websocket_open(&self) -> Option<(u64, u64)> {
+        match &self.kind {
+            StepAction::WebSocket(ws) => Some(ws.gauge().read()),
+            StepAction::Request(_) | StepAction::Sleep(..) => None,
         }
     }
 
@@ -278,6 +291,7 @@ impl CompiledStep {
     pub fn restrict(&mut self, policy: &Arc<TargetPolicy>) -> Result<(), PolicyError> {
         let request = match &mut self.kind {
             StepAction::Request(request) => request,
+            StepAction::WebSocket(ws) => return ws.restrict(policy),
             StepAction::Sleep(..) => return Ok(()),
         };
         if policy.is_empty() {
@@ -327,6 +341,12 @@ pub(crate) fn compile_with_env(
             request,
             target,
             manifest_dir,
+            &mut compiler,
+        )?)),
+        StepKind::WebSocket(ws) => StepAction::WebSocket(Box::new(CompiledWebSocket::compile(
+            step,
+            ws,
+            target,
             &mut compiler,
         )?)),
     };
@@ -738,9 +758,37 @@ pub async fn run_step(
                 checks_failed: 0,
                 error: None,
                 custom: Observed::default(),
+                websocket: None,
             }
         }
         StepAction::Request(request) => request.run(&step.name, client, ctx, not_before).await,
+        StepAction::WebSocket(ws) => {
+            let run = ws.run(&step.name, ctx, not_before).await;
+            let last = run.attempts.len().saturating_sub(1);
+            let samples = run
+                .attempts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| RequestSample {
+                    latency: a.latency,
+                    latency_sent: a.latency_sent,
+                    // The session's payload bytes go with the attempt that connected.
+                    bytes_sent: if i == last { run.bytes.0 } else { 0 },
+                    bytes_received: if i == last { run.bytes.1 } else { 0 },
+                    status: a.status,
+                    error: a.error,
+                })
+                .collect();
+            StepOutcome {
+                samples,
+                step_latency: run.step_latency,
+                checks_passed: run.checks.passed,
+                checks_failed: run.checks.failed,
+                error: run.error,
+                custom: run.custom,
+                websocket: Some(Box::new(run.outcome)),
+            }
+        }
     }
 }
 
@@ -825,6 +873,7 @@ impl CompiledRequest {
                     checks_failed: 0,
                     error: Some(ErrorKind::Extract),
                     custom: Observed::default(),
+                    websocket: None,
                 };
             }
         };
@@ -844,6 +893,7 @@ impl CompiledRequest {
                 checks_failed: 0,
                 error: Some(ErrorKind::Blocked),
                 custom: Observed::default(),
+                websocket: None,
             };
         }
         let mut samples = Vec::with_capacity(1);
@@ -933,6 +983,7 @@ impl CompiledRequest {
             checks_failed: verdict.tally.failed,
             error: step_error.or(verdict.error),
             custom: verdict.custom,
+            websocket: None,
         }
     }
 
@@ -1328,7 +1379,7 @@ async fn read_body(
 
 /// The pause before retry number `attempt` (1-based: after the first attempt): `base`,
 /// doubled each time, capped at 10 s (or `base` if that is longer).
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
     base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
 }

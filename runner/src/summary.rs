@@ -271,6 +271,26 @@ fn step_rows<'a>(out: &mut String, steps: impl Iterator<Item = &'a StepStatus>) 
             format_latency_ms(st.p95_ms),
             format_latency_ms(st.p99_ms),
         );
+        if let Some(w) = &st.websocket {
+            let _ = writeln!(
+                out,
+                "      websocket: {} connections (connect errors {:.2}%, p95 {}), max open {}, messages {} sent / {} received, message p50 {} p95 {} p99 {}, chunk p95 {}, refused {}, handshake {}, closed {}, expect timeouts {}",
+                w.connections,
+                w.connect_error_rate * 100.0,
+                format_latency_ms(w.connect_p95_ms),
+                w.open_max,
+                w.messages_sent,
+                w.messages_received,
+                format_latency_ms(w.message_p50_ms),
+                format_latency_ms(w.message_p95_ms),
+                format_latency_ms(w.message_p99_ms),
+                format_latency_ms(w.chunk_p95_ms),
+                w.refused,
+                w.handshake_errors,
+                w.closed_abnormally,
+                w.expect_timeouts,
+            );
+        }
     }
 }
 

@@ -841,7 +841,7 @@ fn compile_errors_name_what_is_wrong() {
             "until.jsonPath",
         ),
         ("{request: {url: 'ftp://h/x'}}", "scheme"),
-        ("{}", "needs `request` or `sleep`"),
+        ("{}", "needs `request`, `websocket` or `sleep`"),
     ] {
         let err = compile_err(yaml, &t, Path::new("."));
         assert!(err.to_string().contains(needle), "{yaml}: {err}");

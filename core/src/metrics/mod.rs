@@ -11,6 +11,7 @@
 //!   decoded.
 //! - [`status`]: status rows and display strings for merged data.
 //! - [`series`]: one point of the per-second series from two cumulative snapshots.
+//! - [`websocket`]: what `websocket` steps measure besides their handshakes.
 //!
 //! Threshold evaluation on these metrics lives with the threshold language
 //! ([`crate::threshold::evaluate`]); the report a runner sends them in lives with the protocol
@@ -24,3 +25,4 @@ pub mod series;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod websocket;

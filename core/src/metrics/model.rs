@@ -15,6 +15,7 @@ use crate::metrics::histogram::{
     HistogramSummary, add_checked, add_clamped, fits, histogram_since, new_latency_histogram,
     same_histogram,
 };
+use crate::metrics::websocket::{self, WsMeasurements};
 use volley_crds::spec::{ErrorKind, LoadTestSpec, Step};
 
 /// The name of the pseudo-scenario that holds the `setup` steps. It is left out of the overall
@@ -172,6 +173,9 @@ pub struct Measurements {
     pub counters: Counters,
     /// Custom metrics read from responses (the step's `metrics:` list), by name.
     pub custom: CustomMetrics,
+    /// What `websocket` steps measured besides their handshakes (which count as requests
+    /// above); `None` where no WebSocket step contributed.
+    pub websocket: Option<Box<WsMeasurements>>,
 }
 
 impl Default for Measurements {
@@ -182,6 +186,7 @@ impl Default for Measurements {
             failed_latency: new_latency_histogram(),
             counters: Counters::default(),
             custom: CustomMetrics::default(),
+            websocket: None,
         }
     }
 }
@@ -194,6 +199,7 @@ impl PartialEq for Measurements {
             && same_histogram(&self.latency_sent, &other.latency_sent)
             && same_histogram(&self.failed_latency, &other.failed_latency)
             && self.custom == other.custom
+            && self.websocket == other.websocket
     }
 }
 
@@ -206,6 +212,7 @@ impl fmt::Debug for Measurements {
             .field("failed_latency", &HistogramSummary(&self.failed_latency))
             .field("counters", &self.counters)
             .field("custom", &self.custom)
+            .field("websocket", &self.websocket)
             .finish()
     }
 }
@@ -221,6 +228,10 @@ impl Measurements {
             failed_latency: histogram_since(&earlier.failed_latency, &self.failed_latency)?,
             counters: self.counters.since(&earlier.counters)?,
             custom: self.custom.since(&earlier.custom)?,
+            websocket: websocket::since_optional(
+                self.websocket.as_deref(),
+                earlier.websocket.as_deref(),
+            )?,
         })
     }
 
@@ -234,6 +245,7 @@ impl Measurements {
         add_checked(&mut self.failed_latency, &other.failed_latency)?;
         self.counters.add(&other.counters);
         self.custom.add_clamped(&other.custom);
+        websocket::add_optional(&mut self.websocket, other.websocket.as_deref());
         Ok(())
     }
 
@@ -241,7 +253,13 @@ impl Measurements {
         fits(&self.latency, &other.latency)?;
         fits(&self.latency_sent, &other.latency_sent)?;
         fits(&self.failed_latency, &other.failed_latency)?;
-        self.custom.check_addable(&other.custom)
+        self.custom.check_addable(&other.custom)?;
+        match (&self.websocket, &other.websocket) {
+            (Some(mine), Some(theirs)) => mine.check_addable(theirs),
+            // An empty side takes any histogram made by this crate; check against a fresh one.
+            (None, Some(theirs)) => WsMeasurements::default().check_addable(theirs),
+            (_, None) => Ok(()),
+        }
     }
 
     /// Like [`Measurements::add`], clamping out-of-range values instead of failing.
@@ -251,6 +269,7 @@ impl Measurements {
         add_clamped(&mut self.failed_latency, &other.failed_latency);
         self.counters.add(&other.counters);
         self.custom.add_clamped(&other.custom);
+        websocket::add_optional(&mut self.websocket, other.websocket.as_deref());
     }
 }
 
@@ -319,6 +338,8 @@ impl RunMetrics {
                         name: s.display_name(),
                         m: Measurements {
                             custom: CustomMetrics::for_step(s),
+                            // A WebSocket step shows its (zero) figures from the start.
+                            websocket: s.websocket.is_some().then(Default::default),
                             ..Measurements::default()
                         },
                     })

@@ -8,8 +8,9 @@ use hdrhistogram::Histogram;
 
 use crate::metrics::custom::{CustomKind, CustomMetric, CustomMetrics};
 use crate::metrics::model::{Measurements, RunMetrics, add_scenario};
+use crate::metrics::websocket::WsMeasurements;
 use volley_crds::status::{
-    CustomMetricStatus, LatencyMs, MetricsStatus, ScenarioStatus, StepStatus,
+    CustomMetricStatus, LatencyMs, MetricsStatus, ScenarioStatus, StepStatus, WsStepStatus,
 };
 
 fn us_to_ms(us: u64) -> f64 {
@@ -219,8 +220,31 @@ pub fn step_statuses(run: &RunMetrics, limit: usize) -> Vec<StepStatus> {
             p50_ms: quantile_ms(&st.m.latency, 0.5),
             p95_ms: quantile_ms(&st.m.latency, 0.95),
             p99_ms: quantile_ms(&st.m.latency, 0.99),
+            websocket: st.m.websocket.as_deref().map(ws_status),
         })
         .collect()
+}
+
+/// A step's WebSocket figures as a status row part.
+pub fn ws_status(ws: &WsMeasurements) -> WsStepStatus {
+    let c = &ws.counters;
+    WsStepStatus {
+        connections: c.connections,
+        connect_error_rate: ratio(c.connect_failures(), c.connections),
+        connect_p95_ms: quantile_ms(&ws.connect, 0.95),
+        messages_sent: c.messages_sent,
+        messages_received: c.messages_received,
+        message_p50_ms: quantile_ms(&ws.message, 0.5),
+        message_p95_ms: quantile_ms(&ws.message, 0.95),
+        message_p99_ms: quantile_ms(&ws.message, 0.99),
+        chunk_p95_ms: quantile_ms(&ws.chunk, 0.95),
+        refused: c.error_count("refused"),
+        handshake_errors: c.error_count("handshake"),
+        closed_abnormally: c.error_count("closed"),
+        expect_timeouts: c.error_count("expect_timeout"),
+        open: c.open,
+        open_max: c.open_max,
+    }
 }
 
 /// `x` rounded to `digits` significant digits, without dropping integer

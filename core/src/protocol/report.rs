@@ -17,6 +17,7 @@ use crate::metrics::histogram::{
     LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, MAX_HISTOGRAM_COUNT, new_latency_histogram,
 };
 use crate::metrics::model::{Counters, Measurements, RunMetrics, ScenarioMetrics, StepMetrics};
+use crate::metrics::websocket::{WsCounters, WsMeasurements};
 use crate::protocol::custom::{
     CustomMetricReport, MAX_REPORT_CUSTOM_METRICS, decode_custom, encode_custom,
 };
@@ -29,7 +30,7 @@ pub const MAX_ENCODED_HISTOGRAM_BYTES: usize = 1 << 20;
 pub const MAX_DECOMPRESSED_HISTOGRAM_BYTES: usize = 1 << 20;
 /// Most steps (over all scenarios) a [`Report`] may carry. Each decoded step holds three
 /// histograms of about 190 KiB each, so this bounds what one report can make the aggregator
-/// allocate.
+/// allocate. A step with WebSocket figures holds three more and counts twice.
 pub const MAX_REPORT_STEPS: usize = 512;
 
 /// Cookie of HdrHistogram's V2 format.
@@ -87,6 +88,23 @@ pub struct StepReport {
     /// [`Measurements::custom`]: the step's custom metrics, in name order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom: Vec<CustomMetricReport>,
+    /// [`Measurements::websocket`], for `websocket` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsStepReport>,
+}
+
+/// The WebSocket figures of a [`StepReport`]: counters and three encoded histograms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsStepReport {
+    /// [`WsMeasurements::counters`].
+    pub counters: WsCounters,
+    /// [`WsMeasurements::connect`], encoded.
+    pub connect: String,
+    /// [`WsMeasurements::message`], encoded.
+    pub message: String,
+    /// [`WsMeasurements::chunk`], encoded.
+    pub chunk: String,
 }
 
 impl Report {
@@ -117,6 +135,15 @@ impl Report {
                             failed_latency: enc(&st.m.failed_latency, "failedLatency")?,
                             custom: encode_custom(&st.m.custom)
                                 .map_err(|e| e.in_step(&s.name, &st.name, "custom"))?,
+                            websocket: match st.m.websocket.as_deref() {
+                                Some(ws) => Some(WsStepReport {
+                                    counters: ws.counters.clone(),
+                                    connect: enc(&ws.connect, "websocket.connect")?,
+                                    message: enc(&ws.message, "websocket.message")?,
+                                    chunk: enc(&ws.chunk, "websocket.chunk")?,
+                                }),
+                                None => None,
+                            },
                         })
                     })
                     .collect::<Result<Vec<_>, MetricsError>>()?;
@@ -142,7 +169,10 @@ impl Report {
         let steps = self
             .scenarios
             .iter()
-            .fold(0usize, |n, s| n.saturating_add(s.steps.len()));
+            .flat_map(|s| &s.steps)
+            .fold(0usize, |n, st| {
+                n.saturating_add(1 + usize::from(st.websocket.is_some()))
+            });
         if steps > MAX_REPORT_STEPS {
             return Err(MetricsError::TooManySteps {
                 steps,
@@ -180,6 +210,15 @@ impl Report {
                                 counters: st.counters.clone(),
                                 custom: decode_custom(&st.custom)
                                     .map_err(|e| e.in_step(&s.name, &st.name, "custom"))?,
+                                websocket: match &st.websocket {
+                                    Some(ws) => Some(Box::new(WsMeasurements {
+                                        connect: dec(&ws.connect, "websocket.connect")?,
+                                        message: dec(&ws.message, "websocket.message")?,
+                                        chunk: dec(&ws.chunk, "websocket.chunk")?,
+                                        counters: ws.counters.clone(),
+                                    })),
+                                    None => None,
+                                },
                             },
                         })
                     })

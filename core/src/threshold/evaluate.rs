@@ -40,8 +40,30 @@ impl Measurements {
     fn subject_figures(&self, subject: &Subject) -> Option<SubjectFigures<'_>> {
         match subject {
             Subject::Http => None,
-            // WebSocket steps: not recorded yet.
-            Subject::WsConnect | Subject::WsMessage | Subject::WsChunk => None,
+            // WebSocket steps: `error_rate` is failed connection attempts (refused or
+            // handshake) per attempt for `ws_connect`, and expected replies that never came
+            // (timed out, or the connection ended) per message expecting one for `ws_message`.
+            Subject::WsConnect => self.websocket.as_deref().map(|ws| SubjectFigures {
+                histogram: Some(&ws.connect),
+                failures: ws.counters.connect_failures(),
+                attempts: ws.counters.connections,
+                value: None,
+            }),
+            Subject::WsMessage => self.websocket.as_deref().map(|ws| SubjectFigures {
+                histogram: Some(&ws.message),
+                failures: ws
+                    .counters
+                    .messages_expecting
+                    .saturating_sub(ws.message.len()),
+                attempts: ws.counters.messages_expecting,
+                value: None,
+            }),
+            Subject::WsChunk => self.websocket.as_deref().map(|ws| SubjectFigures {
+                histogram: Some(&ws.chunk),
+                failures: ws.counters.error_count("closed"),
+                attempts: ws.counters.connected,
+                value: None,
+            }),
             // Custom metrics read from responses: the scope's merge of every step that
             // declares the name (validation holds the kind to the subject's).
             Subject::Trend { name, .. } | Subject::Counter(name) | Subject::Gauge(name) => {

@@ -18,6 +18,7 @@
 //! | `GET /stats`, `POST /stats/reset` | [`DemoStats`] counters |
 //! | `GET /metrics` | Prometheus metrics: `demo_queue_depth` (requests being handled), `demo_processing_seconds` (histogram), `demo_processed_total` |
 //! | `GET`/`POST /admin/config` | read or change `delay`, `failRate`, `jobDelay` at runtime |
+//! | `GET /ws/echo`, `GET /ws/stream` | WebSocket echo and streaming replies, with knobs (`?replyDelay=`, `?chunks=`, `?interval=`, `?dropAfter=`, `?silent=`; see `src/websocket.rs`) |
 //!
 //! `/api/*` requests that carry `Authorization: Bearer X` need a token issued
 //! by `/auth/login` (401 otherwise), and unsafe ones that carry a `csrf_token`
@@ -33,7 +34,7 @@
 //! every K-th response and `?garble=K` sends it as the text `"n/a"` in every K-th (omit wins
 //! when both hit). `/stats` tallies exactly what was sent, so a test can compare.
 //!
-//! `/auth/*` and `/api/*` also take the query knobs `?delay=20ms` (extra
+//! `/auth/*`, `/api/*` and `/ws/*` (the handshake) also take the query knobs `?delay=20ms` (extra
 //! latency), `?fail=0.01` (fraction answered 500) and `?status=503` (force a
 //! status).
 //!
@@ -58,6 +59,7 @@ mod knobs;
 mod metrics;
 mod routes;
 mod state;
+mod websocket;
 
 use state::AppState;
 
@@ -111,6 +113,24 @@ pub struct DemoStats {
     /// Responses replaced by a failure from a knob (`fail_rate`, `?fail=`, or
     /// an error status forced with `?status=`).
     pub failures_injected: u64,
+    /// WebSocket handshakes accepted (`/ws/*`).
+    #[serde(default)]
+    pub ws_connections: u64,
+    /// WebSocket messages received from clients.
+    #[serde(default)]
+    pub ws_messages_received: u64,
+    /// WebSocket messages sent to clients.
+    #[serde(default)]
+    pub ws_messages_sent: u64,
+    /// WebSocket connections dropped on purpose (`?dropAfter=`).
+    #[serde(default)]
+    pub ws_dropped: u64,
+    /// WebSocket connections open now.
+    #[serde(default)]
+    pub ws_open: u64,
+    /// Most WebSocket connections open at once.
+    #[serde(default)]
+    pub ws_open_max: u64,
     /// `/auth/*` and `/api/*` requests handled since the start (what `/metrics` exports as
     /// `demo_processed_total`; `/stats/reset` leaves it, as Prometheus counters only grow).
     #[serde(default)]

@@ -34,6 +34,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     // harnesses must be able to reach (and un-stall) a degraded server.
     let with_knobs = Router::new()
         .route("/auth/login", post(login))
+        .route("/ws/echo", get(crate::websocket::echo))
+        .route("/ws/stream", get(crate::websocket::stream))
         .merge(api)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

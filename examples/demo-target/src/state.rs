@@ -209,6 +209,12 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) failures_injected: AtomicU64,
+    pub(crate) ws_connections: AtomicU64,
+    pub(crate) ws_messages_received: AtomicU64,
+    pub(crate) ws_messages_sent: AtomicU64,
+    pub(crate) ws_dropped: AtomicU64,
+    pub(crate) ws_open: AtomicU64,
+    pub(crate) ws_open_max: AtomicU64,
     /// What `/api/infer` sent; one lock so the response number and the tallies agree.
     infer: Mutex<InferStats>,
 }
@@ -246,6 +252,12 @@ impl Counters {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             failures_injected: self.failures_injected.load(Ordering::Relaxed),
+            ws_connections: self.ws_connections.load(Ordering::Relaxed),
+            ws_messages_received: self.ws_messages_received.load(Ordering::Relaxed),
+            ws_messages_sent: self.ws_messages_sent.load(Ordering::Relaxed),
+            ws_dropped: self.ws_dropped.load(Ordering::Relaxed),
+            ws_open: self.ws_open.load(Ordering::Relaxed),
+            ws_open_max: self.ws_open_max.load(Ordering::Relaxed),
             processed: 0,
             max_queue_depth: 0,
             infer: lock(&self.infer).clone(),
@@ -288,7 +300,7 @@ impl Counters {
         }
     }
 
-    /// Zeroes all counters. Not atomic as a whole: a request racing the reset
+    /// Zeroes all counters (`ws_open` is a gauge of live connections and stays). Not atomic as a whole: a request racing the reset
     /// may be counted in some counters and not others.
     pub(crate) fn reset(&self) {
         for counter in [
@@ -298,6 +310,11 @@ impl Counters {
             &self.duplicates,
             &self.polls,
             &self.failures_injected,
+            &self.ws_connections,
+            &self.ws_messages_received,
+            &self.ws_messages_sent,
+            &self.ws_dropped,
+            &self.ws_open_max,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
