@@ -12,7 +12,7 @@ use volley_core::metrics::status::{
 };
 use volley_core::observe::Observation;
 use volley_core::plateau::{self, PlateauResult, SustainableRate};
-use volley_core::protocol::report::encode_histogram;
+use volley_core::protocol::histogram::encode_histogram;
 use volley_core::threshold::evaluate::{ThresholdResult, verdict};
 use volley_crds::status::{
     LatencyMs, MetricsStatus, Phase, ScenarioStatus, StepStatus, ThresholdStatus, Verdict,

@@ -264,7 +264,7 @@ async fn reports_outside_the_runs_spec_are_refused_and_change_nothing() {
     attacks.push(("an unknown error kind", r));
 
     let mut r = legit.clone();
-    let empty = volley_core::protocol::report::encode_histogram(
+    let empty = volley_core::protocol::histogram::encode_histogram(
         &volley_core::metrics::histogram::new_latency_histogram(),
     )
     .unwrap();

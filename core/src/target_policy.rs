@@ -608,6 +608,30 @@ pub fn has_scheme(url: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
+/// Joins a step URL to the base URL (`docs/reference.md` §1.4): absolute URLs
+/// (`scheme://…`) are kept, others are appended to the base URL, path included.
+pub fn join_url(base: &str, url: &str) -> String {
+    if has_scheme(url) {
+        return url.to_string();
+    }
+    let prefix = base.trim_end_matches('/');
+    let mut out = String::with_capacity(prefix.len() + url.len() + 1);
+    out.push_str(prefix);
+    match url.as_bytes().first() {
+        None => {
+            // The base URL itself, as written.
+            out.clear();
+            out.push_str(base);
+        }
+        Some(b'/' | b'?' | b'#') => out.push_str(url),
+        Some(_) => {
+            out.push('/');
+            out.push_str(url);
+        }
+    }
+    out
+}
+
 /// For a step URL that is absolute with a scheme and host free of templates, the URL
 /// `scheme://authority/` (enough to check the host); `None` for relative URLs, URLs whose
 /// scheme or host is templated, and anything that does not parse.
@@ -648,6 +672,35 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use volley_crds::spec::{Request, Scenario, Target};
+
+    #[test]
+    fn url_join_table() {
+        for (base, url, want) in [
+            ("http://h:1/api", "/items", "http://h:1/api/items"),
+            ("http://h:1/api/", "/items", "http://h:1/api/items"),
+            ("http://h:1/api/", "items", "http://h:1/api/items"),
+            (
+                "http://h:1/api",
+                "items/2?x=1",
+                "http://h:1/api/items/2?x=1",
+            ),
+            ("http://h:1", "/items", "http://h:1/items"),
+            ("http://h:1/", "/", "http://h:1/"),
+            ("http://h:1/api", "?q=1", "http://h:1/api?q=1"),
+            ("http://h:1/api", "", "http://h:1/api"),
+            ("http://h:1/api", "https://other/x", "https://other/x"),
+            ("http://h:1/api", "HTTP://Other/x", "HTTP://Other/x"),
+            ("http://h:1/api", "httpbin/x", "http://h:1/api/httpbin/x"),
+            ("http://h:1/api", "ftp://h/x", "ftp://h/x"),
+            (
+                "http://h:1/api",
+                "/r?next=http://x",
+                "http://h:1/api/r?next=http://x",
+            ),
+        ] {
+            assert_eq!(join_url(base, url), want, "{base} + {url}");
+        }
+    }
 
     fn policy(list: &str) -> TargetPolicy {
         TargetPolicy::parse(list).unwrap()

@@ -33,7 +33,8 @@ use volley_core::metrics::histogram::{
     LATENCY_HIGH_US, MAX_HISTOGRAM_COUNT, new_latency_histogram, record_latency,
 };
 use volley_core::metrics::model::RunMetrics;
-use volley_core::protocol::report::{Report, decode_histogram, encode_histogram};
+use volley_core::protocol::histogram::{decode_histogram, encode_histogram};
+use volley_core::protocol::report::Report;
 use volley_core::threshold::parse_threshold;
 use volley_core::validate::{validate, validate_for_cluster};
 use volley_crds::LoadTest;

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volley_core::protocol::report::{Report, decode_histogram, encode_histogram};
+use volley_core::protocol::histogram::{decode_histogram, encode_histogram};
+use volley_core::protocol::report::Report;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(report) = serde_json::from_slice::<Report>(data) {

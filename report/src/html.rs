@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use volley_core::metrics::model::SETUP_SCENARIO;
 use volley_core::metrics::status::format_latency_ms;
-use volley_core::protocol::report::decode_histogram;
+use volley_core::protocol::histogram::decode_histogram;
 use volley_core::threshold::{Metric, Subject, parse_threshold};
 use volley_crds::status::{LatencyMs, Phase};
 

@@ -55,7 +55,7 @@ fn histogram() -> String {
     for i in 0..100_000u64 {
         h.record(1_000 + (i * i) % 2_000_000).unwrap();
     }
-    volley_core::protocol::report::encode_histogram(&h).unwrap()
+    volley_core::protocol::histogram::encode_histogram(&h).unwrap()
 }
 
 fn parse(v: &Value) -> Summary {

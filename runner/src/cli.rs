@@ -4,20 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::fmt::Display;
-use std::io::Read;
-
 use reqwest::StatusCode;
 use volley_core::compare::{
     Baseline, Budget, RunFigures, compare, parse_summary, render_comparison,
 };
-use volley_core::manifest::{
-    KIND, MAX_DOCUMENTS, MAX_MANIFEST_BYTES, ManifestError, documents, parse_manifest,
-    parse_manifest_bytes,
-};
+use volley_core::manifest::{KIND, MAX_DOCUMENTS, ManifestError, documents, parse_manifest};
 use volley_core::protocol::TOKEN_ENV;
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy, check_spec};
-use volley_core::validate::{CLUSTER_RULES, FieldError, validate, validate_for_cluster};
+use volley_core::validate::{CLUSTER_RULES, validate, validate_for_cluster};
 use volley_crds::{LoadTest, crd};
 use volley_runner::agent::{Agent, AgentError};
 use volley_runner::aggregator_client::AggregatorClient;
@@ -27,55 +21,9 @@ use volley_runner::local::{Launch, LocalOptions, Progress, exit_code, run_with};
 use volley_runner::signals::shutdown_on_signals;
 use volley_runner::summary::render_text;
 
-/// Everything wrong with one manifest file.
-#[derive(Debug)]
-pub enum ManifestProblems {
-    /// The file could not be read.
-    Io(std::io::Error),
-    /// The YAML does not describe a LoadTest.
-    Parse(ManifestError),
-    /// The LoadTest breaks validation rules.
-    Invalid(Vec<FieldError>),
-}
-
-/// Reads, parses and validates one manifest, with command-line overrides applied before
-/// validation so they are checked like the rest of the manifest.
-pub fn load_manifest_with(
-    path: &Path,
-    overrides: impl FnOnce(&mut LoadTest),
-) -> Result<LoadTest, ManifestProblems> {
-    // Bytes, not a String: text that is not UTF-8 gets a line and column, not an I/O error.
-    let bytes = read_source(path)?;
-    let mut lt = parse_one(&bytes).map_err(ManifestProblems::Parse)?;
-    overrides(&mut lt);
-    validate(&lt.spec).map_err(ManifestProblems::Invalid)?;
-    Ok(lt)
-}
-
-/// Prints the problems of one file (or document), one per line, each starting with `file`.
-pub fn print_problems(file: impl Display, problems: &ManifestProblems) {
-    match problems {
-        ManifestProblems::Io(e) => eprintln!("{file}: cannot read: {e}"),
-        ManifestProblems::Parse(ManifestError::UnknownFields(fields)) => {
-            for f in fields {
-                eprintln!(
-                    "{file}: {f}: unknown field (check the spelling; `volley crd` shows every field)"
-                );
-            }
-        }
-        ManifestProblems::Parse(ManifestError::Several(errors)) => {
-            for e in errors {
-                eprintln!("{file}: {e}");
-            }
-        }
-        ManifestProblems::Parse(e) => eprintln!("{file}: {e}"),
-        ManifestProblems::Invalid(errors) => {
-            for e in errors {
-                eprintln!("{file}: {e}");
-            }
-        }
-    }
-}
+use crate::manifest_file::{
+    ManifestProblems, load_manifest_with, parse_one, print_problems, read_source,
+};
 
 /// `volley validate FILE...` (`-` is stdin): exit 0 when every file is valid, 1 otherwise. A
 /// file may hold several YAML documents: each LoadTest among them is validated, the others
@@ -185,19 +133,6 @@ fn validate_source(name: &str, path: &Path, cluster: bool) -> Result<usize, ()> 
     }
 }
 
-/// The LoadTest of a file holding one YAML document, possibly between `---` markers (an
-/// empty document before or after it is no second document). Text that is not UTF-8 gets the
-/// line and column of its first bad byte.
-fn parse_one(bytes: &[u8]) -> Result<LoadTest, ManifestError> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return parse_manifest_bytes(bytes);
-    };
-    match documents(text.strip_prefix('\u{feff}').unwrap_or(text)) {
-        Some(docs) if docs.len() == 1 => parse_manifest(&docs[0]),
-        _ => parse_manifest(text),
-    }
-}
-
 /// The `kind` of a YAML document, to skip what is not a LoadTest.
 #[derive(serde::Deserialize)]
 struct DocumentKind {
@@ -212,25 +147,6 @@ fn describe(lt: &LoadTest) -> String {
         lt.metadata.name.as_deref().unwrap_or("<unnamed>"),
         if n == 1 { "" } else { "s" }
     )
-}
-
-/// The bytes of a manifest file, or of stdin for `-`, refusing more than
-/// [`MAX_MANIFEST_BYTES`] before reading them all.
-fn read_source(path: &Path) -> Result<Vec<u8>, ManifestProblems> {
-    let limit = MAX_MANIFEST_BYTES as u64 + 1;
-    let mut bytes = Vec::new();
-    let read = if path == Path::new("-") {
-        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
-    };
-    read.map_err(ManifestProblems::Io)?;
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(ManifestProblems::Parse(ManifestError::TooLarge(
-            bytes.len(),
-        )));
-    }
-    Ok(bytes)
 }
 
 /// Which CRD `volley crd` prints.
@@ -323,7 +239,7 @@ pub struct RunOptions {
     /// Replaces `spec.observe.prometheus.url`.
     pub prometheus_url: Option<String>,
     /// The report files to write (`--html`, `--markdown`, `--junit`, `--csv`).
-    pub reports: crate::report_cli::ReportFiles,
+    pub reports: crate::report_files::ReportFiles,
 }
 
 /// Reads the figures of a `summary.json`, or says which file and field are wrong.
@@ -464,7 +380,7 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     let comparison = match &options.baseline {
         Some(b) => serde_json::to_vec(&summary)
             .map_err(|e| format!("cannot encode the summary: {e}"))
-            .and_then(|run| crate::report_cli::baseline_comparison(b, &run, &options.budget))
+            .and_then(|run| crate::report_files::baseline_comparison(b, &run, &options.budget))
             .map(Some),
         None => Ok(None),
     };
@@ -477,8 +393,8 @@ pub fn run_file(path: &Path, out: Option<&Path>, options: RunOptions) -> ExitCod
     };
     if options.reports.any() {
         let spec = serde_json::to_value(&lt.spec).ok();
-        let written = crate::report_cli::reader_summary(&summary).and_then(|s| {
-            crate::report_cli::write_reports(
+        let written = crate::report_files::reader_summary(&summary).and_then(|s| {
+            crate::report_files::write_reports(
                 &s,
                 spec.as_ref(),
                 comparison.as_ref().map(|(c, _)| c),

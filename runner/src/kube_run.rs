@@ -29,8 +29,8 @@ use volley_runner::local::{ProgressFigures, RunWatch, exit_code, exit_code_of};
 use volley_runner::signals::Signals;
 use volley_runner::summary::{RunSummary, render_text};
 
-use crate::cli::{ManifestProblems, load_manifest_with, print_problems};
-use crate::report_cli::{ReportFiles, reader_summary, write_reports};
+use crate::manifest_file::{ManifestProblems, load_manifest_with, print_problems};
+use crate::report_files::{ReportFiles, reader_summary, write_reports};
 
 /// The resource as RBAC and error messages name it.
 const RESOURCE: &str = "loadtests.volley.dev";

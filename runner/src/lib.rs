@@ -38,6 +38,7 @@ pub mod local;
 pub mod signals;
 pub mod summary;
 
+mod backoff;
 mod check;
 pub mod cookies;
 mod custom_metrics;

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 mod kube_run;
+mod manifest_file;
 mod report_cli;
+mod report_files;
 
 /// Volley: load tests with exact merged percentiles and a pass/fail verdict.
 #[derive(Parser)]
@@ -66,7 +68,7 @@ enum Command {
         #[command(flatten)]
         budget: cli::BudgetArgs,
         #[command(flatten)]
-        reports: report_cli::ReportFiles,
+        reports: report_files::ReportFiles,
     },
     /// Run a LoadTest in a Kubernetes cluster: create it (or re-run the existing one with
     /// this spec), follow it with the progress line of `volley run`, print the same summary
@@ -107,7 +109,7 @@ enum Command {
         #[command(flatten)]
         budget: cli::BudgetArgs,
         #[command(flatten)]
-        files: report_cli::ReportFiles,
+        files: report_files::ReportFiles,
     },
     /// Check LoadTest manifests offline and print every problem with its field path.
     /// A file may hold several YAML documents (a ConfigMap beside a LoadTest): each LoadTest

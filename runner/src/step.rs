@@ -56,10 +56,11 @@ use reqwest::{Method, Url};
 use serde_json_path::JsonPath;
 use tokio::time::Instant;
 use volley_core::scenario::StepKind;
-use volley_core::target_policy::{PolicyError, TargetPolicy, has_scheme};
+use volley_core::target_policy::{PolicyError, TargetPolicy, join_url};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
+use crate::backoff::backoff;
 use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
 use crate::custom_metrics::CompiledCustomMetrics;
@@ -78,9 +79,6 @@ pub const USER_AGENT: &str = crate::transport::USER_AGENT;
 
 /// Redirects [`run_step`] follows before a request fails (kind `connect`).
 const MAX_REDIRECTS: usize = 10;
-
-/// Longest pause between retries, unless `retry.backoff` itself is longer.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -575,30 +573,6 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
             "`{text}` uses scheme `{other}`; only http and https are supported"
         )),
     }
-}
-
-/// Joins a step URL to the base URL (see the module documentation): absolute URLs
-/// (`scheme://…`) are kept, others are appended to the base URL, path included.
-pub fn join_url(base: &str, url: &str) -> String {
-    if has_scheme(url) {
-        return url.to_string();
-    }
-    let prefix = base.trim_end_matches('/');
-    let mut out = String::with_capacity(prefix.len() + url.len() + 1);
-    out.push_str(prefix);
-    match url.as_bytes().first() {
-        None => {
-            // The base URL itself, as written.
-            out.clear();
-            out.push_str(base);
-        }
-        Some(b'/' | b'?' | b'#') => out.push_str(url),
-        Some(_) => {
-            out.push('/');
-            out.push_str(url);
-        }
-    }
-    out
 }
 
 /// Builds the multipart body as pieces (static bytes and per-execution templates) and its
@@ -1377,13 +1351,6 @@ async fn read_body(
     }
 }
 
-/// The pause before retry number `attempt` (1-based: after the first attempt): `base`,
-/// doubled each time, capped at 10 s (or `base` if that is longer).
-pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(MAX_BACKOFF.max(base))
-}
-
 /// `name: value\r\n`.
 fn header_line_bytes(name: &HeaderName, value: &HeaderValue) -> u64 {
     (name.as_str().len() + 2 + value.len() + 2) as u64
@@ -1437,46 +1404,6 @@ fn digits(mut n: u64) -> usize {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_join_table() {
-        for (base, url, want) in [
-            ("http://h:1/api", "/items", "http://h:1/api/items"),
-            ("http://h:1/api/", "/items", "http://h:1/api/items"),
-            ("http://h:1/api/", "items", "http://h:1/api/items"),
-            (
-                "http://h:1/api",
-                "items/2?x=1",
-                "http://h:1/api/items/2?x=1",
-            ),
-            ("http://h:1", "/items", "http://h:1/items"),
-            ("http://h:1/", "/", "http://h:1/"),
-            ("http://h:1/api", "?q=1", "http://h:1/api?q=1"),
-            ("http://h:1/api", "", "http://h:1/api"),
-            ("http://h:1/api", "https://other/x", "https://other/x"),
-            ("http://h:1/api", "HTTP://Other/x", "HTTP://Other/x"),
-            ("http://h:1/api", "httpbin/x", "http://h:1/api/httpbin/x"),
-            ("http://h:1/api", "ftp://h/x", "ftp://h/x"),
-            (
-                "http://h:1/api",
-                "/r?next=http://x",
-                "http://h:1/api/r?next=http://x",
-            ),
-        ] {
-            assert_eq!(join_url(base, url), want, "{base} + {url}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let ms = Duration::from_millis;
-        assert_eq!(backoff(ms(100), 1), ms(100));
-        assert_eq!(backoff(ms(100), 2), ms(200));
-        assert_eq!(backoff(ms(100), 4), ms(800));
-        assert_eq!(backoff(ms(100), 10), MAX_BACKOFF);
-        assert_eq!(backoff(ms(100), u32::MAX), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::from_secs(30), 3), Duration::from_secs(30));
-    }
 
     #[test]
     fn digits_counts() {

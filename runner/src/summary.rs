@@ -344,7 +344,7 @@ mod tests {
     use volley_core::manifest::parse_manifest;
     use volley_core::metrics::histogram::record_latency;
     use volley_core::metrics::model::RunMetrics;
-    use volley_core::protocol::report::decode_histogram;
+    use volley_core::protocol::histogram::decode_histogram;
     use volley_core::threshold::evaluate::evaluate_thresholds;
     use volley_crds::status::Verdict;
 

@@ -11,7 +11,7 @@
 //!
 //! # URLs and allowed targets
 //! `ws://`/`wss://` URLs are used as they are; anything else is joined to `target.baseUrl`
-//! like a request URL ([`crate::step::join_url`]), with `http` turned into `ws` and `https`
+//! like a request URL ([`volley_core::target_policy::join_url`]), with `http` turned into `ws` and `https`
 //! into `wss`. The URL (and a `Host` header) is checked against the allowed targets before the
 //! TCP connection is opened: once compiled when it is known then, else per execution. A
 //! refused session is not started and fails the step with kind `blocked`.
@@ -331,7 +331,7 @@ impl CompiledWebSocket {
         let url_text = compiler.text(&ws.url, "websocket.url")?;
         let url = match url_text.static_value() {
             Some(path) => {
-                let joined = crate::step::join_url(&base, &path);
+                let joined = volley_core::target_policy::join_url(&base, &path);
                 let parsed = parse_ws_url(&joined).map_err(|why| {
                     let why = if url_text.has_secret() {
                         "not a valid ws(s) URL once its ${env:...} values are filled in (the URL \
@@ -535,7 +535,7 @@ impl CompiledWebSocket {
                 run.step_latency = origin.elapsed();
                 return run;
             }
-            tokio::time::sleep(crate::step::backoff(self.backoff, attempt)).await;
+            tokio::time::sleep(crate::backoff::backoff(self.backoff, attempt)).await;
             attempt += 1;
         };
 
@@ -654,7 +654,7 @@ impl CompiledWebSocket {
                 let path = path
                     .render(ctx)
                     .map_err(|e| format!("no value for {}", e.missing))?;
-                parse_ws_url(&crate::step::join_url(base, &path))
+                parse_ws_url(&volley_core::target_policy::join_url(base, &path))
                     .map_err(|_| "the rendered URL is not an absolute ws(s) URL".to_string())?
             }
         };
@@ -739,7 +739,7 @@ impl CompiledWebSocket {
         request
             .headers_mut()
             .entry(reqwest::header::USER_AGENT)
-            .or_insert(HeaderValue::from_static(crate::step::USER_AGENT));
+            .or_insert(HeaderValue::from_static(crate::transport::USER_AGENT));
         let connector = match rendered.url.scheme() {
             "wss" => Connector::Rustls(self.tls.clone()),
             _ => Connector::Plain,
@@ -935,9 +935,12 @@ mod tests {
         assert!(ws_base("ftp://h").is_err());
         assert!(parse_ws_url("http://h/x").is_err());
         assert_eq!(
-            parse_ws_url(&crate::step::join_url("ws://h:1/api", "/ws/echo"))
-                .unwrap()
-                .as_str(),
+            parse_ws_url(&volley_core::target_policy::join_url(
+                "ws://h:1/api",
+                "/ws/echo"
+            ))
+            .unwrap()
+            .as_str(),
             "ws://h:1/api/ws/echo"
         );
     }

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use volley_core::protocol::report::decode_histogram;
+use volley_core::protocol::histogram::decode_histogram;
 use volley_demo_target::{DemoConfig, DemoTarget};
 
 use support::tempdir;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use volley_core::manifest::parse_manifest;
-use volley_core::protocol::report::decode_histogram;
+use volley_core::protocol::histogram::decode_histogram;
 use volley_core::validate::validate;
 use volley_crds::LoadTest;
 use volley_crds::status::{Phase, StepStatus, Verdict};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::custom::{CustomMetric, CustomMetrics, Faults, GaugeReading};
 use crate::metrics::error::MetricsError;
-use crate::protocol::report::{decode_histogram, encode_histogram};
+use crate::protocol::histogram::{decode_histogram, encode_histogram};
 
 /// Most custom metrics one report may carry over all its steps. Trends and gauges decode to a
 /// histogram of about 190 KiB each, so this bounds what a report can make the aggregator

@@ -28,6 +28,7 @@ use crate::protocol::report::Report;
 use volley_crds::spec::LoadTestSpec;
 
 pub mod custom;
+pub mod histogram;
 pub mod report;
 
 /// Version of these messages; a runner and an aggregator must agree on it.
