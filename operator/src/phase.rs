@@ -2218,12 +2218,14 @@ mod tests {
                 query: "max(q)".into(),
                 value: Some(4.0),
                 error: None,
+                ..Default::default()
             },
             PrometheusResult {
                 name: "p95".into(),
                 query: "histogram_quantile(0.95, x)".into(),
                 value: None,
                 error: Some("no data: the query returned no series".into()),
+                ..Default::default()
             },
         ];
         if let Some(r) = ended.results.as_mut() {
