@@ -93,6 +93,10 @@ pub fn result_label(r: &PrometheusResult) -> String {
     label
 }
 
+/// The most Prometheus results `status.prometheus` holds (a `by` query has up to 51, a
+/// `window: scenario` query one per scenario): the summary and the report have them all.
+pub const MAX_STATUS_PROMETHEUS_RESULTS: usize = 100;
+
 /// The Prometheus queries' results for one run: in `summary.json` as `prometheus`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +157,18 @@ impl Observation {
                 _ => true,
             })
             .collect()
+    }
+
+    /// The results for `status.prometheus`: the first [`MAX_STATUS_PROMETHEUS_RESULTS`] in
+    /// the spec's order, each query's failures first so a failed query is never the one left
+    /// out.
+    pub fn status_results(&self) -> Vec<PrometheusResult> {
+        let mut kept: Vec<usize> = (0..self.results.len()).collect();
+        // Stable: the spec's order is kept within the failed and within the valued results.
+        kept.sort_by_key(|&i| self.results[i].value.is_some());
+        kept.truncate(MAX_STATUS_PROMETHEUS_RESULTS);
+        kept.sort_unstable();
+        kept.into_iter().map(|i| self.results[i].clone()).collect()
     }
 
     /// The value of the result matching `r` (same query, scenario and label value), for a
@@ -259,6 +275,26 @@ mod tests {
         assert_eq!(o.matching(&r), Some(1.0));
         r.label_value = Some("b".into());
         assert_eq!(o.matching(&r), None);
+    }
+
+    #[test]
+    fn the_status_holds_a_bounded_share_of_the_results_keeping_every_failure() {
+        let mut results: Vec<PrometheusResult> = (0..MAX_STATUS_PROMETHEUS_RESULTS + 20)
+            .map(|i| {
+                let mut r = result("pods", Some(i as f64), None);
+                r.label_value = Some(format!("p{i:03}"));
+                r
+            })
+            .collect();
+        results.push(result("down", None, Some("no data")));
+        let o = Observation {
+            results,
+            ..Observation::default()
+        };
+        let kept = o.status_results();
+        assert_eq!(kept.len(), MAX_STATUS_PROMETHEUS_RESULTS);
+        assert_eq!(kept[0].label_value.as_deref(), Some("p000"));
+        assert_eq!(kept.last().unwrap().name, "down");
     }
 
     #[test]

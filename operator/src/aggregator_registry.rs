@@ -205,7 +205,7 @@ pub fn progress(view: &RunView) -> RunProgress {
         prometheus: view
             .observation
             .as_ref()
-            .map(|o| o.results.clone())
+            .map(Observation::status_results)
             .unwrap_or_default(),
     });
     RunProgress {
