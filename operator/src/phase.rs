@@ -506,7 +506,10 @@ fn finish(
     let failed: Vec<String> = status
         .prometheus
         .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .filter_map(|r| {
+            let label = volley_core::observe::result_label(r);
+            r.error.as_ref().map(|e| format!("{label}: {e}"))
+        })
         .collect();
     if !failed.is_empty() {
         d.events.push(EventNote::new(
