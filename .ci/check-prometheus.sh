@@ -92,7 +92,7 @@ def fail(msg):
     sys.exit(1)
 
 prom = summary.get("prometheus") or fail("no prometheus in the summary")
-values = {r["name"]: r.get("value") for r in prom["results"]}
+values = {r["name"]: r.get("value") for r in prom["results"] if not r.get("by")}
 errors = {r["name"]: r.get("error") for r in prom["results"] if r.get("error")}
 if errors:
     fail(f"queries failed: {errors}")
@@ -118,12 +118,19 @@ if not (1 <= depth <= stats["max_queue_depth"]):
 p95 = values["worker_p95_s"]
 if not (0.05 < p95 <= 0.075):
     fail(f"prom(worker_p95_s) = {p95}, expected within the (0.05, 0.075] bucket")
+# The `by: job` query over the scenario's window: one result, for job demo, scenario items.
+by_job = [r for r in prom["results"] if r["name"] == "processed_by_job"]
+if [(r.get("by"), r.get("labelValue"), r.get("scenario")) for r in by_job] != [("job", "demo", "items")]:
+    fail(f"processed_by_job: {by_job}")
+if not (handled - rate * scrape - 2 <= by_job[0]["value"] <= handled):
+    fail(f"prom(processed_by_job) = {by_job[0]['value']}, the demo target counted {handled}")
 series = {s["name"]: s for s in prom.get("series", [])}
 points = series.get("queue_depth", {}).get("points", [])
 if len(points) < length - 2 * scrape or any(p["t"] < 0 or p["t"] > length + 1 for p in points):
     fail(f"queue_depth series has {len(points)} points over {length}s: {points[:5]}")
 judged = {t["expr"]: t for t in summary["thresholds"]}
-for expr in ["prom(worker_p95_s) < 0.5", "prom(queue_depth_max) < 100", "prom(processed) > 0"]:
+for expr in ["prom(worker_p95_s) < 0.5", "prom(queue_depth_max) < 100", "prom(processed) > 0",
+             "prom(processed_by_job) > 0"]:
     t = judged[expr]
     if not t["passed"]:
         fail(f"{expr}: {t}")

@@ -104,9 +104,10 @@ pub struct ScopeFigures {
 }
 
 impl RunFigures {
-    /// The value of Prometheus query `name` in this run, when it has one.
-    pub fn prometheus_value(&self, name: &str) -> Option<f64> {
-        self.prometheus.as_ref()?.value(name).ok()
+    /// The value of the Prometheus result matching `r` (same query, scenario and label
+    /// value) in this run, when it has one.
+    pub fn prometheus_value(&self, r: &volley_crds::status::PrometheusResult) -> Option<f64> {
+        self.prometheus.as_ref()?.matching(r)
     }
 
     /// The whole run.
@@ -350,9 +351,9 @@ fn compare_prometheus(a: &RunFigures, b: &RunFigures) -> Vec<QueryChange> {
         .results
         .iter()
         .filter_map(|r| {
-            let (va, vb) = (r.value?, b.prometheus_value(&r.name)?);
+            let (va, vb) = (r.value?, b.prometheus_value(r)?);
             Some(QueryChange {
-                name: r.name.clone(),
+                name: crate::observe::result_label(r),
                 a: va,
                 b: vb,
                 change: (va != 0.0).then(|| (vb - va) / va.abs() * 100.0),
@@ -727,6 +728,7 @@ mod tests {
                         query: "q".into(),
                         value: *value,
                         error: value.is_none().then(|| "no data".into()),
+                        ..Default::default()
                     })
                     .collect(),
                 ..Observation::default()

@@ -3,9 +3,13 @@
 //! document, the report, `prom(NAME)` thresholds and `volley compare`; the queries themselves
 //! are run by the `volley-observe` crate.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use volley_crds::spec::PrometheusQuery;
+use volley_crds::spec::{LoadTestSpec, PrometheusQuery};
 use volley_crds::status::PrometheusResult;
+
+use crate::plan;
 
 /// The run's load window in Unix milliseconds: from the common start (after the start barrier
 /// and setup) to the end of the merged data.
@@ -24,6 +28,74 @@ impl Window {
         self.end_unix_ms.saturating_sub(self.start_unix_ms)
     }
 }
+
+/// Where one scenario's load lies in the run, as offsets from the run's start: from its
+/// `startTime` to its planned end (`startTime` plus its duration, stages or `maxDuration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioSpan {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Its `startTime`.
+    pub from: Duration,
+    /// Its planned end.
+    pub to: Duration,
+}
+
+/// The spans of the spec's scenarios, in the spec's order (what `window: scenario` queries
+/// cover).
+pub fn scenario_spans(spec: &LoadTestSpec) -> Vec<ScenarioSpan> {
+    spec.scenarios
+        .iter()
+        .map(|s| ScenarioSpan {
+            scenario: s.name.clone(),
+            from: s.start_time.get(),
+            to: plan::scenario_duration(s),
+        })
+        .collect()
+}
+
+/// Each span's window within the run's `window`: both edges capped at the run's end, so a
+/// scenario a run stopped early covers only what ran (an empty window when it never started).
+pub fn scenario_windows(spans: &[ScenarioSpan], window: Window) -> Vec<(String, Window)> {
+    let at = |offset: Duration| {
+        let ms = u64::try_from(offset.as_millis()).unwrap_or(u64::MAX);
+        window
+            .start_unix_ms
+            .saturating_add(ms)
+            .min(window.end_unix_ms)
+    };
+    spans
+        .iter()
+        .map(|s| {
+            (
+                s.scenario.clone(),
+                Window {
+                    start_unix_ms: at(s.from),
+                    end_unix_ms: at(s.to),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A result as the report and messages name it: `depth`, `depth{pod="a"}`, `depth (scenario
+/// s)`.
+pub fn result_label(r: &PrometheusResult) -> String {
+    let mut label = r.name.clone();
+    match (&r.by, &r.label_value) {
+        (Some(by), Some(value)) => label.push_str(&format!("{{{by}={value:?}}}")),
+        (Some(by), None) => label.push_str(&format!("{{{by}=...}}")),
+        _ => {}
+    }
+    if let Some(s) = &r.scenario {
+        label.push_str(&format!(" (scenario {s})"));
+    }
+    label
+}
+
+/// The most Prometheus results `status.prometheus` holds (a `by` query has up to 51, a
+/// `window: scenario` query one per scenario): the summary and the report have them all.
+pub const MAX_STATUS_PROMETHEUS_RESULTS: usize = 100;
 
 /// The Prometheus queries' results for one run: in `summary.json` as `prometheus`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +122,7 @@ impl Observation {
                     query: q.query.clone(),
                     value: None,
                     error: Some(why.to_string()),
+                    ..PrometheusResult::default()
                 })
                 .collect(),
             series: Vec::new(),
@@ -67,6 +140,46 @@ impl Observation {
                 (None, None) => Err("no data".to_string()),
             },
         }
+    }
+}
+
+impl Observation {
+    /// The results a `prom(name)` threshold judges: every result of query `name` (one per
+    /// label value for a `by` query), only `scenario`'s when the threshold is scoped to one
+    /// (a result that covers no particular scenario, such as a failure of every query,
+    /// counts for all). Empty when no such query ran.
+    pub fn results_of(&self, name: &str, scenario: Option<&str>) -> Vec<&PrometheusResult> {
+        self.results
+            .iter()
+            .filter(|r| r.name == name)
+            .filter(|r| match (scenario, &r.scenario) {
+                (Some(want), Some(s)) => want == s,
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// The results for `status.prometheus`: the first [`MAX_STATUS_PROMETHEUS_RESULTS`] in
+    /// the spec's order, each query's failures first so a failed query is never the one left
+    /// out.
+    pub fn status_results(&self) -> Vec<PrometheusResult> {
+        let mut kept: Vec<usize> = (0..self.results.len()).collect();
+        // Stable: the spec's order is kept within the failed and within the valued results.
+        kept.sort_by_key(|&i| self.results[i].value.is_some());
+        kept.truncate(MAX_STATUS_PROMETHEUS_RESULTS);
+        kept.sort_unstable();
+        kept.into_iter().map(|i| self.results[i].clone()).collect()
+    }
+
+    /// The value of the result matching `r` (same query, scenario and label value), for a
+    /// baseline comparison.
+    pub fn matching(&self, r: &PrometheusResult) -> Option<f64> {
+        self.results
+            .iter()
+            .find(|o| {
+                o.name == r.name && o.scenario == r.scenario && o.label_value == r.label_value
+            })?
+            .value
     }
 }
 
@@ -106,7 +219,82 @@ mod tests {
             query: "q".into(),
             value,
             error: error.map(String::from),
+            ..PrometheusResult::default()
         }
+    }
+
+    #[test]
+    fn each_scenario_window_is_its_planned_span_within_the_run() {
+        let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\nspec:\n  \
+             target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  \
+             - {name: warm, executor: constant-vus, vus: 1, duration: 10s, steps: [{request: {url: /}}]}\n  \
+             - {name: peak, executor: constant-vus, vus: 1, startTime: 10s, duration: 20s, steps: [{request: {url: /}}]}\n  \
+             - {name: late, executor: constant-vus, vus: 1, startTime: 40s, duration: 5s, steps: [{request: {url: /}}]}\n";
+        let spec = crate::manifest::parse_manifest(yaml).unwrap().spec;
+        let spans = scenario_spans(&spec);
+        assert_eq!(
+            spans[1],
+            ScenarioSpan {
+                scenario: "peak".into(),
+                from: Duration::from_secs(10),
+                to: Duration::from_secs(30),
+            }
+        );
+        // The run was stopped at 25 s: peak is cut there, late never started.
+        let run = Window {
+            start_unix_ms: 1_000_000,
+            end_unix_ms: 1_025_000,
+        };
+        let window = |start_unix_ms, end_unix_ms| Window {
+            start_unix_ms,
+            end_unix_ms,
+        };
+        assert_eq!(
+            scenario_windows(&spans, run),
+            vec![
+                ("warm".to_string(), window(1_000_000, 1_010_000)),
+                ("peak".to_string(), window(1_010_000, 1_025_000)),
+                ("late".to_string(), window(1_025_000, 1_025_000)),
+            ]
+        );
+    }
+
+    #[test]
+    fn results_are_named_by_label_value_and_scenario() {
+        let mut r = result("depth", Some(1.0), None);
+        assert_eq!(result_label(&r), "depth");
+        r.by = Some("pod".into());
+        r.label_value = Some("a-1".into());
+        r.scenario = Some("peak".into());
+        assert_eq!(result_label(&r), "depth{pod=\"a-1\"} (scenario peak)");
+        let o = Observation {
+            results: vec![r.clone(), result("depth", Some(2.0), None)],
+            ..Observation::default()
+        };
+        assert_eq!(o.results_of("depth", Some("peak")).len(), 2);
+        assert_eq!(o.matching(&r), Some(1.0));
+        r.label_value = Some("b".into());
+        assert_eq!(o.matching(&r), None);
+    }
+
+    #[test]
+    fn the_status_holds_a_bounded_share_of_the_results_keeping_every_failure() {
+        let mut results: Vec<PrometheusResult> = (0..MAX_STATUS_PROMETHEUS_RESULTS + 20)
+            .map(|i| {
+                let mut r = result("pods", Some(i as f64), None);
+                r.label_value = Some(format!("p{i:03}"));
+                r
+            })
+            .collect();
+        results.push(result("down", None, Some("no data")));
+        let o = Observation {
+            results,
+            ..Observation::default()
+        };
+        let kept = o.status_results();
+        assert_eq!(kept.len(), MAX_STATUS_PROMETHEUS_RESULTS);
+        assert_eq!(kept[0].label_value.as_deref(), Some("p000"));
+        assert_eq!(kept.last().unwrap().name, "down");
     }
 
     #[test]

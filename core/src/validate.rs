@@ -15,8 +15,8 @@ use crate::template::{Reference, Template, is_identifier};
 use crate::threshold::{Metric, Subject, ThresholdExpr, parse_threshold};
 use volley_crds::duration::Duration;
 use volley_crds::spec::{
-    CustomMetric, DataFeeder, Executor, LoadTestSpec, PrometheusObserve, Request, Runners,
-    Scenario, Sleep, Step, Threshold, ValueSource, WebSocket,
+    CustomMetric, DataFeeder, Executor, LoadTestSpec, PrometheusObserve, QueryWindow, Request,
+    Runners, Scenario, Sleep, Step, Threshold, ValueSource, WebSocket,
 };
 use volley_crds::text::shorten;
 
@@ -483,6 +483,25 @@ impl Validator {
                     format!("{path}.name"),
                     format!("query name `{}` is used twice", q.name),
                 );
+            }
+            if let Some(by) = &q.by {
+                let valid = by.len() <= 128
+                    && by.chars().enumerate().all(|(i, c)| {
+                        c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                    })
+                    && !by.is_empty();
+                if !valid {
+                    self.err(
+                        format!("{path}.by"),
+                        format!("`{by}` is not a Prometheus label name"),
+                    );
+                }
+                if q.series {
+                    self.err(
+                        format!("{path}.series"),
+                        "a `by` query is not sampled over time; chart a single series instead",
+                    );
+                }
             }
             if q.query.trim().is_empty() {
                 self.err(format!("{path}.query"), "the query is empty");
@@ -1267,12 +1286,23 @@ impl Validator {
                 } else if let Err((field, why)) = check_ws_scope(&expr, t, spec) {
                     self.err(format!("{p}.{field}"), why);
                 }
-                // Prometheus is read once, after the run, over the whole window.
-                if matches!(expr.subject, Subject::Prom(_)) {
-                    if t.scenario.is_some() {
+                // Prometheus is read after the run, over the whole window unless the query asks
+                // for each scenario's.
+                if let Subject::Prom(name) = &expr.subject {
+                    let per_scenario = spec
+                        .observe
+                        .as_ref()
+                        .and_then(|o| o.prometheus.as_ref())
+                        .and_then(|prom| prom.queries.iter().find(|q| &q.name == name))
+                        .is_some_and(|q| q.window == QueryWindow::Scenario);
+                    if t.scenario.is_some() && !per_scenario {
                         self.err(
                             format!("{p}.scenario"),
-                            "a prom() threshold judges the whole run's window; it has no scenario",
+                            format!(
+                                "query {name} covers the whole run's window; a prom() threshold \
+                                 can be scoped to a scenario only when its query has \
+                                 `window: scenario`"
+                            ),
                         );
                     }
                     if t.abort_on_fail {
@@ -1620,9 +1650,11 @@ mod tests {
         let yaml = "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {name: t}\nspec:\n  \
              target: {baseUrl: 'http://127.0.0.1:1'}\n  scenarios:\n  - {name: s, \
              executor: shared-iterations, vus: 1, iterations: 1, steps: [{request: {url: /}}]}\n  \
-             observe: {prometheus: {url: 'http://127.0.0.1:9090', queries: [{name: depth, query: q}, {name: p95, query: q}]}}\n  \
+             observe: {prometheus: {url: 'http://127.0.0.1:9090', queries: [{name: depth, query: q}, {name: p95, query: q}, \
+             {name: each, query: q, window: scenario, by: pod}]}}\n  \
              thresholds: ['prom(depth) < 100', 'prom(p95) < baseline * 1.1', 'prom(other) < 1', \
-             {expr: 'prom(depth) < 5', scenario: s, abortOnFail: true}]\n";
+             {expr: 'prom(depth) < 5', scenario: s, abortOnFail: true}, {expr: 'prom(each) < 5', scenario: s}, \
+             {expr: 'prom(each) < 5', abortOnFail: true}]\n";
         let lt = crate::manifest::parse_manifest(yaml).unwrap();
         let errors: Vec<String> = validate(&lt.spec)
             .err()
@@ -1634,9 +1666,11 @@ mod tests {
             errors,
             vec![
                 "spec.thresholds[2]: `prom(other)` names no query of spec.observe.prometheus.queries \
-                 (queries: depth, p95)",
-                "spec.thresholds[3].scenario: a prom() threshold judges the whole run's window; it has no scenario",
+                 (queries: depth, each, p95)",
+                "spec.thresholds[3].scenario: query depth covers the whole run's window; a prom() \
+                 threshold can be scoped to a scenario only when its query has `window: scenario`",
                 "spec.thresholds[3].abortOnFail: a prom() threshold is judged after the run, so it cannot abort it",
+                "spec.thresholds[5].abortOnFail: a prom() threshold is judged after the run, so it cannot abort it",
             ]
         );
     }
@@ -1665,7 +1699,7 @@ mod tests {
         assert_eq!(
             with(
                 "{url: 'ftp://u:secret@prom', timeout: 0s, auth: {}, queries: [{name: depth, query: 'sum(q)'}, \
-                 {name: depth, query: ' '}, {name: 'p 95', query: 'x'}]}"
+                 {name: depth, query: ' '}, {name: 'p 95', query: 'x'}, {name: pods, query: 'x', by: '1pod', series: true}]}"
             ),
             vec![
                 "spec.observe.prometheus.url: scheme `ftp` is not supported; use http:// or https://",
@@ -1674,6 +1708,9 @@ mod tests {
                 "spec.observe.prometheus.queries[1].query: the query is empty",
                 "spec.observe.prometheus.queries[2].name: `p 95` is not a valid query name: use up to 63 \
                  letters, digits, `_` and `-`, starting with a letter",
+                "spec.observe.prometheus.queries[3].by: `1pod` is not a Prometheus label name",
+                "spec.observe.prometheus.queries[3].series: a `by` query is not sampled over time; \
+                 chart a single series instead",
                 "spec.observe.prometheus.timeout: must be longer than 0s",
             ]
         );

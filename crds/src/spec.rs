@@ -1137,13 +1137,43 @@ pub struct PrometheusQuery {
     pub name: String,
     /// PromQL, evaluated once at the window's end (an instant query). It must return one
     /// series (or a scalar): several series are an error naming their labels, so aggregate
-    /// them (`sum(...)`, `max(...)`).
+    /// them (`sum(...)`, `max(...)`), or name the label to report by in `by`.
     #[schemars(length(max = 8192), regex(pattern = r"\S"))]
     pub query: String,
     /// Also read it over the window (a range query, one sample per second, or coarser for long
     /// runs) for the report's chart.
     #[serde(default)]
     pub series: bool,
+    /// A label to report by: the query may return several series, one value per value of
+    /// this label (at most 50, in label order; the rest are counted). A `prom(NAME)`
+    /// threshold judges every one of them. A series without the label, or two with the same
+    /// value of it, is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub by: Option<String>,
+    /// The window the query covers: `run` (default) the whole run's, once; `scenario` each
+    /// scenario's own (from its `startTime` to its planned end, capped at the run's end), one
+    /// result per scenario, which thresholds scoped to that scenario judge.
+    #[serde(default, skip_serializing_if = "QueryWindow::is_run")]
+    pub window: QueryWindow,
+}
+
+/// The window a Prometheus query covers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryWindow {
+    /// The whole run's window, one result.
+    #[default]
+    Run,
+    /// Each scenario's own window, one result per scenario.
+    Scenario,
+}
+
+impl QueryWindow {
+    /// Whether this is the default, the whole run's window.
+    pub fn is_run(&self) -> bool {
+        *self == QueryWindow::Run
+    }
 }
 
 /// Any JSON value. `x-kubernetes-preserve-unknown-fields` keeps the schema structural.

@@ -349,6 +349,17 @@ pub struct PrometheusResult {
     /// or several series (named by their labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The scenario whose window the query covered (`window: scenario` queries; one result
+    /// per scenario).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// The label a `by` query reports by: this result is one series, whose value of the label
+    /// is `labelValue` (absent on the row counting the series beyond the kept ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The series' value of the `by` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_value: Option<String>,
 }
 
 /// One scenario's results.

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use reqwest::Url;
 use volley_core::observe::{Observation, ObservedSeries, Window};
-use volley_crds::spec::PrometheusQuery;
+use volley_crds::spec::{PrometheusQuery, QueryWindow};
 use volley_crds::status::PrometheusResult;
 
 use crate::promql::{series_step, substitute, unix_seconds};
-use crate::response::{QueryError, instant_value, range_points};
+use crate::response::{
+    ByValues, MAX_BY_VALUES, QueryError, instant_value, instant_values_by, range_points,
+};
 
 /// The query timeout when the spec sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +123,22 @@ impl Prometheus {
         instant_value(status, &body)
     }
 
+    /// `query` evaluated at `at_unix_ms`, one value per value of `label` (a `by` query).
+    pub async fn instant_by(
+        &self,
+        query: &str,
+        at_unix_ms: u64,
+        label: &str,
+    ) -> Result<ByValues, QueryError> {
+        let (status, body) = self
+            .get(
+                "query",
+                &[("query", query), ("time", &unix_seconds(at_unix_ms))],
+            )
+            .await?;
+        instant_values_by(status, &body, label)
+    }
+
     /// `query` over `window` every `step` (`/api/v1/query_range`), as seconds since the
     /// window's start.
     pub async fn range(
@@ -207,28 +225,30 @@ impl Prometheus {
     }
 }
 
-/// Runs every query of a spec over `window`: an instant query at the window's end for each,
-/// and a range query for those with `series: true`, all at once. Never fails: a query that
-/// fails is a result with its error.
+/// Runs every query of a spec over `window`: an instant query at the window's end for each
+/// (at each scenario's window's end, once per scenario of `scenarios`, for a `window:
+/// scenario` query), and a range query over the run's window for those with `series: true`,
+/// all at once. Never fails: a query that fails is a result with its error.
 pub async fn observe(
     prometheus: &Prometheus,
     queries: &[PrometheusQuery],
     window: Window,
+    scenarios: &[(String, Window)],
 ) -> Observation {
     let step = series_step(window);
-    let instants = queries.iter().map(|q| async move {
-        let query = substitute(&q.query, window);
-        let outcome = prometheus.instant(&query, window.end_unix_ms).await;
-        if let Err(e) = &outcome {
-            tracing::warn!(query = %q.name, error = %e, "prometheus query failed");
-        }
-        PrometheusResult {
-            name: q.name.clone(),
-            query,
-            value: outcome.as_ref().ok().copied(),
-            error: outcome.err().map(|e| e.to_string()),
-        }
-    });
+    let planned: Vec<(&PrometheusQuery, Option<&str>, Window)> = queries
+        .iter()
+        .flat_map(|q| match q.window {
+            QueryWindow::Run => vec![(q, None, window)],
+            QueryWindow::Scenario => scenarios
+                .iter()
+                .map(|(name, w)| (q, Some(name.as_str()), *w))
+                .collect(),
+        })
+        .collect();
+    let instants = planned
+        .into_iter()
+        .map(|(q, scenario, window)| instant_results(prometheus, q, scenario, window));
     let ranges = queries.iter().filter(|q| q.series).map(|q| async move {
         let query = substitute(&q.query, window);
         let outcome = prometheus.range(&query, window, step).await;
@@ -245,8 +265,65 @@ pub async fn observe(
     );
     Observation {
         window,
-        results,
+        results: results.into_iter().flatten().collect(),
         series,
+    }
+}
+
+/// The results of query `q` over `window` (of `scenario`, when it covers one): one, or one
+/// per label value for a `by` query plus a row counting the series beyond those kept.
+async fn instant_results(
+    prometheus: &Prometheus,
+    q: &PrometheusQuery,
+    scenario: Option<&str>,
+    window: Window,
+) -> Vec<PrometheusResult> {
+    let query = substitute(&q.query, window);
+    let row = |label_value: Option<String>, outcome: Result<f64, String>| PrometheusResult {
+        name: q.name.clone(),
+        query: query.clone(),
+        value: outcome.as_ref().ok().copied(),
+        error: outcome.err(),
+        scenario: scenario.map(String::from),
+        by: q.by.clone(),
+        label_value,
+    };
+    let warn = |e: &QueryError| {
+        tracing::warn!(query = %q.name, scenario = ?scenario, error = %e, "prometheus query failed");
+    };
+    let Some(label) = &q.by else {
+        let outcome = prometheus.instant(&query, window.end_unix_ms).await;
+        if let Err(e) = &outcome {
+            warn(e);
+        }
+        return vec![row(None, outcome.map_err(|e| e.to_string()))];
+    };
+    match prometheus
+        .instant_by(&query, window.end_unix_ms, label)
+        .await
+    {
+        Err(e) => {
+            warn(&e);
+            vec![row(None, Err(e.to_string()))]
+        }
+        Ok(by) => {
+            let mut rows: Vec<PrometheusResult> = by
+                .values
+                .into_iter()
+                .map(|(key, value)| row(Some(key), value.map_err(|e| e.to_string())))
+                .collect();
+            if by.more > 0 {
+                rows.push(row(
+                    None,
+                    Err(format!(
+                        "{} more series not kept (at most {MAX_BY_VALUES} per query); narrow \
+                         the query to judge them",
+                        by.more
+                    )),
+                ));
+            }
+            rows
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use volley_core::observe::ObservedPoint;
 
 /// How many series' labels a "several series" error names before it says "and N more".
 const NAMED_SERIES: usize = 5;
+/// The most series a `by` query keeps (in label-value order); the rest are counted.
+pub const MAX_BY_VALUES: usize = 50;
 
 /// Why a query has no value. The messages go into the status, the summary and the report, so
 /// they name the server only by its address without credentials.
@@ -66,9 +68,43 @@ pub enum QueryError {
         /// The first few, as `name{label="value", ...}`.
         labels: String,
     },
+    /// A `by` query's series without the label it reports by.
+    #[error(
+        "a series has no label {label} to report by: {series}; keep the label in the query's \
+         result (e.g. sum by ({label}) (...))"
+    )]
+    MissingLabel {
+        /// The `by` label.
+        label: String,
+        /// The series, as `name{label="value", ...}`.
+        series: String,
+    },
+    /// A `by` query's two series with the same value of the label.
+    #[error(
+        "two series have {label}={value:?}: {series}; aggregate the others away \
+         (e.g. sum by ({label}) (...))"
+    )]
+    DuplicateLabel {
+        /// The `by` label.
+        label: String,
+        /// The value both have.
+        value: String,
+        /// The two series.
+        series: String,
+    },
     /// Not a Prometheus API answer.
     #[error("unexpected answer from Prometheus: {0}")]
     Malformed(String),
+}
+
+/// A `by` query's answer: each series' value (or why it has none) by its value of the label,
+/// at most [`MAX_BY_VALUES`] in label-value order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ByValues {
+    /// `(label value, value)`, ordered by label value.
+    pub values: Vec<(String, Result<f64, QueryError>)>,
+    /// How many series beyond the kept ones the query returned.
+    pub more: usize,
 }
 
 /// The envelope of every API answer.
@@ -126,6 +162,55 @@ pub fn instant_value(status: u16, body: &[u8]) -> Result<f64, QueryError> {
         }
     };
     sample_value(&value)
+}
+
+/// The values of an instant query's answer reported by `label`: one per series, keyed by its
+/// value of the label. No series is [`QueryError::NoData`]; a series without the label, or two
+/// with the same value of it, fail the whole answer (the values could not be told apart).
+pub fn instant_values_by(status: u16, body: &[u8], label: &str) -> Result<ByValues, QueryError> {
+    let data = success_data(status, body)?;
+    if data.result_type != "vector" {
+        return Err(QueryError::Malformed(format!(
+            "result type {} where a vector was expected (a `by` query returns series)",
+            data.result_type
+        )));
+    }
+    let series: Vec<Series> = serde_json::from_value(data.result)
+        .map_err(|e| QueryError::Malformed(format!("series list: {e}")))?;
+    if series.is_empty() {
+        return Err(QueryError::NoData);
+    }
+    let mut keyed: BTreeMap<String, &Series> = BTreeMap::new();
+    for s in &series {
+        let Some(value) = s.metric.get(label) else {
+            return Err(QueryError::MissingLabel {
+                label: label.to_string(),
+                series: labelled(&s.metric),
+            });
+        };
+        if let Some(other) = keyed.insert(value.clone(), s) {
+            return Err(QueryError::DuplicateLabel {
+                label: label.to_string(),
+                value: value.clone(),
+                series: format!("{}, {}", labelled(&other.metric), labelled(&s.metric)),
+            });
+        }
+    }
+    let more = keyed.len().saturating_sub(MAX_BY_VALUES);
+    let values = keyed
+        .into_iter()
+        .take(MAX_BY_VALUES)
+        .map(|(key, s)| {
+            let value = match &s.value {
+                Some((_, v)) => sample_value(v),
+                None => Err(QueryError::Malformed(
+                    "vector sample without a value".into(),
+                )),
+            };
+            (key, value)
+        })
+        .collect();
+    Ok(ByValues { values, more })
 }
 
 /// The samples of a range query's answer, as seconds since `start_seconds`: a matrix of
@@ -285,6 +370,71 @@ mod tests {
         };
         assert_eq!(count, 8);
         assert!(labels.ends_with(r#"{pod="p4"}, and 3 more"#), "{labels}");
+    }
+
+    #[test]
+    fn a_by_query_is_one_value_per_label_value_in_label_order() {
+        let body = vector(
+            r#"{"metric":{"pod":"b","job":"demo"},"value":[1,"2"]},
+               {"metric":{"pod":"a","job":"demo"},"value":[1,"1.5"]},
+               {"metric":{"pod":"c"},"value":[1,"NaN"]}"#,
+        );
+        assert_eq!(
+            instant_values_by(200, &body, "pod"),
+            Ok(ByValues {
+                values: vec![
+                    ("a".into(), Ok(1.5)),
+                    ("b".into(), Ok(2.0)),
+                    ("c".into(), Err(QueryError::NotANumber)),
+                ],
+                more: 0,
+            })
+        );
+        assert_eq!(
+            instant_values_by(200, &vector(""), "pod"),
+            Err(QueryError::NoData)
+        );
+    }
+
+    #[test]
+    fn a_by_query_keeps_its_first_values_and_counts_the_rest() {
+        let many: Vec<String> = (0..MAX_BY_VALUES + 7)
+            .map(|i| format!(r#"{{"metric":{{"pod":"p{i:03}"}},"value":[1,"{i}"]}}"#))
+            .collect();
+        let by = instant_values_by(200, &vector(&many.join(",")), "pod").unwrap();
+        assert_eq!(by.values.len(), MAX_BY_VALUES);
+        assert_eq!(by.more, 7);
+        assert_eq!(by.values[0], ("p000".to_string(), Ok(0.0)));
+        assert_eq!(
+            by.values[MAX_BY_VALUES - 1].0,
+            format!("p{:03}", MAX_BY_VALUES - 1)
+        );
+    }
+
+    #[test]
+    fn a_series_without_the_by_label_or_a_repeated_value_is_an_error_naming_it() {
+        let body = vector(
+            r#"{"metric":{"pod":"a"},"value":[1,"1"]},
+               {"metric":{"__name__":"depth","instance":"x:1"},"value":[1,"2"]}"#,
+        );
+        assert_eq!(
+            instant_values_by(200, &body, "pod")
+                .unwrap_err()
+                .to_string(),
+            "a series has no label pod to report by: depth{instance=\"x:1\"}; keep the label \
+             in the query's result (e.g. sum by (pod) (...))"
+        );
+        let body = vector(
+            r#"{"metric":{"pod":"a","c":"1"},"value":[1,"1"]},
+               {"metric":{"pod":"a","c":"2"},"value":[1,"2"]}"#,
+        );
+        assert_eq!(
+            instant_values_by(200, &body, "pod")
+                .unwrap_err()
+                .to_string(),
+            "two series have pod=\"a\": {c=\"1\", pod=\"a\"}, {c=\"2\", pod=\"a\"}; \
+             aggregate the others away (e.g. sum by (pod) (...))"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ type Seen = Arc<Mutex<Vec<(String, HashMap<String, String>, Option<String>)>>>;
 
 /// Answers by the query text: `slow` sleeps past any test timeout, `bad` is an error
 /// document, `empty` no series, `many` two series, `proxy` a plain 502; anything else one
-/// series whose value is the query's length.
+/// series whose value is the query's length; `many` and `nolabel` (one series without `pod`)
+/// serve `by` queries.
 async fn fake() -> (String, Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
     async fn answer(
@@ -60,6 +61,10 @@ async fn fake() -> (String, Seen, tokio::task::JoinHandle<()>) {
                 StatusCode::OK,
                 vector(r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}"#),
             ),
+            "nolabel" => (
+                StatusCode::OK,
+                vector(r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"__name__":"up","job":"x"},"value":[1,"2"]}"#),
+            ),
             "proxy" => (StatusCode::BAD_GATEWAY, "upstream down".into()),
             q if uri.path().ends_with("query_range") => (
                 StatusCode::OK,
@@ -91,6 +96,7 @@ fn query(name: &str, query: &str, series: bool) -> PrometheusQuery {
         name: name.into(),
         query: query.into(),
         series,
+        ..PrometheusQuery::default()
     }
 }
 
@@ -106,7 +112,7 @@ async fn every_failure_has_its_own_message_and_spares_the_other_queries() {
         query("many", "many", false),
         query("proxy", "proxy", false),
     ];
-    let observed = observe(&prometheus, &queries, WINDOW).await;
+    let observed = observe(&prometheus, &queries, WINDOW, &[]).await;
     let errors: Vec<(&str, Option<f64>, Option<&str>)> = observed
         .results
         .iter()
@@ -220,4 +226,78 @@ fn a_url_that_is_not_http_is_refused() {
         err.to_string(),
         "prometheus url: ftp://x is not an http(s) URL with a host"
     );
+}
+
+/// A `by` query is one result per label value (a series without the label is an error naming
+/// it); a `window: scenario` query is one result per scenario, each asked at its own window's
+/// end with its own `$__range`.
+#[tokio::test]
+async fn by_queries_report_each_label_value_and_scenario_queries_each_window() {
+    use volley_crds::spec::QueryWindow;
+    let (url, seen, server) = fake().await;
+    let prometheus = Prometheus::new(&url, None, false, Duration::from_secs(5)).unwrap();
+    let queries = [
+        PrometheusQuery {
+            by: Some("pod".into()),
+            ..query("pods", "many", false)
+        },
+        PrometheusQuery {
+            by: Some("pod".into()),
+            ..query("broken", "nolabel", false)
+        },
+        PrometheusQuery {
+            window: QueryWindow::Scenario,
+            ..query("each", "x[$__range]", false)
+        },
+    ];
+    let scenarios = [
+        (
+            "warm".to_string(),
+            Window {
+                start_unix_ms: WINDOW.start_unix_ms,
+                end_unix_ms: WINDOW.start_unix_ms + 10_000,
+            },
+        ),
+        (
+            "peak".to_string(),
+            Window {
+                start_unix_ms: WINDOW.start_unix_ms + 10_000,
+                end_unix_ms: WINDOW.end_unix_ms,
+            },
+        ),
+    ];
+    let observed = observe(&prometheus, &queries, WINDOW, &scenarios).await;
+    let rows: Vec<String> = observed
+        .results
+        .iter()
+        .map(|r| {
+            let value = r
+                .value
+                .map_or_else(|| r.error.clone().unwrap(), |v| v.to_string());
+            format!("{} = {value}", volley_core::observe::result_label(r))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            "pods{pod=\"a\"} = 1".to_string(),
+            "pods{pod=\"b\"} = 2".to_string(),
+            "broken{pod=...} = a series has no label pod to report by: up{job=\"x\"}; keep the \
+             label in the query's result (e.g. sum by (pod) (...))"
+                .to_string(),
+            format!("each (scenario warm) = {}", "x[10000ms]".len()),
+            format!("each (scenario peak) = {}", "x[50500ms]".len()),
+        ]
+    );
+    assert_eq!(observed.results[3].query, "x[10000ms]");
+    // Each scenario's query is evaluated at its own window's end.
+    let seen = seen.lock().unwrap();
+    let at = |q: &str| {
+        seen.iter()
+            .find(|(_, params, _)| params["query"] == q)
+            .map(|(_, params, _)| params["time"].clone())
+    };
+    assert_eq!(at("x[10000ms]").as_deref(), Some("1767225610.000"));
+    assert_eq!(at("x[50500ms]").as_deref(), Some("1767225660.500"));
+    server.abort();
 }

@@ -15,6 +15,7 @@ use volley_aggregator::{Aggregator, RunConfig, RunView};
 use volley_core::metrics::status::{
     MAX_STATUS_CUSTOM_METRICS, custom_metric_rows, metrics_status, step_statuses,
 };
+use volley_core::observe::{ScenarioSpan, scenario_spans, scenario_windows};
 use volley_crds::spec::PrometheusObserve;
 use volley_crds::status::Phase;
 use volley_observe::{Credentials, Observation, Prometheus, Window};
@@ -40,6 +41,8 @@ struct RunName {
 #[derive(Clone, Debug)]
 struct ObserveJob {
     prometheus: PrometheusObserve,
+    /// Where each scenario lies in the run, for `window: scenario` queries.
+    spans: Vec<ScenarioSpan>,
     credentials: Result<Option<Credentials>, String>,
     started: bool,
 }
@@ -101,9 +104,11 @@ impl AggregatorRegistry {
             job.started = true;
             let aggregator = self.aggregator.clone();
             let (prometheus, credentials) = (job.prometheus.clone(), job.credentials.clone());
+            let scenarios = scenario_windows(&job.spans, window);
             let run = run.to_string();
             runtime.spawn(async move {
-                let observation = query_prometheus(&prometheus, credentials, window).await;
+                let observation =
+                    query_prometheus(&prometheus, credentials, window, &scenarios).await;
                 aggregator.observe(&run, observation);
             });
         }
@@ -115,13 +120,15 @@ impl AggregatorRegistry {
     }
 }
 
-/// The queries of `prometheus` over `window`; credentials that could not be read, or a
+/// The queries of `prometheus` over `window` (and `scenarios`' windows for `window: scenario`
+/// queries); credentials that could not be read, or a
 /// client that cannot be made, fail every query with the reason. The URL was checked against
 /// the allowed targets with the rest of the spec before the run.
 async fn query_prometheus(
     prometheus: &PrometheusObserve,
     credentials: Result<Option<Credentials>, String>,
     window: Window,
+    scenarios: &[(String, Window)],
 ) -> Observation {
     let timeout = prometheus
         .timeout
@@ -137,7 +144,9 @@ async fn query_prometheus(
         .map_err(|e| e.to_string())
     });
     match client {
-        Ok(client) => volley_observe::observe(&client, &prometheus.queries, window).await,
+        Ok(client) => {
+            volley_observe::observe(&client, &prometheus.queries, window, scenarios).await
+        }
         Err(why) => Observation::unavailable(&prometheus.queries, window, &why),
     }
 }
@@ -203,7 +212,7 @@ pub fn progress(view: &RunView) -> RunProgress {
         prometheus: view
             .observation
             .as_ref()
-            .map(|o| o.results.clone())
+            .map(Observation::status_results)
             .unwrap_or_default(),
     });
     RunProgress {
@@ -258,6 +267,7 @@ impl RunRegistry for AggregatorRegistry {
                     .and_then(|o| o.prometheus.clone())
                     .map(|prometheus| ObserveJob {
                         prometheus,
+                        spans: scenario_spans(&registration.spec),
                         credentials: registration.prometheus_credentials.clone(),
                         started: false,
                     }),

@@ -373,8 +373,10 @@ async fn a_run_waits_for_its_prometheus_results_and_is_judged_on_them() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let h = harness(registration(&format!(
-        "runners: {{parallelism: 1}}\n  thresholds: ['error_rate < 50%', 'prom(depth) < 2']\n  \
-         observe: {{prometheus: {{url: '{prom}', queries: [{{name: depth, query: 'max_over_time(q[$__range])'}}]}}}}"
+        "runners: {{parallelism: 1}}\n  thresholds: ['error_rate < 50%', 'prom(depth) < 2', \
+         {{expr: 'prom(each) < 5', scenario: browse}}]\n  \
+         observe: {{prometheus: {{url: '{prom}', queries: [{{name: depth, query: 'max_over_time(q[$__range])'}}, \
+         {{name: each, query: 'e[$__range]', window: scenario}}]}}}}"
     )))
     .await;
     h.ready(0).await;
@@ -402,16 +404,23 @@ async fn a_run_waits_for_its_prometheus_results_and_is_judged_on_them() {
         "{outcome:?}"
     );
     assert_eq!(results.verdict, Some(Verdict::Failed));
-    assert_eq!(results.prometheus.len(), 1);
+    assert_eq!(results.prometheus.len(), 2);
     assert_eq!(results.prometheus[0].value, Some(3.0));
+    // The per-scenario query ran over the only scenario's window, and its scoped threshold
+    // judged that result.
+    assert_eq!(results.prometheus[1].scenario.as_deref(), Some("browse"));
+    assert!(results.thresholds[2].passed, "{:?}", results.thresholds[2]);
+    assert_eq!(results.thresholds[2].actual, "each (scenario browse): 3");
     assert!(
         results.thresholds[0].passed,
         "the load's own threshold held"
     );
     let asked = asked.lock().unwrap().clone();
-    assert_eq!(asked.len(), 1, "queried once: {asked:?}");
+    assert_eq!(asked.len(), 2, "each query once: {asked:?}");
     assert!(
-        asked[0].starts_with("max_over_time(q[") && asked[0].ends_with("ms])"),
+        asked
+            .iter()
+            .any(|q| q.starts_with("max_over_time(q[") && q.ends_with("ms])")),
         "{asked:?}"
     );
     let report = h.registry.report(RUN).unwrap();

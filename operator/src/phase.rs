@@ -506,7 +506,10 @@ fn finish(
     let failed: Vec<String> = status
         .prometheus
         .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .filter_map(|r| {
+            let label = volley_core::observe::result_label(r);
+            r.error.as_ref().map(|e| format!("{label}: {e}"))
+        })
         .collect();
     if !failed.is_empty() {
         d.events.push(EventNote::new(
@@ -2218,12 +2221,14 @@ mod tests {
                 query: "max(q)".into(),
                 value: Some(4.0),
                 error: None,
+                ..Default::default()
             },
             PrometheusResult {
                 name: "p95".into(),
                 query: "histogram_quantile(0.95, x)".into(),
                 value: None,
                 error: Some("no data: the query returned no series".into()),
+                ..Default::default()
             },
         ];
         if let Some(r) = ended.results.as_mut() {

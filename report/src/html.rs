@@ -395,7 +395,7 @@ fn server_metrics(o: &mut String, s: &Summary) {
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td><code>{}</code></td><td class=\"{class}\">{}</td></tr>",
-            esc(&r.name),
+            esc(&volley_core::observe::result_label(r)),
             esc(&r.query),
             esc(&crate::prometheus_value(r)),
         );

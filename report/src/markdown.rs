@@ -89,7 +89,7 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(
                 out,
                 "| {} | `{}` | {} |",
-                cell(&r.name),
+                cell(&volley_core::observe::result_label(r)),
                 code(&r.query),
                 cell(&crate::prometheus_value(r)),
             );

@@ -19,6 +19,7 @@ use volley_aggregator::{Aggregator, RunConfig, RunEnd, RunLifecycle, RunView};
 use volley_core::compare::Baseline;
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::status::{format_latency_ms, format_percent};
+use volley_core::observe::{scenario_spans, scenario_windows};
 use volley_core::protocol::TOKEN_ENV;
 use volley_core::target_policy::{ALLOWED_TARGETS_ENV, TargetPolicy};
 use volley_crds::LoadTest;
@@ -273,7 +274,9 @@ pub async fn run_with(lt: &LoadTest, roots: &FileRoots, options: &LocalOptions) 
         if options.progress != Progress::Quiet {
             eprintln!("querying Prometheus over the run's window ...");
         }
-        let observation = query_prometheus(prom, window, &options.allowed_targets).await;
+        let scenarios = scenario_windows(&scenario_spans(spec), window);
+        let observation =
+            query_prometheus(prom, window, &scenarios, &options.allowed_targets).await;
         aggregator.observe(LOCAL_RUN, observation);
         if let Some(observed) = aggregator.view(LOCAL_RUN) {
             view = observed;
@@ -290,11 +293,13 @@ pub const PROMETHEUS_USERNAME_ENV: &str = "VOLLEY_PROMETHEUS_USERNAME";
 /// The basic-auth password for `volley run` (see [`PROMETHEUS_TOKEN_ENV`]).
 pub const PROMETHEUS_PASSWORD_ENV: &str = "VOLLEY_PROMETHEUS_PASSWORD";
 
-/// Runs the queries of `prom` over `window`; a client that cannot be made, or a URL outside
+/// Runs the queries of `prom` over `window` (and `scenarios`' windows for `window: scenario`
+/// queries); a client that cannot be made, or a URL outside
 /// the allowed targets, is an error on every query.
 async fn query_prometheus(
     prom: &PrometheusObserve,
     window: Window,
+    scenarios: &[(String, Window)],
     allowed: &TargetPolicy,
 ) -> Observation {
     let env = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
@@ -326,7 +331,7 @@ async fn query_prometheus(
         .map_err(|e| e.to_string())
     });
     match client {
-        Ok(client) => observe(&client, &prom.queries, window).await,
+        Ok(client) => observe(&client, &prom.queries, window, scenarios).await,
         Err(why) => {
             tracing::warn!(error = %why, "prometheus not queried");
             Observation::unavailable(&prom.queries, window, &why)

@@ -56,19 +56,19 @@ pub fn render_text(s: &RunSummary) -> String {
     }
     if let Some(observed) = &s.prometheus {
         out.push_str("  prometheus (over the run's window)\n");
-        let width = observed
+        let labels: Vec<String> = observed
             .results
             .iter()
-            .map(|r| r.name.len())
-            .max()
-            .unwrap_or(0);
-        for r in &observed.results {
+            .map(volley_core::observe::result_label)
+            .collect();
+        let width = labels.iter().map(String::len).max().unwrap_or(0);
+        for (r, label) in observed.results.iter().zip(&labels) {
             let value = match (r.value, &r.error) {
                 (Some(v), _) => volley_core::metrics::status::significant(v, 4),
                 (None, Some(e)) => format!("error: {e}"),
                 (None, None) => "no data".to_string(),
             };
-            let _ = writeln!(out, "    {:width$}  {value}", r.name);
+            let _ = writeln!(out, "    {label:width$}  {value}");
         }
         out.push('\n');
     }

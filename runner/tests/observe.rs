@@ -120,3 +120,110 @@ async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
     server.abort();
     target.shutdown().await;
 }
+
+/// A `by: pod` query reports one value per pod and its threshold names the pod that fails; a
+/// `window: scenario` query runs once per scenario over that scenario's own window, and a
+/// threshold scoped to a scenario judges that scenario's result.
+#[tokio::test]
+async fn by_label_and_per_scenario_queries_are_judged_each_on_their_own() {
+    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
+        .await
+        .unwrap();
+    let asked: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(q.clone());
+                let series = |s: &str| {
+                    format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{s}]}}}}"#)
+                };
+                let query = q["query"].as_str();
+                if query == "per_pod" {
+                    return series(
+                        r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"20"]}"#,
+                    );
+                }
+                // `w[NNNms]`: the window's length in seconds, to tell the windows apart.
+                let ms: f64 = query
+                    .trim_start_matches("w[")
+                    .trim_end_matches("ms]")
+                    .parse()
+                    .unwrap_or(-1.0);
+                series(&format!(r#"{{"metric":{{}},"value":[1,"{}"]}}"#, ms / 1000.0))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prom = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let yaml = format!(
+        "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: observed}}\nspec:\n  \
+         target: {{baseUrl: '{}'}}\n  scenarios:\n  \
+         - {{name: warm, executor: constant-vus, vus: 1, duration: 1s, \
+         steps: [{{request: {{url: /api/items}}}}, {{sleep: 100ms}}]}}\n  \
+         - {{name: peak, executor: constant-vus, vus: 1, startTime: 1s, duration: 2s, \
+         steps: [{{request: {{url: /api/items}}}}, {{sleep: 100ms}}]}}\n  \
+         observe: {{prometheus: {{url: '{prom}', queries: [{{name: pods, query: per_pod, by: pod}}, \
+         {{name: span, query: 'w[$__range]', window: scenario}}]}}}}\n  \
+         thresholds: ['prom(pods) < 10', {{expr: 'prom(span) < 1.5', scenario: warm}}, \
+         {{expr: 'prom(span) < 1.5', scenario: peak}}]\n",
+        target.base_url()
+    );
+    let lt = parse_manifest(&yaml).unwrap();
+    validate(&lt.spec).unwrap();
+    let s = bounded(
+        Duration::from_secs(60),
+        run_local(&lt, &FileRoots::default(), Progress::Quiet),
+    )
+    .await;
+
+    assert!(s.metrics.requests > 0, "the load results are kept");
+    let judged: Vec<(&str, bool, &str)> = s
+        .thresholds
+        .iter()
+        .map(|t| (t.expr.as_str(), t.passed, t.actual.as_str()))
+        .collect();
+    // peak's window runs from 1 s to its planned end at 3 s, capped at the run's end.
+    let peak = s.prometheus.as_ref().unwrap().results[3].value.unwrap();
+    assert!((1.5..=2.0).contains(&peak), "{peak}");
+    assert_eq!(
+        judged,
+        vec![
+            ("prom(pods) < 10", false, "pods{pod=\"b\"}: 20"),
+            ("prom(span) < 1.5", true, "span (scenario warm): 1"),
+            (
+                "prom(span) < 1.5",
+                false,
+                format!("span (scenario peak): {peak}").as_str()
+            ),
+        ]
+    );
+    let observed = s.prometheus.as_ref().unwrap();
+    let labels: Vec<String> = observed
+        .results
+        .iter()
+        .map(volley_core::observe::result_label)
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            "pods{pod=\"a\"}",
+            "pods{pod=\"b\"}",
+            "span (scenario warm)",
+            "span (scenario peak)"
+        ]
+    );
+    // warm's query is evaluated at its own end, 1 s into the run.
+    let asked = asked.lock().unwrap().clone();
+    let warm = asked.iter().find(|q| q["query"] == "w[1000ms]").unwrap();
+    assert_eq!(
+        warm["time"],
+        volley_observe::promql::unix_seconds(observed.window.start_unix_ms + 1000)
+    );
+    server.abort();
+    target.shutdown().await;
+}

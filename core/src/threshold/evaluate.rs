@@ -271,16 +271,18 @@ fn evaluate_one(
 
 /// Judges the `prom(NAME)` thresholds of `spec` on the run's Prometheus results, replacing
 /// their entries in `results` ([`evaluate_thresholds`]'s, in the spec's order, where they had
-/// no data: Prometheus is read after the run). A query that failed fails only the thresholds
-/// on it, with its error as the actual value. A baseline threshold reads the baseline run's
-/// result of the same query, and is skipped when that run has none.
+/// no data: Prometheus is read after the run). A threshold judges every result of its query
+/// ([`Observation::results_of`]: one per label value of a `by` query, one per scenario of a
+/// `window: scenario` query unless the threshold is scoped to a scenario) and fails if any
+/// fails, its message naming that result. A query that failed fails only the thresholds on
+/// it, with its error as the actual value. A baseline threshold reads the baseline run's
+/// result of the same query (scenario and label value), and is skipped when that run has none.
 pub fn judge_prometheus(
     spec: &LoadTestSpec,
     results: &mut [ThresholdResult],
     observation: &Observation,
     baseline: &Baseline,
 ) {
-    let none = Measurements::default();
     for (t, r) in spec.thresholds.iter().zip(results.iter_mut()) {
         let t = t.to_threshold();
         let Ok(expr) = parse_threshold(&t.expr) else {
@@ -289,14 +291,93 @@ pub fn judge_prometheus(
         let Subject::Prom(name) = &expr.subject else {
             continue;
         };
-        let value = match observation.value(name) {
-            Ok(v) => v,
-            Err(why) => {
-                r.status.actual = volley_crds::text::shorten(&why, 300);
+        let rows = observation.results_of(name, t.scenario.as_deref());
+        let judged = judge_prom_results(&expr, &rows, baseline);
+        let fail = |r: &mut ThresholdResult, why: String| {
+            r.status.actual = volley_crds::text::shorten(&why, 300);
+            r.status.passed = false;
+            r.status.skipped = None;
+            r.has_data = false;
+            r.failure_message = Some(format!("`{}`: {why}", t.expr));
+        };
+        match judged {
+            PromJudgement::Missing => {
+                let scope = t
+                    .scenario
+                    .as_ref()
+                    .map(|s| format!(" for scenario {s}"))
+                    .unwrap_or_default();
+                fail(r, format!("no Prometheus query named {name} ran{scope}"));
+            }
+            PromJudgement::Error(why) => fail(r, why),
+            PromJudgement::Skipped(why) => {
+                r.status.actual = format!("skipped: {why}");
                 r.status.passed = false;
+                r.status.skipped = Some(why);
                 r.has_data = false;
-                r.failure_message = Some(format!("`{}`: {why}", t.expr));
-                continue;
+                r.failure_message = None;
+            }
+            PromJudgement::Judged {
+                actual,
+                passed,
+                message,
+            } => {
+                r.status.actual = volley_crds::text::shorten(&actual, 300);
+                r.status.passed = passed;
+                r.status.skipped = None;
+                r.has_data = true;
+                r.failure_message = message;
+            }
+        }
+    }
+}
+
+/// What a `prom()` threshold made of its query's results.
+enum PromJudgement {
+    /// The query did not run (for this scope).
+    Missing,
+    /// A result has no value: the first one's error, named.
+    Error(String),
+    /// A baseline threshold whose baseline has none of the results.
+    Skipped(String),
+    /// Judged on every result.
+    Judged {
+        actual: String,
+        passed: bool,
+        message: Option<String>,
+    },
+}
+
+/// Judges `expr` on each of `rows` (one query's results): the first result without a value,
+/// or the first that fails, decides; a single result reads as before (`42`), several are
+/// named (`depth{pod="a"} 120`). A baseline threshold judges the results the baseline run
+/// has a match for, and is skipped when it has none.
+fn judge_prom_results(
+    expr: &crate::threshold::ThresholdExpr,
+    rows: &[&volley_crds::status::PrometheusResult],
+    baseline: &Baseline,
+) -> PromJudgement {
+    if rows.is_empty() {
+        return PromJudgement::Missing;
+    }
+    let named = rows.len() > 1 || rows.iter().any(|r| r.by.is_some() || r.scenario.is_some());
+    let label = |r: &volley_crds::status::PrometheusResult| {
+        if named {
+            format!("{}: ", crate::observe::result_label(r))
+        } else {
+            String::new()
+        }
+    };
+    let none = Measurements::default();
+    let (mut judged, mut failed) = (0usize, Vec::new());
+    let mut last_actual = String::new();
+    let mut unmatched = None;
+    for row in rows {
+        let value = match (row.value, &row.error) {
+            (Some(v), _) => v,
+            (None, why) => {
+                let why = why.as_deref().unwrap_or("no data");
+                return PromJudgement::Error(format!("{}{why}", label(row)));
             }
         };
         let mut scope = none.scope(&expr.subject, Duration::ZERO);
@@ -304,40 +385,67 @@ pub fn judge_prometheus(
             value: Some(value),
             ..SubjectFigures::default()
         });
-        let baseline_value = match (expr.baseline, baseline) {
-            (None, _) => None,
-            (Some(_), Baseline::Unavailable(why)) => Some(Err(why.clone())),
-            (Some(_), Baseline::Run(figures)) => Some(
-                figures
-                    .prometheus_value(name)
-                    .ok_or_else(|| format!("the baseline run has no result of query {name}")),
-            ),
-        };
-        let (outcome, message) = match baseline_value {
-            None => {
+        let (outcome, message) = match (expr.baseline, baseline) {
+            (None, _) => {
                 let outcome = expr.evaluate(&scope);
                 let message = expr.failure_message(&outcome);
                 (outcome, message)
             }
-            Some(Ok(b)) => {
-                let outcome = expr.evaluate_on_baseline(&scope, b);
-                let message = expr.baseline_failure_message(&outcome, b);
-                (outcome, message)
-            }
-            Some(Err(why)) => {
-                r.status.actual = format!("skipped: {why}");
-                r.status.passed = false;
-                r.status.skipped = Some(why);
-                r.has_data = false;
-                r.failure_message = None;
-                continue;
+            (Some(_), Baseline::Unavailable(why)) => return PromJudgement::Skipped(why.clone()),
+            (Some(_), Baseline::Run(figures)) => {
+                match figures.prometheus.as_ref().and_then(|o| o.matching(row)) {
+                    Some(b) => {
+                        let outcome = expr.evaluate_on_baseline(&scope, b);
+                        let message = expr.baseline_failure_message(&outcome, b);
+                        (outcome, message)
+                    }
+                    None => {
+                        unmatched.get_or_insert_with(|| {
+                            format!(
+                                "the baseline run has no result of query {}",
+                                crate::observe::result_label(row)
+                            )
+                        });
+                        continue;
+                    }
+                }
             }
         };
-        r.status.actual = outcome.actual_display.clone();
-        r.status.passed = outcome.passed;
-        r.status.skipped = None;
-        r.has_data = outcome.actual.is_some();
-        r.failure_message = (!outcome.passed).then_some(message);
+        judged += 1;
+        last_actual = format!("{}{}", label(row), outcome.actual_display);
+        if !outcome.passed {
+            failed.push((
+                format!("{}{}", label(row), outcome.actual_display),
+                format!("{}{message}", label(row)),
+            ));
+        }
+    }
+    if judged == 0 {
+        return PromJudgement::Skipped(unmatched.unwrap_or_else(|| "no results".into()));
+    }
+    match failed.first() {
+        None if judged == 1 => PromJudgement::Judged {
+            actual: last_actual,
+            passed: true,
+            message: None,
+        },
+        None => PromJudgement::Judged {
+            actual: format!("all {judged} results pass"),
+            passed: true,
+            message: None,
+        },
+        Some((actual, message)) => {
+            let of = if judged > 1 {
+                format!(" ({} of {judged} results fail)", failed.len())
+            } else {
+                String::new()
+            };
+            PromJudgement::Judged {
+                actual: actual.clone(),
+                passed: false,
+                message: Some(format!("{message}{of}")),
+            }
+        }
     }
 }
 
@@ -408,6 +516,7 @@ mod tests {
             query: "q".into(),
             value,
             error: error.map(String::from),
+            ..Default::default()
         };
         let observation = Observation {
             results: vec![
@@ -461,6 +570,94 @@ mod tests {
         );
         assert!(!results[4].skipped());
         assert!(results[4].status.passed, "{:?}", results[4]);
+    }
+
+    /// A `by` query's threshold judges every label value and names the one that fails; a
+    /// `window: scenario` query's threshold judges its scenario's result when scoped to one,
+    /// every scenario's otherwise.
+    #[test]
+    fn prom_thresholds_judge_every_series_and_each_scenario_of_their_query() {
+        use crate::observe::Observation;
+        use volley_crds::spec::Threshold;
+        use volley_crds::status::PrometheusResult;
+        let scoped = |expr: &str, scenario: &str| {
+            ThresholdSpec::Detailed(Threshold {
+                expr: expr.into(),
+                scenario: Some(scenario.into()),
+                ..Threshold::default()
+            })
+        };
+        let spec = with_thresholds(vec![
+            ThresholdSpec::Expr("prom(pods) < 100".into()),
+            ThresholdSpec::Expr("prom(pods) < 10".into()),
+            scoped("prom(wait) < 0.5", "light"),
+            scoped("prom(wait) < 0.5", "heavy"),
+            ThresholdSpec::Expr("prom(wait) < 0.5".into()),
+            ThresholdSpec::Expr("prom(broken) < 1".into()),
+        ]);
+        let mut results = evaluate_thresholds(
+            &spec,
+            &threshold_run(),
+            Duration::from_secs(10),
+            &Baseline::default(),
+        );
+        let pod = |value: &str, v: f64| PrometheusResult {
+            name: "pods".into(),
+            value: Some(v),
+            by: Some("pod".into()),
+            label_value: Some(value.into()),
+            ..PrometheusResult::default()
+        };
+        let wait = |scenario: &str, v: f64| PrometheusResult {
+            name: "wait".into(),
+            value: Some(v),
+            scenario: Some(scenario.into()),
+            ..PrometheusResult::default()
+        };
+        let observation = Observation {
+            results: vec![
+                pod("a", 3.0),
+                pod("b", 42.0),
+                pod("c", 12.0),
+                wait("light", 0.1),
+                wait("heavy", 0.9),
+                PrometheusResult {
+                    name: "broken".into(),
+                    by: Some("pod".into()),
+                    error: Some("a series has no label pod to report by: up{}".into()),
+                    ..PrometheusResult::default()
+                },
+            ],
+            ..Observation::default()
+        };
+        judge_prometheus(&spec, &mut results, &observation, &Baseline::default());
+        let row = |r: &ThresholdResult| (r.status.actual.clone(), r.status.passed);
+        assert_eq!(row(&results[0]), ("all 3 results pass".to_string(), true));
+        assert_eq!(row(&results[1]), ("pods{pod=\"b\"}: 42".to_string(), false));
+        assert_eq!(
+            results[1].failure_message.as_deref(),
+            Some("pods{pod=\"b\"}: prom(pods) 42 >= 10 (2 of 3 results fail)")
+        );
+        assert_eq!(
+            row(&results[2]),
+            ("wait (scenario light): 0.1".to_string(), true)
+        );
+        assert_eq!(
+            row(&results[3]),
+            ("wait (scenario heavy): 0.9".to_string(), false)
+        );
+        assert_eq!(
+            results[3].failure_message.as_deref(),
+            Some("wait (scenario heavy): prom(wait) 0.9 >= 0.5")
+        );
+        // Unscoped, it judges every scenario's result.
+        assert!(!results[4].status.passed);
+        assert_eq!(
+            results[5].failure_message.as_deref(),
+            Some(
+                "`prom(broken) < 1`: broken{pod=...}: a series has no label pod to report by: up{}"
+            )
+        );
     }
 
     /// light/convert: 10 × 10 ms, 2 failed; light/GET /api/jobs: 10 × 2 ms; heavy/upload:
