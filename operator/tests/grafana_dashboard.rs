@@ -1,7 +1,8 @@
 //! The chart's Grafana dashboard (charts/volley/dashboards/volley.json) queries only metrics
 //! the operator exports: every `volley_*` name in a panel or variable query must be a sample
 //! name in the operator's own `/metrics` output (its metrics code, not a copy of the names),
-//! with a run, a scenario and reconciles recorded so every family has samples.
+//! with a run, a scenario, a websocket step, custom metrics and reconciles recorded so every
+//! family has samples.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use volley_crds::status::{Phase, ScenarioStatus};
+use volley_crds::status::{CustomMetricStatus, Phase, ScenarioStatus, StepStatus, WsStepStatus};
 use volley_operator::telemetry::{OperatorMetrics, RunFigures};
 
 const DASHBOARD: &str = include_str!("../../charts/volley/dashboards/volley.json");
@@ -65,6 +66,36 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_operator() {
                 sustainable_rate: Some(400.0),
                 ..ScenarioStatus::default()
             }],
+            custom: vec![
+                CustomMetricStatus {
+                    name: "inference_latency".into(),
+                    kind: "trend".into(),
+                    count: 4,
+                    missing: 1,
+                    invalid: 1,
+                    p50: Some(10.0),
+                    p95: Some(20.0),
+                    p99: Some(30.0),
+                    ..CustomMetricStatus::default()
+                },
+                CustomMetricStatus {
+                    name: "crisis_detections".into(),
+                    kind: "counter".into(),
+                    value: Some(2.0),
+                    ..CustomMetricStatus::default()
+                },
+            ],
+            websocket_steps: vec![StepStatus {
+                scenario: "browse".into(),
+                step: "stream".into(),
+                websocket: Some(WsStepStatus {
+                    open: 3,
+                    open_max: 4,
+                    refused: 1,
+                    ..WsStepStatus::default()
+                }),
+                ..StepStatus::default()
+            }],
             ..RunFigures::default()
         },
     );
@@ -85,6 +116,13 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_operator() {
         used.contains("volley_runs_finished_total"),
         "no verdicts-over-time panel: {used:?}"
     );
+    for family in [
+        "volley_run_ws_open",
+        "volley_run_ws_errors",
+        "volley_run_custom_p95",
+    ] {
+        assert!(used.contains(family), "no panel charts {family}: {used:?}");
+    }
     assert!(
         used.len() >= 8,
         "the dashboard queries too few metrics: {used:?}"
