@@ -767,8 +767,9 @@ pub async fn run_step(
 }
 
 /// A request rendered for one step execution, reused by its retries and polls.
-struct Rendered {
-    url: Url,
+struct Rendered<'a> {
+    /// Borrowed from the step for a literal URL: no copy per request.
+    url: Cow<'a, Url>,
     headers: HeaderMap,
     /// The manifest's `Cookie` header, rendered.
     cookie: Option<String>,
@@ -1007,7 +1008,7 @@ impl CompiledRequest {
         &self,
         client: &reqwest::Client,
         ctx: &mut VuContext,
-        rendered: &Rendered,
+        rendered: &Rendered<'_>,
         first: &mut Option<Instant>,
         origin: Instant,
         hard_deadline: Option<Instant>,
@@ -1064,16 +1065,18 @@ impl CompiledRequest {
     }
 
     /// Renders what depends on the VU: once per step execution.
-    fn render(&self, ctx: &VuContext) -> Result<Rendered, Unsendable> {
+    fn render(&self, ctx: &VuContext) -> Result<Rendered<'_>, Unsendable> {
         let url = match &self.url {
-            UrlTemplate::Static(url) => url.clone(),
+            UrlTemplate::Static(url) => Cow::Borrowed(url),
             UrlTemplate::Dynamic { base, path } => {
                 let path = path.render(ctx)?;
                 // The URL text may carry values that must not be logged: no details.
-                parse_http_url(&join_url(base, &path)).map_err(|_| Unsendable::Url)?
+                Cow::Owned(parse_http_url(&join_url(base, &path)).map_err(|_| Unsendable::Url)?)
             }
         };
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + 1);
+        // Empty (no allocation) for a step without headers of its own: the map that is sent is
+        // built per exchange anyway, see `exchange`.
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
         let mut scratch = String::new();
         for (name, template) in &self.headers {
             let value = match template {
@@ -1146,7 +1149,7 @@ impl CompiledRequest {
         client: &reqwest::Client,
         jar: &mut CookieJar,
         connections: &mut Connections,
-        rendered: &Rendered,
+        rendered: &Rendered<'_>,
         origin: Option<Instant>,
         hard_deadline: Option<Instant>,
     ) -> Exchange {
@@ -1157,7 +1160,7 @@ impl CompiledRequest {
         };
         let mut method = self.method.clone();
         // Borrowed until a redirect changes them: most exchanges send the rendered request as is.
-        let mut url = Cow::Borrowed(&rendered.url);
+        let mut url = Cow::Borrowed(&*rendered.url);
         let mut headers = Cow::Borrowed(&rendered.headers);
         let mut body = rendered.body.as_ref();
         let mut bytes_sent = 0u64;
@@ -1169,7 +1172,10 @@ impl CompiledRequest {
         let mut hops = 0;
         let error = loop {
             let same_origin = hops == 0 || url.origin() == rendered.url.origin();
-            let mut request_headers = headers.as_ref().clone();
+            // Sized for what is added below and in `Connections::send` (`Cookie`, `Host`,
+            // `Accept`, `User-Agent`): a plain clone is exactly full and would reallocate.
+            let mut request_headers = HeaderMap::with_capacity(headers.len() + 4);
+            request_headers.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
             if !same_origin {
                 request_headers.remove(AUTHORIZATION);
             }
