@@ -96,7 +96,6 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_operator() {
                 }),
                 ..StepStatus::default()
             }],
-            ..RunFigures::default()
         },
     );
     // Counter families have no sample line until a series exists: finish one run.
