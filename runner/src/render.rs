@@ -7,9 +7,12 @@
 //! (`${setup.x}`, `${x}`, `${feeder.column}`, `${uuid}`, `${vu}`, `${iteration}`, `${runner}`)
 //! is looked up in the [`VuContext`] at render time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 
+use reqwest::Url;
+use reqwest::header::HeaderName;
+use volley_core::target_policy::join_url;
 use volley_core::template::{Reference, Segment, Template};
 
 use crate::step_error::StepError;
@@ -18,6 +21,14 @@ use crate::vu::VuContext;
 /// Where compile-time `${env:NAME}` values come from: the process environment in production,
 /// a map in unit tests (editing the real environment is `unsafe` in edition 2024).
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
+
+/// A header of a step, compiled: its name, its value's template and the field it came from
+/// (for errors about the value).
+pub(crate) struct HeaderText {
+    pub(crate) name: HeaderName,
+    pub(crate) text: Text,
+    pub(crate) field: String,
+}
 
 /// Compile-time state shared by all templates of one step: which step (for error messages)
 /// and which environment variables turned out to be unset, so they are reported together.
@@ -43,6 +54,65 @@ impl<'a> TemplateCompiler<'a> {
             field: field.to_string(),
             message: message.into(),
         }
+    }
+
+    /// The URL of a step whose `url` (`url_text`, the value of `field`) has no per-execution
+    /// reference: `base` joined with it and checked by `parse` (which names the schemes the
+    /// step speaks); `None` when it is rendered per execution.
+    pub(crate) fn static_url(
+        &self,
+        base: &str,
+        url_text: &Text,
+        field: &str,
+        parse: fn(&str) -> Result<Url, String>,
+    ) -> Result<Option<Url>, StepError> {
+        let Some(path) = url_text.static_value() else {
+            return Ok(None);
+        };
+        parse(&join_url(base, &path)).map(Some).map_err(|why| {
+            // The text holds the values of its `${env:...}` (e.g. a password with a `/` in
+            // `https://user:${env:PW}@host/`), which must not reach the message.
+            let why = if url_text.has_secret() {
+                "not a valid URL once its ${env:...} values are filled in (the URL is not \
+                 shown, as it holds them)"
+                    .to_string()
+            } else {
+                why
+            };
+            self.invalid(field, why)
+        })
+    }
+
+    /// The target's headers, then the step's (`step_field` names where they come from): each
+    /// name checked and each value compiled, a step header replacing a target header of the
+    /// same name whatever the case, in first-seen order.
+    pub(crate) fn header_texts(
+        &mut self,
+        target: &BTreeMap<String, String>,
+        step: &BTreeMap<String, String>,
+        step_field: &str,
+    ) -> Result<Vec<HeaderText>, StepError> {
+        let mut headers: Vec<HeaderText> = Vec::new();
+        let sources = target
+            .iter()
+            .map(|(n, v)| (n, v, "target.headers"))
+            .chain(step.iter().map(|(n, v)| (n, v, step_field)));
+        for (name, value, prefix) in sources {
+            let field = format!("{prefix}.{name}");
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.invalid(&field, "not a valid HTTP header name"))?;
+            let text = self.text(value, &field)?;
+            let compiled = HeaderText {
+                name: header,
+                text,
+                field,
+            };
+            match headers.iter_mut().find(|h| h.name == compiled.name) {
+                Some(slot) => *slot = compiled,
+                None => headers.push(compiled),
+            }
+        }
+        Ok(headers)
     }
 
     /// Parses `source` (the value of `field`) and resolves its `${env:...}` references.
@@ -499,5 +569,89 @@ mod tests {
             parsed,
             serde_json::json!({"format": "webp", "key": "s3cret", "q": [1, "\u{1}"]})
         );
+    }
+
+    fn http_only(text: &str) -> Result<Url, String> {
+        let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+        match url.scheme() {
+            "http" => Ok(url),
+            other => Err(format!("`{text}` uses scheme `{other}`")),
+        }
+    }
+
+    /// A static URL is joined and parsed once; a per-execution one is left for rendering; a
+    /// bad one names the field, and hides the text when it holds an `${env:...}` value.
+    #[test]
+    fn static_urls_are_joined_parsed_and_never_leak_env_values() {
+        let c = TemplateCompiler::new("s", &env);
+        let url = c
+            .static_url("http://h:1/api", &compile("/v1"), "request.url", http_only)
+            .unwrap();
+        assert_eq!(url.unwrap().as_str(), "http://h:1/api/v1");
+        let dynamic = c.static_url("http://h:1", &compile("/u/${vu}"), "request.url", http_only);
+        assert!(matches!(dynamic, Ok(None)));
+        let bad = c
+            .static_url("", &compile("ftp://h/x"), "request.url", http_only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("request.url") && bad.contains("scheme `ftp`"),
+            "{bad}"
+        );
+        let secret = c
+            .static_url(
+                "",
+                &compile("ftp://u:${env:API_KEY}@h/"),
+                "websocket.url",
+                http_only,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(secret.contains("websocket.url"), "{secret}");
+        assert!(
+            !secret.contains("s3cret") && !secret.contains("ftp"),
+            "{secret}"
+        );
+    }
+
+    /// Step headers replace target headers of the same name whatever the case, keep the
+    /// target's position, and say which field the winning value came from.
+    #[test]
+    fn step_headers_replace_target_headers_by_name() {
+        let mut c = TemplateCompiler::new("s", &env);
+        let target = BTreeMap::from([
+            ("Accept".to_string(), "text/plain".to_string()),
+            ("X-Team".to_string(), "a".to_string()),
+        ]);
+        let step = BTreeMap::from([("accept".to_string(), "application/json".to_string())]);
+        let headers = c.header_texts(&target, &step, "request.headers").unwrap();
+        let got: Vec<_> = headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.as_str(),
+                    h.text.static_value().unwrap(),
+                    h.field.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "accept",
+                    "application/json".to_string(),
+                    "request.headers.accept"
+                ),
+                ("x-team", "a".to_string(), "target.headers.X-Team"),
+            ]
+        );
+        let bad = BTreeMap::from([("bad name".to_string(), "v".to_string())]);
+        let err = c
+            .header_texts(&target, &bad, "websocket.headers")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("websocket.headers.bad name"), "{err}");
     }
 }

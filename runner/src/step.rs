@@ -66,7 +66,7 @@ use crate::cookies::CookieJar;
 use crate::custom_metrics::CompiledCustomMetrics;
 pub use crate::custom_metrics::Observed;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
-use crate::render::{EnvLookup, JsonText, RenderError, TemplateCompiler, Text};
+use crate::render::{EnvLookup, HeaderText, JsonText, RenderError, TemplateCompiler, Text};
 use crate::transport::{Connections, Endpoint, Response};
 use crate::websocket::{CompiledWebSocket, WsOutcome};
 
@@ -377,22 +377,8 @@ fn compile_request(
     // URL.
     let base = compile_base_url(&target.base_url, compiler)?;
     let url_text = compiler.text(&request.url, "request.url")?;
-    let url = match url_text.static_value() {
-        Some(path) => {
-            let parsed = parse_http_url(&join_url(&base, &path)).map_err(|why| {
-                // The text holds the values of its `${env:...}` (e.g. a password with a `/`
-                // in `https://user:${env:PW}@host/`), which must not reach the message.
-                let why = if url_text.has_secret() {
-                    "not a valid http(s) URL once its ${env:...} values are filled in (the URL \
-                     is not shown, as it holds them)"
-                        .to_string()
-                } else {
-                    why
-                };
-                compiler.invalid("request.url", why)
-            })?;
-            UrlTemplate::Static(parsed)
-        }
+    let url = match compiler.static_url(&base, &url_text, "request.url", parse_http_url)? {
+        Some(parsed) => UrlTemplate::Static(parsed),
         None => UrlTemplate::Dynamic {
             base,
             path: url_text.clone(),
@@ -403,22 +389,10 @@ fn compile_request(
     // same name, whatever the case).
     let mut headers: Vec<(HeaderName, HeaderTemplate)> = Vec::new();
     let mut cookie = None;
-    let sources = target
-        .headers
-        .iter()
-        .map(|(n, v)| (n, v, "target.headers"))
-        .chain(
-            request
-                .headers
-                .iter()
-                .map(|(n, v)| (n, v, "request.headers")),
-        );
-    for (name, value, prefix) in sources {
-        let field = format!("{prefix}.{name}");
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| compiler.invalid(&field, "not a valid HTTP header name"))?;
-        let text = compiler.text(value, &field)?;
-        if header == COOKIE {
+    for HeaderText { name, text, field } in
+        compiler.header_texts(&target.headers, &request.headers, "request.headers")?
+    {
+        if name == COOKIE {
             cookie = Some(text);
             continue;
         }
@@ -438,10 +412,7 @@ fn compile_request(
                 text,
             },
         };
-        match headers.iter_mut().find(|(n, _)| *n == header) {
-            Some((_, slot)) => *slot = template,
-            None => headers.push((header, template)),
-        }
+        headers.push((name, template));
     }
 
     // Body.

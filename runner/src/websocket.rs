@@ -329,42 +329,18 @@ impl CompiledWebSocket {
         let base =
             ws_base(&target.base_url).map_err(|why| compiler.invalid("target.baseUrl", why))?;
         let url_text = compiler.text(&ws.url, "websocket.url")?;
-        let url = match url_text.static_value() {
-            Some(path) => {
-                let joined = volley_core::target_policy::join_url(&base, &path);
-                let parsed = parse_ws_url(&joined).map_err(|why| {
-                    let why = if url_text.has_secret() {
-                        "not a valid ws(s) URL once its ${env:...} values are filled in (the URL \
-                         is not shown, as it holds them)"
-                            .to_string()
-                    } else {
-                        why
-                    };
-                    compiler.invalid("websocket.url", why)
-                })?;
-                WsUrl::Static(parsed)
-            }
+        let url = match compiler.static_url(&base, &url_text, "websocket.url", parse_ws_url)? {
+            Some(parsed) => WsUrl::Static(parsed),
             None => WsUrl::Dynamic {
                 base,
                 path: url_text.clone(),
             },
         };
-        let mut headers: Vec<(HeaderName, Text)> = Vec::new();
-        let sources = target
-            .headers
-            .iter()
-            .map(|(n, v)| (n, v, "target.headers"))
-            .chain(ws.headers.iter().map(|(n, v)| (n, v, "websocket.headers")));
-        for (name, value, prefix) in sources {
-            let field = format!("{prefix}.{name}");
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| compiler.invalid(&field, "not a valid HTTP header name"))?;
-            let text = compiler.text(value, &field)?;
-            match headers.iter_mut().find(|(n, _)| *n == header) {
-                Some((_, slot)) => *slot = text,
-                None => headers.push((header, text)),
-            }
-        }
+        let headers: Vec<(HeaderName, Text)> = compiler
+            .header_texts(&target.headers, &ws.headers, "websocket.headers")?
+            .into_iter()
+            .map(|h| (h.name, h.text))
+            .collect();
         let subprotocols = if ws.subprotocols.is_empty() {
             None
         } else {
