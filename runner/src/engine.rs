@@ -31,16 +31,19 @@ use crate::step::{CompiledStep, StepError, StepOutcome, VuContext, build_client,
 ///
 /// On one CPU the work-stealing scheduler buys nothing and costs its atomics, cross-worker
 /// wake-ups and the spare worker it keeps for blocking I/O; measured on the closed model,
-/// `benches/throughput.sh` (see the README's performance section).
+/// `benches/throughput.sh` (see the README's performance section). Its threads get a tight
+/// timer slack for the arrival-rate timer ([`crate::pacing`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if cpus <= 1 {
+    let mut builder = if cpus <= 1 {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     } else {
-        tokio::runtime::Runtime::new()
-    }
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
+        .enable_all()
+        .on_thread_start(crate::pacing::tighten_timer_slack)
+        .build()
 }
 
 /// Where this runner stands among the runners of a test.

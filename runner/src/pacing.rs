@@ -7,8 +7,8 @@
 //!
 //! 1. while more than [`COARSE_MARGIN`] away: tokio's timer, which costs nothing while waiting;
 //! 2. down to [`SPIN_WINDOW`] before the deadline: a `std::thread::sleep` on the blocking pool
-//!    (`nanosleep`, accurate to the kernel's timer slack, 50 µs by default), awaited without
-//!    blocking the runtime;
+//!    (`nanosleep`, accurate to the thread's timer slack: 50 µs by default, 1 ns on the agent's
+//!    threads, see [`tighten_timer_slack`]), awaited without blocking the runtime;
 //! 3. the last stretch: yielding to the runtime in a loop until the deadline passes, so other
 //!    tasks (iterations in flight) keep running while we wait.
 //!
@@ -25,12 +25,27 @@ use tokio::time::Instant;
 /// slot (the rounding) plus room for a busy runtime to wake late.
 pub(crate) const COARSE_MARGIN: Duration = Duration::from_micros(2_000);
 
-/// How far before the deadline the thread sleep hands over to yielding: about the kernel's
-/// default timer slack (a `nanosleep` ends up to 50 µs late) plus the hand-off back to the
+/// How far before the deadline the thread sleep hands over to yielding: the nap's lateness
+/// (its thread's timer slack, see [`tighten_timer_slack`]) plus the hand-off back to the
 /// runtime. Yielding costs CPU for as long as it lasts (an `epoll_wait` per turn when nothing
-/// else runs): with 150 µs the 5,000/s case spent most of its CPU yielding, so the window is
-/// kept to what the nap's lateness needs.
+/// else runs), once per iteration: with 150 µs the 5,000/s case spent most of its CPU
+/// yielding. With the slack at 1 ns (Linux) the hand-off is what is left to cover.
+#[cfg(target_os = "linux")]
+pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(20);
+/// Elsewhere the default timer slack (50 µs on most kernels) stays, and the window covers it.
+#[cfg(not(target_os = "linux"))]
 pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(60);
+
+/// Lets this thread's sleeps end within about a microsecond of their deadline: Linux's default
+/// timer slack lets a `nanosleep` end up to 50 µs late, which [`SPIN_WINDOW`] would otherwise
+/// have to cover by yielding, at a CPU cost per iteration. Called on the agent runtime's
+/// threads, where the naps run; a failure only makes the timer spin longer.
+pub(crate) fn tighten_timer_slack() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+        tracing::debug!(%error, "cannot set the timer slack; arrival-rate waits spin longer");
+    }
+}
 
 /// Waits for deadlines precisely; one per scheduling loop.
 ///
@@ -95,6 +110,21 @@ mod tests {
         let past = Instant::now();
         pacer.sleep_until(past).await;
         assert!(Instant::now() >= past);
+    }
+
+    /// The agent runtime's threads sleep with a 1 ns slack, so the nap ends where it should.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn runtime_threads_get_a_tight_timer_slack() {
+        let runtime = crate::engine::runtime().unwrap();
+        let slack = runtime
+            .block_on(async {
+                tokio::task::spawn_blocking(|| rustix::thread::current_timer_slack().unwrap()).await
+            })
+            .unwrap();
+        assert_eq!(slack, 1);
+        // Other threads keep the kernel's default.
+        assert_ne!(rustix::thread::current_timer_slack().unwrap(), 1);
     }
 
     /// Under a paused clock (the executor's tests) the wait ends exactly at the deadline.
