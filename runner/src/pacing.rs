@@ -114,6 +114,7 @@ mod tests {
 
     /// The agent runtime's threads sleep with a 1 ns slack, so the nap ends where it should.
     #[cfg(target_os = "linux")]
+    #[allow(clippy::unwrap_used)]
     #[test]
     fn runtime_threads_get_a_tight_timer_slack() {
         let runtime = crate::engine::runtime().unwrap();
