@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Query;
+use axum::http::StatusCode;
 use volley_core::manifest::parse_manifest;
 use volley_core::validate::validate;
 use volley_crds::status::Phase;
@@ -21,12 +22,15 @@ use volley_runner::local::{Progress, exit_code, run_local};
 
 use support::bounded;
 
-#[tokio::test]
-async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
-    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
-        .await
-        .unwrap();
-    let asked: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+/// Every query string the fake Prometheus was asked, in order.
+type Asked = Arc<Mutex<Vec<HashMap<String, String>>>>;
+
+/// A Prometheus instant-query API on 127.0.0.1 that answers each query with `answer(query)`
+/// and records what it was asked: its URL, the record, and the server task.
+async fn fake_prometheus(
+    answer: fn(&str) -> (StatusCode, String),
+) -> (String, Asked, tokio::task::JoinHandle<()>) {
+    let asked: Asked = Arc::default();
     let seen = asked.clone();
     let app = axum::Router::new().route(
         "/api/v1/query",
@@ -34,29 +38,44 @@ async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push(q.clone());
-                let series = |s: &str| {
-                    format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{s}]}}}}"#)
-                };
-                match q["query"].as_str() {
-                    "per_pod" => (
-                        axum::http::StatusCode::OK,
-                        series(r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}"#),
-                    ),
-                    "broken(" => (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        r#"{"status":"error","errorType":"bad_data","error":"unexpected end of input"}"#.to_string(),
-                    ),
-                    _ => (
-                        axum::http::StatusCode::OK,
-                        series(r#"{"metric":{},"value":[1,"0.25"]}"#),
-                    ),
-                }
+                answer(q.get("query").map_or("", String::as_str))
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prom = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, asked, server)
+}
+
+/// A successful instant-query answer holding `series` (comma-separated JSON objects).
+fn vector(series: &str) -> String {
+    format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#)
+}
+
+#[tokio::test]
+async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
+    let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
+        .await
+        .unwrap();
+    let (prom, asked, server) = fake_prometheus(|query| match query {
+        "per_pod" => (
+            StatusCode::OK,
+            vector(
+                r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}"#,
+            ),
+        ),
+        "broken(" => (
+            StatusCode::BAD_REQUEST,
+            r#"{"status":"error","errorType":"bad_data","error":"unexpected end of input"}"#
+                .to_string(),
+        ),
+        _ => (
+            StatusCode::OK,
+            vector(r#"{"metric":{},"value":[1,"0.25"]}"#),
+        ),
+    })
+    .await;
 
     let yaml = format!(
         "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: observed}}\nspec:\n  \
@@ -129,36 +148,27 @@ async fn by_label_and_per_scenario_queries_are_judged_each_on_their_own() {
     let target = DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
         .await
         .unwrap();
-    let asked: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
-    let seen = asked.clone();
-    let app = axum::Router::new().route(
-        "/api/v1/query",
-        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(q.clone());
-                let series = |s: &str| {
-                    format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{s}]}}}}"#)
-                };
-                let query = q["query"].as_str();
-                if query == "per_pod" {
-                    return series(
-                        r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"20"]}"#,
-                    );
-                }
-                // `w[NNNms]`: the window's length in seconds, to tell the windows apart.
-                let ms: f64 = query
-                    .trim_start_matches("w[")
-                    .trim_end_matches("ms]")
-                    .parse()
-                    .unwrap_or(-1.0);
-                series(&format!(r#"{{"metric":{{}},"value":[1,"{}"]}}"#, ms / 1000.0))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prom = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (prom, asked, server) = fake_prometheus(|query| {
+        if query == "per_pod" {
+            return (
+                StatusCode::OK,
+                vector(
+                    r#"{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"20"]}"#,
+                ),
+            );
+        }
+        // `w[NNNms]`: the window's length in seconds, to tell the windows apart.
+        let ms: f64 = query
+            .trim_start_matches("w[")
+            .trim_end_matches("ms]")
+            .parse()
+            .unwrap_or(-1.0);
+        (
+            StatusCode::OK,
+            vector(&format!(r#"{{"metric":{{}},"value":[1,"{}"]}}"#, ms / 1000.0)),
+        )
+    })
+    .await;
 
     let yaml = format!(
         "apiVersion: volley.dev/v1alpha1\nkind: LoadTest\nmetadata: {{name: observed}}\nspec:\n  \
