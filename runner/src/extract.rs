@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, SET_COOKIE};
@@ -124,6 +125,17 @@ impl CompiledExtractor {
         compiler: &TemplateCompiler<'_>,
     ) -> Result<CompiledExtractor, StepError> {
         Self::compile_at(&format!("extract.{name}"), spec, compiler)
+    }
+
+    /// Compiles every extractor of a step's `extract`, by name.
+    pub(crate) fn compile_all(
+        extract: &BTreeMap<String, spec::Extractor>,
+        compiler: &TemplateCompiler<'_>,
+    ) -> Result<Vec<(String, CompiledExtractor)>, StepError> {
+        extract
+            .iter()
+            .map(|(name, spec)| Ok((name.clone(), Self::compile(name, spec, compiler)?)))
+            .collect()
     }
 
     /// Compiles an extractor found at `field` (a step's `extract.NAME`, or the source of a

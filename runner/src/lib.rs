@@ -12,16 +12,16 @@
 //! 4. [`step`]: one step, compiled once and run per VU; it assembles `check`, `extract`,
 //!    `custom_metrics` and `render`, where `check` and `custom_metrics` use `extract`, and all
 //!    use `render`. Beside it, [`websocket`] (the `websocket` step kind, dispatched by `step`),
-//!    which uses `check`, `extract`, `render` and, from `step`, only the URL join and the retry
-//!    backoff.
+//!    which uses `check`, `extract`, `render` and `retry` (a step's retry policy, shared with
+//!    `step`).
 //! 5. `step_error` (why a step cannot be compiled) and `vu` (a VU's state): below everything
 //!    that compiles or renders steps, which all use them; `step` re-exports them as
 //!    `step::StepError` and `step::VuContext`.
 //! 6. Leaves, using nothing else in the crate: [`cookies`] (used by `vu`, `extract`, `step`),
 //!    [`executor`] (its arrival-rate timer is `pacing`, a leaf too), [`feeder`], [`summary`], [`exit`] (the exit codes), `transport` (the HTTP
 //!    path: a VU's own connection for plain HTTP, reqwest for TLS; used by `vu` and `step`),
-//!    and [`signals`] (SIGTERM and Ctrl-C, for `volley run` and `volley agent`; it uses only
-//!    `exit`).
+//!    `retry` (a step's retry policy), and [`signals`] (SIGTERM and Ctrl-C, for `volley run`
+//!    and `volley agent`; it uses only `exit`).
 //!
 //! The `volley` binary (`main.rs`, `cli.rs`: the subcommands and their arguments;
 //! `report_cli.rs`: `volley report` and the report flags; `kube_run.rs`: `volley kube run` and
@@ -38,13 +38,13 @@ pub mod local;
 pub mod signals;
 pub mod summary;
 
-mod backoff;
 mod check;
 pub mod cookies;
 mod custom_metrics;
 mod extract;
 mod pacing;
 mod render;
+mod retry;
 pub mod step;
 mod step_error;
 mod transport;

@@ -60,13 +60,13 @@ use volley_core::target_policy::{PolicyError, TargetPolicy, join_url};
 use volley_core::template::Reference;
 use volley_crds::spec::{ErrorKind, MultipartPart, Request, Sleep, Step, Target};
 
-use crate::backoff::backoff;
 use crate::check::{CheckTally, Checks};
 use crate::cookies::CookieJar;
 use crate::custom_metrics::CompiledCustomMetrics;
 pub use crate::custom_metrics::Observed;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, json_text};
 use crate::render::{EnvLookup, HeaderText, JsonText, RenderError, TemplateCompiler, Text};
+use crate::retry::RetryPolicy;
 use crate::transport::{Connections, Endpoint, Response};
 use crate::websocket::{CompiledWebSocket, WsOutcome};
 
@@ -197,7 +197,7 @@ struct CompiledRequest {
     checks: Checks,
     extract: Vec<(String, CompiledExtractor)>,
     custom: CompiledCustomMetrics,
-    retry: StepRetry,
+    retry: RetryPolicy,
     until: Option<UntilPolicy>,
     /// Whether the body must be kept (checks, extractors or polling read it).
     keep_body: bool,
@@ -232,13 +232,6 @@ enum BodyTemplate {
 enum MultipartPiece {
     Bytes(Bytes),
     Text(Text),
-}
-
-/// A request step's retry settings, defaults resolved.
-struct StepRetry {
-    attempts: u32,
-    on: Vec<ErrorKind>,
-    backoff: Duration,
 }
 
 struct UntilPolicy {
@@ -455,32 +448,8 @@ fn compile_request(
     };
 
     let checks = Checks::compile(step.check.as_ref(), compiler)?;
-    let extract = step
-        .extract
-        .iter()
-        .map(|(name, spec)| {
-            Ok((
-                name.clone(),
-                CompiledExtractor::compile(name, spec, compiler)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StepError>>()?;
-    let retry = match &step.retry {
-        Some(retry) => StepRetry {
-            attempts: retry.attempts.max(1),
-            on: if retry.on.is_empty() {
-                vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
-            } else {
-                retry.on.clone()
-            },
-            backoff: retry.backoff.get(),
-        },
-        None => StepRetry {
-            attempts: 1,
-            on: Vec::new(),
-            backoff: Duration::ZERO,
-        },
-    };
+    let extract = CompiledExtractor::compile_all(&step.extract, compiler)?;
+    let retry = RetryPolicy::new(step.retry.as_ref());
     let until = match &step.until {
         Some(until) => Some(UntilPolicy {
             path: compile_json_path(&until.json_path, "until.jsonPath", compiler)?,
@@ -1013,8 +982,7 @@ impl CompiledRequest {
             };
             sample.error = error;
             samples.push(sample);
-            let retry =
-                attempt < self.retry.attempts && error.is_some_and(|e| self.retry.on.contains(&e));
+            let retry = error.is_some_and(|e| self.retry.retries(attempt, e));
             if !retry {
                 return Attempted {
                     response,
@@ -1022,7 +990,7 @@ impl CompiledRequest {
                     verdict,
                 };
             }
-            let pause = backoff(self.retry.backoff, attempt);
+            let pause = self.retry.pause(attempt);
             if hard_deadline.is_some_and(|d| Instant::now() + pause >= d) {
                 return Attempted {
                     response,

@@ -61,6 +61,7 @@ use crate::custom_metrics::{CompiledCustomMetrics, Observed};
 use crate::extract::json_text;
 use crate::extract::{BODY_CAP, CompiledExtractor, Received, compile_json_path, compile_regex};
 use crate::render::{TemplateCompiler, Text};
+use crate::retry::RetryPolicy;
 use crate::step_error::StepError;
 use crate::vu::VuContext;
 
@@ -218,9 +219,7 @@ pub(crate) struct CompiledWebSocket {
     checks: Checks,
     extract: Vec<(String, CompiledExtractor)>,
     custom: CompiledCustomMetrics,
-    attempts: u32,
-    retry_on: Vec<ErrorKind>,
-    backoff: Duration,
+    retry: RetryPolicy,
     tls: Arc<rustls::ClientConfig>,
     policy: Option<Arc<TargetPolicy>>,
     gauge: Arc<OpenGauge>,
@@ -370,29 +369,8 @@ impl CompiledWebSocket {
             messages.push(CompiledMessage { send, expect });
         }
         let checks = Checks::compile(step.check.as_ref(), compiler)?;
-        let extract = step
-            .extract
-            .iter()
-            .map(|(name, spec)| {
-                Ok((
-                    name.clone(),
-                    CompiledExtractor::compile(name, spec, compiler)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StepError>>()?;
+        let extract = CompiledExtractor::compile_all(&step.extract, compiler)?;
         let custom = CompiledCustomMetrics::compile(&step.metrics, compiler)?;
-        let (attempts, retry_on, backoff) = match &step.retry {
-            Some(r) => (
-                r.attempts.max(1),
-                if r.on.is_empty() {
-                    vec![ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Status5xx]
-                } else {
-                    r.on.clone()
-                },
-                r.backoff.get(),
-            ),
-            None => (1, Vec::new(), Duration::ZERO),
-        };
         let timeout = ws.timeout.unwrap_or(target.timeout).get();
         if timeout.is_zero() {
             return Err(compiler.invalid("websocket.timeout", "must be longer than 0s"));
@@ -410,9 +388,7 @@ impl CompiledWebSocket {
             checks,
             extract,
             custom,
-            attempts,
-            retry_on,
-            backoff,
+            retry: RetryPolicy::new(step.retry.as_ref()),
             tls: Arc::new(tls),
             policy: None,
             gauge: Arc::new(OpenGauge::default()),
@@ -505,13 +481,13 @@ impl CompiledWebSocket {
                 status,
                 error: Some(error),
             });
-            if attempt >= self.attempts || !self.retry_on.contains(&error) {
+            if !self.retry.retries(attempt, error) {
                 run.error = Some(error);
                 run.checks = self.checks.evaluate(None, origin.elapsed());
                 run.step_latency = origin.elapsed();
                 return run;
             }
-            tokio::time::sleep(crate::backoff::backoff(self.backoff, attempt)).await;
+            tokio::time::sleep(self.retry.pause(attempt)).await;
             attempt += 1;
         };
 
