@@ -13,33 +13,19 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_core::manifest::parse_manifest;
 use volley_core::protocol::histogram::decode_histogram;
-use volley_core::validate::validate;
-use volley_crds::LoadTest;
 use volley_crds::status::{Phase, StepStatus, Verdict};
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::engine::{Engine, FileRoots, RunnerPlace};
 use volley_runner::local::{Progress, exit_code, run_local};
 use volley_runner::summary::RunSummary;
 
-use support::{bounded, closed_port, tempdir};
+use support::{bounded, closed_port, manifest, tempdir};
 
 async fn demo(config: DemoConfig) -> DemoTarget {
     DemoTarget::start(([127, 0, 0, 1], 0).into(), config)
         .await
         .expect("start demo target")
-}
-
-/// Parses and validates a manifest (as `volley run` does), with `@BASE@` replaced by `base`.
-fn manifest(yaml: &str, base: &str) -> LoadTest {
-    let yaml = yaml.replace("@BASE@", base);
-    let lt = parse_manifest(&yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
-    if let Err(errors) = validate(&lt.spec) {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        panic!("invalid manifest:\n{}\n{yaml}", errors.join("\n"));
-    }
-    lt
 }
 
 /// Runs `yaml` (with `@BASE@` = `base`) to the end, at most `limit`.

@@ -16,35 +16,22 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_core::manifest::parse_manifest;
 use volley_core::metrics::model::RunMetrics;
 use volley_core::metrics::websocket::WsMeasurements;
 use volley_core::protocol::report::Report;
 use volley_core::target_policy::TargetPolicy;
-use volley_core::validate::validate;
 use volley_crds::LoadTest;
 use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::engine::{Engine, EngineError, FileRoots, RunnerPlace};
 use volley_runner::local::{Progress, run_local};
 
-use support::{bounded, closed_port};
+use support::{bounded, closed_port, manifest};
 
 async fn demo() -> DemoTarget {
     DemoTarget::start(([127, 0, 0, 1], 0).into(), DemoConfig::default())
         .await
         .unwrap()
-}
-
-/// Parses and validates `yaml` with `@BASE@` replaced.
-fn manifest(yaml: &str, base: &str) -> LoadTest {
-    let yaml = yaml.replace("@BASE@", base);
-    let lt = parse_manifest(&yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
-    if let Err(errors) = validate(&lt.spec) {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        panic!("invalid manifest:\n{}\n{yaml}", errors.join("\n"));
-    }
-    lt
 }
 
 /// Runs `lt` as runner `index` of `count`, at most 60 s.

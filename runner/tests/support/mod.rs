@@ -6,6 +6,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use volley_core::manifest::parse_manifest;
+use volley_core::validate::validate;
+use volley_crds::LoadTest;
+
 /// A fresh directory under the system temp dir, unique to this process and moment.
 pub fn tempdir(tag: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -29,4 +33,15 @@ pub async fn bounded<T, F: Future<Output = T>>(limit: Duration, fut: F) -> T {
     tokio::time::timeout(limit, fut)
         .await
         .unwrap_or_else(|_| panic!("took longer than {limit:?}: the test hangs"))
+}
+
+/// Parses and validates a manifest (as `volley run` does), with `@BASE@` replaced by `base`.
+pub fn manifest(yaml: &str, base: &str) -> LoadTest {
+    let yaml = yaml.replace("@BASE@", base);
+    let lt = parse_manifest(&yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
+    if let Err(errors) = validate(&lt.spec) {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        panic!("invalid manifest:\n{}\n{yaml}", errors.join("\n"));
+    }
+    lt
 }
