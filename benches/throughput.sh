@@ -12,7 +12,13 @@
 #   - schedule lag at 200/s: Volley's p99 (and p50) from the schedule minus the same from the
 #     send, i.e. how late iterations start (the server is the same in both figures); on a busy
 #     machine the p99s also carry the kernel's scheduling delays, the p50 shows the timer;
-#   - peak RSS of each Volley run (the largest process: the agent), from /usr/bin/time.
+#   - peak RSS of each Volley run (the largest process: the agent), from /usr/bin/time;
+#   - the 5,000/s and 200/s cases again with every CPU kept out of its idle state (a
+#     SCHED_IDLE busy loop per CPU, which runs only when nothing else wants the CPU). On a
+#     virtual machine waking an idle CPU takes tens to hundreds of microseconds (the timer
+#     fires on time, the CPU answers late), for the generator and for nginx alike; that
+#     latency is the machine's, and it hides the timer's. Kept awake, the figures show what
+#     the generators themselves add, as on a busy node or a host booted with idle=poll.
 # Numbers are only comparable within one run on one machine: other work on the machine moves
 # them all, which is why the ratios are printed side by side.
 #
@@ -66,7 +72,21 @@ http {
 }
 NGINX
 "${srv[@]}" nginx -c "$work/nginx.conf" -p "$work"
-trap 'nginx -c "$work/nginx.conf" -p "$work" -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
+spinners=()
+stop_spinners() {
+  [ ${#spinners[@]} -eq 0 ] || kill "${spinners[@]}" 2>/dev/null || true
+  spinners=()
+}
+# Keeps every CPU out of its idle state; the loops yield to anything else that wants the CPU.
+start_spinners() {
+  local cpu idle=(nice -n 19)
+  command -v chrt >/dev/null && idle=(chrt --idle 0)
+  for cpu in $(seq 0 $(($(nproc) - 1))); do
+    taskset -c "$cpu" "${idle[@]}" sh -c 'while :; do :; done' &
+    spinners+=($!)
+  done
+}
+trap 'stop_spinners; nginx -c "$work/nginx.conf" -p "$work" -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.5
 url="http://127.0.0.1:$port/"
 
@@ -157,10 +177,12 @@ open_model() {
 open_model 20000
 open_model 5000
 
-echo "== schedule lag: 200 req/s for ${secs}s"
-printf 'executor: constant-arrival-rate\nrate: 200\nduration: %ss\nmaxVUs: 20\n' "$secs" | manifest >"$work/lag.yaml"
-timed lag "$VOLLEY" run "$work/lag.yaml" --quiet --out "$work/lag.json" >/dev/null || true
-python3 - "$work/lag.json" "$(cpu lag)" <<'PY'
+# lag: Volley's schedule lag at 200/s.
+lag() {
+  echo "== schedule lag: 200 req/s for ${secs}s"
+  printf 'executor: constant-arrival-rate\nrate: 200\nduration: %ss\nmaxVUs: 20\n' "$secs" | manifest >"$work/lag.yaml"
+  timed lag "$VOLLEY" run "$work/lag.yaml" --quiet --out "$work/lag.json" >/dev/null || true
+  python3 - "$work/lag.json" "$(cpu lag)" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 m, s = d["metrics"]["latencyMs"], d["latencySentMs"]
@@ -168,3 +190,13 @@ lag = {p: max(m[p] - s[p], 0) * 1000 for p in ("p50", "p99")}
 print(f"volley  p99 {m['p99']} ms from the schedule, {s['p99']} ms from the send: schedule lag "
       f"{lag['p99']:.0f} us at p99 ({lag['p50']:.0f} us at p50), {sys.argv[2]} CPU-s")
 PY
+}
+lag
+
+if command -v taskset >/dev/null; then
+  echo "== again with every CPU kept out of idle (SCHED_IDLE busy loops; see the top of this file)"
+  start_spinners
+  open_model 5000
+  lag
+  stop_spinners
+fi

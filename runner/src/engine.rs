@@ -31,8 +31,7 @@ use crate::step::{CompiledStep, StepError, StepOutcome, VuContext, build_client,
 ///
 /// On one CPU the work-stealing scheduler buys nothing and costs its atomics, cross-worker
 /// wake-ups and the spare worker it keeps for blocking I/O; measured on the closed model,
-/// `benches/throughput.sh` (see the README's performance section). Its threads get a tight
-/// timer slack for the arrival-rate timer ([`crate::pacing`]).
+/// `benches/throughput.sh` (see the README's performance section).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut builder = if cpus <= 1 {
@@ -40,10 +39,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    builder
-        .enable_all()
-        .on_thread_start(crate::pacing::tighten_timer_slack)
-        .build()
+    builder.enable_all().build()
 }
 
 /// Where this runner stands among the runners of a test.

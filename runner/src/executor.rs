@@ -305,6 +305,8 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
     // Tokio's own timer would start iterations up to ~1 ms late (see `crate::pacing`).
     let mut pacer = Pacer::default();
     let mut i: u64 = 0;
+    // When the last iteration started was due: the gap to the next tells the pacer the rate.
+    let mut last_offset = Duration::ZERO;
     let grace_from = loop {
         // Take back VUs whose iterations finished, so they can serve the iterations due now.
         while let Ok(done) = done_rx.try_recv() {
@@ -322,6 +324,7 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
         };
         let due = at(timeline.begin, offset);
         if due > Instant::now() {
+            pacer.set_gap(offset.saturating_sub(last_offset));
             tokio::select! {
                 biased;
                 () = stop_requested(stop) => {}
@@ -336,6 +339,7 @@ async fn run_open<V: Vu, F: FnMut(u64) -> V + Send>(
         // Iteration `i` is due (or overdue: iterations due while we were busy are started in one
         // batch, each keeping its own due time).
         i += 1;
+        last_offset = offset;
         let id = match pool.idle.pop() {
             Some(id) => Some(id),
             None if pool.live < cap => {
