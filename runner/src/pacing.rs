@@ -22,9 +22,11 @@
 //! CPU, and every sleep lets the CPU go idle, from which it must then wake for the next
 //! iteration and for every response: on a virtual machine that wake-up costs tens of
 //! microseconds of CPU and adds as much to each measured latency. Measured at 20,000/s on one
-//! core (`benches/throughput.sh`'s case): latency p50 from the schedule 0.050 ms awake against
-//! 0.22 ms with the 20 µs window, 0 dropped in every run, for 10.0 against 9.5-9.7 CPU-s. At
-//! 5,000/s staying awake cost 12% more CPU and bought nothing, hence the threshold.
+//! core (`benches/throughput.sh`'s case, the two builds in one session): latency p50 from the
+//! schedule 0.04-0.05 ms awake against 0.21-0.25 ms with the 20 µs window; dropped iterations
+//! 0 in eight runs of nine awake (658 in the ninth) against 35-163 in three runs of five; for
+//! 10.0 against 9.5-9.7 CPU-s. At 5,000/s staying awake cost 12% more CPU and bought nothing,
+//! hence the threshold.
 //!
 //! # Why not a thread nap
 //! The stage 2 before this one was a `std::thread::sleep` on the blocking pool (with a 1 ns
