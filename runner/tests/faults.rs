@@ -34,18 +34,16 @@ use hdrhistogram::Histogram;
 use server::{Fault, FaultServer, Plan, Stats, always};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use volley_core::manifest::parse_manifest;
 use volley_core::metrics::model::{Measurements, RunMetrics};
 use volley_core::metrics::status::metrics_status;
 use volley_core::protocol::report::Report;
-use volley_core::validate::validate;
 use volley_crds::LoadTest;
 use volley_crds::status::Phase;
 use volley_runner::engine::{Engine, FileRoots, RunnerPlace};
 use volley_runner::executor::ExecutorSummary;
 use volley_runner::local::{Progress, exit_code, run_local};
 
-use support::{bounded, closed_port};
+use support::{bounded, closed_port, valid_manifest};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -58,12 +56,7 @@ fn manifest(yaml: &str, vars: &[(&str, &str)]) -> LoadTest {
     for (name, value) in vars {
         yaml = yaml.replace(name, value);
     }
-    let lt = parse_manifest(&yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
-    if let Err(errors) = validate(&lt.spec) {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        panic!("invalid manifest:\n{}\n{yaml}", errors.join("\n"));
-    }
-    lt
+    valid_manifest(&yaml)
 }
 
 /// A finished engine run on one runner.

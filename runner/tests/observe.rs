@@ -13,14 +13,12 @@ use std::time::Duration;
 
 use axum::extract::Query;
 use axum::http::StatusCode;
-use volley_core::manifest::parse_manifest;
-use volley_core::validate::validate;
 use volley_crds::status::Phase;
 use volley_demo_target::{DemoConfig, DemoTarget};
 use volley_runner::engine::FileRoots;
 use volley_runner::local::{Progress, exit_code, run_local};
 
-use support::bounded;
+use support::{bounded, valid_manifest};
 
 /// Every query string the fake Prometheus was asked, in order.
 type Asked = Arc<Mutex<Vec<HashMap<String, String>>>>;
@@ -86,8 +84,7 @@ async fn a_failed_query_fails_only_its_thresholds_and_the_load_results_stay() {
          thresholds: ['requests >= 20', 'prom(p95) < 0.5', 'prom(per_pod) < 10', 'prom(broken) < 1']\n",
         target.base_url()
     );
-    let lt = parse_manifest(&yaml).unwrap();
-    validate(&lt.spec).unwrap();
+    let lt = valid_manifest(&yaml);
     let s = bounded(
         Duration::from_secs(60),
         run_local(&lt, &FileRoots::default(), Progress::Quiet),
@@ -183,8 +180,7 @@ async fn by_label_and_per_scenario_queries_are_judged_each_on_their_own() {
          {{expr: 'prom(span) < 1.5', scenario: peak}}]\n",
         target.base_url()
     );
-    let lt = parse_manifest(&yaml).unwrap();
-    validate(&lt.spec).unwrap();
+    let lt = valid_manifest(&yaml);
     let s = bounded(
         Duration::from_secs(60),
         run_local(&lt, &FileRoots::default(), Progress::Quiet),

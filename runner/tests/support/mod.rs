@@ -37,8 +37,13 @@ pub async fn bounded<T, F: Future<Output = T>>(limit: Duration, fut: F) -> T {
 
 /// Parses and validates a manifest (as `volley run` does), with `@BASE@` replaced by `base`.
 pub fn manifest(yaml: &str, base: &str) -> LoadTest {
-    let yaml = yaml.replace("@BASE@", base);
-    let lt = parse_manifest(&yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
+    valid_manifest(&yaml.replace("@BASE@", base))
+}
+
+/// Parses and validates a manifest as `volley run` does; a test's bad YAML panics with every
+/// error and the text.
+pub fn valid_manifest(yaml: &str) -> LoadTest {
+    let lt = parse_manifest(yaml).unwrap_or_else(|e| panic!("bad manifest: {e}\n{yaml}"));
     if let Err(errors) = validate(&lt.spec) {
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         panic!("invalid manifest:\n{}\n{yaml}", errors.join("\n"));
