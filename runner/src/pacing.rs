@@ -71,14 +71,22 @@ fn spin_window(gap: Duration) -> Duration {
 /// It keeps its timer armed across calls for the same deadline, so a caller that `select!`s
 /// on [`Pacer::sleep_until`] against other events (and so drops and re-creates the future)
 /// does not re-arm it each time.
-#[derive(Default)]
 pub(crate) struct Pacer {
     /// The precise stage's timer: not made yet, made, or `Some(None)` where there is none
     /// (not Linux, or the kernel refused one).
     precise: Option<Option<timerfd::TimerFd>>,
-    /// How far before a deadline the pacer stops sleeping and yields ([`spin_window`]); zero
-    /// until [`Pacer::set_gap`], which counts as [`SPIN_WINDOW`].
+    /// How far before a deadline the pacer stops sleeping and yields ([`spin_window`]).
     spin: Duration,
+}
+
+impl Default for Pacer {
+    /// A pacer that sleeps to [`SPIN_WINDOW`] before each deadline until told the gap.
+    fn default() -> Self {
+        Pacer {
+            precise: None,
+            spin: SPIN_WINDOW,
+        }
+    }
 }
 
 impl Pacer {
@@ -96,7 +104,7 @@ impl Pacer {
         {
             tokio::time::sleep_until(coarse).await;
         }
-        let spin = self.spin.max(SPIN_WINDOW);
+        let spin = self.spin;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining > spin {
             let failed = match self.precise.get_or_insert_with(timerfd::TimerFd::new) {

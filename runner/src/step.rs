@@ -752,6 +752,17 @@ struct Exchange {
     response: Option<Received>,
 }
 
+/// What a redirect chain has sent and received so far; kept when the deadline cuts it short.
+#[derive(Default)]
+struct ChainTally {
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// Status of the last response head.
+    status: Option<u16>,
+    /// The final response, once read to the end.
+    response: Option<Received>,
+}
+
 /// What checks and extractors made of a response.
 struct ResponseEvaluation {
     tally: CheckTally,
@@ -1097,140 +1108,10 @@ impl CompiledRequest {
             Some(hard) => hard.min(sent + self.timeout),
             None => sent + self.timeout,
         };
-        let mut method = self.method.clone();
-        // Borrowed until a redirect changes them: most exchanges send the rendered request as is.
-        let mut url = Cow::Borrowed(&*rendered.url);
-        let mut headers = Cow::Borrowed(&rendered.headers);
-        let mut body = rendered.body.as_ref();
-        let mut bytes_sent = 0u64;
-        let mut bytes_received = 0u64;
-        let mut status = None;
-        let mut received = None;
-        // Set-Cookie headers of redirect responses, handed to the final response.
-        let mut redirect_cookies: Vec<HeaderValue> = Vec::new();
-        let mut hops = 0;
+        let mut tally = ChainTally::default();
         // One timer for the whole chain, rather than one per await: a timer entry per send and
         // per body frame was a measurable share of a small request's cost.
-        let chain = async {
-            loop {
-                let same_origin = hops == 0 || url.origin() == rendered.url.origin();
-                // Sized for what is added below and in `Connections::send` (`Cookie`, `Host`,
-                // `Accept`, `User-Agent`): a plain clone is exactly full and would reallocate.
-                let mut request_headers = HeaderMap::with_capacity(headers.len() + 4);
-                request_headers.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-                if !same_origin {
-                    request_headers.remove(AUTHORIZATION);
-                }
-                bytes_sent += if hops == 0 {
-                    rendered.bytes
-                } else {
-                    request_head_bytes(&method, &url, &request_headers, body.map_or(0, Bytes::len))
-                };
-                if same_origin {
-                    let mut cookie = rendered.cookie.clone().unwrap_or_default();
-                    jar.write_header(&mut cookie);
-                    if !cookie.is_empty() {
-                        match HeaderValue::from_str(&cookie) {
-                            Ok(mut value) => {
-                                value.set_sensitive(true);
-                                bytes_sent += header_line_bytes(&COOKIE, &value);
-                                request_headers.insert(COOKIE, value);
-                            }
-                            Err(_) => {
-                                tracing::debug!(
-                                    "cookie header is not a valid header value; not sent"
-                                )
-                            }
-                        }
-                    }
-                }
-                // A literal URL's endpoint was derived once, at compile time; others per hop.
-                let derived;
-                let endpoint = match (&self.endpoint, hops) {
-                    (Some(endpoint), 0) => Some(endpoint),
-                    _ => {
-                        derived = Endpoint::of(&url);
-                        derived.as_ref()
-                    }
-                };
-                let send = connections.send(client, endpoint, &method, &url, request_headers, body);
-                let mut response = match send.await {
-                    Err(kind) => break Some(kind),
-                    Ok(response) => response,
-                };
-                let code = response.status();
-                status = Some(code.as_u16());
-                let response_headers = response.take_headers();
-                bytes_received += response_head_bytes(code, &response_headers);
-                jar.store_from(&response_headers);
-
-                let next = code
-                    .is_redirection()
-                    .then(|| response_headers.get(LOCATION))
-                    .flatten()
-                    .and_then(|location| location.to_str().ok())
-                    .and_then(|location| url.join(location).ok())
-                    .filter(|next| matches!(next.scheme(), "http" | "https"));
-                if let Some(next) = next {
-                    // Drain the redirect's body so the connection can be reused.
-                    if let Err(e) = read_body(&mut response, None, &mut bytes_received).await {
-                        break Some(e);
-                    }
-                    connections.finished();
-                    if hops == MAX_REDIRECTS {
-                        tracing::debug!("more than {MAX_REDIRECTS} redirects");
-                        break Some(ErrorKind::Connect);
-                    }
-                    // An allowed host must not be able to bounce the load to a forbidden one.
-                    if let Err(refused) = self.allowed(&next, Some(false), headers.as_ref()) {
-                        self.warn_refused("(redirect)", &refused);
-                        break Some(ErrorKind::Blocked);
-                    }
-                    hops += 1;
-                    redirect_cookies.extend(response_headers.get_all(SET_COOKIE).iter().cloned());
-                    let to_get = match code.as_u16() {
-                        303 => method != Method::HEAD,
-                        301 | 302 => method == Method::POST,
-                        _ => false,
-                    };
-                    if to_get {
-                        method = Method::GET;
-                        body = None;
-                        headers.to_mut().remove(CONTENT_TYPE);
-                    }
-                    url = Cow::Owned(next);
-                    continue;
-                }
-
-                let mut kept = self.keep_body.then(|| {
-                    let hint = response.content_length().unwrap_or(0).min(BODY_CAP as u64);
-                    Vec::with_capacity(usize::try_from(hint).unwrap_or(0))
-                });
-                match read_body(&mut response, kept.as_mut(), &mut bytes_received).await {
-                    Err(e) => break Some(e),
-                    Ok(truncated) => {
-                        connections.finished();
-                        let mut final_headers = response_headers;
-                        if !redirect_cookies.is_empty() {
-                            // Earlier hops first, so the final response's own cookies win.
-                            let own: Vec<HeaderValue> =
-                                final_headers.get_all(SET_COOKIE).iter().cloned().collect();
-                            final_headers.remove(SET_COOKIE);
-                            for value in redirect_cookies.drain(..).chain(own) {
-                                final_headers.append(SET_COOKIE, value);
-                            }
-                        }
-                        received = Some(Received::new(
-                            code,
-                            final_headers,
-                            kept.unwrap_or_default(),
-                            truncated,
-                        ));
-                        break self.checks.status_error(code.as_u16());
-                    }
-                }
-            }
-        };
+        let chain = self.follow(client, jar, connections, rendered, &mut tally);
         let error = tokio::time::timeout_at(deadline, chain)
             .await
             .unwrap_or(Some(ErrorKind::Timeout));
@@ -1244,12 +1125,149 @@ impl CompiledRequest {
             sample: RequestSample {
                 latency,
                 latency_sent,
-                bytes_sent,
-                bytes_received,
-                status,
+                bytes_sent: tally.bytes_sent,
+                bytes_received: tally.bytes_received,
+                status: tally.status,
                 error,
             },
-            response: received,
+            response: tally.response,
+        }
+    }
+
+    /// Sends the rendered request and follows its redirects (see [`CompiledRequest::exchange`],
+    /// which bounds the time), counting into `tally` as it goes; returns the error that ended
+    /// the chain, if any.
+    async fn follow(
+        &self,
+        client: &reqwest::Client,
+        jar: &mut CookieJar,
+        connections: &mut Connections,
+        rendered: &Rendered<'_>,
+        tally: &mut ChainTally,
+    ) -> Option<ErrorKind> {
+        let mut method = self.method.clone();
+        // Borrowed until a redirect changes them: most exchanges send the rendered request as is.
+        let mut url = Cow::Borrowed(&*rendered.url);
+        let mut headers = Cow::Borrowed(&rendered.headers);
+        let mut body = rendered.body.as_ref();
+        // Set-Cookie headers of redirect responses, handed to the final response.
+        let mut redirect_cookies: Vec<HeaderValue> = Vec::new();
+        let mut hops = 0;
+        loop {
+            let same_origin = hops == 0 || url.origin() == rendered.url.origin();
+            // Sized for what is added below and in `Connections::send` (`Cookie`, `Host`,
+            // `Accept`, `User-Agent`): a plain clone is exactly full and would reallocate.
+            let mut request_headers = HeaderMap::with_capacity(headers.len() + 4);
+            request_headers.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if !same_origin {
+                request_headers.remove(AUTHORIZATION);
+            }
+            tally.bytes_sent += if hops == 0 {
+                rendered.bytes
+            } else {
+                request_head_bytes(&method, &url, &request_headers, body.map_or(0, Bytes::len))
+            };
+            if same_origin {
+                let mut cookie = rendered.cookie.clone().unwrap_or_default();
+                jar.write_header(&mut cookie);
+                if !cookie.is_empty() {
+                    match HeaderValue::from_str(&cookie) {
+                        Ok(mut value) => {
+                            value.set_sensitive(true);
+                            tally.bytes_sent += header_line_bytes(&COOKIE, &value);
+                            request_headers.insert(COOKIE, value);
+                        }
+                        Err(_) => {
+                            tracing::debug!("cookie header is not a valid header value; not sent")
+                        }
+                    }
+                }
+            }
+            // A literal URL's endpoint was derived once, at compile time; others per hop.
+            let derived;
+            let endpoint = match (&self.endpoint, hops) {
+                (Some(endpoint), 0) => Some(endpoint),
+                _ => {
+                    derived = Endpoint::of(&url);
+                    derived.as_ref()
+                }
+            };
+            let send = connections.send(client, endpoint, &method, &url, request_headers, body);
+            let mut response = match send.await {
+                Err(kind) => break Some(kind),
+                Ok(response) => response,
+            };
+            let code = response.status();
+            tally.status = Some(code.as_u16());
+            let response_headers = response.take_headers();
+            tally.bytes_received += response_head_bytes(code, &response_headers);
+            jar.store_from(&response_headers);
+
+            let next = code
+                .is_redirection()
+                .then(|| response_headers.get(LOCATION))
+                .flatten()
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .filter(|next| matches!(next.scheme(), "http" | "https"));
+            if let Some(next) = next {
+                // Drain the redirect's body so the connection can be reused.
+                if let Err(e) = read_body(&mut response, None, &mut tally.bytes_received).await {
+                    break Some(e);
+                }
+                connections.finished();
+                if hops == MAX_REDIRECTS {
+                    tracing::debug!("more than {MAX_REDIRECTS} redirects");
+                    break Some(ErrorKind::Connect);
+                }
+                // An allowed host must not be able to bounce the load to a forbidden one.
+                if let Err(refused) = self.allowed(&next, Some(false), headers.as_ref()) {
+                    self.warn_refused("(redirect)", &refused);
+                    break Some(ErrorKind::Blocked);
+                }
+                hops += 1;
+                redirect_cookies.extend(response_headers.get_all(SET_COOKIE).iter().cloned());
+                let to_get = match code.as_u16() {
+                    303 => method != Method::HEAD,
+                    301 | 302 => method == Method::POST,
+                    _ => false,
+                };
+                if to_get {
+                    method = Method::GET;
+                    body = None;
+                    headers.to_mut().remove(CONTENT_TYPE);
+                }
+                url = Cow::Owned(next);
+                continue;
+            }
+
+            let mut kept = self.keep_body.then(|| {
+                let hint = response.content_length().unwrap_or(0).min(BODY_CAP as u64);
+                Vec::with_capacity(usize::try_from(hint).unwrap_or(0))
+            });
+            match read_body(&mut response, kept.as_mut(), &mut tally.bytes_received).await {
+                Err(e) => break Some(e),
+                Ok(truncated) => {
+                    connections.finished();
+                    let mut final_headers = response_headers;
+                    if !redirect_cookies.is_empty() {
+                        // Earlier hops first, so the final response's own cookies win.
+                        let own: Vec<HeaderValue> =
+                            final_headers.get_all(SET_COOKIE).iter().cloned().collect();
+                        final_headers.remove(SET_COOKIE);
+                        for value in redirect_cookies.drain(..).chain(own) {
+                            final_headers.append(SET_COOKIE, value);
+                        }
+                    }
+                    tally.response = Some(Received::new(
+                        code,
+                        final_headers,
+                        kept.unwrap_or_default(),
+                        truncated,
+                    ));
+                    break self.checks.status_error(code.as_u16());
+                }
+            }
         }
     }
 
@@ -1277,8 +1295,8 @@ impl CompiledRequest {
     }
 }
 
-/// Reads a body to its end, counting its bytes into `received` and keeping
-/// up to [`BODY_CAP`] of them in `keep`. Returns whether bytes were dropped.
+/// Reads a body to its end, counting its bytes into `received` and keeping up to [`BODY_CAP`]
+/// of them in `keep`. Returns whether bytes were dropped.
 async fn read_body(
     response: &mut Response,
     mut keep: Option<&mut Vec<u8>>,
